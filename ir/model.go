@@ -1,0 +1,164 @@
+// Package ir is whittle's intermediate representation of a model: a
+// Llama-family decoder's architecture, its named tensors (lazily loaded),
+// the axes that pruning cuts along, and the transformations on them.
+package ir
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/whittle-ml/whittle/ir/tokenizer"
+)
+
+// Model is an architecture plus its weights. Tensors are immutable once in
+// a Model: transformations build new tensors and share the untouched ones.
+type Model struct {
+	Config  Config
+	Tensors map[string]*Tensor
+	// Tokenizer is the vocabulary the model was trained with, when the
+	// source format carries one (GGUF) or one was attached.
+	Tokenizer *tokenizer.Tokenizer
+	// Source describes where the model came from, for messages.
+	Source string
+
+	closers []io.Closer
+}
+
+// AddCloser registers a resource (a memory map) that Close releases.
+func (m *Model) AddCloser(c io.Closer) { m.closers = append(m.closers, c) }
+
+// Close releases memory maps. Tensors of this model (and of models derived
+// from it that still share its tensors) must not be used afterwards.
+func (m *Model) Close() error {
+	var errs []error
+	for _, c := range m.closers {
+		errs = append(errs, c.Close())
+	}
+	m.closers = nil
+	return errors.Join(errs...)
+}
+
+// Tensor returns a tensor by canonical name.
+func (m *Model) Tensor(name string) (*Tensor, error) {
+	t, ok := m.Tensors[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: model has no tensor %q", m.Source, name)
+	}
+	return t, nil
+}
+
+// Classifier returns the output projection, which is the embedding when tied.
+func (m *Model) Classifier() (*Tensor, error) {
+	if m.Config.Tied {
+		return m.Tensor(NameEmbed)
+	}
+	return m.Tensor(NameClassifier)
+}
+
+// Validate is shape inference over the whole model: the config is
+// consistent and every tensor it implies exists with the implied shape,
+// and no other tensor is present.
+func (m *Model) Validate() error {
+	if err := m.Config.Check(); err != nil {
+		return fmt.Errorf("%s: %w", m.Source, err)
+	}
+	names, shapes := m.Config.ExpectedShapes()
+	for _, n := range names {
+		t, ok := m.Tensors[n]
+		if !ok {
+			return fmt.Errorf("%s: missing tensor %q (shape %v)", m.Source, n, shapes[n])
+		}
+		if !equalShape(t.Shape, shapes[n]) {
+			return fmt.Errorf("%s: tensor %q has shape %v, the architecture needs %v", m.Source, n, t.Shape, shapes[n])
+		}
+	}
+	if len(m.Tensors) != len(names) {
+		var extra []string
+		for n := range m.Tensors {
+			if _, ok := shapes[n]; !ok {
+				extra = append(extra, n)
+			}
+		}
+		sort.Strings(extra)
+		return fmt.Errorf("%s: unexpected tensors %v", m.Source, extra)
+	}
+	if m.Tokenizer != nil && m.Tokenizer.Size() != m.Config.Vocab {
+		return fmt.Errorf("%s: tokenizer has %d pieces, model vocabulary is %d", m.Source, m.Tokenizer.Size(), m.Config.Vocab)
+	}
+	return nil
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TensorNames lists the model's tensors in canonical file order.
+func (m *Model) TensorNames() []string {
+	names, _ := m.Config.ExpectedShapes()
+	out := names[:0:0]
+	for _, n := range names {
+		if _, ok := m.Tensors[n]; ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// derive copies the model's header around new config and tensors.
+func (m *Model) derive(cfg Config, tensors map[string]*Tensor) *Model {
+	return &Model{Config: cfg, Tensors: tensors, Tokenizer: m.Tokenizer, Source: m.Source}
+}
+
+// ParamCounts breaks a model's parameters down by component.
+type ParamCounts struct {
+	Embedding  int64 `json:"embedding"`
+	Attention  int64 `json:"attention"`
+	MLP        int64 `json:"mlp"`
+	Norms      int64 `json:"norms"`
+	Classifier int64 `json:"classifier"` // 0 when tied to the embedding
+	Total      int64 `json:"total"`
+}
+
+// Params counts parameters from the config alone (no tensor is read), with
+// tied weights counted once.
+func (c *Config) Params() ParamCounts {
+	var p ParamCounts
+	h := int64(c.Hidden)
+	p.Embedding = int64(c.Vocab) * h
+	for _, l := range c.Layers {
+		q, kv := int64(l.Heads*l.HeadDim), int64(l.KVHeads*l.HeadDim)
+		p.Attention += 2*q*h + 2*kv*h
+		p.MLP += 3 * int64(l.MLP) * h
+		p.Norms += 2 * h
+	}
+	p.Norms += h
+	if !c.Tied {
+		p.Classifier = int64(c.Vocab) * h
+	}
+	p.Total = p.Embedding + p.Attention + p.MLP + p.Norms + p.Classifier
+	return p
+}
+
+// FLOPsPerToken is the forward matmul cost of one token at context length
+// ctx (2 FLOPs per multiply-add; attention scores counted at ctx).
+func (c *Config) FLOPsPerToken(ctx int) int64 {
+	var f int64
+	h := int64(c.Hidden)
+	for _, l := range c.Layers {
+		q, kv := int64(l.Heads*l.HeadDim), int64(l.KVHeads*l.HeadDim)
+		f += 2 * (2*q*h + 2*kv*h + 3*int64(l.MLP)*h)
+		f += 2 * 2 * int64(ctx) * q
+	}
+	f += 2 * int64(c.Vocab) * h
+	return f
+}
