@@ -1,0 +1,260 @@
+package recipe
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/gocty"
+)
+
+// SlotKind names a namespace that passes produce into.
+type SlotKind string
+
+// The namespaces a pass's `into` can produce into.
+const (
+	SlotModel  SlotKind = "model"
+	SlotScores SlotKind = "scores"
+)
+
+// Ref is what `model.x`, `scores.x`, `dataset.x`, `task.x` and `backend.x`
+// evaluate to. Pass configs declare fields of type Ref (required) or *Ref
+// (optional); the attribute's name (or a `ref:"kind"` struct tag) says which
+// namespace it must come from.
+type Ref struct {
+	Kind string `cty:"kind"`
+	Name string `cty:"name"`
+}
+
+// String renders the reference as written in a recipe, e.g. "model.teacher".
+func (r Ref) String() string { return r.Kind + "." + r.Name }
+
+// refType is the cty object type every reference evaluates to.
+var refType = cty.Object(map[string]cty.Type{"kind": cty.String, "name": cty.String})
+
+func refVal(kind, name string) cty.Value {
+	return cty.ObjectVal(map[string]cty.Value{"kind": cty.StringVal(kind), "name": cty.StringVal(name)})
+}
+
+// namespaces are the roots whose attributes are references.
+var namespaces = []string{"model", "scores", "dataset", "task", "backend"}
+
+func isNamespace(s string) bool {
+	for _, n := range namespaces {
+		if n == s {
+			return true
+		}
+	}
+	return false
+}
+
+// KindSpec is what a pass kind registers so the language can decode its block.
+type KindSpec struct {
+	Kind        string
+	Description string
+	// Produces is the namespace `into` names, or "" if the pass produces
+	// nothing a later block can reference.
+	Produces SlotKind
+	// NewConfig returns a pointer to a fresh struct with `hcl:"..."` tags;
+	// the block body (minus the common attributes name, into and backend) is
+	// decoded into it with gohcl, so unknown or wrongly-typed attributes are
+	// diagnosed.
+	NewConfig func() any
+}
+
+// commonPassAttrs are decoded by the language itself for every pass.
+var commonPassAttrs = []string{"name", "into", "backend"}
+
+// refField describes one Ref / *Ref attribute of a pass config.
+type refField struct {
+	index int    // struct field index
+	attr  string // HCL attribute name
+	kinds []string
+	ptr   bool
+}
+
+type kindEntry struct {
+	spec   KindSpec
+	typ    reflect.Type // the struct type NewConfig points to
+	refs   []refField
+	schema *hcl.BodySchema
+}
+
+// Registry maps pass kinds to their specs. There is no global registry:
+// callers build one and pass it to Load.
+type Registry struct {
+	kinds map[string]*kindEntry
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{kinds: map[string]*kindEntry{}} }
+
+var (
+	refGoType = reflect.TypeOf(Ref{})
+	exprType   = reflect.TypeOf((*hcl.Expression)(nil)).Elem()
+	attrGoType = reflect.TypeOf(hcl.Attribute{})
+)
+
+// Register adds a pass kind. It rejects duplicates and config types gohcl
+// could not decode into, so that Load never panics on a registered kind.
+func (r *Registry) Register(s KindSpec) (err error) {
+	if s.Kind == "" || !hclsyntax.ValidIdentifier(s.Kind) {
+		return fmt.Errorf("recipe: pass kind %q is not a valid identifier", s.Kind)
+	}
+	if _, dup := r.kinds[s.Kind]; dup {
+		return fmt.Errorf("recipe: pass kind %q registered twice", s.Kind)
+	}
+	switch s.Produces {
+	case "", SlotModel, SlotScores:
+	default:
+		return fmt.Errorf("recipe: pass kind %q: unknown slot kind %q", s.Kind, s.Produces)
+	}
+	if s.NewConfig == nil {
+		return fmt.Errorf("recipe: pass kind %q: NewConfig is nil", s.Kind)
+	}
+	cfg := s.NewConfig()
+	rv := reflect.ValueOf(cfg)
+	if cfg == nil || rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("recipe: pass kind %q: NewConfig must return a non-nil pointer to a struct, got %T", s.Kind, cfg)
+	}
+	// gohcl panics on struct tags it cannot handle; surface that here as an
+	// error instead of at Load time.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("recipe: pass kind %q: config type %T: %v", s.Kind, cfg, p)
+		}
+	}()
+	schema, partial := gohcl.ImpliedBodySchema(cfg)
+	if partial {
+		return fmt.Errorf("recipe: pass kind %q: config type %T must not have a \",remain\" field", s.Kind, cfg)
+	}
+	e := &kindEntry{spec: s, typ: rv.Elem().Type(), schema: schema}
+	for _, a := range schema.Attributes {
+		for _, c := range commonPassAttrs {
+			if a.Name == c {
+				return fmt.Errorf("recipe: pass kind %q: attribute %q is reserved for every pass", s.Kind, c)
+			}
+		}
+	}
+	if err := validateConfigType(e.typ, map[reflect.Type]bool{}); err != nil {
+		return fmt.Errorf("recipe: pass kind %q: %w", s.Kind, err)
+	}
+	t := e.typ
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
+		if name == "" || (kind != "" && kind != "attr" && kind != "optional") {
+			continue
+		}
+		ft, ptr := f.Type, false
+		if ft.Kind() == reflect.Pointer {
+			ft, ptr = ft.Elem(), true
+		}
+		if ft != refGoType {
+			continue
+		}
+		rf := refField{index: i, attr: name, ptr: ptr}
+		if rt := f.Tag.Get("ref"); rt != "" {
+			for _, k := range strings.Split(rt, ",") {
+				if !isNamespace(k) {
+					return fmt.Errorf("recipe: pass kind %q: field %s: ref tag names unknown namespace %q", s.Kind, f.Name, k)
+				}
+				rf.kinds = append(rf.kinds, k)
+			}
+		} else if isNamespace(name) {
+			rf.kinds = []string{name}
+		}
+		e.refs = append(e.refs, rf)
+	}
+	r.kinds[s.Kind] = e
+	return nil
+}
+
+// validateConfigType checks, recursively through nested blocks, that every
+// attribute field has a type gocty can decode into; gohcl would panic on the
+// first recipe that set such an attribute.
+func validateConfigType(t reflect.Type, seen map[reflect.Type]bool) error {
+	if seen[t] {
+		return nil
+	}
+	seen[t] = true
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
+		if f.Tag.Get("hcl") == "" {
+			continue
+		}
+		ft := f.Type
+		switch kind {
+		case "", "attr", "optional":
+			if ft.AssignableTo(exprType) || ft == attrGoType || ft == reflect.PointerTo(attrGoType) {
+				continue
+			}
+			if _, err := gocty.ImpliedType(reflect.New(ft).Interface()); err != nil {
+				return fmt.Errorf("field %s (attribute %q): %v", f.Name, name, err)
+			}
+		case "block":
+			if ft.Kind() == reflect.Slice {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() != reflect.Struct {
+				return fmt.Errorf("field %s (block %q): %s is not a struct", f.Name, name, ft)
+			}
+			if err := validateConfigType(ft, seen); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Lookup returns the spec registered for kind.
+func (r *Registry) Lookup(kind string) (KindSpec, bool) {
+	if r == nil {
+		return KindSpec{}, false
+	}
+	e, ok := r.kinds[kind]
+	if !ok {
+		return KindSpec{}, false
+	}
+	return e.spec, true
+}
+
+// Kinds returns the registered kinds, sorted.
+func (r *Registry) Kinds() []string {
+	if r == nil {
+		return nil
+	}
+	out := make([]string, 0, len(r.kinds))
+	for k := range r.kinds {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *Registry) entry(kind string) *kindEntry {
+	if r == nil {
+		return nil
+	}
+	return r.kinds[kind]
+}
+
+// newConfig calls NewConfig and checks it still returns the registered type.
+func (e *kindEntry) newConfig() (any, error) {
+	cfg := e.spec.NewConfig()
+	rv := reflect.ValueOf(cfg)
+	if cfg == nil || rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Type() != e.typ {
+		return nil, errors.New("NewConfig returned " + fmt.Sprintf("%T", cfg) + ", not *" + e.typ.String() + " as at registration")
+	}
+	return cfg, nil
+}

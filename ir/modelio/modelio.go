@@ -1,0 +1,166 @@
+// Package modelio loads and saves models in every format whittle knows,
+// choosing the format from the path and the file's first bytes.
+package modelio
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/gguf"
+	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/ir/llama2c"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
+)
+
+// Format is a model file format.
+type Format string
+
+const (
+	HF      Format = "hf"      // Hugging Face directory: config.json + safetensors
+	GGUF    Format = "gguf"    // llama.cpp's single-file format
+	Llama2c Format = "llama2c" // llama2.c checkpoint plus tokenizer.bin
+)
+
+// ParseFormat accepts a format name as written in recipes and flags.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(strings.ToLower(s)); f {
+	case HF, GGUF, Llama2c:
+		return f, nil
+	case "safetensors", "huggingface":
+		return HF, nil
+	case "bin":
+		return Llama2c, nil
+	}
+	return "", fmt.Errorf("unknown model format %q (want hf, gguf or llama2c)", s)
+}
+
+// Detect decides a path's format from what is there.
+func Detect(path string) (Format, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if st.IsDir() {
+		if _, err := os.Stat(filepath.Join(path, "config.json")); err == nil {
+			return HF, nil
+		}
+		return "", fmt.Errorf("%s: a directory without config.json is not a Hugging Face model", path)
+	}
+	if strings.HasSuffix(path, ".safetensors") || filepath.Base(path) == "config.json" {
+		return HF, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	n, _ := f.Read(magic)
+	if bytes.Equal(magic[:n], []byte("GGUF")) {
+		return GGUF, nil
+	}
+	if strings.HasSuffix(path, ".gguf") {
+		return "", fmt.Errorf("%s: file does not start with the GGUF magic", path)
+	}
+	return Llama2c, nil
+}
+
+// LoadOptions tune Load.
+type LoadOptions struct {
+	// Format forces a format instead of detecting it.
+	Format Format
+	// Tokenizer is a llama2.c tokenizer.bin to attach; for llama2.c
+	// checkpoints without one, Load looks for tokenizer.bin or
+	// tok<vocab>.bin beside the checkpoint, as llama2.c names them.
+	Tokenizer string
+}
+
+// Load reads a model in any supported format.
+func Load(path string, opts LoadOptions) (*ir.Model, error) {
+	format := opts.Format
+	if format == "" {
+		var err error
+		if format, err = Detect(path); err != nil {
+			return nil, err
+		}
+	}
+	var m *ir.Model
+	var err error
+	switch format {
+	case HF:
+		dir := path
+		if st, serr := os.Stat(path); serr == nil && !st.IsDir() {
+			dir = filepath.Dir(path)
+		}
+		m, err = hf.Load(dir)
+	case GGUF:
+		m, err = gguf.Load(path)
+	case Llama2c:
+		m, err = llama2c.Load(path)
+	default:
+		return nil, fmt.Errorf("unknown model format %q", format)
+	}
+	if err != nil {
+		return nil, err
+	}
+	tokPath := opts.Tokenizer
+	if tokPath == "" && format == Llama2c {
+		tokPath = findLlama2cTokenizer(path, m.Config.Vocab)
+	}
+	if tokPath != "" {
+		tok, err := tokenizer.LoadLlama2c(tokPath)
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		if tok.Size() != m.Config.Vocab {
+			m.Close()
+			return nil, fmt.Errorf("tokenizer %s has %d pieces, model %s has a vocabulary of %d", tokPath, tok.Size(), path, m.Config.Vocab)
+		}
+		m.Tokenizer = tok
+	}
+	return m, nil
+}
+
+func findLlama2cTokenizer(modelPath string, vocab int) string {
+	dir := filepath.Dir(modelPath)
+	for _, name := range []string{fmt.Sprintf("tok%d.bin", vocab), "tokenizer.bin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// SaveOptions tune Save.
+type SaveOptions struct {
+	// DType converts every tensor; nil keeps each tensor's dtype
+	// (llama2.c checkpoints are always float32).
+	DType *ir.DType
+}
+
+// Save writes m to path in the given format. For llama2.c a tokenizer is
+// written beside the checkpoint as tok<vocab>.bin when m has one, so Load
+// finds it again.
+func Save(m *ir.Model, path string, format Format, opts SaveOptions) error {
+	switch format {
+	case HF:
+		return hf.Save(m, path, hf.SaveOptions{DType: opts.DType})
+	case GGUF:
+		return gguf.Save(m, path, gguf.SaveOptions{DType: opts.DType})
+	case Llama2c:
+		if err := llama2c.Save(m, path); err != nil {
+			return err
+		}
+		if m.Tokenizer != nil {
+			return tokenizer.WriteLlama2c(m.Tokenizer, filepath.Join(filepath.Dir(path), fmt.Sprintf("tok%d.bin", m.Config.Vocab)))
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown model format %q", format)
+}

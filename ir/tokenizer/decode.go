@@ -1,0 +1,49 @@
+package tokenizer
+
+import "strings"
+
+// DecodeToken is llama2.c run.c's decode: the text of token id when it
+// follows token prev. After BOS the piece loses one leading space (the
+// dummy prefix); a "<0xHH>" piece is the raw byte. Control pieces are
+// returned as they are spelled (run.c prints them); an out-of-range id
+// decodes to "".
+func (t *Tokenizer) DecodeToken(prev, id int) string {
+	if id < 0 || id >= len(t.Pieces) {
+		return ""
+	}
+	ix := t.index()
+	return ix.decode(t.isBOS(prev), int32(id))
+}
+
+func (ix *index) decode(afterBOS bool, id int32) string {
+	p := ix.text[id]
+	if afterBOS && len(p) > 0 && p[0] == ' ' {
+		p = p[1:]
+	}
+	if b := ix.byteOf[id]; b >= 0 {
+		return string([]byte{byte(b)})
+	}
+	return p
+}
+
+// Decode turns ids back into text: each token as DecodeToken after its
+// predecessor, except that control tokens (BOS, EOS) produce nothing and
+// out-of-range ids are skipped. Decode(Encode(s, true, false)) == s.
+func (t *Tokenizer) Decode(ids []int) string {
+	ix := t.index()
+	var sb strings.Builder
+	prev := -1
+	for _, id := range ids {
+		if id < 0 || id >= len(t.Pieces) {
+			prev = id
+			continue
+		}
+		if !ix.control[id] {
+			sb.WriteString(ix.decode(t.isBOS(prev), int32(id)))
+		}
+		prev = id
+	}
+	return sb.String()
+}
+
+func (t *Tokenizer) isBOS(id int) bool { return id >= 0 && id == t.BOS }

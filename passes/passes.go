@@ -1,0 +1,20 @@
+// Package passes registers whittle's built-in pass kinds.
+package passes
+
+import (
+	"github.com/whittle-ml/whittle/core/pipeline"
+	"github.com/whittle-ml/whittle/passes/export"
+	"github.com/whittle-ml/whittle/passes/prunedepth"
+	"github.com/whittle-ml/whittle/passes/prunewidth"
+)
+
+// Registry returns a registry holding every built-in pass kind.
+func Registry() (*pipeline.Registry, error) {
+	r := pipeline.NewRegistry()
+	for _, p := range []pipeline.Pass{prunewidth.Pass{}, prunedepth.Pass{}, export.Pass{}} {
+		if err := r.Register(p); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}

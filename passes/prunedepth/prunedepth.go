@@ -1,0 +1,168 @@
+// Package prunedepth is the `prune-depth` pass: remove whole decoder
+// layers, either an explicit list or the least important ones by a layer
+// metric from a score pass.
+package prunedepth
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/whittle-ml/whittle/core/pipeline"
+	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/ir"
+)
+
+// Config is the pass block's schema: either Layers, or Remove with Scores.
+type Config struct {
+	Model recipe.Ref `hcl:"model"`
+	// Layers lists the layers to drop (0-based).
+	Layers []int `hcl:"layers,optional"`
+	// Remove is how many layers to drop, chosen from Scores.
+	Remove int         `hcl:"remove,optional"`
+	Scores *recipe.Ref `hcl:"scores,optional"`
+	// Metric names the layer ranking in the scores table.
+	Metric string `hcl:"metric,optional"`
+	// Selection is "contiguous" (the block of Remove layers with the least
+	// summed importance) or "individual" (the Remove least important).
+	Selection string `hcl:"selection,optional"`
+}
+
+// Pass implements pipeline.Pass.
+type Pass struct{}
+
+// Spec declares the schema.
+func (Pass) Spec() recipe.KindSpec {
+	return recipe.KindSpec{
+		Kind:        "prune-depth",
+		Description: "remove decoder layers: an explicit list, or the least important by a layer metric",
+		Produces:    recipe.SlotModel,
+		NewConfig:   func() any { return &Config{} },
+	}
+}
+
+func (c *Config) check(layers int) error {
+	switch {
+	case len(c.Layers) > 0 && c.Remove > 0:
+		return fmt.Errorf("give either layers or remove, not both")
+	case len(c.Layers) == 0 && c.Remove <= 0:
+		return fmt.Errorf("give layers = [...] or remove = N")
+	case c.Remove >= layers:
+		return fmt.Errorf("remove = %d would leave no layers of %d", c.Remove, layers)
+	case c.Remove > 0 && c.Scores == nil:
+		return fmt.Errorf("remove = N needs scores = scores.<name> with a layer metric")
+	}
+	switch c.Selection {
+	case "", "contiguous", "individual":
+	default:
+		return fmt.Errorf("unknown selection %q (want contiguous or individual)", c.Selection)
+	}
+	return nil
+}
+
+// Plan computes the remaining layers.
+func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
+	c := p.Config.(*Config)
+	cfg, err := pc.Model(c.Model)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.check(len(cfg.Layers)); err != nil {
+		return nil, err
+	}
+	if c.Scores != nil && !pc.HasScores(*c.Scores) {
+		return nil, fmt.Errorf("scores.%s is not produced by an earlier pass", c.Scores.Name)
+	}
+	drop := c.Layers
+	if c.Remove > 0 {
+		drop = make([]int, c.Remove) // which ones is known only at run time
+		for i := range drop {
+			drop[i] = i
+		}
+	}
+	dropSet := map[int]bool{}
+	for _, l := range drop {
+		if l < 0 || l >= len(cfg.Layers) || dropSet[l] {
+			return nil, fmt.Errorf("layer %d is out of range [0,%d) or listed twice", l, len(cfg.Layers))
+		}
+		dropSet[l] = true
+	}
+	kept := cfg.Layers[:0]
+	for i, l := range cfg.Layers {
+		if !dropSet[i] {
+			kept = append(kept, l)
+		}
+	}
+	cfg.Layers = kept
+	return &cfg, nil
+}
+
+// Run drops the layers.
+func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) error {
+	c := p.Config.(*Config)
+	m, err := rc.Model(c.Model)
+	if err != nil {
+		return err
+	}
+	if err := c.check(len(m.Config.Layers)); err != nil {
+		return err
+	}
+	drop := c.Layers
+	if c.Remove > 0 {
+		t, err := rc.Scores(*c.Scores)
+		if err != nil {
+			return err
+		}
+		imp, ok := t.Layers[c.Metric]
+		if !ok {
+			return fmt.Errorf("scores.%s has no layer metric %q", c.Scores.Name, c.Metric)
+		}
+		if drop, err = Select(imp, c.Remove, c.Selection != "individual"); err != nil {
+			return err
+		}
+	}
+	out, err := m.DropLayers(drop)
+	if err != nil {
+		return err
+	}
+	rc.Metric("dropped_layers", drop)
+	rc.Metric("params_before", m.Config.Params().Total)
+	rc.Metric("params_after", out.Config.Params().Total)
+	rc.SetModel(out)
+	return nil
+}
+
+// Select picks n layers to remove from per-layer importances (higher is
+// more important): the n least important, or the contiguous block of n
+// with the least summed importance (earliest block on ties).
+func Select(importance []float64, n int, contiguous bool) ([]int, error) {
+	if n <= 0 || n >= len(importance) {
+		return nil, fmt.Errorf("cannot remove %d of %d layers", n, len(importance))
+	}
+	if !contiguous {
+		idx := make([]int, len(importance))
+		for i := range idx {
+			idx[i] = i
+		}
+		sort.SliceStable(idx, func(a, b int) bool { return importance[idx[a]] < importance[idx[b]] })
+		out := append([]int(nil), idx[:n]...)
+		sort.Ints(out)
+		return out, nil
+	}
+	best, bestSum := 0, math.Inf(1)
+	for start := 0; start+n <= len(importance); start++ {
+		var sum float64
+		for _, v := range importance[start : start+n] {
+			sum += v
+		}
+		if sum < bestSum {
+			best, bestSum = start, sum
+		}
+	}
+	out := make([]int, n)
+	for i := range out {
+		out[i] = best + i
+	}
+	return out, nil
+}
