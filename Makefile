@@ -1,0 +1,58 @@
+# whittle — build, test and demo targets. Every target works on a fresh
+# Debian 12 machine with Go installed; `make deps` adds the optional system
+# packages (OpenBLAS for the fast GEMM build, PyTorch for fixture scripts).
+
+GO       ?= go
+BIN      := bin/whittle
+VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -X github.com/whittle-ml/whittle/internal/version.Version=$(VERSION)
+DATA     ?= ../shared/data
+TESTFLAGS ?= -timeout 25m
+APT_GET  := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+
+.PHONY: all build test vet fmt-check demo deps deps-dev bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/whittle
+
+# The tests need only Go modules (fetched through the module proxy); tests
+# that read the shipped models skip when $(DATA) is absent.
+test: vet
+	$(GO) test $(TESTFLAGS) ./...
+
+vet:
+	$(GO) mod download
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The main job on the default CPU backend with the shipped model.
+demo: build
+	$(BIN) validate examples/prune-stories260K.hcl
+	$(BIN) plan examples/prune-stories260K.hcl
+	$(BIN) run examples/prune-stories260K.hcl --out runs/demo
+	$(BIN) inspect runs/demo/out/student-hf
+	$(BIN) generate --model $(DATA)/models/stories260K/stories260K.bin --steps 64 --temperature 0
+
+# Optional system packages: OpenBLAS (go build -tags openblas) and Debian's
+# PyTorch with OpenBLAS, used by fixture generators and the benchmark peer.
+deps:
+	$(APT_GET) update -q
+	$(APT_GET) install -y -q libopenblas-dev python3-torch
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./plugins/...
+
+# A short coverage-guided run of every fuzz target.
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "$$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin runs

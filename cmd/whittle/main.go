@@ -1,0 +1,78 @@
+// Command whittle compresses Llama-family language models with the
+// Minitron recipe: score, prune, distill, export. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/internal/version"
+)
+
+// exitError carries a specific exit status (1 for failures, 2 for usage and
+// recipe errors, 3 for `fmt -check` differences) up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return
+	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	var de *recipe.DiagnosticsError
+	if errors.As(err, &de) {
+		code = 2
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(os.Stderr, "whittle:", msg)
+	}
+	os.Exit(code)
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "whittle",
+		Short: "Compress Llama-family language models the Minitron way",
+		Long: `whittle prunes and distills Llama-family language models with NVIDIA's
+Minitron method. Recipes (HCL) declare the models, data and ordered passes;
+whittle plans, runs and records them.`,
+		Version:       version.String(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newRunCmd(),
+		newValidateCmd(),
+		newPlanCmd(),
+		newFmtCmd(),
+		newInspectCmd(),
+		newGenerateCmd(),
+		newConvertCmd(),
+		newPassesCmd(),
+	)
+	return root
+}

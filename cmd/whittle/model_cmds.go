@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"time"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/whittle-ml/whittle/core/pipeline"
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/modelio"
+	"github.com/whittle-ml/whittle/plugins/cpu/reference"
+)
+
+// modelFlags are the flags every command that opens a model shares.
+type modelFlags struct {
+	format    string
+	tokenizer string
+}
+
+func (f *modelFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.format, "format", "", "model format: hf, gguf or llama2c (default: detect)")
+	cmd.Flags().StringVar(&f.tokenizer, "tokenizer", "", "tokenizer file (llama2.c tokenizer.bin or SentencePiece tokenizer.model)")
+}
+
+func (f *modelFlags) load(path string) (*ir.Model, error) {
+	var format modelio.Format
+	if f.format != "" {
+		var err error
+		if format, err = modelio.ParseFormat(f.format); err != nil {
+			return nil, usageErr("--format: %v", err)
+		}
+	}
+	return modelio.Load(path, modelio.LoadOptions{Format: format, Tokenizer: f.tokenizer})
+}
+
+func newGenerateCmd() *cobra.Command {
+	var (
+		mf          modelFlags
+		modelPath   string
+		prompt      string
+		steps       int
+		temperature float64
+		topP        float64
+		seed        uint64
+	)
+	cmd := &cobra.Command{
+		Use:   "generate --model M [--tokenizer T] [--prompt P] [--steps N] [--temperature 0]",
+		Short: "Generate text with the reference forward pass (llama2.c run.c semantics)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if modelPath == "" {
+				return usageErr("generate: --model is required")
+			}
+			if temperature < 0 {
+				return usageErr("generate: --temperature must be >= 0, got %g", temperature)
+			}
+			m, err := mf.load(modelPath)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			if m.Tokenizer == nil {
+				return fmt.Errorf("generate: %s carries no tokenizer; pass --tokenizer", modelPath)
+			}
+			rm, err := reference.Load(m)
+			if err != nil {
+				return err
+			}
+			if steps <= 0 || steps > m.Config.MaxSeq {
+				steps = m.Config.MaxSeq
+			}
+			out := bufio.NewWriter(cmd.OutOrStdout())
+			defer out.Flush()
+			if seed == 0 {
+				seed = uint64(time.Now().UnixNano())
+			}
+			sampler := reference.NewSampler(temperature, topP, seed)
+			return rm.Generate(cmd.Context(), m.Tokenizer, prompt, steps, sampler, func(s string) error {
+				_, err := out.WriteString(s)
+				return err
+			})
+		},
+	}
+	mf.register(cmd)
+	cmd.Flags().StringVar(&modelPath, "model", "", "model checkpoint (HF directory, .gguf or llama2.c .bin)")
+	cmd.Flags().StringVar(&prompt, "prompt", "", "prompt text")
+	cmd.Flags().IntVar(&steps, "steps", 256, "number of positions to run, prompt included (0 = max sequence)")
+	cmd.Flags().Float64Var(&temperature, "temperature", 1.0, "sampling temperature; 0 is greedy")
+	cmd.Flags().Float64Var(&topP, "top-p", 0.9, "nucleus sampling threshold (1 disables)")
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "random seed for sampling (0 = from the clock)")
+	return cmd
+}
+
+func newConvertCmd() *cobra.Command {
+	var (
+		mf    modelFlags
+		to    string
+		dtype string
+	)
+	cmd := &cobra.Command{
+		Use:   "convert IN OUT --to hf|gguf|llama2c",
+		Short: "Convert a model between Hugging Face, GGUF and llama2.c formats",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := modelio.ParseFormat(to)
+			if err != nil {
+				return usageErr("--to: %v", err)
+			}
+			var opts modelio.SaveOptions
+			if dtype != "" {
+				d, err := ir.ParseDType(dtype)
+				if err != nil {
+					return usageErr("--dtype: %v", err)
+				}
+				opts.DType = &d
+			}
+			m, err := mf.load(args[0])
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			if err := modelio.Save(m, args[1], format, opts); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s, %s parameters)\n", args[1], format, pipeline.FormatCount(m.Config.Params().Total))
+			return nil
+		},
+	}
+	mf.register(cmd)
+	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf or llama2c")
+	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16 (default: keep)")
+	_ = cmd.MarkFlagRequired("to")
+	return cmd
+}
+
+// inspection is `whittle inspect --json`'s document.
+type inspection struct {
+	Source     string         `json:"source"`
+	Config     ir.Config      `json:"config"`
+	Params     ir.ParamCounts `json:"params"`
+	DTypes     map[string]int `json:"tensor_dtypes"`
+	Tensors    int            `json:"tensors"`
+	Tokenizer  int            `json:"tokenizer_pieces,omitempty"`
+	FLOPsToken int64          `json:"flops_per_token"`
+}
+
+func newInspectCmd() *cobra.Command {
+	var (
+		mf      modelFlags
+		asJSON  bool
+		tensors bool
+	)
+	cmd := &cobra.Command{
+		Use:   "inspect MODEL [--json]",
+		Short: "Show a model's architecture and parameter counts by component",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := mf.load(args[0])
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			in := inspection{
+				Source:     args[0],
+				Config:     m.Config,
+				Params:     m.Config.Params(),
+				DTypes:     map[string]int{},
+				Tensors:    len(m.Tensors),
+				FLOPsToken: m.Config.FLOPsPerToken(m.Config.MaxSeq),
+			}
+			for _, t := range m.Tensors {
+				in.DTypes[t.DType.String()]++
+			}
+			if m.Tokenizer != nil {
+				in.Tokenizer = m.Tokenizer.Size()
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				return enc.Encode(in)
+			}
+			return writeInspection(w, m, in, tensors)
+		},
+	}
+	mf.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&tensors, "tensors", false, "list every tensor with its shape and dtype")
+	return cmd
+}
+
+func writeInspection(w interface{ Write([]byte) (int, error) }, m *ir.Model, in inspection, tensors bool) error {
+	c := m.Config
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "model\t%s\n", in.Source)
+	fmt.Fprintf(tw, "architecture\t%s: %s\n", c.Arch, pipeline.Describe(&c))
+	fmt.Fprintf(tw, "vocabulary\t%d (bos %d, eos %d)\n", c.Vocab, c.BOS, c.EOS)
+	fmt.Fprintf(tw, "max sequence\t%d\n", c.MaxSeq)
+	fmt.Fprintf(tw, "rms norm eps\t%g\n", c.NormEps)
+	rope := fmt.Sprintf("theta %g", c.RopeTheta)
+	if c.RopeScaling != nil {
+		rope += fmt.Sprintf(", %s scaling x%g", c.RopeScaling.Type, c.RopeScaling.Factor)
+	}
+	fmt.Fprintf(tw, "rope\t%s\n", rope)
+	fmt.Fprintf(tw, "classifier\t%s\n", map[bool]string{true: "tied to the embedding", false: "separate"}[c.Tied])
+	if in.Tokenizer > 0 {
+		fmt.Fprintf(tw, "tokenizer\t%d pieces\n", in.Tokenizer)
+	}
+	fmt.Fprintf(tw, "\t\n")
+	p := in.Params
+	for _, row := range []struct {
+		name string
+		n    int64
+	}{{"embedding", p.Embedding}, {"attention", p.Attention}, {"mlp", p.MLP}, {"norms", p.Norms}, {"classifier", p.Classifier}, {"total", p.Total}} {
+		share := 0.0
+		if p.Total > 0 {
+			share = 100 * float64(row.n) / float64(p.Total)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t(%s, %.1f%%)\n", row.name, row.n, pipeline.FormatCount(row.n), share)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if !tensors {
+		return nil
+	}
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\ntensor\tshape\tdtype")
+	for _, name := range m.TensorNames() {
+		t := m.Tensors[name]
+		fmt.Fprintf(tw, "%s\t%v\t%s\n", name, t.Shape, t.DType)
+	}
+	return tw.Flush()
+}

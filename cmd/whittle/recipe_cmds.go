@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/spf13/cobra"
+
+	"github.com/whittle-ml/whittle/core/pipeline"
+	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/internal/fsutil"
+	"github.com/whittle-ml/whittle/passes"
+)
+
+// varFlags collects repeated `-var name=value` overrides.
+type varFlags []string
+
+func (v *varFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringArrayVar((*[]string)(v), "var", nil, "set a recipe variable (name=value); repeatable")
+}
+
+func (v varFlags) parse() (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range v {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return nil, usageErr("-var %q: want name=value", kv)
+		}
+		out[name] = value
+	}
+	return out, nil
+}
+
+// loadRecipe loads, checks and reports a recipe. Diagnostics go to stderr
+// with source excerpts; the returned error is then a bare summary.
+func loadRecipe(cmd *cobra.Command, path string, vars varFlags, checkFiles bool) (*recipe.Recipe, *pipeline.Registry, error) {
+	overrides, err := vars.parse()
+	if err != nil {
+		return nil, nil, err
+	}
+	reg, err := passes.Registry()
+	if err != nil {
+		return nil, nil, err
+	}
+	r, diags := recipe.Load(path, overrides, reg.Language())
+	if !diags.HasErrors() && checkFiles {
+		diags = append(diags, recipe.CheckFiles(r)...)
+	}
+	if len(diags) > 0 {
+		var files map[string]*hcl.File
+		if r != nil {
+			files = r.Files
+		}
+		_ = recipe.WriteDiagnostics(cmd.ErrOrStderr(), diags, files)
+	}
+	if diags.HasErrors() {
+		n := 0
+		for _, d := range diags {
+			if d.Severity == hcl.DiagError {
+				n++
+			}
+		}
+		return nil, nil, &exitError{code: 2, err: fmt.Errorf("%s: %d error(s)", path, n)}
+	}
+	return r, reg, nil
+}
+
+func newValidateCmd() *cobra.Command {
+	var vars varFlags
+	cmd := &cobra.Command{
+		Use:   "validate RECIPE",
+		Short: "Check a recipe: syntax, types, references and input files",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, _, err := loadRecipe(cmd, args[0], vars, true)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d models, %d datasets, %d passes, %d outputs)\n",
+				args[0], len(r.Models), len(r.Datasets), len(r.Passes), len(r.Outputs))
+			return nil
+		},
+	}
+	vars.register(cmd)
+	return cmd
+}
+
+func newPlanCmd() *cobra.Command {
+	var vars varFlags
+	cmd := &cobra.Command{
+		Use:   "plan RECIPE",
+		Short: "Dry run: each stage's architecture and parameter count, from headers only",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, reg, err := loadRecipe(cmd, args[0], vars, true)
+			if err != nil {
+				return err
+			}
+			plan, err := pipeline.MakePlan(r, reg)
+			if err != nil {
+				return err
+			}
+			return plan.Write(cmd.OutOrStdout())
+		},
+	}
+	vars.register(cmd)
+	return cmd
+}
+
+func newFmtCmd() *cobra.Command {
+	var check, diff bool
+	cmd := &cobra.Command{
+		Use:   "fmt RECIPE...",
+		Short: "Rewrite recipes in canonical HCL formatting (-check only reports)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			unformatted := 0
+			for _, path := range args {
+				src, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				out, err := recipe.Format(src)
+				if err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("%s: %w", path, err)}
+				}
+				if bytes.Equal(src, out) {
+					continue
+				}
+				unformatted++
+				if check || diff {
+					fmt.Fprintln(cmd.OutOrStdout(), path)
+					continue
+				}
+				if err := fsutil.WriteFile(path, out); err != nil {
+					return err
+				}
+			}
+			if check && unformatted > 0 {
+				return &exitError{code: 3, err: fmt.Errorf("%d file(s) not formatted", unformatted)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&check, "check", false, "list files whose formatting differs and exit 3; change nothing")
+	cmd.Flags().BoolVarP(&diff, "list", "l", false, "list files whose formatting differs; change nothing")
+	return cmd
+}
+
+func newRunCmd() *cobra.Command {
+	var (
+		vars    varFlags
+		out     string
+		verbose bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run RECIPE [--var k=v] [--out DIR]",
+		Short: "Run a recipe's passes; an existing run directory is resumed",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, reg, err := loadRecipe(cmd, args[0], vars, true)
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				base := strings.TrimSuffix(filepath.Base(r.Path), filepath.Ext(r.Path))
+				out = filepath.Join("runs", base)
+			}
+			level := slog.LevelWarn
+			if verbose {
+				level = slog.LevelInfo
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
+			ev := progressEvents(cmd.ErrOrStderr())
+			man, err := pipeline.Run(cmd.Context(), r, reg, pipeline.Options{Dir: out, Log: log}, ev)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "run complete: %s (%d passes, %d outputs)\n", filepath.Join(out, pipeline.ManifestName), len(man.Passes), len(man.Outputs))
+			return nil
+		},
+	}
+	vars.register(cmd)
+	cmd.Flags().StringVar(&out, "out", "", "run directory (default runs/<recipe name>)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log what each pass does")
+	return cmd
+}
+
+// progressEvents prints one line per pass start and end.
+func progressEvents(w io.Writer) pipeline.Events {
+	var start time.Time
+	return pipeline.Events{
+		PassStart: func(i, n int, p *recipe.Pass) {
+			start = time.Now()
+			fmt.Fprintf(w, "[%d/%d] %s (%s)\n", i+1, n, p.Name, p.Kind)
+		},
+		PassEnd: func(i int, p *recipe.Pass, rec pipeline.PassRecord) {
+			fmt.Fprintf(w, "[%d] %s: %s in %s\n", i+1, p.Name, rec.Status, time.Since(start).Round(time.Millisecond))
+		},
+	}
+}
+
+func newPassesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "passes",
+		Short: "List the pass kinds a recipe may use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			reg, err := passes.Registry()
+			if err != nil {
+				return err
+			}
+			for _, k := range reg.Kinds() {
+				p, _ := reg.Lookup(k)
+				fmt.Fprintf(cmd.OutOrStdout(), "%-18s %s\n", k, p.Spec().Description)
+			}
+			return nil
+		},
+	}
+}
