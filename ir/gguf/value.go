@@ -62,31 +62,7 @@ type Scalar interface {
 
 func typeOf[T Scalar]() ValueType {
 	var zero T
-	switch any(zero).(type) {
-	case uint8:
-		return TypeUint8
-	case int8:
-		return TypeInt8
-	case uint16:
-		return TypeUint16
-	case int16:
-		return TypeInt16
-	case uint32:
-		return TypeUint32
-	case int32:
-		return TypeInt32
-	case float32:
-		return TypeFloat32
-	case bool:
-		return TypeBool
-	case string:
-		return TypeString
-	case uint64:
-		return TypeUint64
-	case int64:
-		return TypeInt64
-	}
-	return TypeFloat64
+	return scalarType(zero)
 }
 
 // Value is one metadata value. Build values with Of, ArrayOf and
