@@ -52,7 +52,7 @@ type RunContext struct {
 	Dir string
 	// RunDir is the run directory; user-named output paths are relative to it.
 	RunDir string
-	Log *slog.Logger
+	Log    *slog.Logger
 
 	run      *runner
 	metrics  map[string]any
@@ -153,11 +153,11 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 		}
 	}
 	run.man = &Manifest{
-		Whittle:  version.String(),
-		Go:       version.Go(),
-		Platform: runtime.GOOS + "/" + runtime.GOARCH,
-		Started:  time.Now().UTC(),
-		Recipe:   FileRecord{Path: r.Path, SHA256: fsutil.HashBytes(r.Source), Bytes: int64(len(r.Source))},
+		Whittle:   version.String(),
+		Go:        version.Go(),
+		Platform:  runtime.GOOS + "/" + runtime.GOARCH,
+		Started:   time.Now().UTC(),
+		Recipe:    FileRecord{Path: r.Path, SHA256: fsutil.HashBytes(r.Source), Bytes: int64(len(r.Source))},
 		Variables: map[string]json.RawMessage{},
 	}
 	for name, v := range r.Variables {

@@ -25,14 +25,14 @@ type Config struct {
 	// "magnitude" (L2 norm of every weight slice the unit owns).
 	Criterion string `hcl:"criterion,optional"`
 
-	Hidden        *int     `hcl:"hidden,optional"`
-	HiddenRatio   *float64 `hcl:"hidden_ratio,optional"`
-	MLP           *int     `hcl:"mlp,optional"`
-	MLPRatio      *float64 `hcl:"mlp_ratio,optional"`
-	Heads         *int     `hcl:"heads,optional"`
-	HeadsRatio    *float64 `hcl:"heads_ratio,optional"`
-	KVHeads       *int     `hcl:"kv_heads,optional"`
-	KVHeadsRatio  *float64 `hcl:"kv_heads_ratio,optional"`
+	Hidden       *int     `hcl:"hidden,optional"`
+	HiddenRatio  *float64 `hcl:"hidden_ratio,optional"`
+	MLP          *int     `hcl:"mlp,optional"`
+	MLPRatio     *float64 `hcl:"mlp_ratio,optional"`
+	Heads        *int     `hcl:"heads,optional"`
+	HeadsRatio   *float64 `hcl:"heads_ratio,optional"`
+	KVHeads      *int     `hcl:"kv_heads,optional"`
+	KVHeadsRatio *float64 `hcl:"kv_heads_ratio,optional"`
 	// RoundTo rounds ratio-derived sizes down to a multiple (at least one
 	// multiple), e.g. 8 or 64 for fast kernels.
 	RoundTo int `hcl:"round_to,optional"`
