@@ -158,6 +158,10 @@ func (m *Model) KeepHeads(layer int, heads []int) (*Model, error) {
 	if layer < 0 || layer >= len(m.Config.Layers) {
 		return nil, fmt.Errorf("layer %d out of range [0,%d)", layer, len(m.Config.Layers))
 	}
+	// Heads map to groups by division, so the sizes must be sane first.
+	if err := m.Config.Check(); err != nil {
+		return nil, err
+	}
 	l := m.Config.Layers[layer]
 	heads = sortedCopy(heads)
 	what := fmt.Sprintf("layer %d heads", layer)

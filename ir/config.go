@@ -1,6 +1,9 @@
 package ir
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Config is the architecture of a Llama-family decoder. Layer sizes may
 // differ per layer: a width- or depth-pruned model is still a valid Config.
@@ -77,11 +80,15 @@ func (c *Config) Check() error {
 	if len(c.Layers) == 0 {
 		return fmt.Errorf("model has no layers")
 	}
-	if c.NormEps <= 0 {
+	// Written as !(x > 0) so that NaN is rejected too.
+	if !(c.NormEps > 0) {
 		return fmt.Errorf("rms_norm_eps must be positive, got %g", c.NormEps)
 	}
-	if c.RopeTheta <= 0 {
-		return fmt.Errorf("rope_theta must be positive, got %g", c.RopeTheta)
+	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
+		return fmt.Errorf("rope_theta must be positive and finite, got %g", c.RopeTheta)
+	}
+	if err := c.RopeScaling.check(); err != nil {
+		return err
 	}
 	for i, l := range c.Layers {
 		switch {
@@ -109,4 +116,32 @@ func (c Config) Clone() Config {
 		c.RopeScaling = &r
 	}
 	return c
+}
+
+// check rejects scalings that RopeInvFreq would not apply, or would apply
+// with a division by zero: an unsupported scheme must fail loudly rather
+// than run with unscaled frequencies.
+func (s *RopeScaling) check() error {
+	if s == nil {
+		return nil
+	}
+	switch s.Type {
+	case "", "default":
+		return nil
+	case "linear", "llama3":
+	default:
+		return fmt.Errorf("rope_scaling type %q is not supported (want linear or llama3)", s.Type)
+	}
+	if !(s.Factor > 0) || math.IsInf(s.Factor, 0) {
+		return fmt.Errorf("rope_scaling %s: factor must be positive and finite, got %g", s.Type, s.Factor)
+	}
+	if s.Type == "llama3" {
+		switch {
+		case s.OriginalMaxPos <= 0:
+			return fmt.Errorf("rope_scaling llama3: original_max_position_embeddings must be positive, got %d", s.OriginalMaxPos)
+		case !(s.LowFreqFactor > 0) || !(s.HighFreqFactor > s.LowFreqFactor) || math.IsInf(s.HighFreqFactor, 0):
+			return fmt.Errorf("rope_scaling llama3: need 0 < low_freq_factor (%g) < high_freq_factor (%g)", s.LowFreqFactor, s.HighFreqFactor)
+		}
+	}
+	return nil
 }

@@ -24,6 +24,10 @@ func MapFile(path string) (*Mapping, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !st.Mode().IsRegular() {
+		// A directory or device may report size 0 and map as "empty".
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
 	if st.Size() == 0 {
 		return &Mapping{}, nil
 	}

@@ -51,12 +51,18 @@ func (t *Tensor) NumBytes() int { return t.NumElements() * t.DType.Size() }
 // alias a read-only memory map: never write to it.
 func (t *Tensor) Bytes() ([]byte, error) {
 	t.once.Do(func() {
-		if t.raw != nil || t.load == nil {
+		if t.DType.Size() == 0 {
+			t.err = fmt.Errorf("tensor of shape %v has unknown dtype %s", t.Shape, t.DType)
 			return
 		}
-		t.raw, t.err = t.load()
+		if t.raw == nil && t.load != nil {
+			t.raw, t.err = t.load()
+		}
+		// Checked for in-memory storage too: a short buffer handed to
+		// NewTensor would otherwise make Float32 index past its end.
 		if t.err == nil && len(t.raw) != t.NumBytes() {
 			t.err = fmt.Errorf("tensor storage is %d bytes, shape %v of %s needs %d", len(t.raw), t.Shape, t.DType, t.NumBytes())
+			t.raw = nil
 		}
 	})
 	return t.raw, t.err

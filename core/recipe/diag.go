@@ -126,26 +126,33 @@ func sortDiagnostics(diags hcl.Diagnostics) {
 	})
 }
 
-// editDistance is the Levenshtein distance between a and b, in runes.
+// editDistance is the optimal-string-alignment distance between a and b, in
+// runes: Levenshtein plus adjacent transpositions, the commonest typo
+// ("modle" for "model").
 func editDistance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
+	// d[i][j] is the distance between ra[:i] and rb[:j].
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
 	}
 	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
 		for j := 1; j <= len(rb); j++ {
 			cost := 1
 			if ra[i-1] == rb[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(rb)]
+	return d[len(ra)][len(rb)]
 }
 
 // suggest returns the candidate closest to given, or "" when none is close:
@@ -162,12 +169,18 @@ func suggest(given string, candidates []string) string {
 	return best
 }
 
-// didYouMean formats a suggestion sentence, or "" when there is none.
+// didYouMean formats a suggestion sentence, or "" when there is none. With a
+// prefix (a reference such as "model.") the suggestion is written as a
+// reference, else as a quoted string.
 func didYouMean(given string, candidates []string, prefix string) string {
-	if s := suggest(given, candidates); s != "" {
-		return fmt.Sprintf(" Did you mean %s%s?", prefix, s)
+	s := suggest(given, candidates)
+	switch {
+	case s == "":
+		return ""
+	case prefix == "":
+		return fmt.Sprintf(" Did you mean %q?", s)
 	}
-	return ""
+	return fmt.Sprintf(" Did you mean %s%s?", prefix, s)
 }
 
 // at renders a range's start as file:line.

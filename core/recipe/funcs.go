@@ -1,8 +1,10 @@
 package recipe
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"unicode/utf8"
@@ -28,7 +30,7 @@ func functions(dir string) map[string]function.Function {
 	str := func(name string) []function.Parameter {
 		return []function.Parameter{{Name: name, Type: cty.String}}
 	}
-	return map[string]function.Function{
+	fns := map[string]function.Function{
 		// Numbers.
 		"abs": stdlib.AbsoluteFunc, "ceil": stdlib.CeilFunc, "floor": stdlib.FloorFunc,
 		"log": stdlib.LogFunc, "pow": stdlib.PowFunc, "signum": stdlib.SignumFunc,
@@ -40,7 +42,7 @@ func functions(dir string) map[string]function.Function {
 		"strlen": stdlib.StrlenFunc, "strrev": stdlib.ReverseFunc,
 		"replace": stdlib.ReplaceFunc, "regex": stdlib.RegexFunc, "regexall": stdlib.RegexAllFunc,
 		"regex_replace": stdlib.RegexReplaceFunc,
-		"trimspace": stdlib.TrimSpaceFunc, "trim": stdlib.TrimFunc,
+		"trimspace":     stdlib.TrimSpaceFunc, "trim": stdlib.TrimFunc,
 		"trimprefix": stdlib.TrimPrefixFunc, "trimsuffix": stdlib.TrimSuffixFunc,
 		"chomp": stdlib.ChompFunc, "indent": stdlib.IndentFunc,
 		// Collections.
@@ -56,7 +58,7 @@ func functions(dir string) map[string]function.Function {
 		// Encoding and conversion.
 		"jsonencode": stdlib.JSONEncodeFunc, "jsondecode": stdlib.JSONDecodeFunc,
 		"csvdecode": stdlib.CSVDecodeFunc,
-		"tostring": stdlib.MakeToFunc(cty.String), "tonumber": stdlib.MakeToFunc(cty.Number),
+		"tostring":  stdlib.MakeToFunc(cty.String), "tonumber": stdlib.MakeToFunc(cty.Number),
 		"tobool": stdlib.MakeToFunc(cty.Bool), "tolist": stdlib.MakeToFunc(cty.List(cty.DynamicPseudoType)),
 		"toset": stdlib.MakeToFunc(cty.Set(cty.DynamicPseudoType)), "tomap": stdlib.MakeToFunc(cty.Map(cty.DynamicPseudoType)),
 		"try": tryfunc.TryFunc, "can": tryfunc.CanFunc,
@@ -67,7 +69,7 @@ func functions(dir string) map[string]function.Function {
 			Params:      str("path"),
 			Type:        function.StaticReturnType(cty.String),
 			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-				s, err := readTextFile(resolve(args[0].AsString()))
+				s, err := readTextFile(resolve(args[0].AsString()), args[0].AsString())
 				if err != nil {
 					return cty.NilVal, err
 				}
@@ -118,18 +120,29 @@ func functions(dir string) map[string]function.Function {
 			},
 		}),
 		"env": function.New(&function.Spec{
-			Description: "The value of an environment variable, or \"\" when it is unset.",
+			Description: "The value of an environment variable; when it is unset, the optional default, else \"\".",
 			Params:      str("name"),
+			VarParam:    &function.Parameter{Name: "default", Type: cty.String},
 			Type:        function.StaticReturnType(cty.String),
 			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-				v := os.Getenv(args[0].AsString())
+				if len(args) > 2 {
+					return cty.NilVal, fmt.Errorf("env takes a name and at most one default, got %d arguments", len(args))
+				}
+				name := args[0].AsString()
+				v, ok := os.LookupEnv(name)
+				if !ok && len(args) == 2 {
+					return args[1], nil
+				}
 				if !utf8.ValidString(v) {
-					return cty.NilVal, fmt.Errorf("environment variable %s is not valid UTF-8", args[0].AsString())
+					return cty.NilVal, fmt.Errorf("environment variable %s is not valid UTF-8", name)
 				}
 				return cty.StringVal(v), nil
 			},
 		}),
 	}
+	// path is the short spelling of pathjoin.
+	fns["path"] = fns["pathjoin"]
+	return fns
 }
 
 // lengthFunc is stdlib's collection length extended to strings (counted in
@@ -161,28 +174,34 @@ var lengthFunc = function.New(&function.Spec{
 })
 
 // readTextFile reads a regular file of bounded size that must be UTF-8.
-func readTextFile(path string) (string, error) {
+// Errors name the file as the recipe wrote it, not its resolved path, so
+// messages do not depend on where the recipe lives.
+func readTextFile(path, display string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return "", fmt.Errorf("cannot read %s: %w", display, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("cannot read %s: %w", display, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
+		return "", fmt.Errorf("%s is not a regular file", display)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, maxFileFuncSize+1))
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", path, err)
+		return "", fmt.Errorf("reading %s: %w", display, err)
 	}
 	if len(b) > maxFileFuncSize {
-		return "", fmt.Errorf("%s is larger than %d bytes", path, maxFileFuncSize)
+		return "", fmt.Errorf("%s is larger than %d bytes", display, maxFileFuncSize)
 	}
 	if !utf8.Valid(b) {
-		return "", fmt.Errorf("%s is not valid UTF-8 text", path)
+		return "", fmt.Errorf("%s is not valid UTF-8 text", display)
 	}
 	return string(b), nil
 }

@@ -96,7 +96,7 @@ type Registry struct {
 func NewRegistry() *Registry { return &Registry{kinds: map[string]*kindEntry{}} }
 
 var (
-	refGoType = reflect.TypeOf(Ref{})
+	refGoType  = reflect.TypeOf(Ref{})
 	exprType   = reflect.TypeOf((*hcl.Expression)(nil)).Elem()
 	attrGoType = reflect.TypeOf(hcl.Attribute{})
 )

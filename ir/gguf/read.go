@@ -368,19 +368,23 @@ func (d *decoder) u64(what string) (uint64, error) {
 }
 
 // str reads a length-prefixed string; idx >= 0 names an array element.
+// The label is built only on error: vocabularies hold many strings.
 func (d *decoder) str(what string, idx int) (string, error) {
 	at := d.off
-	if idx >= 0 {
-		what = fmt.Sprintf("%s[%d]", what, idx)
+	label := func() string {
+		if idx >= 0 {
+			return fmt.Sprintf("%s[%d]", what, idx)
+		}
+		return what
 	}
-	n, err := d.u64(what + " length")
-	if err != nil {
-		return "", err
+	if d.remaining() < 8 {
+		return "", d.errorf(at, "%s length needs 8 bytes, only %d remain", label(), d.remaining())
 	}
+	n, _ := d.u64("")
 	if n > d.remaining() {
-		return "", d.errorf(at, "%s: string length %d exceeds the %d bytes that remain", what, n, d.remaining())
+		return "", d.errorf(at, "%s: string length %d exceeds the %d bytes that remain", label(), n, d.remaining())
 	}
-	b, _ := d.take(n, what)
+	b, _ := d.take(n, "")
 	return string(b), nil
 }
 

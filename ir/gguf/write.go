@@ -77,7 +77,9 @@ func Encode(w io.Writer, kvs []KV, tensors []WriteTensor) error {
 	if _, err := w.Write(hdr); err != nil {
 		return err
 	}
-	pad := make([]byte, align)
+	if err := writeZeros(w, alignUp(uint64(len(hdr)), align)-uint64(len(hdr))); err != nil {
+		return err
+	}
 	for i, t := range tensors {
 		raw, err := t.Data()
 		if err != nil {
@@ -90,15 +92,30 @@ func Encode(w io.Writer, kvs []KV, tensors []WriteTensor) error {
 			return err
 		}
 		// Every tensor, the last included, is padded as llama.cpp does.
-		if _, err := w.Write(pad[:alignUp(sizes[i], align)-sizes[i]]); err != nil {
+		if err := writeZeros(w, alignUp(sizes[i], align)-sizes[i]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// encodeHeader serializes everything up to the data section, padding
-// included, and returns the alignment and each tensor's byte size.
+// zeros is padding; alignments may be large, so padding is written in
+// chunks rather than allocated whole.
+var zeros [4096]byte
+
+func writeZeros(w io.Writer, n uint64) error {
+	for n > 0 {
+		k := min(n, uint64(len(zeros)))
+		if _, err := w.Write(zeros[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// encodeHeader serializes everything up to the data section, less the
+// padding before it, and returns the alignment and each tensor's byte size.
 func encodeHeader(kvs []KV, tensors []WriteTensor) ([]byte, uint64, []uint64, error) {
 	align := uint64(DefaultAlignment)
 	var b bytes.Buffer
@@ -168,7 +185,6 @@ func encodeHeader(kvs []KV, tensors []WriteTensor) ([]byte, uint64, []uint64, er
 		}
 		off = next
 	}
-	b.Write(make([]byte, alignUp(uint64(b.Len()), align)-uint64(b.Len())))
 	return b.Bytes(), align, sizes, nil
 }
 

@@ -142,12 +142,22 @@ func (ix *index) merge(t *Tokenizer, syms []int32) []int32 {
 	}
 	next[n-1] = -1
 	q := make(pairQueue, 0, n)
+	// try looks the pair up as run.c does, by the concatenation of the
+	// two texts; the merged piece is the lowest id of that text, and must
+	// score above run.c's floor. Looking pairs up lazily keeps building
+	// the index linear in the vocabulary, whatever its pieces.
+	var buf []byte
 	try := func(l, r int32) (candidate, bool) {
-		id, ok := ix.pairs[pairKey(syms[l], syms[r])]
+		buf = append(append(buf[:0], ix.text[syms[l]]...), ix.text[syms[r]]...)
+		id, ok := ix.byText[string(buf)]
 		if !ok {
 			return candidate{}, false
 		}
-		return candidate{score: t.score(id), left: l, right: r, verL: ver[l], verR: ver[r], id: id}, true
+		s := t.score(id)
+		if !(s > minMergeScore) {
+			return candidate{}, false
+		}
+		return candidate{score: s, left: l, right: r, verL: ver[l], verR: ver[r], id: id}, true
 	}
 	for i := 0; i+1 < n; i++ {
 		if c, ok := try(int32(i), int32(i+1)); ok {

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,4 +150,89 @@ func naiveEncode(pieces []string, scores []float32, text string, bos, eos bool) 
 		tokens = []int{}
 	}
 	return tokens
+}
+
+// tinyVocab is a small vocabulary in llama2.c's layout (<unk>, BOS, EOS,
+// the 256 byte pieces at byte+3, then pieces with descending scores), so
+// that tests and fuzz targets run without the shared data.
+func tinyVocab() *Tokenizer {
+	t := &Tokenizer{BOS: 1, EOS: 2, UNK: 0}
+	add := func(p string, s float32, typ TokenType) {
+		t.Pieces = append(t.Pieces, p)
+		t.Scores = append(t.Scores, s)
+		t.Types = append(t.Types, typ)
+	}
+	add("<unk>", 0, Unknown)
+	add(llama2cBOS, 0, Control)
+	add(llama2cEOS, 0, Control)
+	for b := 0; b < 256; b++ {
+		add(fmt.Sprintf("<0x%02X>", b), 0, Byte)
+	}
+	for i, p := range []string{
+		" t", "he", " a", "in", " the", "an", " s", "er", " w", "ou", "on",
+		" b", "at", " ", "e", "t", "a", "h", "n", "i", "s", "r", "w", "o",
+		"u", "b", "é", "€", "<", ">", "<s", "s>", "  ",
+	} {
+		add(p, float32(-i), Normal)
+	}
+	return t
+}
+
+// ggufForm rewrites a llama2.c-style vocabulary the way GGUF and
+// SentencePiece store it: spaces as '▁', BOS/EOS as "<s>"/"</s>".
+func ggufForm(t *Tokenizer) *Tokenizer {
+	g := &Tokenizer{
+		Pieces: make([]string, len(t.Pieces)),
+		Scores: append([]float32(nil), t.Scores...),
+		Types:  append([]TokenType(nil), t.Types...),
+		BOS:    t.BOS, EOS: t.EOS, UNK: t.UNK,
+	}
+	for i, p := range t.Pieces {
+		switch {
+		case i == t.BOS:
+			g.Pieces[i] = "<s>"
+		case i == t.EOS:
+			g.Pieces[i] = "</s>"
+		default:
+			g.Pieces[i] = strings.ReplaceAll(p, " ", spaceMarker)
+		}
+	}
+	return g
+}
+
+// corpusSample is a bounded sample of corpus paragraphs: every step-th of
+// the first limit*step, so that the sample spans the file.
+func corpusSample(t testing.TB, name string, limit, step int) []string {
+	t.Helper()
+	var out []string
+	for i, p := range paragraphs(readText(t, "corpora/"+name)) {
+		if len(out) == limit {
+			break
+		}
+		if i%step == 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// dataAvailable reports whether the shared test data is present, for
+// tests that use it when they can but also run without it.
+func dataAvailable(t testing.TB) bool {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		return false
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			_, err := os.Stat(filepath.Join(dir, "..", "shared", "data", "models", "stories260K", "tok512.bin"))
+			return err == nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return false
+		}
+		dir = parent
+	}
 }

@@ -114,14 +114,8 @@ func MarshalLlama2c(t *Tokenizer) ([]byte, error) {
 	}
 	pieces := make([]string, len(t.Pieces))
 	size, maxLen := 4, 0
-	for i, p := range t.Pieces {
-		p = textForm(p)
-		switch {
-		case i == t.BOS && p == "<s>":
-			p = llama2cBOS
-		case i == t.EOS && p == "</s>":
-			p = llama2cEOS
-		}
+	for i := range t.Pieces {
+		p := t.llama2cPiece(i)
 		if len(p) > math.MaxInt32 {
 			return nil, fmt.Errorf("piece %d is %d bytes, too long for tokenizer.bin", i, len(p))
 		}

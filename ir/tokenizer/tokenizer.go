@@ -106,6 +106,22 @@ func textForm(p string) string {
 	return p
 }
 
+// llama2cPiece is piece i as llama2.c's tokenizer export writes it: its
+// text form, with BOS and EOS spelled "\n<s>\n" and "\n</s>\n" when stored
+// as "<s>" and "</s>". Encoding and decoding work on these strings, so a
+// SentencePiece/GGUF vocabulary behaves exactly as run.c does with its
+// tokenizer.bin.
+func (t *Tokenizer) llama2cPiece(i int) string {
+	p := textForm(t.Pieces[i])
+	switch {
+	case i == t.BOS && p == "<s>":
+		return llama2cBOS
+	case i == t.EOS && p == "</s>":
+		return llama2cEOS
+	}
+	return p
+}
+
 // parseBytePiece recognises "<0xHH>" (either case of hex digit), the
 // SentencePiece byte-fallback pieces.
 func parseBytePiece(p string) (byte, bool) {
@@ -142,14 +158,14 @@ type index struct {
 	types   *TokenType
 	nTypes  int
 	bos     int
+	eos     int
 
-	text    []string         // text form of each piece
+	// text is each piece as run.c sees it in the llama2.c export of the
+	// vocabulary (see llama2cPiece).
+	text    []string
 	byPiece map[string]int32 // stored piece -> lowest id
 	byText  map[string]int32 // text form -> lowest id
-	// pairs maps two adjacent ids to the id their concatenated text forms
-	// spell, only for merges that run.c could pick (score > -1e10).
-	pairs  map[uint64]int32
-	byteID [256]int32 // byte-fallback token of each byte
+	byteID  [256]int32       // byte-fallback token of each byte
 	// byteOf is the raw byte a "<0xHH>" piece decodes to, -1 for others.
 	byteOf []int16
 	// control marks pieces that Decode drops.
@@ -162,7 +178,8 @@ type index struct {
 func (ix *index) current(t *Tokenizer) bool {
 	return ix.pieces == first(t.Pieces) && ix.nPieces == len(t.Pieces) &&
 		ix.scores == first(t.Scores) && ix.nScores == len(t.Scores) &&
-		ix.types == first(t.Types) && ix.nTypes == len(t.Types) && ix.bos == t.BOS
+		ix.types == first(t.Types) && ix.nTypes == len(t.Types) &&
+		ix.bos == t.BOS && ix.eos == t.EOS
 }
 
 func first[T any](s []T) *T {
@@ -199,17 +216,16 @@ func (t *Tokenizer) buildIndex() *index {
 		scores: first(t.Scores), nScores: len(t.Scores),
 		types: first(t.Types), nTypes: len(t.Types),
 		bos:     t.BOS,
+		eos:     t.EOS,
 		text:    make([]string, n),
 		byPiece: make(map[string]int32, n),
 		byText:  make(map[string]int32, n),
-		pairs:   make(map[uint64]int32),
 		byteOf:  make([]int16, n),
 		control: make([]bool, n),
 	}
-	all := make(map[string][]int32, n) // text form -> every id, for duplicates
 	for i, p := range t.Pieces {
 		id := int32(i)
-		tf := textForm(p)
+		tf := t.llama2cPiece(i)
 		ix.text[i] = tf
 		if _, ok := ix.byPiece[p]; !ok {
 			ix.byPiece[p] = id
@@ -217,7 +233,6 @@ func (t *Tokenizer) buildIndex() *index {
 		if _, ok := ix.byText[tf]; !ok {
 			ix.byText[tf] = id
 		}
-		all[tf] = append(all[tf], id)
 		ix.byteOf[i] = -1
 		if b, ok := parseBytePiece(p); ok {
 			ix.byteOf[i] = int16(b)
@@ -240,38 +255,6 @@ func (t *Tokenizer) buildIndex() *index {
 			ix.byteID[b] = id
 		}
 	}
-	// Every way of splitting a piece's text into two pieces' texts is a
-	// pair that merges into it; duplicates of a text all merge the same.
-	for tf, ids := range all {
-		c := ids[0]
-		if !(t.score(c) > minMergeScore) {
-			continue
-		}
-		for k := 1; k < len(tf); k++ {
-			left, right := all[tf[:k]], all[tf[k:]]
-			for _, a := range left {
-				for _, b := range right {
-					ix.pairs[pairKey(a, b)] = c
-				}
-			}
-		}
-	}
-	// A pair of a piece whose text is empty with another piece spells the
-	// other piece; the split loop above cannot see those.
-	if empties := all[""]; len(empties) > 0 {
-		for _, ids := range all {
-			c := ids[0]
-			if !(t.score(c) > minMergeScore) {
-				continue
-			}
-			for _, e := range empties {
-				for _, o := range ids {
-					ix.pairs[pairKey(e, o)] = c
-					ix.pairs[pairKey(o, e)] = c
-				}
-			}
-		}
-	}
 	if id, ok := ix.byText[" "]; ok {
 		ix.dummy = []int32{id}
 	} else {
@@ -279,5 +262,3 @@ func (t *Tokenizer) buildIndex() *index {
 	}
 	return ix
 }
-
-func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }

@@ -140,6 +140,12 @@ func Select(importance []float64, n int, contiguous bool) ([]int, error) {
 	if n <= 0 || n >= len(importance) {
 		return nil, fmt.Errorf("cannot remove %d of %d layers", n, len(importance))
 	}
+	// NaN compares false both ways, which would make the choice arbitrary.
+	for i, v := range importance {
+		if math.IsNaN(v) {
+			return nil, fmt.Errorf("layer %d has importance NaN", i)
+		}
+	}
 	if !contiguous {
 		idx := make([]int, len(importance))
 		for i := range idx {

@@ -66,7 +66,7 @@ func resolve(what string, abs *int, ratio *float64, cur, roundTo int) (int, erro
 		}
 		return *abs, nil
 	case ratio != nil:
-		if *ratio <= 0 || *ratio > 1 {
+		if !(*ratio > 0 && *ratio <= 1) { // also rejects NaN
 			return 0, fmt.Errorf("%s_ratio = %g must be in (0, 1]", what, *ratio)
 		}
 		n := int(math.Round(*ratio * float64(cur)))
@@ -181,12 +181,23 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 // (one global ranking), MLP neurons, and KV groups ranked by the summed
 // score of their query heads, each keeping its best heads.
 func Prune(m *ir.Model, s *scores.Table, hidden, mlp, heads, kvHeads int) (*ir.Model, error) {
+	if err := m.Config.Check(); err != nil {
+		return nil, err
+	}
 	if err := checkTable(m.Config, s); err != nil {
 		return nil, err
+	}
+	// Targets come from targets() in the pass, but Prune is exported: bad
+	// sizes must be errors here, not a division by zero or a silent cap.
+	if hidden < 1 || mlp < 1 || heads < 1 || kvHeads < 1 || heads%kvHeads != 0 {
+		return nil, fmt.Errorf("prune targets hidden %d, mlp %d, heads %d over %d KV heads: sizes must be positive and heads a multiple of KV heads", hidden, mlp, heads, kvHeads)
 	}
 	var err error
 	out := m
 	for li, l := range m.Config.Layers {
+		if kvHeads > l.KVHeads || heads/kvHeads > l.GroupSize() {
+			return nil, fmt.Errorf("layer %d has %d KV groups of %d query heads; cannot keep %d groups of %d", li, l.KVHeads, l.GroupSize(), kvHeads, heads/kvHeads)
+		}
 		if mlp < l.MLP {
 			if out, err = out.KeepMLP(li, scores.TopK(s.MLP[li], mlp)); err != nil {
 				return nil, err

@@ -1,0 +1,273 @@
+package recipe
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+var commonPassSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "name"}, {Name: "into"}, {Name: "backend"},
+}}
+
+// scanPasses is the first sweep over pass blocks: kinds, names and the slots
+// they produce, so that a reference to a slot made later can say by whom.
+func (l *loader) scanPasses(blocks []*hcl.Block) {
+	sc := declScope("a pass's name or into")
+	count := map[string]int{}
+	for _, b := range blocks {
+		if len(b.Labels) == 1 {
+			count[b.Labels[0]]++
+		}
+	}
+	seq := map[string]int{}
+	names := map[string]*passInfo{}
+	// produced remembers which model-block names a pass already replaced,
+	// so shadowing is reported once.
+	produced := map[string]bool{}
+	for _, b := range blocks {
+		if len(b.Labels) != 1 {
+			continue
+		}
+		kind := b.Labels[0]
+		p := &passInfo{block: b, decl: b.DefRange, nameRng: b.LabelRanges[0], entry: l.reg.entry(kind)}
+		if p.entry == nil {
+			kinds := l.reg.Kinds()
+			if len(kinds) == 0 {
+				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered; no pass kinds are registered at all.", kind)
+			} else {
+				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered.%s Registered kinds: %s.", kind, didYouMean(kind, kinds, ""), strings.Join(kinds, ", "))
+			}
+		} else {
+			p.produces = p.entry.spec.Produces
+		}
+		p.common, p.remain, _ = b.Body.PartialContent(commonPassSchema) // no required attributes: no diagnostics
+
+		seq[kind]++
+		p.name = kind
+		if count[kind] > 1 {
+			p.name = fmt.Sprintf("%s-%d", kind, seq[kind])
+		}
+		if a := p.common.Attributes["name"]; a != nil {
+			p.nameRng = a.Expr.Range()
+			if s, ok := l.evalString(a, sc); ok {
+				if !validPassName(s) {
+					l.errorf(a.Expr.Range(), `Invalid value for "name"`, "%q is not a valid pass name; use letters, digits, '_', '-' and '.', starting with a letter, digit or '_'.", s)
+				} else {
+					p.name = s
+				}
+			}
+		}
+		if first, dup := names[p.name]; dup {
+			l.errorf(p.nameRng, "Duplicate pass name", "Pass name %q is already used by the pass at %s; set a distinct name = \"...\".", p.name, at(first.decl))
+		} else {
+			names[p.name] = p
+		}
+
+		if a := p.common.Attributes["into"]; a != nil {
+			if p.entry != nil && p.produces == "" {
+				l.errorf(a.NameRange, `Unexpected "into"`, "Pass kind %q produces nothing a later block can refer to; remove into.", kind)
+			} else if s, ok := l.evalString(a, sc); ok {
+				if !hclsyntax.ValidIdentifier(s) {
+					l.errorf(a.Expr.Range(), `Invalid value for "into"`, "%q is not a valid slot name; a name starts with a letter or underscore and has only letters, digits, underscores and dashes.", s)
+				} else {
+					p.into = s
+				}
+			}
+		} else if p.produces != "" {
+			l.errorf(b.DefRange, `Missing "into"`, "Pass kind %q produces a %s; name it with into = \"<name>\".", kind, p.produces)
+		}
+		if p.produces == SlotModel && p.into != "" && !produced[p.into] {
+			if decl, ok := l.models[p.into]; ok {
+				l.warnf(p.common.Attributes["into"].Expr.Range(), "Model block replaced",
+					"into = %q replaces the model declared at %s: later passes and outputs that refer to model.%s get this pass's result.", p.into, at(decl), p.into)
+			}
+			produced[p.into] = true
+		}
+		p.pass = &Pass{Kind: kind, Name: p.name, Index: len(l.passes), Into: p.into, DeclRange: b.DefRange, Body: p.remain}
+		if a := p.common.Attributes["into"]; a != nil {
+			p.pass.IntoRange = a.Expr.Range()
+		}
+		l.passes = append(l.passes, p)
+		l.r.Passes = append(l.r.Passes, p.pass)
+	}
+}
+
+// validPassName accepts names safe as a directory name in the run directory.
+func validPassName(s string) bool {
+	if s == "" || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r == '-' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// passScope is what pass i sees: model blocks and what passes before it
+// produce.
+func (l *loader) passScope(i int) *scope {
+	sc := &scope{where: "a pass block", blocks: true, pass: i,
+		models: map[string]bool{}, scores: map[string]bool{}, poisoned: map[string]bool{}}
+	for name := range l.models {
+		sc.models[name] = true
+	}
+	for _, p := range l.passes[:i] {
+		switch {
+		case p.into == "":
+		case p.entry == nil:
+			sc.poisoned[p.into] = true
+		case p.produces == SlotModel:
+			sc.models[p.into] = true
+		case p.produces == SlotScores:
+			sc.scores[p.into] = true
+		}
+	}
+	return sc
+}
+
+func (l *loader) decodePasses() {
+	for i, p := range l.passes {
+		sc := l.passScope(i)
+		if a := p.common.Attributes["backend"]; a != nil {
+			if v, ok := l.eval(a.Expr, sc); ok {
+				if msg := refCheck(v, []string{"backend"}); msg != "" {
+					l.errorf(a.Expr.Range(), "Invalid reference", "%s", msg)
+				} else {
+					p.pass.Backend = &Ref{Kind: "backend", Name: v.GetAttr("name").AsString()}
+				}
+			}
+		}
+		if p.entry == nil {
+			continue
+		}
+		cfg, err := p.entry.newConfig()
+		if err != nil {
+			l.errorf(p.decl, "Invalid pass kind", "Pass kind %q: %v.", p.entry.spec.Kind, err)
+			continue
+		}
+		l.diags = append(l.diags, l.decodeConfig(p, sc, cfg)...)
+		p.pass.Config = cfg
+	}
+}
+
+// decodeConfig decodes a pass body into its kind's config. References are
+// checked first, with the language's own messages; HCL's and gohcl's
+// diagnostics about the same expressions are then dropped, so that each
+// problem is reported once.
+func (l *loader) decodeConfig(p *passInfo, sc *scope, cfg any) (diags hcl.Diagnostics) {
+	sb, _ := p.block.Body.(*hclsyntax.Body)
+	var bad []hcl.Range
+	if sb != nil {
+		walkAttrs(sb, true, func(a *hclsyntax.Attribute) {
+			if !l.checkRefs(a.Expr, sc) {
+				bad = append(bad, a.Expr.Range())
+			}
+		})
+		for _, rf := range p.entry.refs {
+			a := sb.Attributes[rf.attr]
+			if a == nil || overlapsAny(a.Expr.Range(), bad) {
+				continue
+			}
+			v, ok := l.eval(a.Expr, sc)
+			if ok && !(v.IsNull() && rf.ptr) {
+				if msg := refCheck(v, rf.kinds); msg != "" {
+					l.errorf(a.Expr.Range(), "Invalid reference", "%s", msg)
+					ok = false
+				}
+			}
+			if !ok {
+				bad = append(bad, a.Expr.Range())
+			}
+		}
+	}
+	defer func() {
+		// Registration rejects the config types gohcl cannot handle; this is
+		// the backstop that keeps a malformed recipe from crashing Load.
+		if r := recover(); r != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Cannot decode pass",
+				Detail:   fmt.Sprintf("Pass kind %q: %v.", p.entry.spec.Kind, r),
+				Subject:  p.decl.Ptr(),
+			})
+		}
+	}()
+	for _, d := range gohcl.DecodeBody(p.remain, l.evalContext(sc), cfg) {
+		if d.Subject != nil && overlapsAny(*d.Subject, bad) {
+			continue
+		}
+		if d.Summary == "Unsuitable value type" && d.Subject != nil && sb != nil {
+			if a := attrAt(sb, *d.Subject); a != nil {
+				d.Summary = fmt.Sprintf("Invalid value for %q", a.Name)
+				d.Detail = describeConvMsg(strings.TrimPrefix(d.Detail, "Unsuitable value: ")) + "."
+				d.Subject = a.Expr.Range().Ptr()
+			}
+		}
+		diags = append(diags, d)
+	}
+	return diags
+}
+
+// walkAttrs calls f for every attribute of b and its nested blocks, except
+// the common pass attributes at the top level.
+func walkAttrs(b *hclsyntax.Body, top bool, f func(*hclsyntax.Attribute)) {
+	for _, a := range sortedSyntaxAttrs(b) {
+		if top && isCommonPassAttr(a.Name) {
+			continue
+		}
+		f(a)
+	}
+	for _, blk := range b.Blocks {
+		walkAttrs(blk.Body, false, f)
+	}
+}
+
+func sortedSyntaxAttrs(b *hclsyntax.Body) []*hclsyntax.Attribute {
+	out := make([]*hclsyntax.Attribute, 0, len(b.Attributes))
+	for _, a := range b.Attributes {
+		out = append(out, a)
+	}
+	// Source order keeps diagnostics deterministic before sorting.
+	sort.Slice(out, func(i, j int) bool { return out[i].SrcRange.Start.Byte < out[j].SrcRange.Start.Byte })
+	return out
+}
+
+func isCommonPassAttr(name string) bool {
+	for _, c := range commonPassAttrs {
+		if c == name {
+			return true
+		}
+	}
+	return false
+}
+
+// attrAt finds the attribute, at any depth, whose value contains rng.
+func attrAt(b *hclsyntax.Body, rng hcl.Range) *hclsyntax.Attribute {
+	var found *hclsyntax.Attribute
+	walkAttrs(b, true, func(a *hclsyntax.Attribute) {
+		if found == nil && contains(a.Expr.Range(), rng) {
+			found = a
+		}
+	})
+	return found
+}
+
+func contains(outer, inner hcl.Range) bool {
+	return outer.Filename == inner.Filename && outer.Start.Byte <= inner.Start.Byte && inner.End.Byte <= outer.End.Byte
+}
+
+func overlapsAny(r hcl.Range, rs []hcl.Range) bool {
+	for _, o := range rs {
+		if r.Overlaps(o) || contains(o, r) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,8 @@
+model "teacher" {
+  path      = uper("t.bin")
+  tokenizer = file("missing.txt")
+}
+
+dataset "d" {
+  path = env("A", "b", "c")
+}

@@ -1,0 +1,4 @@
+model "teacher" {
+  path = "a.bin"
+  format = 
+}

@@ -1,0 +1,5 @@
+modle "teacher" {
+  path = "a.bin"
+}
+
+steps = 3

@@ -1,0 +1,117 @@
+// Package hf reads and writes Hugging Face Llama checkpoints: a directory
+// with config.json and safetensors weights (one model.safetensors, or
+// shards listed by model.safetensors.index.json), as transformers'
+// LlamaForCausalLM and MistralForCausalLM save them.
+//
+// Hugging Face's tensor names and layout are whittle's canonical ones, so
+// weights pass through unchanged; only config.json needs translating.
+package hf
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/safetensors"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
+)
+
+// Load opens a Hugging Face model directory. Tensors stay lazy views of
+// memory-mapped safetensors files until used; Close on the model releases
+// the maps.
+//
+// Buffers that older checkpoints saved (rotary_emb.inv_freq) are dropped.
+// With tie_word_embeddings an lm_head.weight in the files is accepted only
+// if it equals the embedding. A tokenizer is attached when the directory
+// has one whittle reads: tokenizer.bin (llama2.c's format), else
+// tokenizer.model (SentencePiece).
+func Load(dir string) (_ *ir.Model, err error) {
+	cfgPath := filepath.Join(dir, ConfigFile)
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("hf: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("hf: %s: %w", cfgPath, err)
+	}
+	tensors, closers, err := safetensors.OpenModelDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("hf: %w", err)
+	}
+	m := &ir.Model{Config: cfg, Tensors: map[string]*ir.Tensor{}, Source: dir}
+	for _, c := range closers {
+		m.AddCloser(c)
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	for name, t := range tensors {
+		if strings.HasSuffix(name, ".rotary_emb.inv_freq") {
+			continue
+		}
+		m.Tensors[name] = t
+	}
+	if cls, ok := m.Tensors[ir.NameClassifier]; ok && cfg.Tied {
+		if err := checkTiedClassifier(m.Tensors[ir.NameEmbed], cls); err != nil {
+			return nil, fmt.Errorf("hf: %s: tie_word_embeddings is true but %w", dir, err)
+		}
+		delete(m.Tensors, ir.NameClassifier)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("hf: %w", err)
+	}
+	if m.Tokenizer, err = loadTokenizer(dir); err != nil {
+		return nil, fmt.Errorf("hf: %w", err)
+	}
+	if m.Tokenizer != nil && m.Tokenizer.Size() != cfg.Vocab {
+		return nil, fmt.Errorf("hf: %s: tokenizer has %d pieces, config.json's vocab_size is %d", dir, m.Tokenizer.Size(), cfg.Vocab)
+	}
+	return m, nil
+}
+
+// checkTiedClassifier accepts a classifier saved beside a tied embedding
+// only when it is the same matrix: otherwise which one the model uses
+// would depend on load order.
+func checkTiedClassifier(embed, cls *ir.Tensor) error {
+	if embed == nil {
+		return nil // Validate reports the missing embedding
+	}
+	if cls.DType != embed.DType || fmt.Sprint(cls.Shape) != fmt.Sprint(embed.Shape) {
+		return fmt.Errorf("%s (%v %v) differs from %s (%v %v)", ir.NameClassifier, cls.DType, cls.Shape, ir.NameEmbed, embed.DType, embed.Shape)
+	}
+	a, err := embed.Bytes()
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", ir.NameEmbed, err)
+	}
+	b, err := cls.Bytes()
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", ir.NameClassifier, err)
+	}
+	if !bytes.Equal(a, b) {
+		return fmt.Errorf("%s holds different values from %s", ir.NameClassifier, ir.NameEmbed)
+	}
+	return nil
+}
+
+// loadTokenizer reads the tokenizer files whittle understands, preferring
+// its own tokenizer.bin.
+func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
+	for _, f := range tokenizerFiles {
+		path := filepath.Join(dir, f.name)
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		return f.load(path)
+	}
+	return nil, nil
+}

@@ -1,0 +1,145 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+)
+
+// ZeroGrad clears the accumulated gradients.
+func (e *Engine) ZeroGrad() {
+	if e.G != nil {
+		clear(e.G.flat)
+	}
+}
+
+// Backward propagates the gradient LossGrad left at the final norm through
+// the decoder and adds every trainable parameter's gradient into G, so
+// several micro-batches accumulate until ZeroGrad. Layers below the lowest
+// trainable parameter are not visited.
+func (e *Engine) Backward() error {
+	if e.G == nil {
+		return fmt.Errorf("engine: Backward on an inference engine")
+	}
+	if !e.gradOK {
+		return fmt.Errorf("engine: Backward needs LossGrad after the last Forward")
+	}
+	e.gradOK = false
+	cfg := &e.P.Config
+	n, d, nl := e.n, cfg.Hidden, len(cfg.Layers)
+	lowest := e.lowestTrainable()
+	dres := e.scratch.dres
+	clear(dres)
+	rmsnormBackward(e.threads, dres, e.gradOf(e.P.FinalNorm), e.dlnf, e.resid[nl], e.rstdf, e.P.FinalNorm, n, d)
+	for l := nl - 1; l >= 0 && l >= lowest; l-- {
+		e.layerBackward(l, l > lowest)
+	}
+	if lowest < 0 {
+		g := e.gradOf(e.P.Embed)
+		// Each goroutine owns a band of columns and walks the rows in
+		// order, so repeated tokens add up in a fixed order.
+		const band = 64
+		parallel(e.threads, (d+band-1)/band, func(lo, hi int) {
+			c0, c1 := lo*band, min(d, hi*band)
+			for r, id := range e.tokens[:n] {
+				dst := g[int(id)*d+c0 : int(id)*d+c1]
+				src := dres[r*d+c0 : r*d+c1]
+				for i, v := range src {
+					dst[i] += v
+				}
+			}
+		})
+	}
+	return nil
+}
+
+// lowestTrainable is the lowest layer holding a trainable parameter, or
+// -1 when the embedding lookup needs its gradient.
+func (e *Engine) lowestTrainable() int {
+	cfg := &e.P.Config
+	if e.gradOf(e.P.Embed) != nil {
+		return -1
+	}
+	for l := range cfg.Layers {
+		for _, role := range ir.LayerRoles {
+			if !e.Frozen(ir.LayerName(l, role)) {
+				return l
+			}
+		}
+	}
+	return len(cfg.Layers)
+}
+
+// layerBackward turns dres, the gradient at layer l's output, into the
+// gradient at its input (when needInput) and adds the layer's parameter
+// gradients.
+func (e *Engine) layerBackward(l int, needInput bool) {
+	p := &e.P.Layers[l]
+	a := &e.acts[l]
+	s := &e.scratch
+	n, d := e.n, e.P.Config.Hidden
+	hd, m := p.HeadDim, p.MLP
+	qd, kvd := p.Heads*hd, p.KVHeads*hd
+	th := e.threads
+	dres := s.dres
+
+	// MLP: out = mid + act·Wdownᵀ, act = silu(gate)·up.
+	dact, dgate, dup := s.dact[:n*m], s.dgate[:n*m], s.dup[:n*m]
+	blas.SgemmThreads(th, false, false, n, m, d, 1, dres, d, p.Down, m, 0, dact, m)
+	e.weightGrad(p.Down, dres, a.act, n, d, m)
+	parallel(th, n, func(lo, hi int) {
+		for i := lo * m; i < hi*m; i++ {
+			g := a.gate[i]
+			sg := sigmoid(g)
+			dup[i] = dact[i] * g * sg
+			dgate[i] = dact[i] * a.up[i] * sg * (1 + g*(1-sg))
+		}
+	})
+	dln := s.dln
+	blas.SgemmThreads(th, false, false, n, d, m, 1, dgate, m, p.Gate, d, 0, dln, d)
+	blas.SgemmThreads(th, false, false, n, d, m, 1, dup, m, p.Up, d, 1, dln, d)
+	e.weightGrad(p.Gate, dgate, a.ln2, n, m, d)
+	e.weightGrad(p.Up, dup, a.ln2, n, m, d)
+	rmsnormBackward(th, dres, e.gradOf(p.MLPNorm), dln, a.mid, a.rstd2, p.MLPNorm, n, d)
+
+	// Attention: mid = x + ao·Woᵀ.
+	dao, dq, dk, dv := s.dao[:n*qd], s.dq[:n*qd], s.dk[:n*kvd], s.dv[:n*kvd]
+	blas.SgemmThreads(th, false, false, n, qd, d, 1, dres, d, p.O, qd, 0, dao, qd)
+	e.weightGrad(p.O, dres, a.ao, n, d, qd)
+	e.attentionBackward(p, a, dao, dq, dk, dv)
+	tab := e.rope[l]
+	parallel(th, n, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			pos := r % e.t
+			c, sn := tab[pos*hd:pos*hd+hd/2], tab[pos*hd+hd/2:(pos+1)*hd]
+			ropeRow(dq[r*qd:(r+1)*qd], hd, c, sn, true)
+			ropeRow(dk[r*kvd:(r+1)*kvd], hd, c, sn, true)
+		}
+	})
+	e.weightGrad(p.Q, dq, a.ln1, n, qd, d)
+	e.weightGrad(p.K, dk, a.ln1, n, kvd, d)
+	e.weightGrad(p.V, dv, a.ln1, n, kvd, d)
+	gNorm := e.gradOf(p.AttnNorm)
+	if !needInput && gNorm == nil {
+		return
+	}
+	blas.SgemmThreads(th, false, false, n, d, qd, 1, dq, qd, p.Q, d, 0, dln, d)
+	blas.SgemmThreads(th, false, false, n, d, kvd, 1, dk, kvd, p.K, d, 1, dln, d)
+	blas.SgemmThreads(th, false, false, n, d, kvd, 1, dv, kvd, p.V, d, 1, dln, d)
+	if needInput {
+		rmsnormBackward(th, dres, gNorm, dln, e.resid[l], a.rstd1, p.AttnNorm, n, d)
+	} else {
+		rmsnormBackward(th, nil, gNorm, dln, e.resid[l], a.rstd1, p.AttnNorm, n, d)
+	}
+}
+
+// weightGrad adds dyᵀ·x to the gradient of W [out, in] for dy [n, out]
+// and x [n, in], unless W is frozen.
+func (e *Engine) weightGrad(w, dy, x []float32, n, out, in int) {
+	g := e.gradOf(w)
+	if g == nil {
+		return
+	}
+	blas.SgemmThreads(e.threads, true, false, out, in, n, 1, dy, out, x, in, 1, g, in)
+}

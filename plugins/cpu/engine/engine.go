@@ -1,0 +1,376 @@
+// Package engine is the CPU backend's training engine: a batched float32
+// forward pass of the IR's Llama-family decoder (per-layer sizes may
+// differ), chunked losses over the vocabulary (next-token cross-entropy,
+// masked SFT, forward KL to a teacher), a hand-written backward pass in the
+// manner of llm.c, and AdamW with warm-up and cosine decay.
+//
+// Matrix products go through package blas; everything else is split across
+// goroutines by rows, heads or columns so that each output element is
+// reduced in a fixed order. Results are therefore bitwise reproducible for a
+// given machine and build, whatever the thread count.
+package engine
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+
+	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+)
+
+// Options configures an Engine.
+type Options struct {
+	// Threads is the number of goroutines; 0 means GOMAXPROCS.
+	Threads int
+	// LossChunk is how many rows of logits are materialized at once by the
+	// loss and Logits; 0 picks about 8M floats' worth (at least 256 rows).
+	LossChunk int
+	// Inference skips everything backward needs: no gradients, and one set
+	// of activation buffers shared by all layers.
+	Inference bool
+	// Frozen reports parameters (by canonical tensor name) that get no
+	// gradient and that the optimizer leaves alone. Nil freezes nothing.
+	Frozen func(name string) bool
+	// OnLayer, when set, is called after each layer's forward with views of
+	// its activations, valid until the call returns. Importance scoring
+	// reads them here.
+	OnLayer func(layer int, a *Activations) error
+}
+
+// Activations are one layer's forward activations over the N = B·T rows
+// of the batch, row-major.
+type Activations struct {
+	// Input is the residual stream entering the layer [N, hidden].
+	Input []float32
+	// AttnNormOut is the attention input norm's output [N, hidden].
+	AttnNormOut []float32
+	// AttnOut is the concatenated head outputs, the input of o_proj [N, heads·head_dim].
+	AttnOut []float32
+	// Mid is the residual stream after attention [N, hidden].
+	Mid []float32
+	// MLPNormOut is the MLP input norm's output [N, hidden].
+	MLPNormOut []float32
+	// MLPAct is silu(gate)·up, the input of down_proj [N, mlp].
+	MLPAct []float32
+	// Output is the residual stream leaving the layer [N, hidden].
+	Output []float32
+}
+
+// layerActs holds the activations backward needs for one layer.
+type layerActs struct {
+	ln1, q, k, v, ao, mid, ln2, gate, up, act []float32
+	rstd1, rstd2                              []float32
+	att                                       []float32 // [B, H, T, T] softmax probabilities
+}
+
+// Engine runs one model. It is not safe for concurrent use.
+type Engine struct {
+	P *Params
+	// G holds the gradients that Backward accumulates; nil for inference.
+	G *Params
+
+	opts    Options
+	threads int
+	frozen  []bool // per tensor of P, in Tensors order
+	index   map[*float32]int
+
+	// Shape of the last Forward.
+	b, t, n int
+	tokens  []int32
+
+	resid  [][]float32 // L+1 residual streams [N, hidden]
+	acts   []layerActs
+	lnf    []float32
+	rstdf  []float32
+	rope   [][]float32 // per layer: [T][head_dim/2] cos then sin
+	ropeT  int
+	dlnf   []float32 // gradient at the final norm's output, filled by Loss
+	ready  bool      // a forward has run
+	gradOK bool      // Loss has filled dlnf for the current forward
+
+	scratch scratch
+}
+
+// scratch is backward working memory reused across layers.
+type scratch struct {
+	dres, dln, dq, dk, dv, dao, dgate, dup, dact []float32
+	att                                          [][]float32 // per worker [T, T]
+}
+
+// New builds an engine over p; in training mode it allocates gradients.
+func New(p *Params, opts Options) (*Engine, error) {
+	if err := p.Config.Check(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	e := &Engine{P: p, opts: opts, threads: opts.Threads}
+	if e.threads <= 0 {
+		e.threads = runtime.GOMAXPROCS(0)
+	}
+	e.frozen = make([]bool, len(p.tensors))
+	e.index = make(map[*float32]int, len(p.tensors))
+	for i, t := range p.tensors {
+		e.index[&t.Data[0]] = i
+	}
+	if !opts.Inference {
+		e.G = p.ZerosLike()
+		if opts.Frozen != nil {
+			for i, t := range p.tensors {
+				e.frozen[i] = opts.Frozen(t.Name)
+			}
+		}
+	}
+	return e, nil
+}
+
+// Threads is the number of goroutines the engine uses.
+func (e *Engine) Threads() int { return e.threads }
+
+// Vocab is the size of the output distribution.
+func (e *Engine) Vocab() int { return e.P.Config.Vocab }
+
+// Rows is B·T of the last Forward.
+func (e *Engine) Rows() int { return e.n }
+
+// Frozen reports whether the named tensor is frozen.
+func (e *Engine) Frozen(name string) bool {
+	for i, t := range e.P.tensors {
+		if t.Name == name {
+			return e.frozen[i]
+		}
+	}
+	return false
+}
+
+// gradOf returns the gradient buffer of weight view w of P, or nil when w
+// is frozen or the engine does inference only.
+func (e *Engine) gradOf(w []float32) []float32 {
+	i, ok := e.index[&w[0]]
+	if !ok {
+		panic("engine: gradient of a tensor outside the model")
+	}
+	if e.G == nil || e.frozen[i] {
+		return nil
+	}
+	return e.G.tensors[i].Data
+}
+
+func (e *Engine) alloc(b, t int) {
+	n := b * t
+	cfg := &e.P.Config
+	d := cfg.Hidden
+	if n == e.n && b == e.b {
+		return
+	}
+	e.b, e.t, e.n = b, t, n
+	e.resid = make([][]float32, len(cfg.Layers)+1)
+	e.acts = make([]layerActs, len(cfg.Layers))
+	if e.opts.Inference {
+		// One set of buffers, sized for the widest layer, for all layers.
+		var mq, mkv, mm, mh int
+		for _, lc := range cfg.Layers {
+			mq, mkv, mm, mh = max(mq, lc.Heads*lc.HeadDim), max(mkv, lc.KVHeads*lc.HeadDim), max(mm, lc.MLP), max(mh, lc.Heads)
+		}
+		shared := newLayerActs(n, d, mq, mkv, mm, b*mh*t*t)
+		a, c := make([]float32, n*d), make([]float32, n*d)
+		for l := range e.acts {
+			e.acts[l] = shared
+			e.resid[l] = a
+			a, c = c, a
+		}
+		e.resid[len(cfg.Layers)] = a
+	} else {
+		for l, lc := range cfg.Layers {
+			e.acts[l] = newLayerActs(n, d, lc.Heads*lc.HeadDim, lc.KVHeads*lc.HeadDim, lc.MLP, b*lc.Heads*t*t)
+			e.resid[l] = make([]float32, n*d)
+		}
+		e.resid[len(cfg.Layers)] = make([]float32, n*d)
+	}
+	e.lnf = make([]float32, n*d)
+	e.rstdf = make([]float32, n)
+	e.tokens = make([]int32, n)
+	if !e.opts.Inference {
+		var mq, mkv, mm int
+		for _, lc := range cfg.Layers {
+			mq, mkv, mm = max(mq, lc.Heads*lc.HeadDim), max(mkv, lc.KVHeads*lc.HeadDim), max(mm, lc.MLP)
+		}
+		s := &e.scratch
+		s.dres, s.dln = make([]float32, n*d), make([]float32, n*d)
+		s.dq, s.dao = make([]float32, n*mq), make([]float32, n*mq)
+		s.dk, s.dv = make([]float32, n*mkv), make([]float32, n*mkv)
+		s.dgate, s.dup, s.dact = make([]float32, n*mm), make([]float32, n*mm), make([]float32, n*mm)
+		e.dlnf = make([]float32, n*d)
+	}
+	e.scratch.att = make([][]float32, e.threads)
+	for i := range e.scratch.att {
+		e.scratch.att[i] = make([]float32, t*t)
+	}
+}
+
+func newLayerActs(n, d, qd, kvd, m, att int) layerActs {
+	return layerActs{
+		ln1: make([]float32, n*d), q: make([]float32, n*qd), k: make([]float32, n*kvd), v: make([]float32, n*kvd),
+		ao: make([]float32, n*qd), mid: make([]float32, n*d), ln2: make([]float32, n*d),
+		gate: make([]float32, n*m), up: make([]float32, n*m), act: make([]float32, n*m),
+		rstd1: make([]float32, n), rstd2: make([]float32, n), att: make([]float32, att),
+	}
+}
+
+// ropeTables caches per-layer cos/sin of every position up to t, computed
+// in float64 from the config's inverse frequencies as the reference does.
+func (e *Engine) ropeTables(t int) {
+	if e.ropeT >= t && e.rope != nil {
+		return
+	}
+	cfg := &e.P.Config
+	e.rope = make([][]float32, len(cfg.Layers))
+	cache := map[int][]float32{}
+	for l, lc := range cfg.Layers {
+		if tab, ok := cache[lc.HeadDim]; ok {
+			e.rope[l] = tab
+			continue
+		}
+		half := lc.HeadDim / 2
+		inv := cfg.RopeInvFreq(lc.HeadDim)
+		tab := make([]float32, t*lc.HeadDim)
+		for pos := 0; pos < t; pos++ {
+			for i := 0; i < half; i++ {
+				angle := float64(pos) * inv[i]
+				tab[pos*lc.HeadDim+i] = float32(math.Cos(angle))
+				tab[pos*lc.HeadDim+half+i] = float32(math.Sin(angle))
+			}
+		}
+		cache[lc.HeadDim] = tab
+		e.rope[l] = tab
+	}
+	e.ropeT = t
+}
+
+// Forward runs B sequences of T tokens (tokens row-major [B, T]; every
+// sequence starts at position 0) through the decoder and the final norm,
+// keeping the activations for Loss, Logits and Backward.
+func (e *Engine) Forward(tokens []int32, b, t int) error {
+	cfg := &e.P.Config
+	if b <= 0 || t <= 0 {
+		return fmt.Errorf("engine: batch %d×%d must be positive", b, t)
+	}
+	if len(tokens) != b*t {
+		return fmt.Errorf("engine: %d tokens for a batch of %d×%d", len(tokens), b, t)
+	}
+	if cfg.MaxSeq > 0 && t > cfg.MaxSeq {
+		return fmt.Errorf("engine: sequence length %d exceeds the model's %d positions", t, cfg.MaxSeq)
+	}
+	for i, id := range tokens {
+		if id < 0 || int(id) >= cfg.Vocab {
+			return fmt.Errorf("engine: token %d (row %d, position %d) is %d, outside vocabulary of %d", i, i/t, i%t, id, cfg.Vocab)
+		}
+	}
+	e.alloc(b, t)
+	e.ropeTables(t)
+	e.ready, e.gradOK = false, false
+	copy(e.tokens, tokens)
+	d := cfg.Hidden
+	x := e.resid[0]
+	parallel(e.threads, e.n, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			id := int(tokens[r])
+			copy(x[r*d:(r+1)*d], e.P.Embed[id*d:(id+1)*d])
+		}
+	})
+	for l := range e.P.Layers {
+		if err := e.layerForward(l); err != nil {
+			return err
+		}
+	}
+	rmsnormForward(e.threads, e.lnf, e.rstdf, e.resid[len(e.P.Layers)], e.P.FinalNorm, e.n, d, cfg.NormEps)
+	e.ready = true
+	return nil
+}
+
+func (e *Engine) layerForward(l int) error {
+	p := &e.P.Layers[l]
+	a := &e.acts[l]
+	cfg := &e.P.Config
+	n, d := e.n, cfg.Hidden
+	hd := p.HeadDim
+	qd, kvd := p.Heads*hd, p.KVHeads*hd
+	x := e.resid[l]
+
+	rmsnormForward(e.threads, a.ln1, a.rstd1, x, p.AttnNorm, n, d, cfg.NormEps)
+	e.linear(a.q, a.ln1, p.Q, n, qd, d, 0)
+	e.linear(a.k, a.ln1, p.K, n, kvd, d, 0)
+	e.linear(a.v, a.ln1, p.V, n, kvd, d, 0)
+	tab := e.rope[l]
+	parallel(e.threads, n, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			pos := r % e.t
+			c := tab[pos*hd : pos*hd+hd/2]
+			s := tab[pos*hd+hd/2 : (pos+1)*hd]
+			ropeRow(a.q[r*qd:(r+1)*qd], hd, c, s, false)
+			ropeRow(a.k[r*kvd:(r+1)*kvd], hd, c, s, false)
+		}
+	})
+	e.attentionForward(p, a)
+	copy(a.mid, x)
+	e.linear(a.mid, a.ao, p.O, n, d, qd, 1)
+
+	rmsnormForward(e.threads, a.ln2, a.rstd2, a.mid, p.MLPNorm, n, d, cfg.NormEps)
+	e.linear(a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
+	e.linear(a.up, a.ln2, p.Up, n, p.MLP, d, 0)
+	parallel(e.threads, n, func(lo, hi int) {
+		g, u, h := a.gate[lo*p.MLP:hi*p.MLP], a.up[lo*p.MLP:hi*p.MLP], a.act[lo*p.MLP:hi*p.MLP]
+		for i, gv := range g {
+			h[i] = gv * sigmoid(gv) * u[i]
+		}
+	})
+	out := e.resid[l+1]
+	copy(out, a.mid)
+	e.linear(out, a.act, p.Down, n, d, p.MLP, 1)
+
+	if e.opts.OnLayer != nil {
+		view := Activations{
+			Input: x, AttnNormOut: a.ln1, AttnOut: a.ao, Mid: a.mid,
+			MLPNormOut: a.ln2, MLPAct: a.act, Output: out,
+		}
+		if err := e.opts.OnLayer(l, &view); err != nil {
+			return fmt.Errorf("engine: layer %d hook: %w", l, err)
+		}
+	}
+	return nil
+}
+
+// linear computes y = x·Wᵀ + beta·y for x [n, in] and W [out, in].
+func (e *Engine) linear(y, x, w []float32, n, out, in int, beta float32) {
+	blas.SgemmThreads(e.threads, false, true, n, out, in, 1, x, in, w, in, beta, y, out)
+}
+
+// Logits writes the logits of rows [r0, r1) of the last Forward (row
+// b·T+t predicts the token after position t of sequence b) into dst,
+// (r1-r0)·Vocab floats.
+func (e *Engine) Logits(r0, r1 int, dst []float32) error {
+	if !e.ready {
+		return fmt.Errorf("engine: Logits before Forward")
+	}
+	v, d := e.P.Config.Vocab, e.P.Config.Hidden
+	if r0 < 0 || r1 > e.n || r0 > r1 {
+		return fmt.Errorf("engine: logit rows [%d, %d) outside the %d rows of the batch", r0, r1, e.n)
+	}
+	if len(dst) < (r1-r0)*v {
+		return fmt.Errorf("engine: logits buffer holds %d floats, rows [%d, %d) need %d", len(dst), r0, r1, (r1-r0)*v)
+	}
+	if r0 == r1 {
+		return nil
+	}
+	blas.SgemmThreads(e.threads, false, true, r1-r0, v, d, 1, e.lnf[r0*d:], d, e.P.classifier(), d, 0, dst, v)
+	return nil
+}
+
+// FinalHidden is the final norm's output of the last Forward, [N, hidden].
+func (e *Engine) FinalHidden() []float32 { return e.lnf }
+
+func (e *Engine) lossChunk() int {
+	c := e.opts.LossChunk
+	if c <= 0 {
+		c = max(256, (8<<20)/e.P.Config.Vocab)
+	}
+	return min(c, e.n)
+}

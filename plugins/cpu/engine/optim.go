@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+)
+
+// Schedule is the learning rate per optimizer step: a linear warm-up to
+// Peak over the first Warmup steps, then a cosine decay from Peak to Min
+// that reaches Min at step Total and stays there.
+type Schedule struct {
+	Peak, Min     float64
+	Warmup, Total int
+}
+
+// At is the learning rate of step (0-based).
+func (s Schedule) At(step int) float64 {
+	if step < s.Warmup {
+		return s.Peak * float64(step+1) / float64(s.Warmup)
+	}
+	if s.Total <= s.Warmup {
+		return s.Peak
+	}
+	progress := min(1, float64(step-s.Warmup)/float64(s.Total-s.Warmup))
+	return s.Min + 0.5*(s.Peak-s.Min)*(1+math.Cos(math.Pi*progress))
+}
+
+// AdamW is Adam with decoupled weight decay (Loshchilov & Hutter), updating
+// exactly as PyTorch's torch.optim.AdamW does:
+//
+//	θ ← θ·(1 − lr·λ)
+//	m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²
+//	θ ← θ − lr/(1−β₁ᵗ) · m / (sqrt(v)/sqrt(1−β₂ᵗ) + ε)
+//
+// Weight decay applies to matrices (embedding, projections, classifier),
+// not to norm weights. Moments are float32, the arithmetic float64.
+type AdamW struct {
+	Beta1, Beta2, Eps, WeightDecay float64
+	// M and V are the moment estimates, laid out like Params.Flat; T is
+	// the number of steps taken. Together they are the optimizer state.
+	M, V []float32
+	T    int
+}
+
+// NewAdamW returns an optimizer with the given hyperparameters.
+func NewAdamW(beta1, beta2, eps, weightDecay float64) (*AdamW, error) {
+	switch {
+	case !(beta1 >= 0 && beta1 < 1), !(beta2 >= 0 && beta2 < 1):
+		return nil, fmt.Errorf("engine: AdamW betas (%g, %g) must lie in [0, 1)", beta1, beta2)
+	case !(eps > 0):
+		return nil, fmt.Errorf("engine: AdamW epsilon %g must be positive", eps)
+	case !(weightDecay >= 0):
+		return nil, fmt.Errorf("engine: AdamW weight decay %g must not be negative", weightDecay)
+	}
+	return &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay}, nil
+}
+
+// Step updates the trainable parameters of e from e.G at learning rate lr,
+// with the gradients multiplied by gradScale (the clipping factor, or 1).
+func (o *AdamW) Step(e *Engine, lr, gradScale float64) error {
+	if e.G == nil {
+		return fmt.Errorf("engine: AdamW step on an inference engine")
+	}
+	if o.M == nil {
+		o.M = make([]float32, len(e.P.flat))
+		o.V = make([]float32, len(e.P.flat))
+	}
+	if len(o.M) != len(e.P.flat) {
+		return fmt.Errorf("engine: optimizer state holds %d values, the model %d", len(o.M), len(e.P.flat))
+	}
+	o.T++
+	b1, b2 := o.Beta1, o.Beta2
+	bc1 := 1 - math.Pow(b1, float64(o.T))
+	bc2 := math.Sqrt(1 - math.Pow(b2, float64(o.T)))
+	stepSize := lr / bc1
+	for i, t := range e.P.tensors {
+		if e.frozen[i] {
+			continue
+		}
+		decay := 1.0
+		if len(t.Shape) == 2 {
+			decay = 1 - lr*o.WeightDecay
+		}
+		p := t.Data
+		g := e.G.tensors[i].Data
+		m := o.M[t.Offset : t.Offset+len(p)]
+		v := o.V[t.Offset : t.Offset+len(p)]
+		th := e.threads
+		if len(p) < 1<<14 {
+			th = 1 // not worth a goroutine
+		}
+		parallel(th, len(p), func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				gj := float64(g[j]) * gradScale
+				mj := b1*float64(m[j]) + (1-b1)*gj
+				vj := b2*float64(v[j]) + (1-b2)*gj*gj
+				m[j], v[j] = float32(mj), float32(vj)
+				pj := float64(p[j]) * decay
+				p[j] = float32(pj - stepSize*mj/(math.Sqrt(vj)/bc2+o.Eps))
+			}
+		})
+	}
+	return nil
+}
+
+// GradNorm is the L2 norm of the trainable parameters' gradients. Partial
+// sums over fixed blocks are added in order, so it does not depend on the
+// thread count.
+func (e *Engine) GradNorm() float64 {
+	if e.G == nil {
+		return 0
+	}
+	const block = 1 << 14
+	var total float64
+	for i, t := range e.G.tensors {
+		if e.frozen[i] {
+			continue
+		}
+		g := t.Data
+		parts := make([]float64, (len(g)+block-1)/block)
+		parallel(e.threads, len(parts), func(lo, hi int) {
+			for b := lo; b < hi; b++ {
+				var s float64
+				for _, v := range g[b*block : min(len(g), (b+1)*block)] {
+					s += float64(v) * float64(v)
+				}
+				parts[b] = s
+			}
+		})
+		for _, s := range parts {
+			total += s
+		}
+	}
+	return math.Sqrt(total)
+}

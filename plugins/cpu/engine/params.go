@@ -1,0 +1,208 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
+)
+
+// Layer is one decoder layer's weights, [out, in] row-major as in the IR
+// (Q and K rows in Hugging Face's half RoPE order).
+type Layer struct {
+	ir.LayerConfig
+	AttnNorm, Q, K, V, O    []float32
+	MLPNorm, Gate, Up, Down []float32
+}
+
+// Params holds a model's weights as float32, every tensor a slice of one
+// flat buffer so that optimizers and gradient norms run over a single
+// array. Gradients are a Params of the same configuration.
+type Params struct {
+	Config    ir.Config
+	Embed     []float32
+	Layers    []Layer
+	FinalNorm []float32
+	// Classifier is nil when the configuration ties it to Embed.
+	Classifier []float32
+	// Tokenizer passes through from FromIR to ToIR untouched.
+	Tokenizer *tokenizer.Tokenizer
+
+	flat    []float32
+	tensors []Tensor
+}
+
+// Tensor is a named view of one weight inside Params.
+type Tensor struct {
+	Name  string
+	Shape []int
+	// Offset is where Data starts in Flat().
+	Offset int
+	Data   []float32
+}
+
+// NewParams allocates zeroed weights for cfg.
+func NewParams(cfg ir.Config) (*Params, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	p := &Params{Config: cfg.Clone()}
+	names, shapes := p.Config.ExpectedShapes()
+	total := 0
+	for _, n := range names {
+		total += numel(shapes[n])
+	}
+	p.flat = make([]float32, total)
+	off := 0
+	byName := make(map[string][]float32, len(names))
+	for _, n := range names {
+		sz := numel(shapes[n])
+		t := Tensor{Name: n, Shape: append([]int(nil), shapes[n]...), Offset: off, Data: p.flat[off : off+sz : off+sz]}
+		p.tensors = append(p.tensors, t)
+		byName[n] = t.Data
+		off += sz
+	}
+	p.Embed = byName[ir.NameEmbed]
+	p.FinalNorm = byName[ir.NameFinalNorm]
+	if !p.Config.Tied {
+		p.Classifier = byName[ir.NameClassifier]
+	}
+	for i, lc := range p.Config.Layers {
+		p.Layers = append(p.Layers, Layer{
+			LayerConfig: lc,
+			AttnNorm:    byName[ir.LayerName(i, ir.RoleAttnNorm)],
+			Q:           byName[ir.LayerName(i, ir.RoleQ)],
+			K:           byName[ir.LayerName(i, ir.RoleK)],
+			V:           byName[ir.LayerName(i, ir.RoleV)],
+			O:           byName[ir.LayerName(i, ir.RoleO)],
+			MLPNorm:     byName[ir.LayerName(i, ir.RoleMLPNorm)],
+			Gate:        byName[ir.LayerName(i, ir.RoleGate)],
+			Up:          byName[ir.LayerName(i, ir.RoleUp)],
+			Down:        byName[ir.LayerName(i, ir.RoleDown)],
+		})
+	}
+	return p, nil
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// FromIR decodes every tensor of m into float32.
+func FromIR(m *ir.Model) (*Params, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	p, err := NewParams(m.Config)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Source, err)
+	}
+	p.Tokenizer = m.Tokenizer
+	for _, t := range p.tensors {
+		src, err := m.Tensor(t.Name)
+		if err != nil {
+			return nil, err
+		}
+		v, err := src.Float32()
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading %s: %w", m.Source, t.Name, err)
+		}
+		copy(t.Data, v)
+	}
+	return p, nil
+}
+
+// ToIR copies the weights into a new in-memory ir.Model stored as dtype.
+func (p *Params) ToIR(dtype ir.DType) (*ir.Model, error) {
+	switch dtype {
+	case ir.F32, ir.F16, ir.BF16:
+	default:
+		return nil, fmt.Errorf("engine: cannot store weights as dtype %v", dtype)
+	}
+	m := &ir.Model{
+		Config:    p.Config.Clone(),
+		Tensors:   make(map[string]*ir.Tensor, len(p.tensors)),
+		Tokenizer: p.Tokenizer,
+		Source:    "cpu engine weights",
+	}
+	for _, t := range p.tensors {
+		m.Tensors[t.Name] = ir.FromFloat32(dtype, t.Shape, t.Data)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("engine: exported model is inconsistent: %w", err)
+	}
+	return m, nil
+}
+
+// Tensors lists the weights in canonical file order; a tied classifier is
+// not listed apart from the embedding. The views alias p.
+func (p *Params) Tensors() []Tensor { return p.tensors }
+
+// Flat is every weight in one slice, in Tensors order.
+func (p *Params) Flat() []float32 { return p.flat }
+
+// ZerosLike allocates zeroed parameters (gradients, optimizer moments) of
+// the same configuration.
+func (p *Params) ZerosLike() *Params {
+	z, err := NewParams(p.Config)
+	if err != nil {
+		// p was built from a checked config.
+		panic(err)
+	}
+	return z
+}
+
+// Clone is a deep copy.
+func (p *Params) Clone() *Params {
+	c := p.ZerosLike()
+	copy(c.flat, p.flat)
+	c.Tokenizer = p.Tokenizer
+	return c
+}
+
+// InitRandom fills p the way Llama-family models are initialized for
+// training from scratch: matrices from N(0, 0.02²), the residual output
+// projections (o_proj, down_proj) scaled by 1/sqrt(2·layers) as in GPT-2,
+// and norm weights 1. The same seed gives the same weights.
+func (p *Params) InitRandom(seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	resid := 0.02 / math.Sqrt(2*float64(len(p.Layers)))
+	for _, t := range p.tensors {
+		if len(t.Shape) == 1 {
+			for i := range t.Data {
+				t.Data[i] = 1
+			}
+			continue
+		}
+		std := 0.02
+		if isResidualOut(t.Name, len(p.Layers)) {
+			std = resid
+		}
+		for i := range t.Data {
+			t.Data[i] = float32(r.NormFloat64() * std)
+		}
+	}
+}
+
+func isResidualOut(name string, layers int) bool {
+	for l := 0; l < layers; l++ {
+		if name == ir.LayerName(l, ir.RoleO) || name == ir.LayerName(l, ir.RoleDown) {
+			return true
+		}
+	}
+	return false
+}
+
+// classifier returns the output projection, the embedding when tied.
+func (p *Params) classifier() []float32 {
+	if p.Config.Tied {
+		return p.Embed
+	}
+	return p.Classifier
+}
