@@ -28,6 +28,7 @@ func TestErrorGolden(t *testing.T) {
 		{name: "into"},
 		{name: "blocks"},
 		{name: "funcs"},
+		{name: "forged"},
 	}
 	reg := testRegistry(t)
 	for _, c := range cases {

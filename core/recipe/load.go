@@ -560,10 +560,11 @@ func (l *loader) output(b *hcl.Block) {
 	sc := l.finalScope()
 	if a := content.Attributes["model"]; a != nil {
 		if v, ok := l.eval(a.Expr, sc); ok {
-			if msg := refCheck(v, []string{"model"}); msg != "" {
+			if msg := l.refCheck(v, []string{"model"}, sc); msg != "" {
 				l.errorf(a.Expr.Range(), "Invalid reference", "%s", msg)
 			} else {
-				o.Model = Ref{Kind: "model", Name: v.GetAttr("name").AsString()}
+				_, o.Model.Name, _ = refParts(v)
+				o.Model.Kind = "model"
 			}
 		}
 	}

@@ -2,12 +2,14 @@ package recipe
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 )
 
 var commonPassSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -137,10 +139,11 @@ func (l *loader) decodePasses() {
 		sc := l.passScope(i)
 		if a := p.common.Attributes["backend"]; a != nil {
 			if v, ok := l.eval(a.Expr, sc); ok {
-				if msg := refCheck(v, []string{"backend"}); msg != "" {
+				if msg := l.refCheck(v, []string{"backend"}, sc); msg != "" {
 					l.errorf(a.Expr.Range(), "Invalid reference", "%s", msg)
 				} else {
-					p.pass.Backend = &Ref{Kind: "backend", Name: v.GetAttr("name").AsString()}
+					_, name, _ := refParts(v)
+					p.pass.Backend = &Ref{Kind: "backend", Name: name}
 				}
 			}
 		}
@@ -176,8 +179,8 @@ func (l *loader) decodeConfig(p *passInfo, sc *scope, cfg any) (diags hcl.Diagno
 				continue
 			}
 			v, ok := l.eval(a.Expr, sc)
-			if ok && !(v.IsNull() && rf.ptr) {
-				if msg := refCheck(v, rf.kinds); msg != "" {
+			if ok && !(v.IsNull() && (rf.ptr || rf.list)) {
+				if msg := l.refFieldCheck(v, rf, sc); msg != "" {
 					l.errorf(a.Expr.Range(), "Invalid reference", "%s", msg)
 					ok = false
 				}
@@ -199,7 +202,17 @@ func (l *loader) decodeConfig(p *passInfo, sc *scope, cfg any) (diags hcl.Diagno
 			})
 		}
 	}()
-	for _, d := range gohcl.DecodeBody(p.remain, l.evalContext(sc), cfg) {
+	decoded := gohcl.DecodeBody(p.remain, l.evalContext(sc), cfg)
+	if !decoded.HasErrors() && len(bad) == 0 {
+		// References anywhere in the config, lists and nested blocks
+		// included, must name something that exists at this pass.
+		for _, ref := range collectRefs(cfg) {
+			if ref != (Ref{}) && !l.refAvailable(ref.Kind, ref.Name, sc) {
+				l.errorf(p.decl, "Invalid reference", "The configuration of pass %q holds %s, which does not exist at this point; write references as <kind>.<name>.", p.name, ref)
+			}
+		}
+	}
+	for _, d := range decoded {
 		if d.Subject != nil && overlapsAny(*d.Subject, bad) {
 			continue
 		}
@@ -213,6 +226,31 @@ func (l *loader) decodeConfig(p *passInfo, sc *scope, cfg any) (diags hcl.Diagno
 		diags = append(diags, d)
 	}
 	return diags
+}
+
+// refFieldCheck checks a Ref, *Ref or []Ref attribute's value.
+func (l *loader) refFieldCheck(v cty.Value, rf refField, sc *scope) string {
+	if !rf.list {
+		return l.refCheck(v, rf.kinds, sc)
+	}
+	ty := v.Type()
+	if !ty.IsListType() && !ty.IsTupleType() && !ty.IsSetType() {
+		return fmt.Sprintf("The value must be a list of references, such as [%s.a, %s.b]; got %s.", kindOr(rf.kinds), kindOr(rf.kinds), friendly(v))
+	}
+	for it, i := v.ElementIterator(), 0; it.Next(); i++ {
+		_, e := it.Element()
+		if msg := l.refCheck(e, rf.kinds, sc); msg != "" {
+			return fmt.Sprintf("Element %d: %s", i, msg)
+		}
+	}
+	return ""
+}
+
+func kindOr(kinds []string) string {
+	if len(kinds) == 0 {
+		return "model"
+	}
+	return kinds[0]
 }
 
 // walkAttrs calls f for every attribute of b and its nested blocks, except
@@ -270,4 +308,41 @@ func overlapsAny(r hcl.Range, rs []hcl.Range) bool {
 		}
 	}
 	return false
+}
+
+// collectRefs finds every Ref in a decoded config, through pointers,
+// nested structs, slices and maps.
+func collectRefs(v any) []Ref {
+	var out []Ref
+	var walk func(reflect.Value)
+	walk = func(v reflect.Value) {
+		switch v.Kind() {
+		case reflect.Pointer:
+			// Interfaces (hcl.Expression, hcl.Body fields) are not
+			// followed: they hold syntax, not decoded values.
+			if !v.IsNil() {
+				walk(v.Elem())
+			}
+		case reflect.Struct:
+			if v.Type() == refGoType {
+				out = append(out, v.Interface().(Ref))
+				return
+			}
+			for i := 0; i < v.NumField(); i++ {
+				if v.Type().Field(i).IsExported() {
+					walk(v.Field(i))
+				}
+			}
+		case reflect.Slice, reflect.Array:
+			for i := 0; i < v.Len(); i++ {
+				walk(v.Index(i))
+			}
+		case reflect.Map:
+			for _, k := range v.MapKeys() {
+				walk(v.MapIndex(k))
+			}
+		}
+	}
+	walk(reflect.ValueOf(v))
+	return out
 }

@@ -86,7 +86,9 @@ type Pass struct {
 
 	DeclRange hcl.Range
 	IntoRange hcl.Range // the into attribute's value, when present
-	Body      hcl.Body
+	// Body is the block's body without name, into and backend: what Config
+	// was decoded from, for passes that read more of it themselves.
+	Body hcl.Body
 }
 
 // Slot returns the reference this pass produces, e.g. model.student, or the

@@ -2,6 +2,7 @@ package recipe
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -50,11 +51,7 @@ func (l *loader) checkRefs(expr hcl.Expression, sc *scope) bool {
 func (l *loader) checkRef(t hcl.Traversal, sc *scope) bool {
 	root := t.RootName()
 	rng := t.SourceRange()
-	known := false
-	for _, r := range roots {
-		known = known || r == root
-	}
-	if !known {
+	if !slices.Contains(roots, root) {
 		l.errorf(rng, "Unknown variable", "There is no variable named %q; a reference starts with var, local, model, scores, dataset, task or backend.%s",
 			root, didYouMean(root, roots, ""))
 		return false
@@ -145,8 +142,7 @@ func (l *loader) checkRef(t hcl.Traversal, sc *scope) bool {
 	}
 }
 
-// available renders " <label>: a, b." for messages, or " <label>: none."
-// with the label lower-cased after "none" would read ambiguously.
+// available renders " <label>: a, b." for messages, or " There are none."
 func available(label string, names []string) string {
 	if len(names) == 0 {
 		return " There are none."
@@ -242,31 +238,60 @@ func describeConvMsg(msg string) string {
 		// gocty adds the int64 bounds, which only obscure the point.
 		return "a whole number is required"
 	case strings.HasSuffix(msg, " required") && !strings.Contains(msg, " is required"):
-		return "a " + strings.TrimSuffix(msg, " required") + " is required"
+		what := strings.TrimSuffix(msg, " required")
+		if what != "" && strings.IndexByte("aeiou", what[0]) >= 0 {
+			return "an " + what + " is required"
+		}
+		return "a " + what + " is required"
 	}
 	return msg
 }
 
 // refCheck checks that v is a reference into one of kinds (any namespace
-// when kinds is empty). It returns a message describing the problem, or "".
-func refCheck(v cty.Value, kinds []string) string {
+// when kinds is empty) that exists in sc. References written as model.x
+// were checked already; this also catches an object literal shaped like a
+// reference. It returns a message describing the problem, or "".
+func (l *loader) refCheck(v cty.Value, kinds []string, sc *scope) string {
 	want := "a reference"
 	if len(kinds) > 0 {
 		want = "a reference to a " + strings.Join(kinds, " or ") + ", such as " + kinds[0] + ".<name>"
 	}
-	if !v.Type().Equals(refType) {
+	kind, name, ok := refParts(v)
+	if !ok {
 		return fmt.Sprintf("The value must be %s; got %s.", want, friendly(v))
 	}
-	kind := v.GetAttr("kind").AsString()
-	if len(kinds) == 0 {
-		return ""
+	if len(kinds) > 0 && !slices.Contains(kinds, kind) {
+		return fmt.Sprintf("The value must be %s; got %s.%s.", want, kind, name)
 	}
-	for _, k := range kinds {
-		if k == kind {
-			return ""
-		}
+	if !l.refAvailable(kind, name, sc) {
+		return fmt.Sprintf("The value must be %s; %s.%s does not exist at this point.", want, kind, name)
 	}
-	return fmt.Sprintf("The value must be %s; got %s.%s.", want, kind, v.GetAttr("name").AsString())
+	return ""
+}
+
+// refParts splits a reference value; ok is false for anything else.
+func refParts(v cty.Value) (kind, name string, ok bool) {
+	if v.IsNull() || !v.IsWhollyKnown() || !v.Type().Equals(refType) {
+		return "", "", false
+	}
+	k, n := v.GetAttr("kind"), v.GetAttr("name")
+	if k.IsNull() || n.IsNull() {
+		return "", "", false
+	}
+	return k.AsString(), n.AsString(), true
+}
+
+// refAvailable says whether kind.name names something sc can see.
+func (l *loader) refAvailable(kind, name string, sc *scope) bool {
+	switch kind {
+	case "model":
+		return sc.models[name]
+	case "scores":
+		return sc.scores[name]
+	case "dataset", "task", "backend":
+		return l.declared[kind][name]
+	}
+	return false
 }
 
 // friendly names a value's type with an article, for messages.

@@ -24,9 +24,10 @@ const (
 )
 
 // Ref is what `model.x`, `scores.x`, `dataset.x`, `task.x` and `backend.x`
-// evaluate to. Pass configs declare fields of type Ref (required) or *Ref
-// (optional); the attribute's name (or a `ref:"kind"` struct tag) says which
-// namespace it must come from.
+// evaluate to. Pass configs declare fields of type Ref (required), *Ref
+// (optional) or []Ref (a list); the attribute's name (or a `ref:"kind"`
+// struct tag) says which namespace it must come from. A list's name may be
+// the plural of a namespace: `tasks` holds task references.
 type Ref struct {
 	Kind string `cty:"kind"`
 	Name string `cty:"name"`
@@ -71,12 +72,13 @@ type KindSpec struct {
 // commonPassAttrs are decoded by the language itself for every pass.
 var commonPassAttrs = []string{"name", "into", "backend"}
 
-// refField describes one Ref / *Ref attribute of a pass config.
+// refField describes one Ref, *Ref or []Ref attribute of a pass config.
 type refField struct {
 	index int    // struct field index
 	attr  string // HCL attribute name
 	kinds []string
 	ptr   bool
+	list  bool // []Ref: every element is checked
 }
 
 type kindEntry struct {
@@ -152,14 +154,17 @@ func (r *Registry) Register(s KindSpec) (err error) {
 		if name == "" || (kind != "" && kind != "attr" && kind != "optional") {
 			continue
 		}
-		ft, ptr := f.Type, false
-		if ft.Kind() == reflect.Pointer {
+		ft, ptr, list := f.Type, false, false
+		switch ft.Kind() {
+		case reflect.Pointer:
 			ft, ptr = ft.Elem(), true
+		case reflect.Slice:
+			ft, list = ft.Elem(), true
 		}
 		if ft != refGoType {
 			continue
 		}
-		rf := refField{index: i, attr: name, ptr: ptr}
+		rf := refField{index: i, attr: name, ptr: ptr, list: list}
 		if rt := f.Tag.Get("ref"); rt != "" {
 			for _, k := range strings.Split(rt, ",") {
 				if !isNamespace(k) {
@@ -169,6 +174,9 @@ func (r *Registry) Register(s KindSpec) (err error) {
 			}
 		} else if isNamespace(name) {
 			rf.kinds = []string{name}
+		} else if list && isNamespace(strings.TrimSuffix(name, "s")) {
+			// tasks = [task.a, task.b]
+			rf.kinds = []string{strings.TrimSuffix(name, "s")}
 		}
 		e.refs = append(e.refs, rf)
 	}

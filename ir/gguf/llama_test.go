@@ -729,8 +729,8 @@ func TestLoadTruncatedStories(t *testing.T) {
 		n    int
 		want string
 	}{
-		{len(data) - 1000, `tensor "blk.4.ffn_norm.weight": data`}, // last tensor's data cut
-		{5000, `tokenizer.ggml.tokens`},                           // inside the vocabulary
+		{len(data) - 1000, `tensor "blk.4.ffn_up.weight": data at file bytes [1141088, 1185120)`}, // the last tensors' data cut
+		{5000, `tokenizer.ggml.tokens`}, // inside the vocabulary
 		{2, "offset 0: not a GGUF file"},
 	} {
 		path := filepath.Join(dir, fmt.Sprintf("cut%d.gguf", c.n))

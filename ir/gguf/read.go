@@ -277,8 +277,8 @@ func Parse(name string, data []byte) (*File, error) {
 		}
 		start := uint64(f.DataOffset) + ti.Offset
 		if ti.Offset > size || start > size || ti.Size > size-start {
-			return nil, d.errorf(at, "tensor %q: data [%d, %d+%d) lies outside the %d-byte file (data section starts at %d)",
-				ti.Name, f.DataOffset, ti.Offset, ti.Size, size, f.DataOffset)
+			return nil, d.errorf(at, "tensor %q: data at file bytes [%d, %d) (offset %d of the data section at %d) lies outside the %d-byte file",
+				ti.Name, uint64(f.DataOffset)+ti.Offset, uint64(f.DataOffset)+ti.Offset+ti.Size, ti.Offset, f.DataOffset, size)
 		}
 	}
 	return f, nil

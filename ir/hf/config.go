@@ -40,6 +40,10 @@ const (
 	defaultEOS       = 2
 )
 
+// maxLayers bounds num_hidden_layers, so a hostile config.json cannot make
+// Load allocate per-layer tables without limit; real models have under 200.
+const maxLayers = 1 << 16
+
 var defaultMaxSeq = map[string]int{"llama": 2048, "mistral": 4096 * 32}
 
 // supportedArchitectures are the transformers classes whose weights are a
@@ -195,8 +199,8 @@ func parseLayers(c *configJSON, hidden int) ([]ir.LayerConfig, error) {
 		return nil, fmt.Errorf("missing num_hidden_layers")
 	}
 	n := *c.NumHiddenLayers
-	if n <= 0 {
-		return nil, fmt.Errorf("num_hidden_layers must be positive, got %d", n)
+	if n <= 0 || n > maxLayers {
+		return nil, fmt.Errorf("num_hidden_layers must be in [1, %d], got %d", maxLayers, n)
 	}
 	if c.WhittleLayers != nil {
 		if len(c.WhittleLayers) != n {

@@ -9,16 +9,13 @@ package hf
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/safetensors"
-	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
 // Load opens a Hugging Face model directory. Tensors stay lazy views of
@@ -28,8 +25,8 @@ import (
 // Buffers that older checkpoints saved (rotary_emb.inv_freq) are dropped.
 // With tie_word_embeddings an lm_head.weight in the files is accepted only
 // if it equals the embedding. A tokenizer is attached when the directory
-// has one whittle reads: tokenizer.bin (llama2.c's format), else
-// tokenizer.model (SentencePiece).
+// has one whittle reads: tokenizer.model (SentencePiece), else
+// tokenizer.bin (llama2.c's format).
 func Load(dir string) (_ *ir.Model, err error) {
 	cfgPath := filepath.Join(dir, ConfigFile)
 	data, err := os.ReadFile(cfgPath)
@@ -68,12 +65,14 @@ func Load(dir string) (_ *ir.Model, err error) {
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("hf: %w", err)
 	}
-	if m.Tokenizer, err = loadTokenizer(dir); err != nil {
+	tok, tokPath, err := loadTokenizer(dir)
+	if err != nil {
 		return nil, fmt.Errorf("hf: %w", err)
 	}
-	if m.Tokenizer != nil && m.Tokenizer.Size() != cfg.Vocab {
-		return nil, fmt.Errorf("hf: %s: tokenizer has %d pieces, config.json's vocab_size is %d", dir, m.Tokenizer.Size(), cfg.Vocab)
+	if tok != nil && tok.Size() != cfg.Vocab {
+		return nil, fmt.Errorf("hf: %s has %d pieces, but config.json's vocab_size is %d", tokPath, tok.Size(), cfg.Vocab)
 	}
+	m.Tokenizer = tok
 	return m, nil
 }
 
@@ -99,19 +98,4 @@ func checkTiedClassifier(embed, cls *ir.Tensor) error {
 		return fmt.Errorf("%s holds different values from %s", ir.NameClassifier, ir.NameEmbed)
 	}
 	return nil
-}
-
-// loadTokenizer reads the tokenizer files whittle understands, preferring
-// its own tokenizer.bin.
-func loadTokenizer(dir string) (*tokenizer.Tokenizer, error) {
-	for _, f := range tokenizerFiles {
-		path := filepath.Join(dir, f.name)
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			continue
-		} else if err != nil {
-			return nil, err
-		}
-		return f.load(path)
-	}
-	return nil, nil
 }

@@ -490,31 +490,126 @@ func TestTokenizer(t *testing.T) {
 	m := randomModel(tinyConfig(), ir.F32, 3)
 	tok := &tokenizer.Tokenizer{BOS: 1, EOS: 2, UNK: 0}
 	for i := 0; i < 16; i++ {
-		tok.Pieces = append(tok.Pieces, fmt.Sprintf("p%d", i))
+		tok.Pieces = append(tok.Pieces, fmt.Sprintf(" p%d", i))
 		tok.Scores = append(tok.Scores, float32(-i))
 	}
-	tok.Pieces[0], tok.Pieces[1], tok.Pieces[2] = "<unk>", "\n<s>\n", "\n</s>\n"
+	tok.Pieces[0], tok.Pieces[1], tok.Pieces[2], tok.Pieces[3] = "<unk>", "\n<s>\n", "\n</s>\n", "<0x0A>"
+	wantBin, err := tokenizer.MarshalLlama2c(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m.Tokenizer = tok
 	dir := filepath.Join(t.TempDir(), "m")
 	if err := Save(m, dir, SaveOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	for _, f := range []string{Llama2cTokenizerFile, SentencePieceFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("Save did not write %s: %v", f, err)
+		}
+	}
+	check := func(t *testing.T, dir string) {
+		t.Helper()
+		back, err := Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer back.Close()
+		if back.Tokenizer == nil {
+			t.Fatal("no tokenizer")
+		}
+		// Spellings may change between the formats (' ' and '▁'); the
+		// llama2.c rendering, which is what encoding uses, must not.
+		got, err := tokenizer.MarshalLlama2c(back.Tokenizer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, wantBin) {
+			t.Error("tokenizer changed through the model directory")
+		}
+	}
+	t.Run("sentencepiece", func(t *testing.T) { check(t, dir) })
+	t.Run("llama2c fallback", func(t *testing.T) {
+		if err := os.Remove(filepath.Join(dir, SentencePieceFile)); err != nil {
+			t.Fatal(err)
+		}
+		check(t, dir)
+	})
+
+	t.Run("no UNK writes tokenizer.bin only", func(t *testing.T) {
+		noUNK := &tokenizer.Tokenizer{Pieces: tok.Pieces, Scores: tok.Scores, BOS: 1, EOS: 2, UNK: -1}
+		m.Tokenizer = noUNK
+		d := filepath.Join(t.TempDir(), "m")
+		if err := Save(m, d, SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(d, SentencePieceFile)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("wrote %s for a vocabulary without UNK", SentencePieceFile)
+		}
+		check(t, d)
+	})
+
+	// A tokenizer of another vocabulary is an error naming both sizes.
+	small := &tokenizer.Tokenizer{Pieces: tok.Pieces[:5], Scores: tok.Scores[:5], BOS: 1, EOS: 2}
+	if err := tokenizer.WriteSentencePiece(small, filepath.Join(dir, SentencePieceFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "5 pieces") || !strings.Contains(err.Error(), "16") || !strings.Contains(err.Error(), filepath.Join(dir, SentencePieceFile)) {
+		t.Errorf("error = %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, SentencePieceFile), []byte("\xff\xff"), 0o644)
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), SentencePieceFile) {
+		t.Errorf("corrupt tokenizer.model: error = %v", err)
+	}
+}
+
+// sharedData finds the project's shared/data directory by walking up from
+// the package directory, and skips the test when it is absent.
+func sharedData(t testing.TB, rel string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p := filepath.Join(dir, "shared", "data", rel)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			t.Skipf("shared/data/%s not found above the package directory", rel)
+		}
+		dir = up
+	}
+}
+
+// TestPublishedTokenizerModel attaches a real SentencePiece file.
+func TestPublishedTokenizerModel(t *testing.T) {
+	src := sharedData(t, "models/stories260K/tok512.model")
+	want, err := tokenizer.LoadSentencePiece(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tinyConfig()
+	cfg.Vocab = 512
+	m := randomModel(cfg, ir.BF16, 1)
+	dir := filepath.Join(t.TempDir(), "m")
+	if err := Save(m, dir, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, SentencePieceFile), data, 0o644)
 	back, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer back.Close()
-	if back.Tokenizer == nil || !reflect.DeepEqual(back.Tokenizer.Pieces, tok.Pieces) || !reflect.DeepEqual(back.Tokenizer.Scores, tok.Scores) {
-		t.Fatalf("tokenizer = %+v", back.Tokenizer)
-	}
-
-	// A tokenizer of another vocabulary is an error naming both sizes.
-	small := &tokenizer.Tokenizer{Pieces: tok.Pieces[:5], Scores: tok.Scores[:5], BOS: 1, EOS: 2}
-	if err := tokenizer.WriteLlama2c(small, filepath.Join(dir, Llama2cTokenizerFile)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "5 pieces") || !strings.Contains(err.Error(), "16") {
-		t.Errorf("error = %v", err)
+	if back.Tokenizer == nil || !reflect.DeepEqual(back.Tokenizer.Pieces, want.Pieces) || !reflect.DeepEqual(back.Tokenizer.Types, want.Types) {
+		t.Fatal("tokenizer.model not attached as read")
 	}
 }
 
@@ -679,6 +774,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"qwen architecture", map[string]any{"architectures": []string{"Qwen2ForCausalLM"}}, "unsupported architectures"},
 		{"missing hidden", map[string]any{"hidden_size": nil}, "missing hidden_size"},
 		{"missing layers", map[string]any{"num_hidden_layers": nil}, "missing num_hidden_layers"},
+		{"absurd layers", map[string]any{"num_hidden_layers": 2000000000}, "num_hidden_layers must be in [1, 65536]"},
 		{"missing heads", map[string]any{"num_attention_heads": nil}, "missing num_attention_heads"},
 		{"negative vocab", map[string]any{"vocab_size": -3}, "vocab_size must be positive"},
 		{"indivisible heads", map[string]any{"num_attention_heads": 3}, "does not divide into 3 heads"},

@@ -31,7 +31,8 @@ type SaveOptions struct {
 // LlamaForCausalLM.from_pretrained loads: config.json,
 // generation_config.json, the weights as safetensors (metadata
 // {"format": "pt"}; no lm_head.weight when the embedding is tied), and,
-// when m has a tokenizer, tokenizer.bin.
+// when m has a tokenizer, tokenizer.bin and tokenizer.model (see
+// writeTokenizer).
 //
 // config.json has no per-layer sizes. For a non-uniform model (layers
 // pruned to different widths) Save writes layer 0's sizes at the top level
@@ -158,11 +159,7 @@ func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
 		return err
 	}
 	if m.Tokenizer != nil {
-		for _, f := range tokenizerFiles {
-			if err := f.write(m.Tokenizer, filepath.Join(dir, f.name)); err != nil {
-				return fmt.Errorf("writing %s: %w", f.name, err)
-			}
-		}
+		return writeTokenizer(m.Tokenizer, dir)
 	}
 	return nil
 }

@@ -1,17 +1,53 @@
 package hf
 
-import "github.com/whittle-ml/whittle/ir/tokenizer"
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
-// tokenizerFiles are the tokenizer formats kept in a model directory, in
-// the order Load prefers them. Save writes every one.
-//
-// TODO(sentencepiece): add {SentencePieceFile, tokenizer.LoadSentencePiece,
-// tokenizer.WriteSentencePiece} first in this list once ir/tokenizer has
-// them, so Load prefers the lossless SentencePiece model.
-var tokenizerFiles = []struct {
-	name  string
-	load  func(path string) (*tokenizer.Tokenizer, error)
-	write func(t *tokenizer.Tokenizer, path string) error
-}{
-	{Llama2cTokenizerFile, tokenizer.LoadLlama2c, tokenizer.WriteLlama2c},
+	"github.com/whittle-ml/whittle/ir/tokenizer"
+)
+
+// loadTokenizer reads the first tokenizer file the directory has:
+// tokenizer.model (SentencePiece, what Llama checkpoints ship; it keeps
+// token types and spelling exactly), else tokenizer.bin (llama2.c's
+// format), and its path. None is not an error.
+func loadTokenizer(dir string) (*tokenizer.Tokenizer, string, error) {
+	for _, f := range []struct {
+		name string
+		load func(string) (*tokenizer.Tokenizer, error)
+	}{
+		{SentencePieceFile, tokenizer.LoadSentencePiece},
+		{Llama2cTokenizerFile, tokenizer.LoadLlama2c},
+	} {
+		path := filepath.Join(dir, f.name)
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			continue
+		} else if err != nil {
+			return nil, "", err
+		}
+		t, err := f.load(path)
+		return t, path, err
+	}
+	return nil, "", nil
+}
+
+// writeTokenizer writes tokenizer.bin and, when t can be expressed as a
+// SentencePiece model, tokenizer.model. Not every vocabulary can (one
+// needs an UNK piece and no empty pieces); tokenizer.bin alone then
+// carries it, and Load falls back to it.
+func writeTokenizer(t *tokenizer.Tokenizer, dir string) error {
+	if err := tokenizer.WriteLlama2c(t, filepath.Join(dir, Llama2cTokenizerFile)); err != nil {
+		return fmt.Errorf("writing %s: %w", Llama2cTokenizerFile, err)
+	}
+	sp, err := tokenizer.MarshalSentencePiece(t)
+	if err != nil {
+		return nil
+	}
+	if err := writeFile(filepath.Join(dir, SentencePieceFile), sp); err != nil {
+		return fmt.Errorf("writing %s: %w", SentencePieceFile, err)
+	}
+	return nil
 }

@@ -112,7 +112,7 @@ func Load(path string, opts LoadOptions) (*ir.Model, error) {
 		tokPath = findLlama2cTokenizer(path, m.Config.Vocab)
 	}
 	if tokPath != "" {
-		tok, err := tokenizer.LoadLlama2c(tokPath)
+		tok, err := LoadTokenizer(tokPath)
 		if err != nil {
 			m.Close()
 			return nil, err
@@ -163,4 +163,21 @@ func Save(m *ir.Model, path string, format Format, opts SaveOptions) error {
 		return nil
 	}
 	return fmt.Errorf("unknown model format %q", format)
+}
+
+// LoadTokenizer reads a llama2.c tokenizer.bin or a SentencePiece
+// tokenizer.model: by extension when it says ".model", else llama2.c first
+// and SentencePiece when that fails (neither format has a magic number).
+func LoadTokenizer(path string) (*tokenizer.Tokenizer, error) {
+	if strings.HasSuffix(path, ".model") {
+		return tokenizer.LoadSentencePiece(path)
+	}
+	t, err := tokenizer.LoadLlama2c(path)
+	if err == nil {
+		return t, nil
+	}
+	if t2, err2 := tokenizer.LoadSentencePiece(path); err2 == nil {
+		return t2, nil
+	}
+	return nil, err
 }

@@ -28,7 +28,11 @@ func (ix *index) decode(afterBOS bool, id int32) string {
 
 // Decode turns ids back into text: each token as DecodeToken after its
 // predecessor, except that control tokens (BOS, EOS) produce nothing and
-// out-of-range ids are skipped. Decode(Encode(s, true, false)) == s.
+// out-of-range ids are skipped. Decode(Encode(s, true, eos)) == s for any
+// s, since exactly the dummy-prefix space is dropped after BOS (without BOS
+// the result is " "+s), provided the vocabulary has the piece " " and all
+// 256 byte pieces and no merge spells a byte or control piece (true of
+// tok512).
 func (t *Tokenizer) Decode(ids []int) string {
 	ix := t.index()
 	var sb strings.Builder

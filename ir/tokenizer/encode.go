@@ -21,7 +21,9 @@ package tokenizer
 // Differences from run.c only where run.c misbehaves: a NUL byte is
 // encoded (C strings end there), and a vocabulary without the piece " " or
 // without byte pieces falls back to byte tokens or UNK instead of invalid
-// ids. BOS and EOS are left out when the tokenizer has none (id -1).
+// ids. BOS and EOS are the tokenizer's ids (run.c hard-codes 1 and 2) and
+// are left out when it has none (id -1); byte fallback uses the "<0xHH>"
+// pieces wherever they are (run.c assumes byte+3, Llama's layout).
 func (t *Tokenizer) Encode(text string, bos, eos bool) []int {
 	if len(t.Pieces) == 0 {
 		return []int{}

@@ -1,12 +1,14 @@
 // Package tokenizer implements the SentencePiece-BPE vocabularies used by
-// Llama-family models: llama2.c's tokenizer.bin and the vocabulary GGUF
-// files embed.
+// Llama-family models: llama2.c's tokenizer.bin, SentencePiece's
+// tokenizer.model (Hugging Face and Meta checkpoints) and the vocabulary
+// GGUF files embed.
 //
 // Encoding and decoding follow llama2.c's run.c exactly (see Encode). Pieces
 // may be stored either the llama2.c way (spaces as ' ', BOS as "\n<s>\n") or
 // the SentencePiece/GGUF way (spaces as U+2581 '▁', BOS as "<s>"): the
-// tokenizer works on each piece's text form, where '▁' reads as a space,
-// which is exactly the conversion llama2.c's tokenizer export applies.
+// tokenizer works on each piece as llama2.c's tokenizer export writes it
+// ('▁' read as a space, BOS/EOS in llama2.c's spelling), so both forms of a
+// vocabulary encode identically.
 package tokenizer
 
 import (

@@ -327,9 +327,10 @@ func (e *Engine) layerForward(l int) error {
 	e.linear(out, a.act, p.Down, n, d, p.MLP, 1)
 
 	if e.opts.OnLayer != nil {
+		// Inference buffers are sized for the widest layer: trim them.
 		view := Activations{
-			Input: x, AttnNormOut: a.ln1, AttnOut: a.ao, Mid: a.mid,
-			MLPNormOut: a.ln2, MLPAct: a.act, Output: out,
+			Input: x, AttnNormOut: a.ln1, AttnOut: a.ao[:n*qd], Mid: a.mid,
+			MLPNormOut: a.ln2, MLPAct: a.act[:n*p.MLP], Output: out,
 		}
 		if err := e.opts.OnLayer(l, &view); err != nil {
 			return fmt.Errorf("engine: layer %d hook: %w", l, err)

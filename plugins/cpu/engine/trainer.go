@@ -24,12 +24,23 @@ type Batch struct {
 type TrainConfig struct {
 	Objective Objective
 	Schedule  Schedule
-	// AdamW hyperparameters; zero Beta1, Beta2 and Eps mean 0.9, 0.95 and
-	// 1e-8.
+	// AdamW hyperparameters (see DefaultTrainConfig).
 	Beta1, Beta2, Eps, WeightDecay float64
 	// ClipNorm, when positive, scales the gradients down so that their
 	// global L2 norm is at most ClipNorm (as PyTorch's clip_grad_norm_).
 	ClipNorm float64
+}
+
+// DefaultTrainConfig is plain next-token training with the AdamW settings
+// of Llama and llm.c (betas 0.9 and 0.95, epsilon 1e-8, weight decay 0.1),
+// gradients clipped at norm 1, and a constant learning rate of 1e-4 until a
+// schedule is set.
+func DefaultTrainConfig() TrainConfig {
+	return TrainConfig{
+		Schedule: Schedule{Peak: 1e-4, Min: 1e-4},
+		Beta1:    0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1,
+		ClipNorm: 1,
+	}
 }
 
 // StepStats reports one optimizer step.
@@ -65,17 +76,7 @@ func NewTrainer(student *Engine, teacher Teacher, cfg TrainConfig) (*Trainer, er
 	if teacher != nil && teacher.Vocab() != student.Vocab() {
 		return nil, fmt.Errorf("engine: teacher vocabulary %d differs from the student's %d", teacher.Vocab(), student.Vocab())
 	}
-	b1, b2, eps := cfg.Beta1, cfg.Beta2, cfg.Eps
-	if b1 == 0 {
-		b1 = 0.9
-	}
-	if b2 == 0 {
-		b2 = 0.95
-	}
-	if eps == 0 {
-		eps = 1e-8
-	}
-	opt, err := NewAdamW(b1, b2, eps, cfg.WeightDecay)
+	opt, err := NewAdamW(cfg.Beta1, cfg.Beta2, cfg.Eps, cfg.WeightDecay)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,58 @@
+package engine
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+)
+
+var benchShapes = []struct {
+	name string
+	cfg  ir.Config
+	b, t int
+}{
+	{"stories260K_b32_t256", ir.Config{
+		Arch: "llama", Vocab: 512, Hidden: 64, Layers: ir.UniformLayers(5, ir.LayerConfig{Heads: 8, KVHeads: 4, HeadDim: 8, MLP: 172}),
+		NormEps: 1e-5, RopeTheta: 10000, MaxSeq: 512, Tied: true, BOS: 1, EOS: 2,
+	}, 32, 256},
+	{"stories15M_b8_t256", ir.Config{
+		Arch: "llama", Vocab: 32000, Hidden: 288, Layers: ir.UniformLayers(6, ir.LayerConfig{Heads: 6, KVHeads: 6, HeadDim: 48, MLP: 768}),
+		NormEps: 1e-5, RopeTheta: 10000, MaxSeq: 256, Tied: true, BOS: 1, EOS: 2,
+	}, 8, 256},
+}
+
+// BenchmarkTrainStep times one optimizer step (forward, cross-entropy,
+// backward, AdamW) of randomly initialized models of stories260K's and
+// stories15M's shapes, in tokens per second.
+func BenchmarkTrainStep(b *testing.B) {
+	for _, s := range benchShapes {
+		b.Run(s.name, func(b *testing.B) {
+			p, err := NewParams(s.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.InitRandom(1)
+			e, err := New(p, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tr, err := NewTrainer(e, nil, DefaultTrainConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(1, 2))
+			toks := randomTokens(r, s.b*s.t, s.cfg.Vocab)
+			ids := append(append([]int32(nil), toks[1:]...), -1)
+			batch := []Batch{{Tokens: toks, B: s.b, T: s.t, Targets: Targets{IDs: ids}}}
+			b.Logf("kernel %s, %d threads", blas.Kernel(), e.Threads())
+			for b.Loop() {
+				if _, err := tr.Step(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(s.b*s.t*b.N)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}
