@@ -167,7 +167,7 @@ func Load(path string) (*ir.Model, error) {
 //
 // Supported: F32, F16 and BF16 tensors; per-layer arrays of
 // feed_forward_length, attention.head_count and attention.head_count_kv;
-// no RoPE scaling or linear scaling; SentencePiece ("llama") tokenizers.
+// RoPE unscaled or linearly scaled; SentencePiece ("llama") tokenizers.
 // An output.weight byte-identical to token_embd.weight (as llama2.c's
 // converter writes for tied models) is read as a tied classifier.
 func (f *File) Model() (*ir.Model, error) {
@@ -622,8 +622,8 @@ type SaveOptions struct {
 // Limitations: without m.Tokenizer no tokenizer.ggml.* keys are written
 // and llama.cpp will refuse the file (whittle still reads it). Layers that
 // differ in size are written as per-layer arrays, which whittle reads but
-// llama.cpp's llama architecture does not (it needs uniform layers). Only
-// no RoPE scaling or linear scaling can be written.
+// llama.cpp's llama architecture does not (it needs uniform layers). RoPE
+// scaling other than linear (llama3's) is refused.
 func Save(m *ir.Model, path string, opts SaveOptions) error {
 	kvs, tensors, err := saveLayout(m, path, opts)
 	if err != nil {

@@ -27,7 +27,7 @@ import (
 // if it equals the embedding. A tokenizer is attached when the directory
 // has one whittle reads: tokenizer.model (SentencePiece), else
 // tokenizer.bin (llama2.c's format).
-func Load(dir string) (_ *ir.Model, err error) {
+func Load(dir string) (*ir.Model, error) {
 	cfgPath := filepath.Join(dir, ConfigFile)
 	data, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -45,35 +45,39 @@ func Load(dir string) (_ *ir.Model, err error) {
 	for _, c := range closers {
 		m.AddCloser(c)
 	}
-	defer func() {
-		if err != nil {
-			m.Close()
-		}
-	}()
+	if err := fill(m, dir, tensors); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("hf: %w", err)
+	}
+	return m, nil
+}
+
+// fill puts the weights and the tokenizer into m and validates it.
+func fill(m *ir.Model, dir string, tensors map[string]*ir.Tensor) error {
 	for name, t := range tensors {
 		if strings.HasSuffix(name, ".rotary_emb.inv_freq") {
 			continue
 		}
 		m.Tensors[name] = t
 	}
-	if cls, ok := m.Tensors[ir.NameClassifier]; ok && cfg.Tied {
+	if cls, ok := m.Tensors[ir.NameClassifier]; ok && m.Config.Tied {
 		if err := checkTiedClassifier(m.Tensors[ir.NameEmbed], cls); err != nil {
-			return nil, fmt.Errorf("hf: %s: tie_word_embeddings is true but %w", dir, err)
+			return fmt.Errorf("%s: tie_word_embeddings is true but %w", dir, err)
 		}
 		delete(m.Tensors, ir.NameClassifier)
 	}
 	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("hf: %w", err)
+		return err
 	}
 	tok, tokPath, err := loadTokenizer(dir)
 	if err != nil {
-		return nil, fmt.Errorf("hf: %w", err)
+		return err
 	}
-	if tok != nil && tok.Size() != cfg.Vocab {
-		return nil, fmt.Errorf("hf: %s has %d pieces, but config.json's vocab_size is %d", tokPath, tok.Size(), cfg.Vocab)
+	if tok != nil && tok.Size() != m.Config.Vocab {
+		return fmt.Errorf("%s has %d pieces, but config.json's vocab_size is %d", tokPath, tok.Size(), m.Config.Vocab)
 	}
 	m.Tokenizer = tok
-	return m, nil
+	return nil
 }
 
 // checkTiedClassifier accepts a classifier saved beside a tied embedding

@@ -417,6 +417,30 @@ func TestSaveRefusesAndLeavesNoTrace(t *testing.T) {
 			t.Fatalf("error = %v", err)
 		}
 	})
+	t.Run("through a symlink", func(t *testing.T) {
+		parent := t.TempDir()
+		real, link := filepath.Join(parent, "v1"), filepath.Join(parent, "current")
+		if err := Save(m, real, SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("v1", link); err != nil {
+			t.Skip(err)
+		}
+		if err := Save(randomModel(tinyConfig(), ir.BF16, 5), link, SaveOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := listDir(t, parent); !reflect.DeepEqual(got, []string{"current", "v1"}) {
+			t.Errorf("parent holds %v", got)
+		}
+		back, err := Load(link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer back.Close()
+		if back.Tensors[ir.NameEmbed].DType != ir.BF16 {
+			t.Error("the linked directory still holds the old model")
+		}
+	})
 	t.Run("empty directory", func(t *testing.T) {
 		dir := t.TempDir()
 		if err := Save(m, dir, SaveOptions{}); err != nil {

@@ -58,6 +58,11 @@ func Save(m *ir.Model, dir string, opts SaveOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("hf: %w", err)
 	}
+	// Through a symlink, replace the directory it points to, keeping the
+	// link.
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
 	parent, base := filepath.Dir(abs), filepath.Base(abs)
 	if base == string(filepath.Separator) || base == "." || base == ".." {
 		return fmt.Errorf("hf: cannot save a model as %s", dir)

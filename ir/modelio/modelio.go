@@ -148,6 +148,9 @@ type SaveOptions struct {
 // written beside the checkpoint as tok<vocab>.bin when m has one, so Load
 // finds it again.
 func Save(m *ir.Model, path string, format Format, opts SaveOptions) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	switch format {
 	case HF:
 		return hf.Save(m, path, hf.SaveOptions{DType: opts.DType})
