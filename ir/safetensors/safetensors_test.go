@@ -621,3 +621,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseIndex(f *testing.F) {
+	f.Add([]byte(`{"metadata":{"total_size":8},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}`))
+	f.Add([]byte(`{"weight_map":{"a":"../x"}}`))
+	f.Add([]byte(`{"weight_map":{}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ix, err := ParseIndex(data)
+		if err != nil {
+			return
+		}
+		// Every accepted shard is a plain name inside the directory.
+		for _, s := range ix.Shards() {
+			if s == "" || s == "." || s == ".." || filepath.Base(s) != s || strings.ContainsAny(s, `/\`) {
+				t.Fatalf("accepted shard %q", s)
+			}
+		}
+	})
+}
