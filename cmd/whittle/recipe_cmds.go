@@ -127,9 +127,9 @@ func newFmtCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				out, err := recipe.Format(src)
+				out, err := recipe.FormatFile(path, src)
 				if err != nil {
-					return &exitError{code: 2, err: fmt.Errorf("%s: %w", path, err)}
+					return &exitError{code: 2, err: err}
 				}
 				if bytes.Equal(src, out) {
 					continue
