@@ -50,7 +50,7 @@ func loadRecipe(cmd *cobra.Command, path string, vars varFlags, checkFiles bool)
 		return nil, nil, err
 	}
 	r, diags := recipe.Load(path, overrides, reg.Language())
-	if !diags.HasErrors() && checkFiles {
+	if r != nil && checkFiles {
 		diags = append(diags, recipe.CheckFiles(r)...)
 	}
 	if len(diags) > 0 {
