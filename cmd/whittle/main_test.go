@@ -33,7 +33,7 @@ func whittle(t testing.TB, args ...string) (string, string, error) {
 	var out, errb bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&errb)
-	cmd.SetArgs(args)
+	cmd.SetArgs(goStyleFlags(cmd, args))
 	err := cmd.Execute()
 	return out.String(), errb.String(), err
 }

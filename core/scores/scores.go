@@ -57,9 +57,7 @@ func TopK(s []float64, k int) []int {
 		idx[i] = i
 	}
 	sort.SliceStable(idx, func(a, b int) bool { return s[idx[a]] > s[idx[b]] })
-	if k > len(idx) {
-		k = len(idx)
-	}
+	k = min(max(k, 0), len(idx))
 	out := append([]int(nil), idx[:k]...)
 	sort.Ints(out)
 	return out

@@ -33,6 +33,12 @@ func (a *AtomicFile) Commit() error {
 		return nil
 	}
 	a.done = true
+	// CreateTemp makes 0600 files; outputs are ordinary files others read.
+	if err := a.File.Chmod(0o644); err != nil {
+		a.File.Close()
+		os.Remove(a.File.Name())
+		return err
+	}
 	if err := a.File.Sync(); err != nil {
 		a.File.Close()
 		os.Remove(a.File.Name())

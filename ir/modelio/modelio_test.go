@@ -1,0 +1,137 @@
+package modelio
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/whittle-ml/whittle/ir/tokenizer"
+)
+
+func stories(t *testing.T) string {
+	t.Helper()
+	dir, _ := filepath.Abs(".")
+	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		p := filepath.Join(dir, "shared", "data", "models", "stories260K")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skip("shared/data not found")
+	return ""
+}
+
+func TestDetect(t *testing.T) {
+	dir := stories(t)
+	tmp := t.TempDir()
+	fake := filepath.Join(tmp, "fake.gguf")
+	os.WriteFile(fake, []byte("nope"), 0o644)
+	cases := []struct {
+		path string
+		want Format
+		err  bool
+	}{
+		{filepath.Join(dir, "stories260K.gguf"), GGUF, false},
+		{filepath.Join(dir, "stories260K.bin"), Llama2c, false},
+		{fake, "", true},
+		{filepath.Join(tmp, "missing.bin"), "", true},
+	}
+	for _, c := range cases {
+		got, err := Detect(c.path)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("Detect(%s) = %q, %v; want %q (error %v)", filepath.Base(c.path), got, err, c.want, c.err)
+		}
+	}
+}
+
+// TestEveryFormatRoundTrips saves the shipped model in each format and
+// loads it back: same config, same tensors, same tokenizer.
+func TestEveryFormatRoundTrips(t *testing.T) {
+	dir := stories(t)
+	src, err := Load(filepath.Join(dir, "stories260K.bin"), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if src.Tokenizer == nil || src.Tokenizer.Size() != 512 {
+		t.Fatal("tok512.bin was not found beside the checkpoint")
+	}
+	tmp := t.TempDir()
+	for _, c := range []struct {
+		format Format
+		path   string
+	}{{HF, "hf"}, {GGUF, "m.gguf"}, {Llama2c, "sub/m.bin"}} {
+		path := filepath.Join(tmp, c.path)
+		if err := Save(src, path, c.format, SaveOptions{}); err != nil {
+			t.Fatalf("%s: %v", c.format, err)
+		}
+		got, err := Load(path, LoadOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", c.format, err)
+		}
+		if got.Config.Params() != src.Config.Params() || got.Config.Hidden != src.Config.Hidden {
+			t.Errorf("%s: config changed: %+v", c.format, got.Config)
+		}
+		for _, name := range src.TensorNames() {
+			a, _ := src.Tensors[name].Float32()
+			b, err := got.Tensors[name].Float32()
+			if err != nil {
+				t.Fatalf("%s: %s: %v", c.format, name, err)
+			}
+			for i := range a {
+				if a[i] != b[i] {
+					t.Fatalf("%s: %s[%d] = %g, want %g", c.format, name, i, b[i], a[i])
+				}
+			}
+		}
+		if got.Tokenizer == nil {
+			t.Fatalf("%s: tokenizer lost", c.format)
+		}
+		text := "Once upon a time, a little dog ran."
+		if a, b := src.Tokenizer.Encode(text, true, false), got.Tokenizer.Encode(text, true, false); !equal(a, b) {
+			t.Errorf("%s: tokenizer encodes %v, want %v", c.format, b, a)
+		}
+		got.Close()
+	}
+}
+
+func TestLoadTokenizerBothFormats(t *testing.T) {
+	dir := stories(t)
+	bin := filepath.Join(dir, "tok512.bin")
+	want, err := tokenizer.LoadLlama2c(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spm := filepath.Join(t.TempDir(), "tokenizer.model")
+	if err := tokenizer.WriteSentencePiece(want, spm); err != nil {
+		t.Fatal(err)
+	}
+	noExt := filepath.Join(t.TempDir(), "tok")
+	b, _ := os.ReadFile(spm)
+	os.WriteFile(noExt, b, 0o644)
+	for _, p := range []string{bin, spm, noExt} {
+		got, err := LoadTokenizer(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		text := "The cat sat on the mat. 🐈"
+		if a, b := want.Encode(text, true, false), got.Encode(text, true, false); !equal(a, b) {
+			t.Errorf("%s: encodes %v, want %v", p, b, a)
+		}
+	}
+	if _, err := LoadTokenizer(filepath.Join(dir, "stories260K.gguf")); err == nil {
+		t.Error("a GGUF file loaded as a tokenizer")
+	}
+}
+
+func equal(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
