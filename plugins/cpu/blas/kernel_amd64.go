@@ -7,7 +7,7 @@ import "unsafe"
 // avx2Kernel is a 6×16 tile held in twelve YMM accumulators, the shape that
 // fills the sixteen AVX registers (two for B, one broadcast of A, twelve
 // sums) and keeps both FMA pipes busy.
-var avx2Kernel = kernel{name: "avx2-fma", mr: 6, nr: 16, fn: kernelAVX2}
+var avx2Kernel = kernel{name: "avx2-fma", mr: 6, nr: 16, fn: kernelAVX2, direct: kernelAVX2Direct}
 
 var hasAVX2FMA = detectAVX2FMA()
 
@@ -43,6 +43,39 @@ func kernelAVX2(k int, a, b, c []float32, ldc int, alpha, beta float32) {
 	_ = c[5*ldc+15]
 	sgemm6x16(k, unsafe.SliceData(a), unsafe.SliceData(b), unsafe.SliceData(c), ldc, alpha, beta)
 }
+
+func kernelAVX2Direct(k int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+	_ = a[5*lda+k-1]
+	_ = b[16*k-1]
+	_ = c[5*ldc+15]
+	sgemm6x16Direct(k, unsafe.SliceData(a), lda, unsafe.SliceData(b), unsafe.SliceData(c), ldc, alpha, beta)
+}
+
+// expConsts are expf's constants in the order expShiftedAVX2 reads them.
+var expConsts = [12]float32{expLo, expHi, log2e, ln2Hi, ln2Lo, expP0, expP1, expP2, expP3, expP4, expP5, 1}
+
+func expShifted(dst, src []float32, shift, scale float32) float64 {
+	n := len(src) &^ 7
+	var sum float64
+	if hasAVX2FMA && n > 0 {
+		_ = dst[n-1]
+		sum = expShiftedAVX2(unsafe.SliceData(dst), unsafe.SliceData(src), n, shift, scale, &expConsts[0])
+	} else {
+		n = 0
+	}
+	for i := n; i < len(src); i++ {
+		v := Expf((src[i] - shift) * scale)
+		dst[i] = v
+		sum += float64(v)
+	}
+	return sum
+}
+
+//go:noescape
+func sgemm6x16Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func expShiftedAVX2(dst, src *float32, n int, shift, scale float32, c *float32) float64
 
 //go:noescape
 func sgemm6x16(k int, a, b, c *float32, ldc int, alpha, beta float32)

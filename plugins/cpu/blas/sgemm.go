@@ -122,6 +122,9 @@ type kernel struct {
 	name   string
 	mr, nr int
 	fn     func(k int, a, b, c []float32, ldc int, alpha, beta float32)
+	// direct, when not nil, is fn reading mr rows of a row-major A in
+	// place (lda apart) instead of a packed panel.
+	direct func(k int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32)
 }
 
 // Blocking: a kc×nc block of B is packed once and shared by all goroutines;
@@ -198,7 +201,18 @@ func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float3
 					ic := rb * mc0
 					mc := min(mc0, m-ic)
 					p0, p1 := cg*panelsN/colGroups, (cg+1)*panelsN/colGroups
-					packA(ap, transA, a, lda, ic, mc, pc, kc, mr)
+					// Row-major A is read in place by a direct kernel; only a
+					// last partial panel is packed (padded with zeros).
+					direct := kn.direct != nil && !transA
+					fullRows := mc
+					if direct {
+						fullRows = mc / mr * mr
+						if fullRows < mc {
+							packA(ap[fullRows*kc:], transA, a, lda, ic+fullRows, mc-fullRows, pc, kc, mr)
+						}
+					} else {
+						packA(ap, transA, a, lda, ic, mc, pc, kc, mr)
+					}
 					for p := p0; p < p1; p++ {
 						j0 := p * nr
 						nrr := min(nr, nc-j0)
@@ -207,11 +221,19 @@ func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float3
 							mrr := min(mr, mc-ir)
 							app := ap[ir*kc : ir*kc+mr*kc]
 							ci := (ic+ir)*ldc + jc + j0
-							if mrr == mr && nrr == nr {
+							if direct && ir < fullRows {
+								arow := a[(ic+ir)*lda+pc:]
+								if nrr == nr {
+									kn.direct(kc, arow, lda, bpp, c[ci:], ldc, alpha, bt)
+									continue
+								}
+								kn.direct(kc, arow, lda, bpp, tile[:], nr, 1, 0)
+							} else if mrr == mr && nrr == nr {
 								kn.fn(kc, app, bpp, c[ci:], ldc, alpha, bt)
 								continue
+							} else {
+								kn.fn(kc, app, bpp, tile[:], nr, 1, 0)
 							}
-							kn.fn(kc, app, bpp, tile[:], nr, 1, 0)
 							for i := 0; i < mrr; i++ {
 								row := c[ci+i*ldc : ci+i*ldc+nrr]
 								tr := tile[i*nr : i*nr+nrr]

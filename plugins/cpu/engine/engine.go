@@ -22,8 +22,9 @@ import (
 type Options struct {
 	// Threads is the number of goroutines; 0 means GOMAXPROCS.
 	Threads int
-	// LossChunk is how many rows of logits are materialized at once by the
-	// loss and Logits; 0 picks about 8M floats' worth (at least 256 rows).
+	// LossChunk is how many rows of logits the loss materializes at once;
+	// 0 picks about 32M floats' worth (at least 256 rows). Larger chunks
+	// repack the classifier less often.
 	LossChunk int
 	// Inference skips everything backward needs: no gradients, and one set
 	// of activation buffers shared by all layers.
@@ -371,7 +372,7 @@ func (e *Engine) FinalHidden() []float32 { return e.lnf }
 func (e *Engine) lossChunk() int {
 	c := e.opts.LossChunk
 	if c <= 0 {
-		c = max(256, (8<<20)/e.P.Config.Vocab)
+		c = max(256, (32<<20)/e.P.Config.Vocab)
 	}
 	return min(c, e.n)
 }

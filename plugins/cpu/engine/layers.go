@@ -147,13 +147,7 @@ func softmaxCausal(row []float32, i int) {
 	for _, v := range s[1:] {
 		m = max(m, v)
 	}
-	var sum float32
-	for j, v := range s {
-		ev := expf(v - m)
-		s[j] = ev
-		sum += ev
-	}
-	inv := 1 / sum
+	inv := float32(1 / blas.ExpShifted(s, s, m, 1))
 	for j := range s {
 		s[j] *= inv
 	}

@@ -247,16 +247,15 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 }
 
 type rowScratch struct {
-	e    []float32 // exp(z−max) of the student row
+	e    []float32 // exponentials of the student row
+	te   []float32 // exponentials of the teacher row (or its top k)
 	heap topK
-	te   []float32 // teacher top-k exponentials
 }
 
 func newRowScratch(v, k int) *rowScratch {
-	ws := &rowScratch{e: make([]float32, v)}
+	ws := &rowScratch{e: make([]float32, v), te: make([]float32, v)}
 	if k > 0 {
 		ws.heap = topK{idx: make([]int32, 0, k), val: make([]float32, 0, k)}
-		ws.te = make([]float32, k)
 	}
 	return ws
 }
@@ -268,7 +267,6 @@ func newRowScratch(v, k int) *rowScratch {
 //	CE: ∂/∂z = p − onehot(target)
 //	KL: ∂/∂z = (p^τ − q^τ)/τ   (q the teacher's, possibly top-k renormalized)
 //
-// zt is used as scratch.
 func lossRow(sp *lossRowSpec, ws *rowScratch, z, zt []float32, target int, w float32) (ce, kl float64) {
 	m := z[0]
 	for _, x := range z[1:] {
@@ -293,7 +291,7 @@ func lossRow(sp *lossRowSpec, ws *rowScratch, z, zt []float32, target int, w flo
 			mt := ws.heap.max()
 			for j, id := range ids {
 				a := (zt[id] - mt) * invT
-				ev := expf(a)
+				ev := blas.Expf(a)
 				te[j] = ev
 				st += float64(ev)
 				ea += float64(ev) * float64(a)
@@ -304,12 +302,10 @@ func lossRow(sp *lossRowSpec, ws *rowScratch, z, zt []float32, target int, w flo
 			for _, x := range zt[1:] {
 				mt = max(mt, x)
 			}
-			for i, x := range zt {
-				a := (x - mt) * invT
-				ev := expf(a)
-				zt[i] = ev
-				st += float64(ev)
-				ea += float64(ev) * float64(a)
+			te = ws.te[:len(zt)]
+			st = blas.ExpShifted(te, zt, mt, invT)
+			for i, ev := range te {
+				ea += float64(ev) * float64((zt[i]-mt)*invT)
 				ez += float64(ev) * float64((z[i]-m)*invT)
 			}
 		}
@@ -323,24 +319,14 @@ func lossRow(sp *lossRowSpec, ws *rowScratch, z, zt []float32, target int, w flo
 	var s1, sT float64
 	e := ws.e[:len(z)]
 	if sp.ce && sp.kl && !sameExp {
-		for i, x := range z {
-			ev := expf(x - m)
-			e[i] = ev
-			s1 += float64(ev)
-			evT := expf((x - m) * invT)
-			z[i] = evT
-			sT += float64(evT)
-		}
+		s1 = blas.ExpShifted(e, z, m, 1)
+		sT = blas.ExpShifted(z, z, m, invT) // z is not read again
 	} else {
 		t := invT
 		if !sp.kl {
 			t = 1
 		}
-		for i, x := range z {
-			ev := expf((x - m) * t)
-			e[i] = ev
-			s1 += float64(ev)
-		}
+		s1 = blas.ExpShifted(e, z, m, t)
 		sT = s1
 	}
 	if sp.ce {
@@ -383,7 +369,7 @@ func lossRow(sp *lossRowSpec, ws *rowScratch, z, zt []float32, target int, w flo
 				z[id] -= inv * te[j]
 			}
 		} else {
-			for i, ev := range zt {
+			for i, ev := range te {
 				z[i] -= inv * ev
 			}
 		}

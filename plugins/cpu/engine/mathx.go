@@ -1,35 +1,12 @@
 package engine
 
 import (
-	"math"
 	"sync"
+
+	"github.com/whittle-ml/whittle/plugins/cpu/blas"
 )
 
-// expf is exp for float32 to about 2 ulp: e^x = 2^n·e^r with
-// n = round(x/ln 2) and |r| ≤ ln2/2, e^r from a degree-7 minimax-style
-// polynomial. It is several times faster than math.Exp, which matters
-// because the loss takes one exponential per vocabulary entry per token.
-func expf(x float32) float32 {
-	switch {
-	case x > 88.72283:
-		return float32(math.Inf(1))
-	case x < -87.33654:
-		// Below the smallest normal float32; softmax weights this small
-		// do not register next to the maximum's 1.
-		return 0
-	case x != x:
-		return x
-	}
-	n := float32(math.Floor(float64(x*1.442695041) + 0.5))
-	// ln 2 split in two so that n·ln2hi is exact.
-	r := x - n*0.693359375 + n*2.12194440e-4
-	r2 := r * r
-	p := ((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r + 5.0000001201e-1
-	p = p*r2 + r + 1
-	return math.Float32frombits(math.Float32bits(p) + uint32(int32(n))<<23)
-}
-
-func sigmoid(x float32) float32 { return 1 / (1 + expf(-x)) }
+func sigmoid(x float32) float32 { return 1 / (1 + blas.Expf(-x)) }
 
 // parallel runs f over [0, n) split into at most threads contiguous ranges.
 // Callers only use it for work whose result does not depend on the split.

@@ -89,14 +89,18 @@ func (o *AdamW) Step(e *Engine, lr, gradScale float64) error {
 		if len(p) < 1<<14 {
 			th = 1 // not worth a goroutine
 		}
+		eps := o.Eps
 		parallel(th, len(p), func(lo, hi int) {
-			for j := lo; j < hi; j++ {
+			// Locals, so the loop does not reload captured variables.
+			b1, b2, bc2, stepSize, decay, gradScale, eps := b1, b2, bc2, stepSize, decay, gradScale, eps
+			p, g, m, v := p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+			g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
+			for j := range p {
 				gj := float64(g[j]) * gradScale
 				mj := b1*float64(m[j]) + (1-b1)*gj
 				vj := b2*float64(v[j]) + (1-b2)*gj*gj
 				m[j], v[j] = float32(mj), float32(vj)
-				pj := float64(p[j]) * decay
-				p[j] = float32(pj - stepSize*mj/(math.Sqrt(vj)/bc2+o.Eps))
+				p[j] = float32(float64(p[j])*decay - stepSize*mj/(math.Sqrt(vj)/bc2+eps))
 			}
 		})
 	}
