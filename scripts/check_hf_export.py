@@ -40,6 +40,7 @@ import sys
 import numpy as np
 import torch
 
+sys.dont_write_bytecode = True  # keep scripts/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import runc_text  # noqa: E402
 
@@ -156,6 +157,9 @@ def read_safetensors(path):
         if end - begin != count * size:
             raise ExportError(f"{path}: tensor {name}: data_offsets [{begin}, {end}] hold {end - begin} bytes, "
                               f"shape {shape} {dt} needs {count * size}")
+        if not 0 <= begin <= end <= len(body):
+            raise ExportError(f"{path}: tensor {name}: data_offsets [{begin}, {end}] outside the "
+                              f"{len(body)}-byte data section")
         spans.append((begin, end, name))
         arr = conv(body[begin:end], count).reshape(shape)
         out[name] = (dt, tuple(shape), arr)
@@ -316,6 +320,16 @@ def read_tokenizer(d, cfg):
                               f"{cfg['bos_token_id']}/{cfg['eos_token_id']}")
         pieces = [runc_text.llama2c_piece(sp.id_to_piece(i), i, sp.bos_id(), sp.eos_id()) for i in range(n)]
         src = f"tokenizer.model ({n} pieces, sentencepiece {spm.__version__})"
+        if os.path.exists(bin_path):
+            # Both files describe one vocabulary: llama2.c's export of the
+            # SentencePiece model must be tokenizer.bin, piece for piece.
+            other = runc_text.read_llama2c_tokenizer(bin_path)
+            if other != pieces:
+                i = next((k for k in range(min(len(other), len(pieces))) if other[k] != pieces[k]), None)
+                where = f"at id {i}: {pieces[i]!r} vs {other[i]!r}" if i is not None else \
+                    f"in size: {len(pieces)} vs {len(other)}"
+                raise ExportError(f"tokenizer.model and tokenizer.bin disagree {where}")
+            src += ", tokenizer.bin agrees"
     elif os.path.exists(bin_path):
         pieces = runc_text.read_llama2c_tokenizer(bin_path)
         src = f"tokenizer.bin ({len(pieces)} pieces)"
@@ -363,7 +377,8 @@ def main():
     runc_text.emit(text, a.out)
     if a.expected:
         return runc_text.compare(text, a.expected, f"hf {a.dir}")
-    print(text.decode("utf-8", "replace"), end="")
+    if a.out != "-":
+        print(text.decode("utf-8", "replace"), end="")
     return 0
 
 

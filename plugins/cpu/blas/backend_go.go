@@ -2,8 +2,6 @@
 
 package blas
 
-func setBackendThreads(int) {}
-
 func backendSuffix() string { return "" }
 
 // backendSgemm hands a product to an external library; without one it

@@ -8,8 +8,6 @@ import (
 	"github.com/whittle-ml/whittle/plugins/cpu/blas/internal/openblas"
 )
 
-func setBackendThreads(int) {}
-
 func backendSuffix() string { return ", openblas for multi-threaded calls" }
 
 // backendSgemm sends multi-threaded products to OpenBLAS. Single-threaded

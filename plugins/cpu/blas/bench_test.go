@@ -21,6 +21,8 @@ func BenchmarkSgemm(b *testing.B) {
 		{"linear_dx_2048x288x768", false, false, 2048, 288, 768},
 		{"linear_dw_768x288x2048", true, false, 768, 288, 2048},
 		{"classifier_256x32000x288", false, true, 256, 32000, 288},
+		{"classifier_dw_32000x288x1024", true, false, 32000, 288, 1024},
+		{"classifier_dx_1024x288x32000", false, false, 1024, 288, 32000},
 	}
 	kernels := []struct {
 		name string

@@ -47,3 +47,14 @@ func ExpShifted(dst, src []float32, shift, scale float32) float64 {
 	}
 	return expShifted(dst[:len(src)], src, shift, scale)
 }
+
+// Smax is the largest element of a non-empty x (NaNs are not handled).
+func Smax(x []float32) float32 {
+	if len(x) == 0 {
+		panic("blas: Smax of an empty slice")
+	}
+	return smax(x)
+}
+
+// Sscal scales x by alpha in place.
+func Sscal(alpha float32, x []float32) { sscal(alpha, x) }

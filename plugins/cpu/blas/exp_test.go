@@ -55,3 +55,26 @@ func TestExpShifted(t *testing.T) {
 		}
 	}
 }
+
+func TestSmaxSscal(t *testing.T) {
+	for _, n := range []int{1, 5, 31, 32, 33, 64, 100, 257} {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32((i*37)%101) - 50
+		}
+		for _, at := range []int{0, n / 2, n - 1} {
+			y := append([]float32(nil), x...)
+			y[at] = 1000
+			if got := Smax(y); got != 1000 {
+				t.Errorf("n=%d, max at %d: Smax = %v", n, at, got)
+			}
+		}
+		y := append([]float32(nil), x...)
+		Sscal(-0.5, y)
+		for i := range y {
+			if y[i] != -0.5*x[i] {
+				t.Fatalf("n=%d: Sscal gave y[%d] = %v, want %v", n, i, y[i], -0.5*x[i])
+			}
+		}
+	}
+}

@@ -36,12 +36,12 @@ func detectAVX2FMA() bool {
 	return ebx7&(1<<5) != 0
 }
 
-func kernelAVX2(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+func kernelAVX2(k int, a []float32, astep int, b, c []float32, ldc int, alpha, beta float32) {
 	// The assembly trusts these extents; they are what gemm guarantees.
-	_ = a[6*k-1]
+	_ = a[(k-1)*astep+5]
 	_ = b[16*k-1]
 	_ = c[5*ldc+15]
-	sgemm6x16(k, unsafe.SliceData(a), unsafe.SliceData(b), unsafe.SliceData(c), ldc, alpha, beta)
+	sgemm6x16(k, unsafe.SliceData(a), astep, unsafe.SliceData(b), unsafe.SliceData(c), ldc, alpha, beta)
 }
 
 func kernelAVX2Direct(k int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
@@ -71,6 +71,40 @@ func expShifted(dst, src []float32, shift, scale float32) float64 {
 	return sum
 }
 
+func smax(x []float32) float32 {
+	n := len(x) &^ 31
+	m := x[0]
+	if hasAVX2FMA && n > 0 {
+		m = maxAVX2(unsafe.SliceData(x), n)
+	} else {
+		n = 0
+	}
+	for _, v := range x[n:] {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
+func sscal(alpha float32, x []float32) {
+	n := len(x) &^ 7
+	if hasAVX2FMA && n > 0 {
+		scaleAVX2(alpha, unsafe.SliceData(x), n)
+	} else {
+		n = 0
+	}
+	for i := n; i < len(x); i++ {
+		x[i] *= alpha
+	}
+}
+
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+//go:noescape
+func scaleAVX2(alpha float32, x *float32, n int)
+
 //go:noescape
 func sgemm6x16Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, beta float32)
 
@@ -78,7 +112,7 @@ func sgemm6x16Direct(k int, a *float32, lda int, b, c *float32, ldc int, alpha, 
 func expShiftedAVX2(dst, src *float32, n int, shift, scale float32, c *float32) float64
 
 //go:noescape
-func sgemm6x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
+func sgemm6x16(k int, a *float32, astep int, b, c *float32, ldc int, alpha, beta float32)
 
 func cpuid(eax, ecx uint32) (a, b, c, d uint32)
 

@@ -6,16 +6,15 @@ package blas
 // front so the compiler drops the bounds checks in the loop.
 var goKernel = kernel{name: "go", mr: 4, nr: 4, fn: kernelGo4x4}
 
-func kernelGo4x4(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+func kernelGo4x4(k int, a []float32, astep int, b, c []float32, ldc int, alpha, beta float32) {
 	var c00, c01, c02, c03 float32
 	var c10, c11, c12, c13 float32
 	var c20, c21, c22, c23 float32
 	var c30, c31, c32, c33 float32
-	a = a[:4*k]
 	b = b[:4*k]
-	for p := 0; p < len(a) && p < len(b); p += 4 {
-		aa := a[p : p+4 : p+4]
-		bb := b[p : p+4 : p+4]
+	for p := 0; p < k; p++ {
+		aa := a[p*astep : p*astep+4 : p*astep+4]
+		bb := b[4*p : 4*p+4 : 4*p+4]
 		b0, b1, b2, b3 := bb[0], bb[1], bb[2], bb[3]
 		a0 := aa[0]
 		c00 += a0 * b0

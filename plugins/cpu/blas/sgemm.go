@@ -28,7 +28,6 @@ func SetThreads(n int) {
 		n = 0
 	}
 	defaultThreads.Store(int32(n))
-	setBackendThreads(Threads())
 }
 
 // Threads is the number of goroutines Sgemm uses.
@@ -115,13 +114,14 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 	}
 }
 
-// kernel is a micro-kernel: it multiplies an mr×k packed panel of A by a
-// k×nr packed panel of B and writes alpha·AB + beta·C into a full mr×nr tile
-// of C (C not read when beta is 0).
+// kernel is a micro-kernel: it multiplies an mr×k panel of A (k steps of
+// mr floats, astep apart: mr when packed, lda for a transposed A read in
+// place) by a k×nr packed panel of B and writes alpha·AB + beta·C into a
+// full mr×nr tile of C (C not read when beta is 0).
 type kernel struct {
 	name   string
 	mr, nr int
-	fn     func(k int, a, b, c []float32, ldc int, alpha, beta float32)
+	fn     func(k int, a []float32, astep int, b, c []float32, ldc int, alpha, beta float32)
 	// direct, when not nil, is fn reading mr rows of a row-major A in
 	// place (lda apart) instead of a packed panel.
 	direct func(k int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32)
@@ -135,6 +135,11 @@ const (
 	blockM = 96
 	blockN = 2048
 )
+
+// maxInPlaceLD bounds the leading dimension of a transposed A that the
+// kernel reads in place: each k step is a new row, and rows far apart cost
+// a TLB miss each, so wide ones are packed instead.
+var maxInPlaceLD = 1024
 
 var packPool sync.Pool
 
@@ -188,10 +193,11 @@ func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float3
 			tasks := rowBlocks * colGroups
 			var next atomic.Int64
 			worker := func() {
-				apBuf := getBuf(mc0 * kc)
+				// One pooled buffer: the packed A block, then an edge tile.
+				apBuf := getBuf(mc0*kc + mr*nr)
 				defer putBuf(apBuf)
-				ap := *apBuf
-				var tile [16 * 32]float32
+				ap := (*apBuf)[:mc0*kc]
+				tile := (*apBuf)[mc0*kc:]
 				for {
 					t := int(next.Add(1) - 1)
 					if t >= tasks {
@@ -201,11 +207,12 @@ func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float3
 					ic := rb * mc0
 					mc := min(mc0, m-ic)
 					p0, p1 := cg*panelsN/colGroups, (cg+1)*panelsN/colGroups
-					// Row-major A is read in place by a direct kernel; only a
+					// A is read in place, by the strided kernel when
+					// transposed and by a direct kernel when row-major; only a
 					// last partial panel is packed (padded with zeros).
-					direct := kn.direct != nil && !transA
+					inPlace := (transA && lda <= maxInPlaceLD) || (!transA && kn.direct != nil)
 					fullRows := mc
-					if direct {
+					if inPlace {
 						fullRows = mc / mr * mr
 						if fullRows < mc {
 							packA(ap[fullRows*kc:], transA, a, lda, ic+fullRows, mc-fullRows, pc, kc, mr)
@@ -221,18 +228,21 @@ func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float3
 							mrr := min(mr, mc-ir)
 							app := ap[ir*kc : ir*kc+mr*kc]
 							ci := (ic+ir)*ldc + jc + j0
-							if direct && ir < fullRows {
-								arow := a[(ic+ir)*lda+pc:]
-								if nrr == nr {
-									kn.direct(kc, arow, lda, bpp, c[ci:], ldc, alpha, bt)
-									continue
-								}
-								kn.direct(kc, arow, lda, bpp, tile[:], nr, 1, 0)
-							} else if mrr == mr && nrr == nr {
-								kn.fn(kc, app, bpp, c[ci:], ldc, alpha, bt)
+							dst, ldd, al, be := c[ci:], ldc, alpha, bt
+							if nrr < nr || mrr < mr {
+								// Edge tile: compute in full, then merge.
+								dst, ldd, al, be = tile, nr, 1, 0
+							}
+							switch {
+							case !inPlace || ir >= fullRows:
+								kn.fn(kc, app, mr, bpp, dst, ldd, al, be)
+							case transA:
+								kn.fn(kc, a[pc*lda+ic+ir:], lda, bpp, dst, ldd, al, be)
+							default:
+								kn.direct(kc, a[(ic+ir)*lda+pc:], lda, bpp, dst, ldd, al, be)
+							}
+							if nrr == nr && mrr == mr {
 								continue
-							} else {
-								kn.fn(kc, app, bpp, tile[:], nr, 1, 0)
 							}
 							for i := 0; i < mrr; i++ {
 								row := c[ci+i*ldc : ci+i*ldc+nrr]
@@ -272,7 +282,15 @@ func packA(dst []float32, trans bool, a []float32, lda, i0, mc, p0, kc, mr int) 
 		mrr := min(mr, mc-ir)
 		panel := dst[ir*kc : ir*kc+mr*kc]
 		if trans {
-			// op(A)(i, p) = a[p*lda+i]: each k step is a contiguous run.
+			// op(A)(i, p) = a[p*lda+i]: each k step is a contiguous run,
+			// too short for copy's call to pay off at the kernel's width.
+			if mr == 6 && mrr == 6 {
+				for p := 0; p < kc; p++ {
+					off := (p0+p)*lda + i0 + ir
+					*(*[6]float32)(panel[p*6:]) = [6]float32(a[off : off+6])
+				}
+				continue
+			}
 			for p := 0; p < kc; p++ {
 				src := a[(p0+p)*lda+i0+ir : (p0+p)*lda+i0+ir+mrr]
 				d := panel[p*mr : p*mr+mr]
@@ -310,6 +328,13 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, kc, j0, nrr, nr int)
 			for p := 0; p < kc; p++ {
 				dst[p*nr+j] = 0
 			}
+		}
+		return
+	}
+	if nr == 16 && nrr == 16 {
+		for p := 0; p < kc; p++ {
+			off := (p0+p)*ldb + j0
+			*(*[16]float32)(dst[p*16:]) = [16]float32(b[off : off+16])
 		}
 		return
 	}

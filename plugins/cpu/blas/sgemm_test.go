@@ -120,12 +120,70 @@ func runCase(t *testing.T, gc gemmCase, threads int, kn *kernel) {
 
 func TestSgemm(t *testing.T) {
 	kernels := []*kernel{nil, &goKernel}
-	for _, kn := range kernels {
-		for _, threads := range []int{1, 2, 3} {
-			for _, gc := range gemmCases() {
-				name := fmt.Sprintf("%v/t%d/%v", kn != nil, threads, gc)
-				t.Run(name, func(t *testing.T) { runCase(t, gc, threads, kn) })
+	defer func(v int) { maxInPlaceLD = v }(maxInPlaceLD)
+	// Transposed A is read in place when narrow and packed when wide;
+	// run both ways.
+	for _, ld := range []int{maxInPlaceLD, 0} {
+		maxInPlaceLD = ld
+		for _, kn := range kernels {
+			for _, threads := range []int{1, 2, 3} {
+				for _, gc := range gemmCases() {
+					name := fmt.Sprintf("ld%d/%v/t%d/%v", ld, kn != nil, threads, gc)
+					t.Run(name, func(t *testing.T) { runCase(t, gc, threads, kn) })
+				}
 			}
 		}
+	}
+}
+
+// TestSgemmThreadInvariance: work is split over rows and columns only, so
+// the thread count does not change a single bit of the result.
+func TestSgemmThreadInvariance(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	const m, n, k = 101, 67, 700
+	a, b := randSlice(r, m*k), randSlice(r, k*n)
+	c0 := randSlice(r, m*n)
+	for _, kn := range []kernel{activeKernel(), goKernel} {
+		var first []float32
+		for _, threads := range []int{1, 2, 3, 5} {
+			c := append([]float32(nil), c0...)
+			gemm(kn, threads, true, false, m, n, k, 0.7, a, m, b, n, 0.3, c, n)
+			if first == nil {
+				first = c
+				continue
+			}
+			for i := range c {
+				if math.Float32bits(c[i]) != math.Float32bits(first[i]) {
+					t.Fatalf("%s, %d threads: C[%d] = %v, 1 thread gave %v", kn.name, threads, i, c[i], first[i])
+				}
+			}
+		}
+	}
+}
+
+func TestSgemmPanicsOnBadArguments(t *testing.T) {
+	for _, f := range []func(){
+		func() {
+			Sgemm(false, false, 2, 2, 2, 1, make([]float32, 3), 2, make([]float32, 4), 2, 0, make([]float32, 4), 2)
+		},
+		func() {
+			Sgemm(false, false, 2, 2, 2, 1, make([]float32, 4), 1, make([]float32, 4), 2, 0, make([]float32, 4), 2)
+		},
+		func() { Sgemm(false, false, -1, 2, 2, 1, nil, 2, nil, 2, 0, nil, 2) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("bad arguments did not panic")
+				}
+			}()
+			f()
+		}()
+	}
+	// Empty products are fine, and k = 0 only scales C.
+	c := []float32{1, 2}
+	Sgemm(false, false, 1, 2, 0, 1, nil, 1, nil, 2, 3, c, 2)
+	if c[0] != 3 || c[1] != 6 {
+		t.Errorf("k=0 with beta 3 gave %v", c)
 	}
 }

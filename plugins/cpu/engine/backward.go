@@ -26,6 +26,7 @@ func (e *Engine) Backward() error {
 		return fmt.Errorf("engine: Backward needs LossGrad after the last Forward")
 	}
 	e.gradOK = false
+	defer clear(e.dlnf) // consumed: a later LossGrad starts from zero
 	cfg := &e.P.Config
 	n, d, nl := e.n, cfg.Hidden, len(cfg.Layers)
 	lowest := e.lowestTrainable()
@@ -89,11 +90,18 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 	blas.SgemmThreads(th, false, false, n, m, d, 1, dres, d, p.Down, m, 0, dact, m)
 	e.weightGrad(p.Down, dres, a.act, n, d, m)
 	parallel(th, n, func(lo, hi int) {
-		for i := lo * m; i < hi*m; i++ {
-			g := a.gate[i]
-			sg := sigmoid(g)
-			dup[i] = dact[i] * g * sg
-			dgate[i] = dact[i] * a.up[i] * sg * (1 + g*(1-sg))
+		en := make([]float32, m)
+		for r := lo; r < hi; r++ {
+			o := r * m
+			g, u := a.gate[o:o+m], a.up[o:o+m]
+			da, dg, du := dact[o:o+m], dgate[o:o+m], dup[o:o+m]
+			blas.ExpShifted(en, g, 0, -1)
+			for i, gv := range g {
+				// silu(g) = g·σ(g), silu'(g) = σ(g)·(1 + g·(1 − σ(g))).
+				sg := 1 / (1 + en[i])
+				du[i] = da[i] * gv * sg
+				dg[i] = da[i] * u[i] * sg * (1 + gv*(1-sg))
+			}
 		}
 	})
 	dln := s.dln

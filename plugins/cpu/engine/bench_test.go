@@ -2,7 +2,6 @@ package engine
 
 import (
 	"math/rand/v2"
-	"syscall"
 	"testing"
 
 	"github.com/whittle-ml/whittle/ir"
@@ -64,13 +63,4 @@ func BenchmarkTrainStep(b *testing.B) {
 			}
 		})
 	}
-}
-
-// cpuSeconds is the user and system CPU time this process has used.
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }

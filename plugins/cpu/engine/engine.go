@@ -83,13 +83,15 @@ type Engine struct {
 	acts   []layerActs
 	lnf    []float32
 	rstdf  []float32
-	rope   [][]float32 // per layer: [T][head_dim/2] cos then sin
+	rope   [][]float32 // per layer, per position: head_dim/2 cosines, then sines
 	ropeT  int
-	dlnf   []float32 // gradient at the final norm's output, filled by Loss
+	dlnf   []float32 // gradient at the final norm's output, summed by LossGrad
 	ready  bool      // a forward has run
-	gradOK bool      // Loss has filled dlnf for the current forward
+	gradOK bool      // LossGrad has added to dlnf since the last Forward or Backward
 
 	scratch scratch
+	// Logit chunks of the loss (student, teacher), kept between calls.
+	logitBuf, teacherBuf []float32
 }
 
 // scratch is backward working memory reused across layers.
@@ -98,10 +100,14 @@ type scratch struct {
 	att                                          [][]float32 // per worker [T, T]
 }
 
-// New builds an engine over p; in training mode it allocates gradients.
+// New builds an engine over p, which must come from NewParams, FromIR or
+// Clone; in training mode it allocates gradients.
 func New(p *Params, opts Options) (*Engine, error) {
 	if err := p.Config.Check(); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
+	}
+	if len(p.tensors) == 0 {
+		return nil, fmt.Errorf("engine: parameters were not allocated by NewParams")
 	}
 	e := &Engine{P: p, opts: opts, threads: opts.Threads}
 	if e.threads <= 0 {
@@ -268,6 +274,9 @@ func (e *Engine) Forward(tokens []int32, b, t int) error {
 	e.alloc(b, t)
 	e.ropeTables(t)
 	e.ready, e.gradOK = false, false
+	if e.dlnf != nil {
+		clear(e.dlnf)
+	}
 	copy(e.tokens, tokens)
 	d := cfg.Hidden
 	x := e.resid[0]
@@ -318,9 +327,13 @@ func (e *Engine) layerForward(l int) error {
 	e.linear(a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
 	e.linear(a.up, a.ln2, p.Up, n, p.MLP, d, 0)
 	parallel(e.threads, n, func(lo, hi int) {
-		g, u, h := a.gate[lo*p.MLP:hi*p.MLP], a.up[lo*p.MLP:hi*p.MLP], a.act[lo*p.MLP:hi*p.MLP]
-		for i, gv := range g {
-			h[i] = gv * sigmoid(gv) * u[i]
+		en := make([]float32, p.MLP)
+		for r := lo; r < hi; r++ {
+			g, u, h := a.gate[r*p.MLP:(r+1)*p.MLP], a.up[r*p.MLP:(r+1)*p.MLP], a.act[r*p.MLP:(r+1)*p.MLP]
+			blas.ExpShifted(en, g, 0, -1) // e^−g, vectorized
+			for i, gv := range g {
+				h[i] = gv / (1 + en[i]) * u[i]
+			}
 		}
 	})
 	out := e.resid[l+1]

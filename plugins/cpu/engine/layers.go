@@ -143,14 +143,8 @@ func (e *Engine) attentionForward(p *Layer, a *layerActs) {
 // softmaxCausal turns row[0..i] into probabilities and zeroes the rest.
 func softmaxCausal(row []float32, i int) {
 	s := row[:i+1]
-	m := s[0]
-	for _, v := range s[1:] {
-		m = max(m, v)
-	}
-	inv := float32(1 / blas.ExpShifted(s, s, m, 1))
-	for j := range s {
-		s[j] *= inv
-	}
+	m := blas.Smax(s)
+	blas.Sscal(float32(1/blas.ExpShifted(s, s, m, 1)), s)
 	clear(row[i+1:])
 }
 

@@ -74,8 +74,9 @@ func (e *Engine) Loss(tg Targets, obj Objective, teacher LogitSource) (LossResul
 }
 
 // LossGrad evaluates the objective and starts the backward pass through the
-// classifier: it accumulates the classifier's gradient (of scale·Loss) and
-// leaves the gradient at the final norm for Backward. Logits are produced
+// classifier: it adds the gradient of scale·Loss to the classifier's and to
+// the one at the final norm that Backward carries on from. Several calls
+// after one Forward add up (a sum of objectives). Logits are produced
 // LossChunk rows at a time, the teacher's in lockstep, so B·T·V floats are
 // never held at once.
 func (e *Engine) LossGrad(tg Targets, obj Objective, teacher LogitSource, scale float32) (LossResult, error) {
@@ -151,11 +152,10 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 	res := LossResult{Rows: rows, Weight: total}
 	var dW []float32
 	if grad {
-		clear(e.dlnf)
 		dW = e.gradOf(e.P.classifier())
 	}
 	if rows == 0 {
-		e.gradOK = grad
+		e.gradOK = e.gradOK || grad
 		return res, nil
 	}
 	if math.IsInf(total, 0) || math.IsNaN(total) {
@@ -179,10 +179,12 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 		spec.topK = 0
 	}
 	chunk := e.lossChunk()
-	logits := make([]float32, chunk*v)
+	e.logitBuf = grow(e.logitBuf, chunk*v)
+	logits := e.logitBuf
 	var tlog []float32
 	if teacher != nil {
-		tlog = make([]float32, chunk*v)
+		e.teacherBuf = grow(e.teacherBuf, chunk*v)
+		tlog = e.teacherBuf
 	}
 	rowCE := make([]float64, n)
 	rowKL := make([]float64, n)
@@ -222,7 +224,7 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 			}
 		})
 		if grad {
-			blas.SgemmThreads(e.threads, false, false, m, d, v, 1, logits, v, cls, d, 0, e.dlnf[r0*d:], d)
+			blas.SgemmThreads(e.threads, false, false, m, d, v, 1, logits, v, cls, d, 1, e.dlnf[r0*d:], d)
 			if dW != nil {
 				blas.SgemmThreads(e.threads, true, false, v, d, m, 1, logits, v, e.lnf[r0*d:], d, 1, dW, d)
 			}
@@ -242,7 +244,7 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 	if spec.kl {
 		res.Loss += alpha * s * res.KL
 	}
-	e.gradOK = grad
+	e.gradOK = e.gradOK || grad
 	return res, nil
 }
 
@@ -266,12 +268,8 @@ func newRowScratch(v, k int) *rowScratch {
 //
 //	CE: ∂/∂z = p − onehot(target)
 //	KL: ∂/∂z = (p^τ − q^τ)/τ   (q the teacher's, possibly top-k renormalized)
-//
 func lossRow(sp *lossRowSpec, ws *rowScratch, z, zt []float32, target int, w float32) (ce, kl float64) {
-	m := z[0]
-	for _, x := range z[1:] {
-		m = max(m, x)
-	}
+	m := blas.Smax(z)
 	invT := sp.invT
 	sameExp := invT == 1 // exp((z−m)/τ) is exp(z−m)
 
@@ -298,10 +296,7 @@ func lossRow(sp *lossRowSpec, ws *rowScratch, z, zt []float32, target int, w flo
 				ez += float64(ev) * float64((z[id]-m)*invT)
 			}
 		} else {
-			mt := zt[0]
-			for _, x := range zt[1:] {
-				mt = max(mt, x)
-			}
+			mt := blas.Smax(zt)
 			te = ws.te[:len(zt)]
 			st = blas.ExpShifted(te, zt, mt, invT)
 			for i, ev := range te {
@@ -440,4 +435,12 @@ func (h *topK) max() float32 {
 		m = max(m, v)
 	}
 	return m
+}
+
+// grow returns buf resized to n, reallocating only when it is too small.
+func grow(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
 }

@@ -1,12 +1,6 @@
 package engine
 
-import (
-	"sync"
-
-	"github.com/whittle-ml/whittle/plugins/cpu/blas"
-)
-
-func sigmoid(x float32) float32 { return 1 / (1 + blas.Expf(-x)) }
+import "sync"
 
 // parallel runs f over [0, n) split into at most threads contiguous ranges.
 // Callers only use it for work whose result does not depend on the split.

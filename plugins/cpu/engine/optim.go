@@ -33,7 +33,7 @@ func (s Schedule) At(step int) float64 {
 //	θ ← θ − lr/(1−β₁ᵗ) · m / (sqrt(v)/sqrt(1−β₂ᵗ) + ε)
 //
 // Weight decay applies to matrices (embedding, projections, classifier),
-// not to norm weights. Moments are float32, the arithmetic float64.
+// not to norm weights. Moments and arithmetic are float32, as in PyTorch.
 type AdamW struct {
 	Beta1, Beta2, Eps, WeightDecay float64
 	// M and V are the moment estimates, laid out like Params.Flat; T is
@@ -89,18 +89,20 @@ func (o *AdamW) Step(e *Engine, lr, gradScale float64) error {
 		if len(p) < 1<<14 {
 			th = 1 // not worth a goroutine
 		}
-		eps := o.Eps
+		// float32 arithmetic as in PyTorch; hyperparameters rounded once.
+		// 1−β is formed in float64: β₂ = 0.999 rounded to float32 first
+		// would lose five digits of 1−β₂.
+		b1, b2, c1, c2 := float32(b1), float32(b2), float32(1-b1), float32(1-b2)
+		invBC2, step, dec, gs, eps := float32(1/bc2), float32(stepSize), float32(decay), float32(gradScale), float32(o.Eps)
 		parallel(th, len(p), func(lo, hi int) {
-			// Locals, so the loop does not reload captured variables.
-			b1, b2, bc2, stepSize, decay, gradScale, eps := b1, b2, bc2, stepSize, decay, gradScale, eps
 			p, g, m, v := p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
 			g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
 			for j := range p {
-				gj := float64(g[j]) * gradScale
-				mj := b1*float64(m[j]) + (1-b1)*gj
-				vj := b2*float64(v[j]) + (1-b2)*gj*gj
-				m[j], v[j] = float32(mj), float32(vj)
-				p[j] = float32(float64(p[j])*decay - stepSize*mj/(math.Sqrt(vj)/bc2+eps))
+				gj := g[j] * gs
+				mj := b1*m[j] + c1*gj
+				vj := b2*v[j] + c2*gj*gj
+				m[j], v[j] = mj, vj
+				p[j] = p[j]*dec - step*mj/(float32(math.Sqrt(float64(vj)))*invBC2+eps)
 			}
 		})
 	}

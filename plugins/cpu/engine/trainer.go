@@ -83,8 +83,12 @@ func NewTrainer(student *Engine, teacher Teacher, cfg TrainConfig) (*Trainer, er
 	return &Trainer{Student: student, Teacher: teacher, Config: cfg, Opt: opt}, nil
 }
 
-// StepIndex is the number of optimizer steps taken so far.
+// StepIndex is the number of optimizer steps taken so far, which picks the
+// next step's learning rate.
 func (t *Trainer) StepIndex() int { return t.step }
+
+// SetStepIndex resumes the schedule at step n (with Opt restored too).
+func (t *Trainer) SetStepIndex(n int) { t.step = n }
 
 // Step accumulates the gradients of the mean loss over the micro-batches,
 // clips them and takes one AdamW step at the scheduled learning rate.
