@@ -164,7 +164,7 @@ func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
 		return err
 	}
 	if m.Tokenizer != nil {
-		return writeTokenizer(m.Tokenizer, dir)
+		return writeTokenizer(m.Tokenizer, dir, m.Config.MaxSeq)
 	}
 	return nil
 }

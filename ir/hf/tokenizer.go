@@ -1,11 +1,14 @@
 package hf
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
@@ -38,7 +41,7 @@ func loadTokenizer(dir string) (*tokenizer.Tokenizer, string, error) {
 // SentencePiece model, tokenizer.model. Not every vocabulary can (one
 // needs an UNK piece and no empty pieces); tokenizer.bin alone then
 // carries it, and Load falls back to it.
-func writeTokenizer(t *tokenizer.Tokenizer, dir string) error {
+func writeTokenizer(t *tokenizer.Tokenizer, dir string, maxSeq int) error {
 	if err := tokenizer.WriteLlama2c(t, filepath.Join(dir, Llama2cTokenizerFile)); err != nil {
 		return fmt.Errorf("writing %s: %w", Llama2cTokenizerFile, err)
 	}
@@ -48,6 +51,45 @@ func writeTokenizer(t *tokenizer.Tokenizer, dir string) error {
 	}
 	if err := writeFile(filepath.Join(dir, SentencePieceFile), sp); err != nil {
 		return fmt.Errorf("writing %s: %w", SentencePieceFile, err)
+	}
+	return writeTokenizerConfig(t, dir, maxSeq)
+}
+
+// TokenizerConfigFile tells transformers' AutoTokenizer which class reads
+// tokenizer.model and which pieces are special.
+const TokenizerConfigFile = "tokenizer_config.json"
+
+func writeTokenizerConfig(t *tokenizer.Tokenizer, dir string, maxSeq int) error {
+	piece := func(id int, fallback string) string {
+		if id < 0 || id >= t.Size() {
+			return fallback
+		}
+		p := strings.Trim(t.Piece(id), "\n")
+		if p == "" {
+			return fallback
+		}
+		return p
+	}
+	cfg := map[string]any{
+		"tokenizer_class":              "LlamaTokenizer",
+		"bos_token":                    piece(t.BOS, "<s>"),
+		"eos_token":                    piece(t.EOS, "</s>"),
+		"unk_token":                    piece(t.UNK, "<unk>"),
+		"add_bos_token":                true,
+		"add_eos_token":                false,
+		"legacy":                       true,
+		"model_max_length":             maxSeq,
+		"clean_up_tokenization_spaces": false,
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // "<s>", not "\u003cs\u003e"
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(cfg); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, TokenizerConfigFile), b.Bytes()); err != nil {
+		return fmt.Errorf("writing %s: %w", TokenizerConfigFile, err)
 	}
 	return nil
 }

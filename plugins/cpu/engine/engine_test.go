@@ -335,3 +335,43 @@ func TestLayerHook(t *testing.T) {
 		}
 	}
 }
+
+// TestSumOfObjectives: LossGrad calls after one Forward add up, so CE at
+// scale 0.3 plus KL at scale 0.7 is the mixed objective with KL weight 0.7.
+func TestSumOfObjectives(t *testing.T) {
+	cfg := tinyConfig(false)
+	p := randomParams(t, cfg, 12, 0.4)
+	in := makeInputs(lossCases[4], 2, 5, cfg.Vocab, 13)
+	obj := Objective{KLWeight: 0.7, Temperature: 2, TopK: 4}
+	mixed, _ := New(p, Options{Threads: 2})
+	split, _ := New(p, Options{Threads: 2})
+	for _, e := range []*Engine{mixed, split} {
+		if err := e.Forward(in.tokens, 2, 5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := mixed.LossGrad(in.tg, obj, in.teacher, 1); err != nil {
+		t.Fatal(err)
+	}
+	ce, kl := obj, obj
+	ce.KLWeight, kl.KLWeight = 0, 1
+	if _, err := split.LossGrad(in.tg, ce, nil, 0.3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := split.LossGrad(in.tg, kl, in.teacher, 0.7); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []*Engine{mixed, split} {
+		if err := e.Backward(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Backward(); err == nil {
+			t.Error("a second Backward without LossGrad succeeded")
+		}
+	}
+	for i, g := range mixed.G.Flat() {
+		if h := split.G.Flat()[i]; math.Abs(float64(g-h)) > 1e-6*(1+math.Abs(float64(g))) {
+			t.Fatalf("gradient element %d: mixed %v, summed %v", i, g, h)
+		}
+	}
+}
