@@ -122,7 +122,7 @@ func clip(raw []byte) string {
 
 // SplitDocuments splits plain text into documents at blank lines (lines of
 // only whitespace). Each document is trimmed of surrounding whitespace;
-// lines inside it are kept as they are (without "\r" line ends).
+// lines inside it are kept as they are, less trailing carriage returns.
 func SplitDocuments(text string) []string {
 	var docs []string
 	var cur []string
@@ -133,7 +133,7 @@ func SplitDocuments(text string) []string {
 		cur = cur[:0]
 	}
 	for line := range strings.SplitSeq(text, "\n") {
-		line = strings.TrimSuffix(line, "\r")
+		line = strings.TrimRight(line, "\r")
 		if strings.TrimSpace(line) == "" {
 			flush()
 			continue

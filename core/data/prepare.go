@@ -148,6 +148,7 @@ func Prepare(ds *recipe.Dataset, tok *tokenizer.Tokenizer, opts Options) (*Prepa
 	}
 	descPath := filepath.Join(dir, base+".json")
 	if cached, ok := loadCached(descPath, p.Key); ok {
+		cached.Source = ds.Path
 		return cached, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -182,6 +183,9 @@ func Prepare(ds *recipe.Dataset, tok *tokenizer.Tokenizer, opts Options) (*Prepa
 		return nil, errorf("dataset %q: %s holds no documents", ds.Name, ds.Path)
 	}
 	for _, s := range []*split{train, val} {
+		if s.docs > 0 && s.skipped == s.docs {
+			return nil, errorf("dataset %q: every example of the %s split has a prompt of L=%d tokens or more", ds.Name, s.name, p.SeqLen)
+		}
 		if s.docs > 0 && s.rows == 0 {
 			return nil, errorf("dataset %q: the %s split has %d tokens, fewer than one row of L=%d; lower seq_len or raise validation_fraction",
 				ds.Name, s.name, s.tokens, p.SeqLen)
@@ -287,6 +291,13 @@ func loadCached(path, key string) (*Prepared, bool) {
 	var p Prepared
 	if err := json.Unmarshal(b, &p); err != nil || p.Key != key {
 		return nil, false
+	}
+	// The files sit beside the description, wherever the cache now is.
+	dir := filepath.Dir(path)
+	for _, f := range []*string{&p.Train.Path, &p.Train.MaskPath, &p.Validation.Path, &p.Validation.MaskPath} {
+		if *f != "" {
+			*f = filepath.Join(dir, filepath.Base(*f))
+		}
 	}
 	check := func(file string, rows int) bool {
 		f, err := npy.Open(file)

@@ -226,6 +226,19 @@ func TestPrepareInvalidatesOnChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A moved cache is still found, with the paths where the files now are.
+	moved := filepath.Join(dir, "moved")
+	if err := os.Rename(out, moved); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Prepare(ds, tok, Options{Dir: moved, SeqLen: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Cached || filepath.Dir(m.Train.Path) != moved || filepath.Dir(m.Validation.Path) != moved {
+		t.Errorf("moved cache: cached %v, files %s, %s", m.Cached, m.Train.Path, m.Validation.Path)
+	}
+	sameBytes(t, m.Train.Path, filepath.Join(moved, filepath.Base(p.Train.Path)), true)
 	write(strings.Repeat("Once upon a time there was a dog.\n\n", 20))
 	q, err := Prepare(ds, tok, Options{Dir: out, SeqLen: 16})
 	if err != nil {
@@ -309,6 +322,7 @@ func TestPrepareErrors(t *testing.T) {
 		{"instruct as jsonl", recipe.Dataset{Name: "s", Path: instr, Format: "jsonl"}, Options{Dir: dir, SeqLen: 4}, `i.jsonl:1: no "text" field`},
 		{"bad line", recipe.Dataset{Name: "s", Path: bad, Format: "jsonl"}, Options{Dir: dir, SeqLen: 4}, `bad.jsonl:2: field "text": want a string`},
 		{"template", recipe.Dataset{Name: "s", Path: instr, Format: "instruct"}, Options{Dir: dir, SeqLen: 4, Template: "{response}{prompt}"}, "before {prompt}"},
+		{"prompt fills the row", recipe.Dataset{Name: "s", Path: instr, Format: "instruct"}, Options{Dir: dir, SeqLen: 2}, "prompt of L=2 tokens or more"},
 		{"template twice", recipe.Dataset{Name: "s", Path: instr, Format: "instruct"}, Options{Dir: dir, SeqLen: 4, Template: "{prompt}{prompt}{response}"}, "exactly once"},
 	}
 	for _, tt := range tests {

@@ -76,9 +76,8 @@ func parseDescr(s string) (dtype, error) {
 	var dt dtype
 	switch s[0] {
 	case '<', '|', '=':
-		// '=' is native order; every platform Go's unsafe-free code here
-		// targets for numpy interchange is little-endian in practice, and
-		// numpy itself never writes '='.
+		// '=' (native order) is read as little-endian: numpy never writes
+		// it, and the machines whittle runs on are little-endian.
 	case '>':
 		dt.bigEndian = true
 	default:

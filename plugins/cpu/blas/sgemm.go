@@ -184,11 +184,12 @@ func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float3
 				}
 			})
 			rowBlocks := ceilDiv(m, mc0)
-			// Too few row blocks to occupy every goroutine: also split the
-			// columns of this block into groups of micro-panels.
+			// Too few row blocks to balance the goroutines (aim for four
+			// tasks each): also split the columns of this block into
+			// groups of at least four micro-panels.
 			colGroups := 1
-			if rowBlocks < threads {
-				colGroups = min(panelsN, ceilDiv(threads, rowBlocks))
+			if threads > 1 && rowBlocks < 4*threads {
+				colGroups = max(1, min(panelsN/4, ceilDiv(4*threads, rowBlocks)))
 			}
 			tasks := rowBlocks * colGroups
 			var next atomic.Int64
