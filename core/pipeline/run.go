@@ -19,6 +19,7 @@ import (
 
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
+	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/core/scores"
 	"github.com/whittle-ml/whittle/internal/fsutil"
@@ -34,6 +35,9 @@ type Options struct {
 	// whose inputs and configuration are unchanged are not run again.
 	Dir string
 	Log *slog.Logger
+	// Backends opens compute backends; passes that compute (score,
+	// distill, …) fail without one.
+	Backends BackendProvider
 }
 
 // slot is a named value in the run: a model or a scores table, with the
@@ -43,6 +47,7 @@ type slot struct {
 	model  *ir.Model
 	scores *scores.Table
 	load   func() (*ir.Model, error) // declared models load on first use
+	dir    string                    // a Hugging Face directory holding model, once known
 }
 
 // RunContext is what a pass sees while running.
@@ -55,6 +60,8 @@ type RunContext struct {
 	Log    *slog.Logger
 
 	run      *runner
+	pass     *recipe.Pass
+	modelDir string
 	metrics  map[string]any
 	model    *ir.Model
 	scores   *scores.Table
@@ -115,13 +122,14 @@ func (rc *RunContext) Progress(done, total int, msg string) {
 }
 
 type runner struct {
-	r     *recipe.Recipe
-	reg   *Registry
-	opts  Options
-	log   *slog.Logger
-	slots map[string]*slot
-	man   *Manifest
-	prev  map[int]PassRecord
+	r        *recipe.Recipe
+	reg      *Registry
+	opts     Options
+	log      *slog.Logger
+	slots    map[string]*slot
+	backends map[string]backend.Backend
+	man      *Manifest
+	prev     map[int]PassRecord
 }
 
 // Events let a caller show progress.
@@ -146,7 +154,7 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	if err != nil {
 		return nil, fmt.Errorf("reading the previous run's manifest: %w", err)
 	}
-	run := &runner{r: r, reg: reg, opts: opts, log: opts.Log, slots: map[string]*slot{}, prev: map[int]PassRecord{}}
+	run := &runner{r: r, reg: reg, opts: opts, log: opts.Log, slots: map[string]*slot{}, backends: map[string]backend.Backend{}, prev: map[int]PassRecord{}}
 	if prevMan != nil {
 		for _, p := range prevMan.Passes {
 			run.prev[p.Index] = p
@@ -173,6 +181,7 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 		return nil, err
 	}
 	defer run.closeModels()
+	defer run.closeBackends()
 	for i, p := range r.Passes {
 		if ev.PassStart != nil {
 			ev.PassStart(i, len(r.Passes), p)
@@ -224,9 +233,15 @@ func (run *runner) hashInputs() error {
 			return err
 		}
 		m := m
-		run.slots["model."+m.Name] = &slot{hash: fsutil.HashBytes([]byte(h + th)), load: func() (*ir.Model, error) {
+		s := &slot{hash: fsutil.HashBytes([]byte(h + th)), load: func() (*ir.Model, error) {
 			return modelio.Load(m.Path, loadOptions(m))
 		}}
+		// A Hugging Face directory with no tokenizer override is already
+		// what backends load; anything else is converted on first use.
+		if f, err := modelio.Detect(m.Path); err == nil && f == modelio.HF && m.Tokenizer == "" {
+			s.dir = m.Path
+		}
+		run.slots["model."+m.Name] = s
 	}
 	for _, d := range run.r.Datasets {
 		h, err := add("dataset."+d.Name, d.Path)
@@ -318,7 +333,7 @@ func (run *runner) runPass(ctx context.Context, p *recipe.Pass, ev Events) (Pass
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return rec, err
 	}
-	rc := &RunContext{Recipe: run.r, Dir: dir, RunDir: run.opts.Dir, Log: run.log.With("pass", p.Name), run: run, metrics: rec.Metrics}
+	rc := &RunContext{Recipe: run.r, Dir: dir, RunDir: run.opts.Dir, Log: run.log.With("pass", p.Name), run: run, pass: p, metrics: rec.Metrics}
 	if ev.Progress != nil {
 		rc.progress = func(done, total int, msg string) { ev.Progress(p, done, total, msg) }
 	}
@@ -349,15 +364,17 @@ func (run *runner) publish(p *recipe.Pass, produces recipe.SlotKind, rc *RunCont
 			return fmt.Errorf("pass produced no model")
 		}
 		mdir := filepath.Join(dir, "model")
-		if err := hf.Save(rc.model, mdir, hf.SaveOptions{}); err != nil {
-			return fmt.Errorf("saving the produced model: %w", err)
+		if !sameDir(rc.modelDir, mdir) {
+			if err := hf.Save(rc.model, mdir, hf.SaveOptions{}); err != nil {
+				return fmt.Errorf("saving the produced model: %w", err)
+			}
 		}
 		fr, err := HashPath(mdir)
 		if err != nil {
 			return err
 		}
 		slotHash = fr.SHA256
-		run.setSlot("model."+p.Into, &slot{hash: slotHash, model: rc.model})
+		run.setSlot("model."+p.Into, &slot{hash: slotHash, model: rc.model, dir: mdir})
 	case recipe.SlotScores:
 		if rc.scores == nil {
 			return fmt.Errorf("pass produced no scores")
@@ -435,7 +452,7 @@ func (run *runner) restore(p *recipe.Pass, produces recipe.SlotKind, dir string,
 			m.Close()
 			return err
 		}
-		run.setSlot("model."+p.Into, &slot{hash: fr.SHA256, model: m})
+		run.setSlot("model."+p.Into, &slot{hash: fr.SHA256, model: m, dir: mdir})
 	case recipe.SlotScores:
 		path := filepath.Join(dir, "scores.json")
 		t, err := scores.Load(path)

@@ -131,7 +131,7 @@ type kernel struct {
 // each goroutine packs mc×kc blocks of A. kc×nr B micro-panels stay in L1,
 // the mc×kc A block in L2.
 const (
-	blockK = 256
+	blockK = 320
 	blockM = 96
 	blockN = 2048
 )
@@ -156,7 +156,10 @@ func putBuf(p *[]float32) { packPool.Put(p) }
 
 func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	mr, nr := kn.mr, kn.nr
-	kc0 := min(k, blockK)
+	// Equal k blocks: a short last block would pay the tile stores for
+	// little work. The split depends on k alone, which keeps the reduction
+	// order independent of the thread count.
+	kc0 := ceilDiv(k, ceilDiv(k, blockK))
 	nc0 := min(roundUp(n, nr), blockN)
 	// Row blocks shrink so that every goroutine gets one when m is small.
 	mc0 := min(roundUp(m, mr), blockM/mr*mr)
