@@ -127,9 +127,10 @@ type kernel struct {
 	direct func(k int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32)
 }
 
-// Blocking: a kc×nc block of B is packed once and shared by all goroutines;
-// each goroutine packs mc×kc blocks of A. kc×nr B micro-panels stay in L1,
-// the mc×kc A block in L2.
+// Blocking: a kc×nc block of B is packed once and shared by all goroutines,
+// which take mc×kc blocks of A (read in place or packed). A kc×nr B
+// micro-panel (at most 20 KiB) stays in L1 and the A block in L2. k is cut
+// into equal blocks of at most blockK.
 const (
 	blockK = 320
 	blockM = 96
