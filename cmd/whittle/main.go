@@ -107,6 +107,7 @@ whittle plans, runs and records them.`,
 		newGenerateCmd(),
 		newConvertCmd(),
 		newPassesCmd(),
+		newBenchCmd(),
 	)
 	return root
 }

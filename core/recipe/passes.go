@@ -150,6 +150,10 @@ func (l *loader) decodePasses() {
 		if p.entry == nil {
 			continue
 		}
+		if p.entry.spec.Schema != nil {
+			p.pass.Config = l.decodeDynamic(p, sc)
+			continue
+		}
 		cfg, err := p.entry.newConfig()
 		if err != nil {
 			l.errorf(p.decl, "Invalid pass kind", "Pass kind %q: %v.", p.entry.spec.Kind, err)
@@ -166,30 +170,7 @@ func (l *loader) decodePasses() {
 // problem is reported once.
 func (l *loader) decodeConfig(p *passInfo, sc *scope, cfg any) (diags hcl.Diagnostics) {
 	sb, _ := p.block.Body.(*hclsyntax.Body)
-	var bad []hcl.Range
-	if sb != nil {
-		walkAttrs(sb, true, func(a *hclsyntax.Attribute) {
-			if !l.checkRefs(a.Expr, sc) {
-				bad = append(bad, a.Expr.Range())
-			}
-		})
-		for _, rf := range p.entry.refs {
-			a := sb.Attributes[rf.attr]
-			if a == nil || overlapsAny(a.Expr.Range(), bad) {
-				continue
-			}
-			v, ok := l.eval(a.Expr, sc)
-			if ok && !(v.IsNull() && (rf.ptr || rf.list)) {
-				if msg := l.refFieldCheck(v, rf, sc); msg != "" {
-					l.errorf(a.Expr.Range(), "Invalid reference", "%s", msg)
-					ok = false
-				}
-			}
-			if !ok {
-				bad = append(bad, a.Expr.Range())
-			}
-		}
-	}
+	bad := l.checkBodyRefs(p, sc)
 	defer func() {
 		// Registration rejects the config types gohcl cannot handle; this is
 		// the backstop that keeps a malformed recipe from crashing Load.
@@ -226,6 +207,40 @@ func (l *loader) decodeConfig(p *passInfo, sc *scope, cfg any) (diags hcl.Diagno
 		diags = append(diags, d)
 	}
 	return diags
+}
+
+// checkBodyRefs checks every reference in a pass body, and the values of
+// its reference attributes, reporting problems with the language's own
+// messages. It returns the ranges of the expressions found bad, whose
+// decoder diagnostics are then dropped.
+func (l *loader) checkBodyRefs(p *passInfo, sc *scope) []hcl.Range {
+	sb, _ := p.block.Body.(*hclsyntax.Body)
+	if sb == nil {
+		return nil
+	}
+	var bad []hcl.Range
+	walkAttrs(sb, true, func(a *hclsyntax.Attribute) {
+		if !l.checkRefs(a.Expr, sc) {
+			bad = append(bad, a.Expr.Range())
+		}
+	})
+	for _, rf := range p.entry.refs {
+		a := sb.Attributes[rf.attr]
+		if a == nil || overlapsAny(a.Expr.Range(), bad) {
+			continue
+		}
+		v, ok := l.eval(a.Expr, sc)
+		if ok && !(v.IsNull() && (rf.ptr || rf.list)) {
+			if msg := l.refFieldCheck(v, rf, sc); msg != "" {
+				l.errorf(a.Expr.Range(), "Invalid reference", "%s", msg)
+				ok = false
+			}
+		}
+		if !ok {
+			bad = append(bad, a.Expr.Range())
+		}
+	}
+	return bad
 }
 
 // refFieldCheck checks a Ref, *Ref or []Ref attribute's value.

@@ -67,6 +67,11 @@ type KindSpec struct {
 	// decoded into it with gohcl, so unknown or wrongly-typed attributes are
 	// diagnosed.
 	NewConfig func() any
+	// Schema, set instead of NewConfig, declares the block's attributes at
+	// run time, for kinds whose configuration is not a Go type of this
+	// program (pass plugins). The body is then decoded into a
+	// *DynamicConfig.
+	Schema *Schema
 }
 
 // commonPassAttrs are decoded by the language itself for every pass.
@@ -83,7 +88,7 @@ type refField struct {
 
 type kindEntry struct {
 	spec   KindSpec
-	typ    reflect.Type // the struct type NewConfig points to
+	typ    reflect.Type // the struct type NewConfig points to; nil for a Schema kind
 	refs   []refField
 	schema *hcl.BodySchema
 }
@@ -116,6 +121,17 @@ func (r *Registry) Register(s KindSpec) (err error) {
 	case "", SlotModel, SlotScores:
 	default:
 		return fmt.Errorf("recipe: pass kind %q: unknown slot kind %q", s.Kind, s.Produces)
+	}
+	if s.Schema != nil {
+		if s.NewConfig != nil {
+			return fmt.Errorf("recipe: pass kind %q: set NewConfig or Schema, not both", s.Kind)
+		}
+		e, err := dynamicEntry(s)
+		if err != nil {
+			return fmt.Errorf("recipe: pass kind %q: %w", s.Kind, err)
+		}
+		r.kinds[s.Kind] = e
+		return nil
 	}
 	if s.NewConfig == nil {
 		return fmt.Errorf("recipe: pass kind %q: NewConfig is nil", s.Kind)

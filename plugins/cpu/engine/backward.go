@@ -7,10 +7,13 @@ import (
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
 )
 
-// ZeroGrad clears the accumulated gradients.
+// ZeroGrad clears the accumulated gradients, an attached LoRA's included.
 func (e *Engine) ZeroGrad() {
 	if e.G != nil {
 		clear(e.G.flat)
+	}
+	if e.lora != nil && e.lora.gOK {
+		clear(e.lora.l.grad)
 	}
 }
 
@@ -34,6 +37,9 @@ func (e *Engine) Backward() error {
 	clear(dres)
 	rmsnormBackward(e.threads, dres, e.gradOf(e.P.FinalNorm), e.dlnf, e.resid[nl], e.rstdf, e.P.FinalNorm, n, d)
 	for l := nl - 1; l >= 0 && l >= lowest; l-- {
+		if e.skipped(l) {
+			continue // the identity passes dres through
+		}
 		e.layerBackward(l, l > lowest)
 	}
 	if lowest < 0 {
@@ -55,21 +61,23 @@ func (e *Engine) Backward() error {
 	return nil
 }
 
-// lowestTrainable is the lowest layer holding a trainable parameter, or
-// -1 when the embedding lookup needs its gradient.
+// lowestTrainable is the lowest layer holding a trainable parameter (a
+// LoRA adapter's included), or -1 when the embedding lookup needs its
+// gradient.
 func (e *Engine) lowestTrainable() int {
 	cfg := &e.P.Config
 	if e.gradOf(e.P.Embed) != nil {
 		return -1
 	}
-	for l := range cfg.Layers {
+	lowest := e.loraLowest()
+	for l := range cfg.Layers[:lowest] {
 		for _, role := range ir.LayerRoles {
 			if !e.Frozen(ir.LayerName(l, role)) {
 				return l
 			}
 		}
 	}
-	return len(cfg.Layers)
+	return lowest
 }
 
 // layerBackward turns dres, the gradient at layer l's output, into the
@@ -89,6 +97,7 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 	dact, dgate, dup := s.dact[:n*m], s.dgate[:n*m], s.dup[:n*m]
 	blas.SgemmThreads(th, false, false, n, m, d, 1, dres, d, p.Down, m, 0, dact, m)
 	e.weightGrad(p.Down, dres, a.act, n, d, m)
+	e.loraBackward(l, ir.RoleDown, dres, a.act, dact, n)
 	parallel(th, n, func(lo, hi int) {
 		en := make([]float32, m)
 		for r := lo; r < hi; r++ {
@@ -109,12 +118,15 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 	blas.SgemmThreads(th, false, false, n, d, m, 1, dup, m, p.Up, d, 1, dln, d)
 	e.weightGrad(p.Gate, dgate, a.ln2, n, m, d)
 	e.weightGrad(p.Up, dup, a.ln2, n, m, d)
+	e.loraBackward(l, ir.RoleGate, dgate, a.ln2, dln, n)
+	e.loraBackward(l, ir.RoleUp, dup, a.ln2, dln, n)
 	rmsnormBackward(th, dres, e.gradOf(p.MLPNorm), dln, a.mid, a.rstd2, p.MLPNorm, n, d)
 
 	// Attention: mid = x + ao·Woᵀ.
 	dao, dq, dk, dv := s.dao[:n*qd], s.dq[:n*qd], s.dk[:n*kvd], s.dv[:n*kvd]
 	blas.SgemmThreads(th, false, false, n, qd, d, 1, dres, d, p.O, qd, 0, dao, qd)
 	e.weightGrad(p.O, dres, a.ao, n, d, qd)
+	e.loraBackward(l, ir.RoleO, dres, a.ao, dao, n)
 	e.attentionBackward(p, a, dao, dq, dk, dv)
 	tab := e.rope[l]
 	parallel(th, n, func(lo, hi int) {
@@ -130,11 +142,17 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 	e.weightGrad(p.V, dv, a.ln1, n, kvd, d)
 	gNorm := e.gradOf(p.AttnNorm)
 	if !needInput && gNorm == nil {
+		e.loraBackward(l, ir.RoleQ, dq, a.ln1, nil, n)
+		e.loraBackward(l, ir.RoleK, dk, a.ln1, nil, n)
+		e.loraBackward(l, ir.RoleV, dv, a.ln1, nil, n)
 		return
 	}
 	blas.SgemmThreads(th, false, false, n, d, qd, 1, dq, qd, p.Q, d, 0, dln, d)
 	blas.SgemmThreads(th, false, false, n, d, kvd, 1, dk, kvd, p.K, d, 1, dln, d)
 	blas.SgemmThreads(th, false, false, n, d, kvd, 1, dv, kvd, p.V, d, 1, dln, d)
+	e.loraBackward(l, ir.RoleQ, dq, a.ln1, dln, n)
+	e.loraBackward(l, ir.RoleK, dk, a.ln1, dln, n)
+	e.loraBackward(l, ir.RoleV, dv, a.ln1, dln, n)
 	if needInput {
 		rmsnormBackward(th, dres, gNorm, dln, e.resid[l], a.rstd1, p.AttnNorm, n, d)
 	} else {

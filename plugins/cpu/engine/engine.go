@@ -15,6 +15,7 @@ import (
 	"math"
 	"runtime"
 
+	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
 )
 
@@ -33,8 +34,8 @@ type Options struct {
 	// gradient and that the optimizer leaves alone. Nil freezes nothing.
 	Frozen func(name string) bool
 	// OnLayer, when set, is called after each layer's forward with views of
-	// its activations, valid until the call returns. Importance scoring
-	// reads them here.
+	// its activations, valid until the call returns (not for layers that
+	// SetSkip bypasses). Importance scoring reads them here.
 	OnLayer func(layer int, a *Activations) error
 }
 
@@ -92,6 +93,10 @@ type Engine struct {
 	scratch scratch
 	// Logit chunks of the loss (student, teacher), kept between calls.
 	logitBuf, teacherBuf []float32
+
+	skip     []bool      // layers bypassed by Forward (SetSkip)
+	lora     *engineLoRA // attached adapters (SetLoRA)
+	gathered []float32   // final-norm rows gathered by RowScores
 }
 
 // scratch is backward working memory reused across layers.
@@ -287,6 +292,10 @@ func (e *Engine) Forward(tokens []int32, b, t int) error {
 		}
 	})
 	for l := range e.P.Layers {
+		if e.skipped(l) {
+			copy(e.resid[l+1], e.resid[l])
+			continue
+		}
 		if err := e.layerForward(l); err != nil {
 			return err
 		}
@@ -306,9 +315,9 @@ func (e *Engine) layerForward(l int) error {
 	x := e.resid[l]
 
 	rmsnormForward(e.threads, a.ln1, a.rstd1, x, p.AttnNorm, n, d, cfg.NormEps)
-	e.linear(a.q, a.ln1, p.Q, n, qd, d, 0)
-	e.linear(a.k, a.ln1, p.K, n, kvd, d, 0)
-	e.linear(a.v, a.ln1, p.V, n, kvd, d, 0)
+	e.proj(l, ir.RoleQ, a.q, a.ln1, p.Q, n, qd, d, 0)
+	e.proj(l, ir.RoleK, a.k, a.ln1, p.K, n, kvd, d, 0)
+	e.proj(l, ir.RoleV, a.v, a.ln1, p.V, n, kvd, d, 0)
 	tab := e.rope[l]
 	parallel(e.threads, n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -321,11 +330,11 @@ func (e *Engine) layerForward(l int) error {
 	})
 	e.attentionForward(p, a)
 	copy(a.mid, x)
-	e.linear(a.mid, a.ao, p.O, n, d, qd, 1)
+	e.proj(l, ir.RoleO, a.mid, a.ao, p.O, n, d, qd, 1)
 
 	rmsnormForward(e.threads, a.ln2, a.rstd2, a.mid, p.MLPNorm, n, d, cfg.NormEps)
-	e.linear(a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
-	e.linear(a.up, a.ln2, p.Up, n, p.MLP, d, 0)
+	e.proj(l, ir.RoleGate, a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
+	e.proj(l, ir.RoleUp, a.up, a.ln2, p.Up, n, p.MLP, d, 0)
 	parallel(e.threads, n, func(lo, hi int) {
 		en := make([]float32, p.MLP)
 		for r := lo; r < hi; r++ {
@@ -338,7 +347,7 @@ func (e *Engine) layerForward(l int) error {
 	})
 	out := e.resid[l+1]
 	copy(out, a.mid)
-	e.linear(out, a.act, p.Down, n, d, p.MLP, 1)
+	e.proj(l, ir.RoleDown, out, a.act, p.Down, n, d, p.MLP, 1)
 
 	if e.opts.OnLayer != nil {
 		// Inference buffers are sized for the widest layer: trim them.

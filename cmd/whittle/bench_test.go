@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestBenchJSON(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "cpu.pprof")
+	out := mustWhittle(t, "bench", "--shape", "stories260K", "--workload", "forward", "--batch", "2", "--seq", "8",
+		"--seconds", "0", "--threads", "1", "--json", "--profile", prof)
+	var r map[string]any
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	for _, k := range []string{"tokens_per_s", "params", "peak_rss_bytes", "tokens", "seconds", "threads", "gflops", "kernel"} {
+		if _, ok := r[k]; !ok {
+			t.Errorf("JSON lacks %q: %s", k, out)
+		}
+	}
+	if r["params"].(float64) != 260032 || r["tokens"].(float64) != 48 || r["threads"].(float64) != 1 {
+		t.Errorf("unexpected result %s", out)
+	}
+	if st, err := os.Stat(prof); err != nil || st.Size() == 0 {
+		t.Errorf("profile not written: %v", err)
+	}
+}
+
+// TestBenchPeer drives --peer with a stand-in peer script run by sh.
+func TestBenchPeer(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no POSIX shell")
+	}
+	script := filepath.Join(t.TempDir(), "peer.sh")
+	line := `{"shape": "stories260K", "workload": "train", "params": 260032, "tokens": 48, "seconds": 1, "tokens_per_s": 48, "device": "cpu", "torch": "x"}`
+	if err := os.WriteFile(script, []byte("echo '"+line+"'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"bench", "--shape", "stories260K", "--workload", "train", "--batch", "2", "--seq", "8",
+		"--seconds", "0", "--threads", "1", "--peer", "--python", sh, "--peer-script", script}
+	out := mustWhittle(t, append(args, "--json")...)
+	var c struct {
+		Whittle struct {
+			TokensPerS float64 `json:"tokens_per_s"`
+		} `json:"whittle"`
+		Peer struct {
+			TokensPerS float64 `json:"tokens_per_s"`
+		} `json:"peer"`
+		Ratio float64 `json:"ratio"`
+	}
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	if c.Peer.TokensPerS != 48 || c.Ratio != c.Whittle.TokensPerS/48 {
+		t.Errorf("comparison %s", out)
+	}
+	text := mustWhittle(t, args...)
+	for _, want := range []string{"whittle", "peer", "ratio"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("text output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestBenchUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--workload", "infer"},
+		{"bench", "--shape", "gpt2"},
+		{"bench", "--batch", "0"},
+		{"bench", "--workload", "sgemm", "--peer"},
+	} {
+		_, _, err := whittle(t, args...)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != 2 {
+			t.Errorf("whittle %s: %v, want a usage error", strings.Join(args, " "), err)
+		}
+	}
+}

@@ -1,0 +1,543 @@
+package passutil
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/data"
+	"github.com/whittle-ml/whittle/core/pipeline"
+	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/internal/fsutil"
+	"github.com/whittle-ml/whittle/ir"
+)
+
+// Training defaults, documented in the README's recipe reference.
+const (
+	DefaultBatch       = 8
+	DefaultLR          = 1e-4
+	DefaultMinLRFactor = 0.1 // min_lr = 0.1 × lr
+	DefaultGradClip    = 1.0
+	DefaultBeta1       = 0.9
+	DefaultBeta2       = 0.95
+	DefaultEps         = 1e-8
+	DefaultLoRARank    = 8
+)
+
+// LoRATargets are the matrices LoRA may adapt, in backend spelling; all of
+// them is the default.
+var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+// TrainFields are the training attributes the correct, distill and
+// instruction-tune blocks share, as decoded: nil means unset.
+type TrainFields struct {
+	Mode    *string
+	Rank    *int
+	Alpha   *float64
+	Targets []string
+
+	Steps     *int
+	Tokens    *int64
+	Batch     *int
+	GradAccum *int
+	SeqLen    *int
+
+	LR          *float64
+	MinLR       *float64
+	Warmup      *int
+	WeightDecay *float64
+	GradClip    *float64
+	Beta1       *float64
+	Beta2       *float64
+	Eps         *float64
+
+	Seed            *int64
+	Shuffle         *bool
+	EvalEvery       *int
+	ValSequences    *int
+	LogEvery        *int
+	CheckpointEvery *int
+}
+
+// Train is a resolved training configuration.
+type Train struct {
+	Mode      string
+	LoRA      *backend.LoRAConfig
+	Steps     int
+	Batch     int
+	GradAccum int
+	SeqLen    int
+	Optim     backend.OptimConfig
+	Seed      int64
+	Shuffle   bool
+	// EvalEvery is 0 when only the end is evaluated.
+	EvalEvery    int
+	ValSequences int
+	LogEvery     int
+	// CheckpointEvery is 0 when no checkpoints are written.
+	CheckpointEvery int
+	// TokensBudget is the tokens attribute, when the budget was given so.
+	TokensBudget int64
+}
+
+// TokensPerStep is the sequence positions one optimizer step consumes.
+func (t Train) TokensPerStep() int64 { return int64(t.Batch) * int64(t.GradAccum) * int64(t.SeqLen) }
+
+func get[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// ResolveTrain checks the training attributes against the model's
+// architecture and fills in the defaults. Errors name the attribute's
+// position in the recipe.
+func ResolveTrain(p *recipe.Pass, cfg ir.Config, f TrainFields) (Train, error) {
+	var t Train
+	bad := func(attr, format string, args ...any) (Train, error) {
+		return Train{}, Errorf(p, attr, format, args...)
+	}
+
+	t.Mode = get(f.Mode, backend.ModeFull)
+	switch t.Mode {
+	case backend.ModeFull, backend.ModeNormOnly:
+		for _, a := range []struct {
+			name string
+			set  bool
+		}{{"rank", f.Rank != nil}, {"alpha", f.Alpha != nil}, {"targets", f.Targets != nil}} {
+			if a.set {
+				return bad(a.name, "%s applies to mode = \"lora\" only (mode is %q)", a.name, t.Mode)
+			}
+		}
+	case backend.ModeLoRA:
+		l := &backend.LoRAConfig{Rank: get(f.Rank, DefaultLoRARank)}
+		if l.Rank < 1 {
+			return bad("rank", "rank = %d must be at least 1", l.Rank)
+		}
+		l.Alpha = get(f.Alpha, float64(l.Rank))
+		if !(l.Alpha > 0) || math.IsInf(l.Alpha, 0) {
+			return bad("alpha", "alpha = %g must be a positive number", l.Alpha)
+		}
+		l.Targets = append([]string(nil), LoRATargets...)
+		if f.Targets != nil {
+			if len(f.Targets) == 0 {
+				return bad("targets", "targets is empty; list the matrices to adapt, from %s", strings.Join(LoRATargets, ", "))
+			}
+			seen := map[string]bool{}
+			for _, tg := range f.Targets {
+				if !contains(LoRATargets, tg) {
+					return bad("targets", "unknown LoRA target %q (want some of %s)", tg, strings.Join(LoRATargets, ", "))
+				}
+				if seen[tg] {
+					return bad("targets", "LoRA target %q listed twice", tg)
+				}
+				seen[tg] = true
+			}
+			l.Targets = append([]string(nil), f.Targets...)
+		}
+		t.LoRA = l
+	default:
+		return bad("mode", "unknown mode %q (want full, lora or norm-only)", t.Mode)
+	}
+
+	t.Batch = get(f.Batch, DefaultBatch)
+	if t.Batch < 1 {
+		return bad("batch", "batch = %d must be at least 1", t.Batch)
+	}
+	t.GradAccum = get(f.GradAccum, 1)
+	if t.GradAccum < 1 {
+		return bad("grad_accum", "grad_accum = %d must be at least 1", t.GradAccum)
+	}
+	t.SeqLen = get(f.SeqLen, DefaultSeqLen(cfg))
+	if t.SeqLen < 2 {
+		return bad("seq_len", "seq_len = %d must be at least 2", t.SeqLen)
+	}
+	if cfg.MaxSeq > 0 && t.SeqLen > cfg.MaxSeq {
+		return bad("seq_len", "seq_len = %d exceeds the model's context of %d tokens", t.SeqLen, cfg.MaxSeq)
+	}
+	switch {
+	case f.Steps != nil && f.Tokens != nil:
+		return bad("tokens", "steps and tokens both set; give one budget")
+	case f.Steps != nil:
+		t.Steps = *f.Steps
+		if t.Steps < 1 {
+			return bad("steps", "steps = %d must be at least 1", t.Steps)
+		}
+	case f.Tokens != nil:
+		t.TokensBudget = *f.Tokens
+		if t.TokensBudget < 1 {
+			return bad("tokens", "tokens = %d must be at least 1", t.TokensBudget)
+		}
+		per := t.TokensPerStep()
+		steps := (t.TokensBudget + per - 1) / per
+		if steps > math.MaxInt32 {
+			return bad("tokens", "tokens = %d is %d steps of %d tokens; too many", t.TokensBudget, steps, per)
+		}
+		t.Steps = int(steps)
+	default:
+		return Train{}, errors.New("give a training budget: steps = N or tokens = N")
+	}
+
+	o := &t.Optim
+	o.LR = get(f.LR, DefaultLR)
+	if !(o.LR > 0) || math.IsInf(o.LR, 0) {
+		return bad("lr", "lr = %g must be a positive number", o.LR)
+	}
+	o.MinLR = get(f.MinLR, o.LR*DefaultMinLRFactor)
+	if !(o.MinLR >= 0 && o.MinLR <= o.LR) {
+		return bad("min_lr", "min_lr = %g must be between 0 and lr = %g", o.MinLR, o.LR)
+	}
+	o.WarmupSteps = get(f.Warmup, 0)
+	if o.WarmupSteps < 0 || o.WarmupSteps > t.Steps {
+		return bad("warmup", "warmup = %d steps must be between 0 and the %d training steps", o.WarmupSteps, t.Steps)
+	}
+	o.WeightDecay = get(f.WeightDecay, 0)
+	if !(o.WeightDecay >= 0) || math.IsInf(o.WeightDecay, 0) {
+		return bad("weight_decay", "weight_decay = %g must be a non-negative number", o.WeightDecay)
+	}
+	o.GradClip = get(f.GradClip, DefaultGradClip)
+	if !(o.GradClip >= 0) || math.IsInf(o.GradClip, 0) {
+		return bad("grad_clip", "grad_clip = %g must be a non-negative number (0 turns clipping off)", o.GradClip)
+	}
+	o.Beta1 = get(f.Beta1, DefaultBeta1)
+	if !(o.Beta1 >= 0 && o.Beta1 < 1) {
+		return bad("beta1", "beta1 = %g must be in [0, 1)", o.Beta1)
+	}
+	o.Beta2 = get(f.Beta2, DefaultBeta2)
+	if !(o.Beta2 >= 0 && o.Beta2 < 1) {
+		return bad("beta2", "beta2 = %g must be in [0, 1)", o.Beta2)
+	}
+	o.Eps = get(f.Eps, DefaultEps)
+	if !(o.Eps > 0) || math.IsInf(o.Eps, 0) {
+		return bad("eps", "eps = %g must be a positive number", o.Eps)
+	}
+
+	t.Seed = get(f.Seed, 0)
+	t.Shuffle = get(f.Shuffle, true)
+	t.EvalEvery = get(f.EvalEvery, 0)
+	if t.EvalEvery < 0 {
+		return bad("eval_every", "eval_every = %d must not be negative", t.EvalEvery)
+	}
+	t.ValSequences = get(f.ValSequences, 0)
+	if t.ValSequences < 0 {
+		return bad("val_sequences", "val_sequences = %d must not be negative (0 = all)", t.ValSequences)
+	}
+	t.LogEvery = get(f.LogEvery, max(1, t.Steps/20))
+	if t.LogEvery < 1 {
+		return bad("log_every", "log_every = %d must be at least 1", t.LogEvery)
+	}
+	t.CheckpointEvery = get(f.CheckpointEvery, max(1, (t.Steps+9)/10))
+	if t.CheckpointEvery < 0 {
+		return bad("checkpoint_every", "checkpoint_every = %d must not be negative (0 = no checkpoints)", t.CheckpointEvery)
+	}
+	return t, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Job is one training run of a pass.
+type Job struct {
+	Pass    *recipe.Pass
+	Model   recipe.Ref  // the model trained (the student)
+	Teacher *recipe.Ref // distillation only
+	Dataset recipe.Ref
+	// Data sets Packing and Template; SeqLen comes from Train.
+	Data      data.Options
+	Objective string
+	Loss      backend.LossConfig
+	Train     Train
+}
+
+// HistoryFile is the per-step training log a training pass writes.
+const HistoryFile = "history.csv"
+
+// ValPoint is one evaluation during training, as recorded in metrics.
+type ValPoint struct {
+	Step    int      `json:"step"`
+	Tokens  int64    `json:"tokens"`
+	ValLoss *float64 `json:"val_loss,omitempty"`
+	ValKL   *float64 `json:"val_kl,omitempty"`
+}
+
+// RunTrain prepares the data, loads the model (and teacher), measures
+// validation loss before, trains with a resumable checkpoint directory,
+// measures after, saves the model as the pass's output and records
+// metrics and history.csv.
+func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
+	t := job.Train
+	be, err := rc.Backend(ctx)
+	if err != nil {
+		return err
+	}
+	caps := []string{backend.CapTrain, backend.CapEvaluate}
+	if t.Mode == backend.ModeLoRA {
+		caps = append(caps, backend.CapLoRA)
+	}
+	if _, err := CheckCaps(ctx, be, caps...); err != nil {
+		return err
+	}
+	tok, err := rc.Tokenizer(job.Model)
+	if err != nil {
+		return err
+	}
+	if job.Teacher != nil {
+		ttok, err := rc.Tokenizer(*job.Teacher)
+		if err != nil {
+			return err
+		}
+		if err := SameVocabulary(ttok, tok); err != nil {
+			return fmt.Errorf("%s and %s must share a tokenizer: %w", *job.Teacher, job.Model, err)
+		}
+	}
+	opts := job.Data
+	opts.SeqLen = t.SeqLen
+	prep, err := rc.PrepareDataset(job.Dataset, tok, opts)
+	if err != nil {
+		return err
+	}
+	rc.Metric("train_sequences", prep.TrainRows)
+	rc.Metric("train_targets", prep.TrainTargets)
+	train := prep.Train
+	if t.Shuffle {
+		if train, _, err = SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "shuffled", 0, t.Seed); err != nil {
+			return fmt.Errorf("shuffling %s: %w", job.Dataset, err)
+		}
+	}
+	var val *backend.Sequences
+	if prep.Validation.Path != "" {
+		v := prep.Validation
+		v.Limit = t.ValSequences
+		val = &v
+	} else {
+		rc.Log.Warn("the dataset has no validation split; no validation loss is measured", "dataset", job.Dataset.String())
+	}
+
+	id, dir, release, err := LoadModel(ctx, rc, be, job.Model, true)
+	if err != nil {
+		return err
+	}
+	defer release()
+	var teacherID backend.ModelID
+	var teacherDir string
+	if job.Teacher != nil {
+		var trel func()
+		if teacherID, teacherDir, trel, err = LoadModel(ctx, rc, be, *job.Teacher, false); err != nil {
+			return err
+		}
+		defer trel()
+	}
+
+	if val != nil {
+		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: val, BatchSize: t.Batch})
+		if err != nil {
+			return fmt.Errorf("validation loss before training: %w", err)
+		}
+		if ev.LM == nil {
+			return fmt.Errorf("the backend returned no language-model loss")
+		}
+		rc.Metric("val_loss_before", ev.LM.Loss)
+		rc.Metric("val_ppl_before", Perplexity(ev.LM.Loss))
+		rc.Progress(0, t.Steps, fmt.Sprintf("validation loss before: %.4f", ev.LM.Loss))
+		if job.Teacher != nil {
+			tev, err := be.Evaluate(ctx, backend.EvalRequest{Model: teacherID, LM: val, BatchSize: t.Batch})
+			if err != nil {
+				return fmt.Errorf("teacher validation loss: %w", err)
+			}
+			if tev.LM == nil {
+				return fmt.Errorf("the backend returned no language-model loss for the teacher")
+			}
+			rc.Metric("teacher_val_loss", tev.LM.Loss)
+			rc.Metric("teacher_val_ppl", Perplexity(tev.LM.Loss))
+		}
+	}
+
+	req := backend.TrainRequest{
+		Model:     id,
+		Teacher:   teacherID,
+		Objective: job.Objective,
+		Loss:      job.Loss,
+		Mode:      t.Mode,
+		LoRA:      t.LoRA,
+		Optim:     t.Optim,
+		Data:      train,
+		Steps:     t.Steps,
+		BatchSize: t.Batch,
+		GradAccum: t.GradAccum,
+		Seed:      t.Seed,
+	}
+	if val != nil {
+		req.Validation = val
+		// Evaluating at the last step gives the final validation loss
+		// (and KL) even when no curve was asked for.
+		req.EvalEvery = t.EvalEvery
+		if req.EvalEvery == 0 {
+			req.EvalEvery = t.Steps
+		}
+	}
+	var ckptRoot string
+	if t.CheckpointEvery > 0 {
+		srcs := []string{dir}
+		if teacherDir != "" {
+			srcs = append(srcs, teacherDir)
+		}
+		if ckptRoot, req.CheckpointDir, err = checkpointDir(rc, job.Pass, srcs, train); err != nil {
+			return err
+		}
+		req.CheckpointEvery = t.CheckpointEvery
+	}
+
+	var history []backend.TrainEvent
+	events := func(ev backend.TrainEvent) {
+		history = append(history, ev)
+		if ev.Step%t.LogEvery == 0 || ev.Step == t.Steps || ev.ValLoss != nil {
+			rc.Progress(ev.Step, t.Steps, progressLine(ev))
+		}
+	}
+	res, err := be.Train(ctx, req, events)
+	if err != nil {
+		if req.CheckpointDir != "" && ctx.Err() != nil {
+			return fmt.Errorf("training interrupted (checkpoints in %s; run again to resume): %w", req.CheckpointDir, err)
+		}
+		return fmt.Errorf("training: %w", err)
+	}
+	if len(res.History) > 0 {
+		history = res.History
+	}
+
+	valLoss := res.ValLoss
+	if val != nil && valLoss == nil {
+		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: val, BatchSize: t.Batch})
+		if err != nil {
+			return fmt.Errorf("validation loss after training: %w", err)
+		}
+		if ev.LM == nil {
+			return fmt.Errorf("the backend returned no language-model loss")
+		}
+		valLoss = &ev.LM.Loss
+	}
+	if valLoss != nil {
+		rc.Metric("val_loss", *valLoss)
+		rc.Metric("val_ppl", Perplexity(*valLoss))
+	}
+	if res.ValKL != nil {
+		rc.Metric("val_kl", *res.ValKL)
+	}
+	rc.Metric("steps", res.Steps)
+	rc.Metric("tokens", res.Tokens)
+	rc.Metric("tokens_per_step", t.TokensPerStep())
+	if t.TokensBudget > 0 {
+		rc.Metric("tokens_budget", t.TokensBudget)
+	}
+	rc.Metric("train_loss", res.FinalLoss)
+	rc.Metric("tokens_per_s", res.TokensPerS)
+	if res.ResumedFrom > 0 {
+		rc.Metric("resumed_from", res.ResumedFrom)
+	}
+	var curve []ValPoint
+	for _, ev := range history {
+		if ev.ValLoss != nil || ev.ValKL != nil {
+			curve = append(curve, ValPoint{Step: ev.Step, Tokens: ev.Tokens, ValLoss: ev.ValLoss, ValKL: ev.ValKL})
+		}
+	}
+	if len(curve) > 0 {
+		rc.Metric("val_history", curve)
+	}
+	if err := writeHistory(filepath.Join(rc.Dir, HistoryFile), history); err != nil {
+		return err
+	}
+
+	if err := SaveModel(ctx, rc, be, id, dir); err != nil {
+		return err
+	}
+	// The model is saved: the checkpoints served their purpose.
+	if ckptRoot != "" {
+		if err := os.RemoveAll(req.CheckpointDir); err != nil {
+			rc.Log.Warn("removing checkpoints", "dir", req.CheckpointDir, "err", err)
+		}
+		os.Remove(ckptRoot) // only when empty
+	}
+	return nil
+}
+
+// checkpointDir is where this pass's checkpoints live: under the run
+// directory, outside the pass directory (which the pipeline clears before
+// running a pass again), in a directory keyed by everything the run
+// depends on so that a changed input never resumes a stale checkpoint.
+// Checkpoints of the same pass with another key are removed.
+func checkpointDir(rc *pipeline.RunContext, p *recipe.Pass, modelDirs []string, train backend.Sequences) (root, dir string, err error) {
+	cfg, err := json.Marshal(p.Config)
+	if err != nil {
+		return "", "", err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "kind=%s\nconfig=%s\ndata=%s\n", p.Kind, cfg, filepath.Base(train.Path))
+	for _, d := range modelDirs {
+		fr, err := pipeline.HashPath(d)
+		if err != nil {
+			return "", "", fmt.Errorf("hashing %s for the checkpoint key: %w", d, err)
+		}
+		fmt.Fprintf(h, "model=%s\n", fr.SHA256)
+	}
+	key := hex.EncodeToString(h.Sum(nil))[:16]
+	root = filepath.Join(rc.RunDir, "checkpoints")
+	prefix := fmt.Sprintf("%02d-%s-", p.Index, p.Name)
+	dir = filepath.Join(root, prefix+key)
+	if entries, err := os.ReadDir(root); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), prefix) && e.Name() != prefix+key {
+				os.RemoveAll(filepath.Join(root, e.Name()))
+			}
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	return root, dir, nil
+}
+
+func progressLine(ev backend.TrainEvent) string {
+	s := fmt.Sprintf("step %d/%d loss %.4f lr %.3g", ev.Step, ev.Steps, ev.Loss, ev.LR)
+	if ev.ValLoss != nil {
+		s += fmt.Sprintf(" val_loss %.4f", *ev.ValLoss)
+	}
+	if ev.ValKL != nil {
+		s += fmt.Sprintf(" val_kl %.4f", *ev.ValKL)
+	}
+	return s
+}
+
+// writeHistory writes the training events as CSV; evaluation columns are
+// empty on steps without an evaluation.
+func writeHistory(path string, hist []backend.TrainEvent) error {
+	var b strings.Builder
+	b.WriteString("step,loss,lr,grad_norm,tokens,val_loss,val_kl\n")
+	opt := func(v *float64) string {
+		if v == nil {
+			return ""
+		}
+		return strconv.FormatFloat(*v, 'g', -1, 64)
+	}
+	for _, ev := range hist {
+		fmt.Fprintf(&b, "%d,%s,%s,%s,%d,%s,%s\n", ev.Step,
+			strconv.FormatFloat(ev.Loss, 'g', -1, 64), strconv.FormatFloat(ev.LR, 'g', -1, 64),
+			strconv.FormatFloat(ev.GradNorm, 'g', -1, 64), ev.Tokens, opt(ev.ValLoss), opt(ev.ValKL))
+	}
+	return fsutil.WriteFile(path, []byte(b.String()))
+}

@@ -1,0 +1,408 @@
+// Package score is the `score` pass: Minitron importance estimation. One
+// forward pass over calibration sequences gives the activation statistics
+// of every MLP neuron, attention head and hidden channel; layer rankings
+// come from the LM loss with a layer (or a contiguous block) removed, from
+// Block Influence, or from multiple-choice accuracy with the block removed.
+// The result is a scores.Table (higher = more important) for prune-width
+// and prune-depth.
+package score
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/data"
+	"github.com/whittle-ml/whittle/core/pipeline"
+	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/core/scores"
+	"github.com/whittle-ml/whittle/internal/fsutil"
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/passes/internal/passutil"
+)
+
+// Layer metrics (Config.Layers and the keys of scores.Table.Layers).
+const (
+	MetricLMLoss         = "lm_loss"
+	MetricBlockInfluence = "block_influence"
+	MetricAccuracy       = "accuracy"
+)
+
+// DefaultSamples is the paper's calibration set size.
+const DefaultSamples = 1024
+
+// LayersFile is the per-layer CSV the pass writes beside scores.json.
+const LayersFile = "layers.csv"
+
+// Config is the pass block's schema.
+type Config struct {
+	Model recipe.Ref `hcl:"model"`
+	// Dataset provides the calibration sequences (train split) and the LM
+	// loss data (validation split). Only accuracy needs none.
+	Dataset *recipe.Ref `hcl:"dataset,optional"`
+	Samples *int        `hcl:"samples,optional"`
+	SeqLen  *int        `hcl:"seq_len,optional"`
+	Batch   *int        `hcl:"batch,optional"`
+	// Seed draws the calibration sequences (and few-shot examples).
+	Seed *int64 `hcl:"seed,optional"`
+	// Activations collects MLP, head and hidden-channel scores (default
+	// true).
+	Activations *bool `hcl:"activations,optional"`
+	// Layers lists the layer metrics to compute.
+	Layers []string `hcl:"layers,optional"`
+	// Block is the number of contiguous layers removed at a time by the
+	// lm_loss and accuracy sweeps (default 1).
+	Block *int `hcl:"block,optional"`
+	// Task is the multiple-choice task of the accuracy metric.
+	Task *recipe.Ref `hcl:"task,optional"`
+}
+
+// Pass implements pipeline.Pass.
+type Pass struct{}
+
+// Spec declares the schema.
+func (Pass) Spec() recipe.KindSpec {
+	return recipe.KindSpec{
+		Kind:        "score",
+		Description: "importance scores: activation statistics of neurons, heads and channels; layer rankings by LM loss, Block Influence or task accuracy",
+		Produces:    recipe.SlotScores,
+		NewConfig:   func() any { return &Config{} },
+	}
+}
+
+// settings is a checked configuration.
+type settings struct {
+	samples, seqLen, batch, block int
+	seed                          int64
+	activations                   bool
+	metrics                       []string
+}
+
+func (s settings) has(metric string) bool {
+	for _, m := range s.metrics {
+		if m == metric {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) check(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (settings, error) {
+	s := settings{samples: DefaultSamples, seqLen: passutil.DefaultSeqLen(cfg), batch: passutil.DefaultBatch, block: 1, activations: true}
+	if c.Samples != nil {
+		if s.samples = *c.Samples; s.samples < 1 {
+			return s, passutil.Errorf(p, "samples", "samples = %d must be at least 1", s.samples)
+		}
+	}
+	if c.SeqLen != nil {
+		s.seqLen = *c.SeqLen
+		if s.seqLen < 2 {
+			return s, passutil.Errorf(p, "seq_len", "seq_len = %d must be at least 2", s.seqLen)
+		}
+		if cfg.MaxSeq > 0 && s.seqLen > cfg.MaxSeq {
+			return s, passutil.Errorf(p, "seq_len", "seq_len = %d exceeds the model's context of %d tokens", s.seqLen, cfg.MaxSeq)
+		}
+	}
+	if c.Batch != nil {
+		if s.batch = *c.Batch; s.batch < 1 {
+			return s, passutil.Errorf(p, "batch", "batch = %d must be at least 1", s.batch)
+		}
+	}
+	if c.Seed != nil {
+		s.seed = *c.Seed
+	}
+	if c.Activations != nil {
+		s.activations = *c.Activations
+	}
+	seen := map[string]bool{}
+	for _, m := range c.Layers {
+		switch m {
+		case MetricLMLoss, MetricBlockInfluence, MetricAccuracy:
+		default:
+			return s, passutil.Errorf(p, "layers", "unknown layer metric %q (want %s, %s or %s)", m, MetricLMLoss, MetricBlockInfluence, MetricAccuracy)
+		}
+		if seen[m] {
+			return s, passutil.Errorf(p, "layers", "layer metric %q listed twice", m)
+		}
+		seen[m] = true
+		s.metrics = append(s.metrics, m)
+	}
+	if !s.activations && len(s.metrics) == 0 {
+		return s, passutil.Errorf(p, "activations", "nothing to score: activations = false and no layer metrics; set activations = true or layers = [...]")
+	}
+	if c.Block != nil {
+		s.block = *c.Block
+		if s.block < 1 || s.block >= len(cfg.Layers) {
+			return s, passutil.Errorf(p, "block", "block = %d must be between 1 and %d (the model has %d layers)", s.block, len(cfg.Layers)-1, len(cfg.Layers))
+		}
+		if !s.has(MetricLMLoss) && !s.has(MetricAccuracy) {
+			return s, passutil.Errorf(p, "block", "block applies to the lm_loss and accuracy sweeps; neither is in layers")
+		}
+	}
+	switch {
+	case s.has(MetricAccuracy) && c.Task == nil:
+		return s, passutil.Errorf(p, "layers", "the accuracy metric needs task = task.<name> (a multiple-choice task)")
+	case !s.has(MetricAccuracy) && c.Task != nil:
+		return s, passutil.Errorf(p, "task", "task is only used by the accuracy layer metric; add \"accuracy\" to layers")
+	}
+	if c.Dataset == nil && (s.activations || s.has(MetricLMLoss) || s.has(MetricBlockInfluence)) {
+		return s, errors.New("give dataset = dataset.<name>: activations, lm_loss and block_influence run on its sequences")
+	}
+	if c.Dataset != nil {
+		if err := passutil.CheckDataset(p, r, "dataset", *c.Dataset, false); err != nil {
+			return s, err
+		}
+	}
+	return s, nil
+}
+
+// Plan checks the options against the model; scores have no architecture.
+func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
+	c := p.Config.(*Config)
+	cfg, err := pc.Model(c.Model)
+	if err != nil {
+		return nil, err
+	}
+	_, err = c.check(p, pc.Recipe, cfg)
+	return nil, err
+}
+
+// blocks lists the layer sets a removal sweep bypasses: the block of n
+// layers starting at each layer, cut short at the last layer.
+func blocks(layers, n int) [][]int {
+	out := make([][]int, layers)
+	for l := range out {
+		for j := l; j < min(l+n, layers); j++ {
+			out[l] = append(out[l], j)
+		}
+	}
+	return out
+}
+
+// Run scores.
+func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) error {
+	c := p.Config.(*Config)
+	m, err := rc.Model(c.Model)
+	if err != nil {
+		return err
+	}
+	cfg := m.Config
+	s, err := c.check(p, rc.Recipe, cfg)
+	if err != nil {
+		return err
+	}
+	be, err := rc.Backend(ctx)
+	if err != nil {
+		return err
+	}
+	var caps []string
+	if s.activations || s.has(MetricBlockInfluence) {
+		caps = append(caps, backend.CapStats)
+	}
+	if s.has(MetricLMLoss) || s.has(MetricAccuracy) {
+		caps = append(caps, backend.CapEvaluate)
+	}
+	if _, err := passutil.CheckCaps(ctx, be, caps...); err != nil {
+		return err
+	}
+	tok, err := rc.Tokenizer(c.Model)
+	if err != nil {
+		return err
+	}
+
+	// Everything that reads the dataset: calibration rows drawn from the
+	// train split, LM-loss rows from the validation split.
+	var calib, lmData backend.Sequences
+	var calibRows int
+	if c.Dataset != nil {
+		prep, err := rc.PrepareDataset(*c.Dataset, tok, dataOptions(s))
+		if err != nil {
+			return err
+		}
+		calib, calibRows, err = passutil.SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "calib", s.samples, s.seed)
+		if err != nil {
+			return fmt.Errorf("drawing calibration sequences from %s: %w", *c.Dataset, err)
+		}
+		if calibRows < s.samples {
+			rc.Log.Info("the dataset has fewer sequences than samples; using them all", "sequences", calibRows, "samples", s.samples)
+		}
+		lmData = calib
+		if prep.Validation.Path != "" {
+			lmData = prep.Validation
+			lmData.Limit = s.samples
+		}
+		rc.Metric("samples", calibRows)
+		rc.Metric("seq_len", s.seqLen)
+	}
+
+	id, _, release, err := passutil.LoadModel(ctx, rc, be, c.Model, false)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	t := &scores.Table{Samples: calibRows}
+	var method []string
+	stages, stage := 0, 0
+	for _, on := range []bool{s.activations || s.has(MetricBlockInfluence), s.has(MetricLMLoss), s.has(MetricAccuracy)} {
+		if on {
+			stages++
+		}
+	}
+	csv := map[string][]float64{} // extra CSV columns: raw values of the sweeps
+
+	if s.activations || s.has(MetricBlockInfluence) {
+		rc.Progress(stage, stages, fmt.Sprintf("activation statistics over %d sequences", calibRows))
+		st, err := be.Stats(ctx, backend.StatsRequest{Model: id, Data: calib, BatchSize: s.batch,
+			Activations: s.activations, BlockInfluence: s.has(MetricBlockInfluence)})
+		if err != nil {
+			return fmt.Errorf("activation statistics: %w", err)
+		}
+		if err := checkStats(cfg, st, s.activations, s.has(MetricBlockInfluence)); err != nil {
+			return fmt.Errorf("the backend's statistics do not fit %s: %w", c.Model, err)
+		}
+		if s.activations {
+			t.Hidden, t.Heads, t.MLP = st.Hidden, st.Heads, st.MLP
+			method = append(method, fmt.Sprintf("activations(samples=%d,seq_len=%d)", calibRows, s.seqLen))
+		}
+		if s.has(MetricBlockInfluence) {
+			setLayer(t, MetricBlockInfluence, st.BlockInfluence)
+			method = append(method, MetricBlockInfluence)
+		}
+		rc.Metric("tokens", st.Tokens)
+		stage++
+	}
+	sweep := blocks(len(cfg.Layers), s.block)
+	if s.has(MetricLMLoss) {
+		rc.Progress(stage, stages, fmt.Sprintf("LM loss with each of %d blocks of %d layers removed", len(sweep), s.block))
+		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &lmData, SkipLayers: sweep, BatchSize: s.batch})
+		if err != nil {
+			return fmt.Errorf("layer-removal sweep: %w", err)
+		}
+		if ev.LM == nil || len(ev.Skipped) != len(sweep) {
+			return fmt.Errorf("the backend answered a sweep of %d removals with %d results", len(sweep), len(ev.Skipped))
+		}
+		imp, removed := make([]float64, len(sweep)), make([]float64, len(sweep))
+		for i, r := range ev.Skipped {
+			if r.LM == nil {
+				return fmt.Errorf("the backend returned no loss with layers %v removed", sweep[i])
+			}
+			removed[i] = r.LM.Loss
+			imp[i] = r.LM.Loss - ev.LM.Loss
+		}
+		setLayer(t, MetricLMLoss, imp)
+		csv[MetricLMLoss+"_removed"] = removed
+		rc.Metric("baseline_loss", ev.LM.Loss)
+		method = append(method, fmt.Sprintf("%s(block=%d)", MetricLMLoss, s.block))
+		stage++
+	}
+	if s.has(MetricAccuracy) {
+		task, err := rc.PrepareTask(*c.Task, tok, uint64(s.seed))
+		if err != nil {
+			return err
+		}
+		if len(task.Choices) == 0 {
+			return passutil.Errorf(p, "task", "%s has no multiple-choice items (schema %s); the accuracy metric needs a multiple-choice task", *c.Task, task.Schema)
+		}
+		rc.Progress(stage, stages, fmt.Sprintf("%s accuracy with each of %d blocks of %d layers removed", c.Task.Name, len(sweep), s.block))
+		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, Choices: task.Choices, SkipLayers: sweep, BatchSize: s.batch})
+		if err != nil {
+			return fmt.Errorf("layer-removal sweep on %s: %w", *c.Task, err)
+		}
+		if ev.Choices == nil || len(ev.Skipped) != len(sweep) {
+			return fmt.Errorf("the backend answered a sweep of %d removals with %d results", len(sweep), len(ev.Skipped))
+		}
+		imp, removed := make([]float64, len(sweep)), make([]float64, len(sweep))
+		for i, r := range ev.Skipped {
+			if r.Choices == nil {
+				return fmt.Errorf("the backend returned no accuracy with layers %v removed", sweep[i])
+			}
+			removed[i] = r.Choices.Accuracy
+			imp[i] = ev.Choices.Accuracy - r.Choices.Accuracy
+		}
+		setLayer(t, MetricAccuracy, imp)
+		csv[MetricAccuracy+"_removed"] = removed
+		rc.Metric("baseline_accuracy", ev.Choices.Accuracy)
+		rc.Metric("task_items", ev.Choices.Items)
+		method = append(method, fmt.Sprintf("%s(task=%s,block=%d)", MetricAccuracy, c.Task.Name, s.block))
+		stage++
+	}
+	rc.Progress(stages, stages, "done")
+	t.Method = strings.Join(method, "+")
+	for _, m := range s.metrics {
+		rc.Metric("layers."+m, t.Layers[m])
+	}
+	if len(s.metrics) > 0 {
+		if err := writeLayers(filepath.Join(rc.Dir, LayersFile), s.metrics, t, csv); err != nil {
+			return err
+		}
+	}
+	rc.SetScores(t)
+	return nil
+}
+
+func dataOptions(s settings) data.Options { return data.Options{SeqLen: s.seqLen} }
+
+func setLayer(t *scores.Table, metric string, v []float64) {
+	if t.Layers == nil {
+		t.Layers = map[string][]float64{}
+	}
+	t.Layers[metric] = v
+}
+
+// checkStats verifies that a backend's answer has one score per unit of
+// the model, so that a faulty backend cannot produce a table that prunes
+// the wrong units.
+func checkStats(cfg ir.Config, st *backend.StatsResult, activations, bi bool) error {
+	n := len(cfg.Layers)
+	if activations {
+		if len(st.Hidden) != cfg.Hidden {
+			return fmt.Errorf("%d hidden-channel scores for hidden size %d", len(st.Hidden), cfg.Hidden)
+		}
+		if len(st.MLP) != n || len(st.Heads) != n {
+			return fmt.Errorf("MLP and head scores for %d and %d layers, the model has %d", len(st.MLP), len(st.Heads), n)
+		}
+		for l, lc := range cfg.Layers {
+			if len(st.MLP[l]) != lc.MLP {
+				return fmt.Errorf("layer %d: %d MLP scores for %d neurons", l, len(st.MLP[l]), lc.MLP)
+			}
+			if len(st.Heads[l]) != lc.Heads {
+				return fmt.Errorf("layer %d: %d head scores for %d heads", l, len(st.Heads[l]), lc.Heads)
+			}
+		}
+	}
+	if bi && len(st.BlockInfluence) != n {
+		return fmt.Errorf("%d Block Influence values for %d layers", len(st.BlockInfluence), n)
+	}
+	return nil
+}
+
+// writeLayers writes one row per layer: the importance under each metric,
+// then the raw sweep values (loss or accuracy with the block removed).
+func writeLayers(path string, metrics []string, t *scores.Table, extra map[string][]float64) error {
+	cols := append([]string(nil), metrics...)
+	for _, m := range metrics {
+		if _, ok := extra[m+"_removed"]; ok {
+			cols = append(cols, m+"_removed")
+		}
+	}
+	var b strings.Builder
+	b.WriteString("layer," + strings.Join(cols, ",") + "\n")
+	rows := len(t.Layers[metrics[0]])
+	for l := 0; l < rows; l++ {
+		b.WriteString(strconv.Itoa(l))
+		for _, col := range cols {
+			v, ok := t.Layers[col]
+			if !ok {
+				v = extra[col]
+			}
+			b.WriteString("," + strconv.FormatFloat(v[l], 'g', -1, 64))
+		}
+		b.WriteString("\n")
+	}
+	return fsutil.WriteFile(path, []byte(b.String()))
+}

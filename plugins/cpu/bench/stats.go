@@ -1,0 +1,75 @@
+package bench
+
+import (
+	"math"
+	"sync"
+
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/plugins/cpu/engine"
+)
+
+// Stats are the Minitron activation statistics the importance workload
+// accumulates per layer, as the peer does: for an activation a[b, s, c],
+// acc[c] += Σ_b ((1/S) Σ_s |a[b,s,c]|)².
+type Stats struct {
+	// Emb sums both input norms' outputs of the layer [hidden].
+	Emb [][]float64
+	// Head is over the attention output, the input of o_proj [heads·head_dim].
+	Head [][]float64
+	// Neuron is over silu(gate)·up, the input of down_proj [mlp].
+	Neuron [][]float64
+}
+
+// NewStats allocates zeroed accumulators for cfg.
+func NewStats(cfg *ir.Config) *Stats {
+	s := &Stats{}
+	for _, lc := range cfg.Layers {
+		s.Emb = append(s.Emb, make([]float64, cfg.Hidden))
+		s.Head = append(s.Head, make([]float64, lc.Heads*lc.HeadDim))
+		s.Neuron = append(s.Neuron, make([]float64, lc.MLP))
+	}
+	return s
+}
+
+// Add accumulates layer l's activations of a batch of b sequences of t
+// tokens.
+func (s *Stats) Add(l int, a *engine.Activations, b, t, threads int) {
+	accumulate(s.Emb[l], a.AttnNormOut, b, t, threads)
+	accumulate(s.Head[l], a.AttnOut, b, t, threads)
+	accumulate(s.Emb[l], a.MLPNormOut, b, t, threads)
+	accumulate(s.Neuron[l], a.MLPAct, b, t, threads)
+}
+
+// accumulate adds Σ_b (mean_s |x[b,s,c]|)² to acc[c] for x [b·t, len(acc)].
+// Goroutines take whole sequences (contiguous rows) and leave each one's
+// means in a buffer that is then added in sequence order, so the sums do
+// not depend on the thread count.
+func accumulate(acc []float64, x []float32, b, t, threads int) {
+	w := len(acc)
+	means := make([]float64, b*w)
+	workers := max(1, min(threads, b))
+	var wg sync.WaitGroup
+	for i := range workers {
+		lo, hi := i*b/workers, (i+1)*b/workers
+		wg.Go(func() {
+			for seq := lo; seq < hi; seq++ {
+				s := means[seq*w : (seq+1)*w]
+				for r := seq * t; r < (seq+1)*t; r++ {
+					row := x[r*w : (r+1)*w]
+					s := s[:len(row)]
+					for j, v := range row {
+						// math.Abs is a mask, not a branch on random signs.
+						s[j] += math.Abs(float64(v))
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for seq := range b {
+		for j, v := range means[seq*w : (seq+1)*w] {
+			m := v / float64(t)
+			acc[j] += m * m
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package cpu
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/whittle-ml/whittle/core/backend"
+)
+
+// TestStatsStories260K compares every statistic with the definitions of
+// minitron.md evaluated over a float64 forward pass, sequence by sequence.
+func TestStatsStories260K(t *testing.T) {
+	f := loadStories(t)
+	const n, l = 5, 24
+	path, rows := f.sequences(t, n, l)
+	cfg := f.m.Config
+	// Float64 accumulators as minitron.md defines them.
+	mlp, head := make([][]float64, len(cfg.Layers)), make([][]float64, len(cfg.Layers))
+	norms := make([][]float64, 2*len(cfg.Layers))
+	cosSum := make([]float64, len(cfg.Layers))
+	accumulate := func(acc []float64, rows [][]float64) {
+		for c := range acc {
+			var s float64
+			for _, r := range rows {
+				s += math.Abs(r[c])
+			}
+			acc[c] += (s / float64(len(rows))) * (s / float64(len(rows)))
+		}
+	}
+	for li, lc := range cfg.Layers {
+		mlp[li], head[li] = make([]float64, lc.MLP), make([]float64, lc.Heads*lc.HeadDim)
+		norms[2*li], norms[2*li+1] = make([]float64, cfg.Hidden), make([]float64, cfg.Hidden)
+	}
+	for _, seq := range rows {
+		a := forward64(t, f.m, seq)
+		for li := range cfg.Layers {
+			accumulate(mlp[li], a.act[li])
+			accumulate(head[li], a.ao[li])
+			accumulate(norms[2*li], a.ln1[li])
+			accumulate(norms[2*li+1], a.ln2[li])
+			for p := range seq {
+				x, y := a.in[li][p], a.out[li][p]
+				var xy, xx, yy float64
+				for i := range x {
+					xy, xx, yy = xy+x[i]*y[i], xx+x[i]*x[i], yy+y[i]*y[i]
+				}
+				cosSum[li] += xy / math.Sqrt(xx*yy)
+			}
+		}
+	}
+
+	b := newBackend(t)
+	id := load(t, b, f.dir)
+	var results []*backend.StatsResult
+	for _, bs := range []int{2, 5} {
+		res, err := b.Stats(context.Background(), backend.StatsRequest{
+			Model: id, Data: backend.Sequences{Path: path}, BatchSize: bs, Activations: true, BlockInfluence: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, res)
+	}
+	res := results[0]
+	if res.Sequences != n || res.Tokens != n*l {
+		t.Errorf("%d sequences, %d tokens; want %d, %d", res.Sequences, res.Tokens, n, n*l)
+	}
+	check := func(what string, got, want []float64, tol float64) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+		}
+		for i := range want {
+			if math.Abs(got[i]-want[i]) > tol*math.Abs(want[i])+1e-7 {
+				t.Fatalf("%s[%d] = %v, float64 definition %v", what, i, got[i], want[i])
+			}
+		}
+	}
+	hidden := make([]float64, cfg.Hidden)
+	for _, acc := range norms {
+		for c, v := range acc {
+			hidden[c] += math.Sqrt(v)
+		}
+	}
+	check("hidden", res.Hidden, hidden, 1e-4)
+	for li, lc := range cfg.Layers {
+		check("mlp", res.MLP[li], sqrtAll(mlp[li]), 1e-4)
+		check("head channels", res.HeadChannels[li], sqrtAll(head[li]), 1e-4)
+		heads := make([]float64, lc.Heads)
+		for h := range heads {
+			var s float64
+			for _, v := range head[li][h*lc.HeadDim : (h+1)*lc.HeadDim] {
+				s += v
+			}
+			heads[h] = math.Sqrt(s)
+		}
+		check("heads", res.Heads[li], heads, 1e-4)
+		want := 1 - cosSum[li]/float64(n*l)
+		if math.Abs(res.BlockInfluence[li]-want) > 1e-5 {
+			t.Errorf("block influence of layer %d: %v, float64 definition %v", li, res.BlockInfluence[li], want)
+		}
+	}
+	// The aggregation is per sequence: the batch size does not matter.
+	other := results[1]
+	for li := range cfg.Layers {
+		check("mlp (batch 5)", other.MLP[li], res.MLP[li], 1e-6)
+		check("heads (batch 5)", other.Heads[li], res.Heads[li], 1e-6)
+	}
+	check("hidden (batch 5)", other.Hidden, res.Hidden, 1e-6)
+	check("block influence (batch 5)", other.BlockInfluence, res.BlockInfluence, 1e-6)
+
+	// Only what was asked for.
+	bi, err := b.Stats(context.Background(), backend.StatsRequest{Model: id, Data: backend.Sequences{Path: path, Limit: 2}, BlockInfluence: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bi.MLP != nil || bi.Hidden != nil || len(bi.BlockInfluence) != len(cfg.Layers) || bi.Sequences != 2 {
+		t.Errorf("block-influence-only result: %+v", bi)
+	}
+	if _, err := b.Stats(context.Background(), backend.StatsRequest{Model: id, Data: backend.Sequences{Path: path}}); err == nil {
+		t.Error("Stats with nothing requested succeeded")
+	}
+}

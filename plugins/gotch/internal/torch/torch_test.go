@@ -1,0 +1,87 @@
+package torch
+
+import (
+	"math"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func TestMatmulAndTransfer(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s := NewScope()
+	defer s.Free()
+	a := s.FromFloat32([]float32{1, 2, 3, 4, 5, 6}, 2, 3)
+	b := s.FromFloat32([]float32{1, 0, 0, 1, 1, 1}, 3, 2)
+	got := s.Float32s(s.Matmul(a, b))
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []float32{4, 5, 10, 11}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("matmul = %v, want %v", got, want)
+		}
+	}
+	if sh := s.Matmul(a, b).Shape(); len(sh) != 2 || sh[0] != 2 || sh[1] != 2 {
+		t.Fatalf("shape %v", sh)
+	}
+}
+
+func TestStickyError(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s := NewScope()
+	defer s.Free()
+	a := s.FromFloat32([]float32{1, 2, 3}, 3)
+	b := s.FromFloat32([]float32{1, 2}, 2)
+	c := s.Add(a, b) // shapes do not broadcast
+	if c.Defined() || s.Err() == nil {
+		t.Fatal("expected an error from a broadcast mismatch")
+	}
+	if !strings.Contains(s.Err().Error(), "Add") {
+		t.Fatalf("error %q does not name the operation", s.Err())
+	}
+	if d := s.Add(a, a); d.Defined() {
+		t.Fatal("operation ran after an error")
+	}
+}
+
+func TestAutogradAndAdamW(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s := NewScope()
+	defer s.Free()
+	w := s.FromFloat32([]float32{1, -2}, 2)
+	s.SetRequiresGrad(w, true)
+	loss := s.Sum(s.Square(w), false) // d/dw = 2w
+	s.Backward(loss)
+	g := s.Grad(w)
+	if got := s.Float32s(g); s.Err() != nil || got[0] != 2 || got[1] != -4 {
+		t.Fatalf("grad %v, err %v", got, s.Err())
+	}
+	if n := s.Item(s.GlobalNorm([]Tensor{g})); math.Abs(n-math.Sqrt(20)) > 1e-6 {
+		t.Fatalf("norm %v", n)
+	}
+	m, v := s.ZerosLike(w), s.ZerosLike(w)
+	// First AdamW step without decay moves each weight by lr against the
+	// gradient's sign (m̂/sqrt(v̂) = ±1).
+	s.AdamWStep([]Tensor{w}, []Tensor{g}, []Tensor{m}, []Tensor{v}, []float64{0}, 1, 0.1, 0.9, 0.999, 1e-12, 1, false)
+	got := s.Float32s(w)
+	if s.Err() != nil || math.Abs(float64(got[0])-0.9) > 1e-6 || math.Abs(float64(got[1])+1.9) > 1e-6 {
+		t.Fatalf("after step %v, err %v", got, s.Err())
+	}
+}
+
+func TestStubbedWrapperIsAnError(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s := NewScope()
+	defer s.Free()
+	q := s.Zeros([]int64{1, 1, 2, 4}, Float32, CPU)
+	o := s.SDPA(q, q, q, 0.5)
+	if Version() < "2" && (o.Defined() || s.Err() == nil) {
+		t.Fatalf("libtorch %s: SDPA should be a stub", Version())
+	}
+}
