@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/whittle-ml/whittle/core/plugin"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/version"
 )
@@ -38,6 +39,9 @@ func main() {
 	root := newRootCmd()
 	root.SetArgs(goStyleFlags(root, os.Args[1:]))
 	err := root.ExecuteContext(ctx)
+	// End plugin processes on every way out, interrupts included (the
+	// signal cancels ctx, the pipeline returns, and we get here).
+	plugin.Cleanup()
 	if err == nil {
 		return
 	}
@@ -108,6 +112,8 @@ whittle plans, runs and records them.`,
 		newConvertCmd(),
 		newPassesCmd(),
 		newBenchCmd(),
+		newPluginsCmd(),
+		newPluginServeCmd(),
 	)
 	return root
 }

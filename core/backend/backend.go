@@ -111,8 +111,10 @@ type Sequences struct {
 type StatsRequest struct {
 	Model ModelID   `json:"model"`
 	Data  Sequences `json:"data"`
-	// BatchSize is the number of sequences per forward pass; the Minitron
-	// aggregation is per sequence, so it does not change the result.
+	// BatchSize is the number of sequences per forward pass (0 = the
+	// backend's default); the Minitron aggregation is per sequence, so it
+	// does not change the result. Every position of every sequence counts:
+	// Data.MaskPath marks targets, not inputs, and is not used.
 	BatchSize int `json:"batch_size"`
 	// Activations collects MLP-neuron, attention-head and hidden-channel
 	// scores; BlockInfluence the per-layer 1 − cos(x_in, x_out).
@@ -129,7 +131,10 @@ type StatsResult struct {
 	HeadChannels [][]float64 `json:"head_channels,omitempty"`
 	// Heads[l][h] = ‖HeadChannels[l][h·hd:(h+1)·hd]‖₂.
 	Heads [][]float64 `json:"heads,omitempty"`
-	// Hidden[d]: summed over the outputs of every block-input norm.
+	// Hidden[d] = Σ_n score_n[d] over the outputs n of every block-input
+	// norm (input_layernorm and post_attention_layernorm of every layer),
+	// each norm's score aggregated as above (square root included) before
+	// the sum.
 	Hidden []float64 `json:"hidden,omitempty"`
 	// BlockInfluence[l] = 1 − mean over tokens of cos(x_in, x_out) of layer l.
 	BlockInfluence []float64 `json:"block_influence,omitempty"`
@@ -149,14 +154,18 @@ type EvalRequest struct {
 	// Choices scores multiple-choice items by continuation log-likelihood,
 	// with each entry of SkipLayers too when both are set.
 	Choices []ChoiceItem `json:"choices,omitempty"`
-	// LastWord scores greedy reproduction of a continuation (LAMBADA).
-	LastWord  []LastWordItem `json:"last_word,omitempty"`
-	BatchSize int            `json:"batch_size,omitempty"`
+	// LastWord scores greedy reproduction of a continuation (LAMBADA); it
+	// is not repeated for SkipLayers.
+	LastWord []LastWordItem `json:"last_word,omitempty"`
+	// BatchSize is the number of sequences per forward pass (0 = the
+	// backend's default).
+	BatchSize int `json:"batch_size,omitempty"`
 }
 
 // ChoiceItem is one multiple-choice question, already tokenized: option i
 // is Contexts[i] followed by Continuations[i], and only the continuation's
-// tokens are scored.
+// tokens are scored. Contexts must not be empty (they start with BOS);
+// an option longer than the model's context keeps its last tokens.
 type ChoiceItem struct {
 	Contexts      [][]int `json:"contexts"`
 	Continuations [][]int `json:"continuations"`
@@ -222,7 +231,9 @@ const (
 	ObjectiveKL = "kl"
 )
 
-// Training modes (TrainRequest.Mode).
+// Training modes (TrainRequest.Mode; "" means ModeFull). Norm-only trains
+// only the RMSNorm weights; LoRA trains adapters (LoRAConfig) that are
+// merged into the weights when training ends.
 const (
 	ModeFull     = "full"
 	ModeLoRA     = "lora"
@@ -242,7 +253,10 @@ type LossConfig struct {
 	CEWeight float64 `json:"ce_weight,omitempty"`
 }
 
-// LoRAConfig describes low-rank adapters (Mode = lora).
+// LoRAConfig describes low-rank adapters (Mode = lora): an adapted matrix
+// W acts as W + (Alpha/Rank)·B·A; A starts random (seeded by
+// TrainRequest.Seed), B at zero, and only A and B train. Zero values take
+// PEFT's defaults: Rank 8, Alpha = Rank, Targets q_proj and v_proj.
 type LoRAConfig struct {
 	Rank  int     `json:"rank"`
 	Alpha float64 `json:"alpha"`
@@ -251,7 +265,11 @@ type LoRAConfig struct {
 	Targets []string `json:"targets"`
 }
 
-// OptimConfig is AdamW with linear warm-up and cosine decay.
+// OptimConfig is AdamW with linear warm-up and cosine decay: the learning
+// rate rises linearly over WarmupSteps to LR, then follows a cosine down to
+// MinLR at the last step. Zero Beta1, Beta2 and Eps take PyTorch's defaults
+// (0.9, 0.999, 1e-8); zero WeightDecay means none. Weight decay applies to
+// matrices (and LoRA adapters), not to norm weights.
 type OptimConfig struct {
 	LR          float64 `json:"lr"`
 	MinLR       float64 `json:"min_lr"`
@@ -266,9 +284,14 @@ type OptimConfig struct {
 
 // TrainRequest runs Steps optimizer steps. Each step consumes BatchSize ×
 // GradAccum sequences from Data in order (wrapping around); the order is
-// fixed by the host, so a run is reproducible.
+// fixed by the host, so a run is reproducible. GradAccum 0 means 1. The
+// loss of a step is the mean of its micro-batches' losses, each a mean
+// over its scored tokens.
 type TrainRequest struct {
-	Model     ModelID     `json:"model"`
+	Model ModelID `json:"model"`
+	// Teacher is required for ObjectiveKL; with ObjectiveCE it is optional
+	// and only measured against (ValKL). It must be another ModelID than
+	// Model (load the same directory twice to distill from a copy).
 	Teacher   ModelID     `json:"teacher,omitempty"`
 	Objective string      `json:"objective"`
 	Loss      LossConfig  `json:"loss"`
@@ -291,15 +314,23 @@ type TrainRequest struct {
 	CheckpointEvery int    `json:"checkpoint_every,omitempty"`
 }
 
-// TrainEvent reports progress.
+// TrainEvent reports progress after each optimizer step.
 type TrainEvent struct {
-	Step     int     `json:"step"`
-	Steps    int     `json:"steps"`
+	// Step counts the steps done (1 after the first), of Steps.
+	Step  int `json:"step"`
+	Steps int `json:"steps"`
+	// Loss is the step's objective, LR its learning rate and GradNorm the
+	// global gradient norm before clipping.
 	Loss     float64 `json:"loss"`
 	LR       float64 `json:"lr"`
 	GradNorm float64 `json:"grad_norm"`
-	Tokens   int64   `json:"tokens"`
-	// ValLoss (and ValKL for distillation) are set on evaluation steps.
+	// Tokens counts the sequence tokens consumed so far (padding and
+	// masked positions included).
+	Tokens int64 `json:"tokens"`
+	// ValLoss (and ValKL when there is a teacher) are set on evaluation
+	// steps: the mean next-token NLL on Validation, and the mean forward
+	// KL(teacher ‖ model) per scored token at temperature 1 over the full
+	// vocabulary, whatever the training loss's temperature and top-k.
 	ValLoss *float64 `json:"val_loss,omitempty"`
 	ValKL   *float64 `json:"val_kl,omitempty"`
 }
@@ -316,7 +347,9 @@ type TrainResult struct {
 	ResumedFrom int          `json:"resumed_from,omitempty"`
 }
 
-// GenerateRequest continues token prompts.
+// GenerateRequest continues token prompts. MaxTokens ≤ 0 generates as
+// many tokens as the model's context allows. Temperature 0 is greedy
+// decoding; TopP outside (0, 1) samples from the whole distribution.
 type GenerateRequest struct {
 	Model       ModelID `json:"model"`
 	Prompts     [][]int `json:"prompts"`
@@ -324,7 +357,8 @@ type GenerateRequest struct {
 	Temperature float64 `json:"temperature"`
 	TopP        float64 `json:"top_p"`
 	Seed        uint64  `json:"seed"`
-	// StopToken ends a continuation early (-1 = none).
+	// StopToken ends a continuation early and is not included in it (-1 =
+	// none; note that 0 is a token id).
 	StopToken int `json:"stop_token"`
 }
 

@@ -27,9 +27,9 @@ func (h *Host) OpenBackend(ctx context.Context, b *recipe.Backend) (backend.Back
 	if err != nil {
 		return nil, err
 	}
-	label := "backend plugin " + b.Plugin
+	label := fmt.Sprintf("backend %q (plugin %s)", b.Name, b.Plugin)
 	if cmd := strings.Join(argv, " "); cmd != b.Plugin {
-		label = fmt.Sprintf("backend plugin %q (%s)", b.Plugin, cmd)
+		label = fmt.Sprintf("backend %q (plugin %q: %s)", b.Name, b.Plugin, cmd)
 	}
 	config, err := backendConfig(b)
 	if err != nil {

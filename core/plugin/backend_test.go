@@ -104,7 +104,7 @@ func TestServedBackendMatchesInProcess(t *testing.T) {
 		// Errors come back with the plugin named in front.
 		if w, ok := want[k].(string); ok && strings.HasSuffix(k, ".err") && w != "" {
 			g := got[k].(string)
-			if !strings.HasSuffix(g, ": "+w) || !strings.Contains(g, "backend plugin "+path) {
+			if !strings.HasSuffix(g, ": "+w) || !strings.Contains(g, `backend "fake" (plugin `+path+")") {
 				t.Errorf("%s: served %q, want the plugin's name and then %q", k, g, w)
 			}
 			continue
@@ -347,7 +347,7 @@ pass "train-test" {
 		t.Fatalf("err = %v, want a CrashError", err)
 	}
 	t.Logf("crash error: %v", err)
-	for _, want := range []string{`pass "train"`, "backend plugin " + path, "exited unexpectedly during Train", "same run directory to resume"} {
+	for _, want := range []string{`pass "train"`, `backend "fake" (plugin ` + path + ")", "exited unexpectedly during Train", "same run directory to resume"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("message %q lacks %q", err, want)
 		}

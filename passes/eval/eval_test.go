@@ -230,7 +230,9 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{"prompt beyond context", "  prompts = [\"the cat\"]\n  max_tokens = 62\n", nil, nil, "exceeds the model's context of 64"},
 		{"no validation split", "  datasets = [dataset.corpus]\n  seq_len = 16\n",
-			func(s string) string { return strings.Replace(s, "validation_fraction = 0.2", "validation_fraction = 0", 1) }, nil,
+			func(s string) string {
+				return strings.Replace(s, "validation_fraction = 0.2", "validation_fraction = 0", 1)
+			}, nil,
 			"has no validation split"},
 		{"no generate capability", "  prompts = [\"a\"]\n", nil, []string{backend.CapEvaluate}, `does not offer "generate"`},
 	}

@@ -44,9 +44,14 @@ var loraRoles = map[string]string{
 // row s·BatchSize·GradAccum of Data, wrapping around; its micro-batches
 // are contiguous runs of BatchSize rows. Mode lora trains fresh adapters
 // (seeded by Seed) and merges them into the weights when Train returns.
-// A Train that fails or is cancelled (ctx.Err() is returned between steps)
-// leaves the model's weights as they were, so the same request can resume
-// from its checkpoint in this process too.
+// With objective ce a Teacher is optional and only measured against
+// (ValKL). A Train that fails or is cancelled (ctx.Err() is returned
+// between steps) leaves the model's weights as they were, so the same
+// request can resume from its checkpoint in this process too. Checkpoints
+// are written every CheckpointEvery steps and after the last step; one is
+// resumed when the request (apart from model ids, validation and
+// checkpoint settings), the data's shape and the starting weights of
+// model and teacher all match, and ignored (with a warning) otherwise.
 func (b *Backend) Train(ctx context.Context, req backend.TrainRequest, events func(backend.TrainEvent)) (*backend.TrainResult, error) {
 	if err := b.lock(ctx); err != nil {
 		return nil, err
@@ -112,10 +117,10 @@ func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, er
 	if err != nil {
 		return nil, err
 	}
-	if req.Objective == backend.ObjectiveKL {
-		if req.Teacher == "" {
-			return nil, fmt.Errorf("objective kl needs a teacher")
-		}
+	if req.Objective == backend.ObjectiveKL && req.Teacher == "" {
+		return nil, fmt.Errorf("objective kl needs a teacher")
+	}
+	if req.Teacher != "" {
 		if req.Teacher == req.Model {
 			return nil, fmt.Errorf("the teacher %s is the model being trained; load it a second time", req.Teacher)
 		}
@@ -182,7 +187,7 @@ func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, er
 		}
 	}
 	var teacher engine.Teacher
-	if j.teacher != nil {
+	if j.teacher != nil && req.Objective == backend.ObjectiveKL {
 		te, err := j.teacher.engine(b.threads)
 		if err != nil {
 			j.close()
@@ -219,9 +224,6 @@ func objective(req backend.TrainRequest) (engine.Objective, error) {
 	l := req.Loss
 	switch req.Objective {
 	case backend.ObjectiveCE:
-		if req.Teacher != "" {
-			return engine.Objective{}, fmt.Errorf("objective ce takes no teacher (got %s)", req.Teacher)
-		}
 		return engine.Objective{}, nil
 	case backend.ObjectiveKL:
 		switch {
@@ -314,7 +316,9 @@ func (j *trainJob) run(ctx context.Context, events func(backend.TrainEvent)) (*b
 	}
 	var teacherInf *engine.Engine
 	if j.teacher != nil {
-		teacherInf = j.trainer.Teacher.(*engine.Engine)
+		if teacherInf, err = j.teacher.engine(j.b.threads); err != nil {
+			return nil, err
+		}
 	}
 	j.hash0 = m.hash
 	m.changed()

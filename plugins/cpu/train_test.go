@@ -316,7 +316,6 @@ func TestTrainRejects(t *testing.T) {
 		{"mode", func(r *backend.TrainRequest) { r.Mode = "half" }, "mode"},
 		{"kl without teacher", func(r *backend.TrainRequest) { r.Objective = backend.ObjectiveKL }, "teacher"},
 		{"self teacher", func(r *backend.TrainRequest) { r.Objective, r.Teacher = backend.ObjectiveKL, id }, "teacher"},
-		{"ce with teacher", func(r *backend.TrainRequest) { r.Teacher = other }, "teacher"},
 		{"ce weight", func(r *backend.TrainRequest) {
 			r.Objective, r.Teacher, r.Loss.CEWeight = backend.ObjectiveKL, other, 1.5
 		}, "ce_weight"},
@@ -336,5 +335,15 @@ func TestTrainRejects(t *testing.T) {
 	}
 	if _, err := b.Train(context.Background(), ok, nil); err != nil {
 		t.Errorf("the valid request failed: %v", err)
+	}
+	// With ce, a teacher is only measured against.
+	withTeacher := ok
+	withTeacher.Teacher, withTeacher.Validation = other, &backend.Sequences{Path: path}
+	res, err := b.Train(context.Background(), withTeacher, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ValKL == nil || !(*res.ValKL > 0) {
+		t.Errorf("ce with a teacher: validation KL %v", res.ValKL)
 	}
 }

@@ -76,7 +76,7 @@ var versionMismatch = regexp.MustCompile(`incompatible API version with plugin\.
 
 // VersionError is a plugin built for another protocol version.
 type VersionError struct {
-	Plugin string // the plugin's name or path
+	Plugin string // names the plugin: `plugin "x" (/path)`
 	// PluginVersion is the protocol the plugin speaks, HostVersions those
 	// this whittle speaks.
 	PluginVersion int
@@ -95,7 +95,7 @@ func (e *VersionError) Error() string {
 	if len(e.HostVersions) > 0 && e.PluginVersion > e.HostVersions[len(e.HostVersions)-1] {
 		advice = "upgrade whittle, or use a plugin release built for protocol " + host
 	}
-	return fmt.Sprintf("plugin %s speaks whittle plugin protocol version %d, but this whittle speaks version %s; %s",
+	return fmt.Sprintf("%s speaks whittle plugin protocol version %d, but this whittle speaks version %s; %s",
 		e.Plugin, e.PluginVersion, host, advice)
 }
 

@@ -94,8 +94,23 @@ func TestSampleRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 4 || filepath.Base(out.Path) != "d-train-L3-abc-calib-n4-of10-s1.npy" || filepath.Base(out.MaskPath) != "d-train-L3-abc-calib-n4-of10-s1.mask.npy" {
+	key, err := contentKey(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 4 || filepath.Base(out.Path) != "d-train-L3-calib-"+key[:16]+"-n4-of10-s1.npy" || out.MaskPath != strings.TrimSuffix(out.Path, ".npy")+".mask.npy" {
 		t.Fatalf("SampleRows = %+v, %d", out, n)
+	}
+	// The name follows the content, not the source's name.
+	renamed := backend.Sequences{Path: filepath.Join(dir, "d-train-L3-xyz.npy"), MaskPath: filepath.Join(dir, "d-train-L3-xyz.mask.npy")}
+	for _, p := range [][2]string{{src.Path, renamed.Path}, {src.MaskPath, renamed.MaskPath}} {
+		b, _ := os.ReadFile(p[0])
+		if err := os.WriteFile(p[1], b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if again, _, err := SampleRows(renamed, dir, "calib", 4, 1); err != nil || again != out {
+		t.Errorf("the same content under another name sampled to %+v (%v), want %+v", again, err, out)
 	}
 	a, err := npy.Read(out.Path)
 	if err != nil {
@@ -180,7 +195,7 @@ func TestResolveTrainDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Train{Mode: "full", Steps: 40, Batch: 8, GradAccum: 1, SeqLen: 64,
-		Optim: backend.OptimConfig{LR: 1e-4, MinLR: 1e-5, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, GradClip: 1},
+		Optim:   backend.OptimConfig{LR: 1e-4, MinLR: 1e-5, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, GradClip: 1},
 		Shuffle: true, LogEvery: 2, CheckpointEvery: 4}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults\n%+v\nwant\n%+v", got, want)
@@ -220,15 +235,13 @@ func TestSameVocabulary(t *testing.T) {
 	if err := SameVocabulary(tok, sp); err != nil {
 		t.Errorf("one vocabulary in two spellings: %v", err)
 	}
-	other := *tok
-	other.Pieces = slices.Clone(tok.Pieces)
+	other := &tokenizer.Tokenizer{Pieces: slices.Clone(tok.Pieces), Scores: tok.Scores, BOS: 1, EOS: 2, UNK: 0}
 	other.Pieces[4] = "b"
-	if err := SameVocabulary(tok, &other); err == nil || !strings.Contains(err.Error(), "token 4") {
+	if err := SameVocabulary(tok, other); err == nil || !strings.Contains(err.Error(), "token 4") {
 		t.Errorf("different piece: %v", err)
 	}
-	short := *tok
-	short.Pieces, short.Scores = tok.Pieces[:6], tok.Scores[:6]
-	if err := SameVocabulary(tok, &short); err == nil {
+	short := &tokenizer.Tokenizer{Pieces: tok.Pieces[:6], Scores: tok.Scores[:6], BOS: 1, EOS: 2, UNK: 0}
+	if err := SameVocabulary(tok, short); err == nil {
 		t.Error("different sizes accepted")
 	}
 }

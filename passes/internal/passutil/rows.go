@@ -2,6 +2,8 @@ package passutil
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -55,7 +57,7 @@ func Permutation(n, k int, seed int64) []int {
 
 // SampleRows writes n rows of a token file (and its mask), drawn by a
 // seeded permutation and kept in the drawn order, into dir as
-// <source>-<tag>-n<n>-of<rows>-s<seed>.npy. n ≤ 0 or more than the file holds means
+// <source>-<tag>-<content>-n<n>-of<rows>-s<seed>.npy. n ≤ 0 or more than the file holds means
 // every row, shuffled. The file is reused when a previous call wrote it.
 // It returns the new sequences and the number of rows.
 func SampleRows(src backend.Sequences, dir, tag string, n int, seed int64) (backend.Sequences, int, error) {
@@ -78,18 +80,26 @@ func SampleRows(src backend.Sequences, dir, tag string, n int, seed int64) (back
 		return backend.Sequences{}, 0, fmt.Errorf("%s holds no sequences", src.Path)
 	}
 	perm := Permutation(rows, n, seed)
-	name := func(p string) string {
-		base := filepath.Base(p)
-		ext := ".npy"
-		if strings.HasSuffix(base, ".mask.npy") {
-			ext = ".mask.npy"
-		}
-		// Everything the content depends on is in the name: the source
-		// (whose name carries its content key), the rows drawn from, n and
-		// the seed.
-		return filepath.Join(dir, fmt.Sprintf("%s-%s-n%d-of%d-s%d%s", strings.TrimSuffix(base, ext), tag, n, rows, seed, ext))
+	// The name carries everything the content depends on: the source's
+	// content (not its name, which depends on how the tokenizer happens
+	// to be spelled), the rows drawn from, n and the seed. A stable name
+	// lets a backend recognize the same training data when a run resumes.
+	key, err := contentKey(src)
+	if err != nil {
+		return backend.Sequences{}, 0, err
 	}
-	out := backend.Sequences{Path: name(src.Path)}
+	prefix := strings.TrimSuffix(filepath.Base(src.Path), ".npy")
+	if i := strings.LastIndexByte(prefix, '-'); i > 0 {
+		prefix = prefix[:i] // drop the source's own cache key
+	}
+	base := filepath.Join(dir, fmt.Sprintf("%s-%s-%s-n%d-of%d-s%d", prefix, tag, key[:16], n, rows, seed))
+	name := func(mask bool) string {
+		if mask {
+			return base + ".mask.npy"
+		}
+		return base + ".npy"
+	}
+	out := backend.Sequences{Path: name(false)}
 	if err := writeRows(f, perm, out.Path); err != nil {
 		return backend.Sequences{}, 0, err
 	}
@@ -102,7 +112,7 @@ func SampleRows(src backend.Sequences, dir, tag string, n int, seed int64) (back
 		if len(m.Shape) != 2 || m.Shape[0] != f.Shape[0] || m.Shape[1] != f.Shape[1] {
 			return backend.Sequences{}, 0, fmt.Errorf("%s: mask shape %v differs from the tokens' %v", src.MaskPath, m.Shape, f.Shape)
 		}
-		out.MaskPath = name(src.MaskPath)
+		out.MaskPath = name(true)
 		if err := writeRows(m, perm, out.MaskPath); err != nil {
 			return backend.Sequences{}, 0, err
 		}
@@ -153,4 +163,20 @@ func writeRows(src *npy.File, rows []int, path string) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// contentKey is the hex sha256 of a token file's bytes and its mask's.
+func contentKey(s backend.Sequences) (string, error) {
+	h := sha256.New()
+	for _, f := range []string{s.Path, s.MaskPath} {
+		if f == "" {
+			continue
+		}
+		sum, err := fsutil.HashFile(f)
+		if err != nil {
+			return "", err
+		}
+		h.Write([]byte(sum))
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -402,6 +402,7 @@ func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
 		}
 		req.CheckpointEvery = t.CheckpointEvery
 	}
+	rc.Log.Info("training", "steps", t.Steps, "tokens_per_step", t.TokensPerStep(), "checkpoints", req.CheckpointDir)
 
 	var history []backend.TrainEvent
 	events := func(ev backend.TrainEvent) {
@@ -412,8 +413,15 @@ func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
 	}
 	res, err := be.Train(ctx, req, events)
 	if err != nil {
-		if req.CheckpointDir != "" && ctx.Err() != nil {
-			return fmt.Errorf("training interrupted (checkpoints in %s; run again to resume): %w", req.CheckpointDir, err)
+		if cerr := ctx.Err(); cerr != nil {
+			// Whatever the backend made of the cancellation, the pipeline
+			// must see it to report an interruption.
+			if !errors.Is(err, cerr) {
+				err = fmt.Errorf("%w: %w", cerr, err)
+			}
+			if req.CheckpointDir != "" {
+				return fmt.Errorf("training interrupted (checkpoints in %s; run again to resume): %w", req.CheckpointDir, err)
+			}
 		}
 		return fmt.Errorf("training: %w", err)
 	}
@@ -487,7 +495,20 @@ func checkpointDir(rc *pipeline.RunContext, p *recipe.Pass, modelDirs []string, 
 		return "", "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "kind=%s\nconfig=%s\ndata=%s\n", p.Kind, cfg, filepath.Base(train.Path))
+	fmt.Fprintf(h, "kind=%s\nconfig=%s\n", p.Kind, cfg)
+	// The data by content: its file name depends on how the tokenizer is
+	// spelled (see data.TokenizerHash), which changes when a model is
+	// reloaded from its saved directory.
+	for _, f := range []string{train.Path, train.MaskPath} {
+		if f == "" {
+			continue
+		}
+		fr, err := pipeline.HashPath(f)
+		if err != nil {
+			return "", "", fmt.Errorf("hashing %s for the checkpoint key: %w", f, err)
+		}
+		fmt.Fprintf(h, "data=%s\n", fr.SHA256)
+	}
 	for _, d := range modelDirs {
 		fr, err := pipeline.HashPath(d)
 		if err != nil {

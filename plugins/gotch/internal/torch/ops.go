@@ -639,3 +639,28 @@ func (s *Scope) SDPA(q, k, v Tensor, scale float64) Tensor {
 		lib.AtgScaledDotProductAttention(o, q.c, k.c, v.c, nil, 0, 1, scale, 0)
 	})
 }
+
+// ScatterAdd is t with src added at index along dim (out of place).
+func (s *Scope) ScatterAdd(t Tensor, dim int64, index, src Tensor) Tensor {
+	if !s.ok(t, index, src) {
+		return Tensor{}
+	}
+	return s.run("ScatterAdd", func(o *lib.Ctensor) { lib.AtgScatterAdd(o, t.c, dim, index.c, src.c) })
+}
+
+// Float64s copies t's elements (converted to float64) into a new slice.
+func (s *Scope) Float64s(t Tensor) []float64 {
+	if !s.ok(t) {
+		return nil
+	}
+	c := s.ToDType(t, Float64)
+	n := c.numel(s)
+	if s.err != nil {
+		return nil
+	}
+	out := make([]float64, n)
+	if n > 0 {
+		s.check("Float64s", func() { lib.AtCopyData(c.c, unsafe.Pointer(&out[0]), uint(n), 8) })
+	}
+	return out
+}

@@ -259,6 +259,18 @@ func (s *Scope) Keep(t Tensor) Tensor {
 	return t
 }
 
+// Drop frees t now if s owns it (memory is released once nothing else,
+// such as an autograd graph, refers to the tensor).
+func (s *Scope) Drop(t Tensor) {
+	for i := len(s.owned) - 1; i >= 0; i-- {
+		if s.owned[i] == t.c {
+			s.owned = append(s.owned[:i], s.owned[i+1:]...)
+			lib.AtFree(t.c)
+			return
+		}
+	}
+}
+
 // Adopt makes s own t.
 func (s *Scope) Adopt(t Tensor) Tensor {
 	if t.c != nil {

@@ -1,0 +1,429 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
+)
+
+// Defaults for zero fields of api.OptimConfig (the CPU backend's).
+const (
+	defaultBeta1 = 0.9
+	defaultBeta2 = 0.999
+	defaultEps   = 1e-8
+)
+
+// Train runs the optimization loop of req on the model's weights, with
+// the CPU backend's data order and semantics: step s (0-based) consumes
+// the BatchSize×GradAccum sequences starting at row s·BatchSize·GradAccum
+// of Data (wrapping around) as GradAccum micro-batches whose mean loss is
+// differentiated; gradients are clipped to GradClip (global norm, as
+// PyTorch's clip_grad_norm_) and AdamW (decay on matrices only) steps at
+// the warm-up + cosine learning rate. A Train that fails or is cancelled
+// leaves the weights as they were.
+func (b *Backend) Train(ctx context.Context, req api.TrainRequest, events func(api.TrainEvent)) (*api.TrainResult, error) {
+	var res *api.TrainResult
+	err := b.do(ctx, func() error {
+		j, err := b.newTrainJob(req)
+		if err != nil {
+			return fmt.Errorf("gotch: train %s: %w", req.Model, err)
+		}
+		defer j.close()
+		res, err = j.run(ctx, events)
+		if err != nil {
+			j.rollback()
+			if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+				return ctx.Err()
+			}
+			return fmt.Errorf("gotch: train %s: %w", req.Model, err)
+		}
+		return nil
+	})
+	return res, err
+}
+
+// trainJob is one Train call being run.
+type trainJob struct {
+	b        *Backend
+	req      api.TrainRequest
+	m        *model
+	teacher  *model
+	data     *sequences
+	val      *sequences
+	obj      objective
+	gradAcc  int
+	beta1    float64
+	beta2    float64
+	eps      float64
+	params   []string // trainable tensor names, canonical order
+	state    *torch.Scope
+	mom, vel []torch.Tensor // AdamW moments, like params
+	adamT    int
+	snapshot map[string][]float32
+	// Checkpoint identity and what a resumed run carries over.
+	fingerprint string
+	start       int
+	tokens      int64
+	history     []api.TrainEvent
+}
+
+func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
+	m, err := b.model(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	j := &trainJob{b: b, req: req, m: m, gradAcc: req.GradAccum, state: torch.NewScope()}
+	switch {
+	case req.Steps <= 0:
+		return nil, fmt.Errorf("steps %d must be positive", req.Steps)
+	case req.BatchSize <= 0:
+		return nil, fmt.Errorf("batch_size %d must be positive", req.BatchSize)
+	case req.GradAccum < 0:
+		return nil, fmt.Errorf("negative grad_accum %d", req.GradAccum)
+	case req.EvalEvery < 0 || req.CheckpointEvery < 0:
+		return nil, fmt.Errorf("negative eval_every %d or checkpoint_every %d", req.EvalEvery, req.CheckpointEvery)
+	}
+	if j.gradAcc == 0 {
+		j.gradAcc = 1
+	}
+	if j.obj, err = trainObjective(req); err != nil {
+		return nil, err
+	}
+	cfg := &m.cfg
+	if req.Objective == api.ObjectiveKL {
+		if req.Teacher == "" {
+			return nil, fmt.Errorf("objective kl needs a teacher")
+		}
+		if req.Teacher == req.Model {
+			return nil, fmt.Errorf("the teacher %s is the model being trained; load it a second time", req.Teacher)
+		}
+		if j.teacher, err = b.model(req.Teacher); err != nil {
+			return nil, err
+		}
+		if v := j.teacher.cfg.Vocab; v != cfg.Vocab {
+			return nil, fmt.Errorf("teacher %s has a vocabulary of %d, the model %d", req.Teacher, v, cfg.Vocab)
+		}
+	}
+	switch o := req.Optim; {
+	case !(o.LR > 0) || math.IsInf(o.LR, 0):
+		return nil, fmt.Errorf("learning rate %g must be positive", o.LR)
+	case !(o.MinLR >= 0) || math.IsInf(o.MinLR, 0):
+		return nil, fmt.Errorf("min_lr %g must be non-negative", o.MinLR)
+	case o.WarmupSteps < 0:
+		return nil, fmt.Errorf("negative warmup_steps %d", o.WarmupSteps)
+	case !(o.GradClip >= 0):
+		return nil, fmt.Errorf("grad_clip %g must be non-negative", o.GradClip)
+	}
+	j.beta1, j.beta2, j.eps = orDefault(req.Optim.Beta1, defaultBeta1), orDefault(req.Optim.Beta2, defaultBeta2), orDefault(req.Optim.Eps, defaultEps)
+	trainable := func(string) bool { return true }
+	switch req.Mode {
+	case api.ModeFull, "":
+	case api.ModeNormOnly:
+		trainable = isNorm
+	case api.ModeLoRA:
+		return nil, fmt.Errorf("mode lora: %w (use the cpu backend, or mode full or norm-only)", api.ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("unknown mode %q (want %s, %s or %s)", req.Mode, api.ModeFull, api.ModeNormOnly, api.ModeLoRA)
+	}
+	if req.LoRA != nil {
+		return nil, fmt.Errorf("lora settings given for mode %q", req.Mode)
+	}
+	if j.data, err = openSequences(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
+		return nil, err
+	}
+	if req.Validation != nil {
+		if j.val, err = openSequences(*req.Validation, cfg.Vocab, cfg.MaxSeq); err != nil {
+			j.close()
+			return nil, fmt.Errorf("validation: %w", err)
+		}
+	}
+	if m.store != torch.Float32 {
+		// Loaded for inference in bfloat16: train from the file's weights.
+		if err := b.promote(m); err != nil {
+			j.close()
+			return nil, err
+		}
+	}
+	for _, name := range m.names {
+		if trainable(name) {
+			j.params = append(j.params, name)
+		}
+	}
+	return j, nil
+}
+
+// promote reloads a model stored in bfloat16 with float32 weights.
+func (b *Backend) promote(m *model) error {
+	im, err := hf.Load(m.dir)
+	if err != nil {
+		return fmt.Errorf("model %s was loaded without trainable and its directory cannot be reloaded in float32: %w", m.id, err)
+	}
+	defer im.Close()
+	fresh, err := b.upload(im, torch.Float32)
+	if err != nil {
+		return fmt.Errorf("reloading %s in float32: %w", m.dir, err)
+	}
+	b.log.Warn("model loaded for inference is trained: reloaded with float32 weights", "model", m.id, "dir", m.dir)
+	m.free()
+	m.w, m.store, m.rope, m.hash = fresh.w, torch.Float32, fresh.rope, ""
+	return nil
+}
+
+func orDefault(v, def float64) float64 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+func isNorm(name string) bool { return strings.Contains(name, "norm") }
+
+// trainObjective maps the request's objective and loss settings onto
+// objective: KL weight 1 − CEWeight.
+func trainObjective(req api.TrainRequest) (objective, error) {
+	l := req.Loss
+	switch req.Objective {
+	case api.ObjectiveCE:
+		if req.Teacher != "" {
+			return objective{}, fmt.Errorf("objective ce takes no teacher (got %s)", req.Teacher)
+		}
+		return objective{}, nil
+	case api.ObjectiveKL:
+		switch {
+		case !(l.CEWeight >= 0 && l.CEWeight <= 1):
+			return objective{}, fmt.Errorf("ce_weight %g outside [0, 1]", l.CEWeight)
+		case !(l.Temperature >= 0) || math.IsInf(l.Temperature, 0):
+			return objective{}, fmt.Errorf("temperature %g must be positive", l.Temperature)
+		case l.TopK < 0:
+			return objective{}, fmt.Errorf("negative top_k %d", l.TopK)
+		}
+		return objective{alpha: 1 - l.CEWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK}, nil
+	}
+	return objective{}, fmt.Errorf("unknown objective %q (want %s or %s)", req.Objective, api.ObjectiveCE, api.ObjectiveKL)
+}
+
+// lrAt is the learning rate of step (0-based): linear warm-up to the peak
+// over WarmupSteps, then cosine decay to MinLR at the last step.
+func lrAt(o api.OptimConfig, step, total int) float64 {
+	if step < o.WarmupSteps {
+		return o.LR * float64(step+1) / float64(o.WarmupSteps)
+	}
+	if total <= o.WarmupSteps {
+		return o.LR
+	}
+	progress := min(1, float64(step-o.WarmupSteps)/float64(total-o.WarmupSteps))
+	return o.MinLR + 0.5*(o.LR-o.MinLR)*(1+math.Cos(math.Pi*progress))
+}
+
+func (j *trainJob) close() {
+	if j.data != nil {
+		j.data.close()
+	}
+	if j.val != nil {
+		j.val.close()
+	}
+	s := torch.NewScope()
+	for _, name := range j.params {
+		if t, ok := j.m.w[name]; ok {
+			s.SetRequiresGrad(t, false)
+		}
+	}
+	ws := make([]torch.Tensor, 0, len(j.params))
+	for _, name := range j.params {
+		ws = append(ws, j.m.w[name])
+	}
+	s.ZeroGrad(ws)
+	s.Free()
+	j.state.Free()
+	torch.SetGradEnabled(false)
+}
+
+// rollback restores the weights a failed run may have changed.
+func (j *trainJob) rollback() {
+	if j.snapshot == nil {
+		return
+	}
+	s := torch.NewScope()
+	defer s.Free()
+	for name, v := range j.snapshot {
+		t := j.m.w[name]
+		s.CopyInto(t, s.FromFloat32(v, t.Shape()...))
+	}
+	if err := s.Err(); err != nil {
+		j.b.log.Error("restoring the weights after a failed run", "model", j.m.id, "err", err)
+	}
+	j.m.hash = ""
+}
+
+func (j *trainJob) weights() []torch.Tensor {
+	ws := make([]torch.Tensor, len(j.params))
+	for i, name := range j.params {
+		ws[i] = j.m.w[name]
+	}
+	return ws
+}
+
+func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.TrainResult, error) {
+	req, m, b := j.req, j.m, j.b
+	// Keep what training changes, to restore it if the run fails.
+	j.snapshot = map[string][]float32{}
+	{
+		s := torch.NewScope()
+		for _, name := range j.params {
+			j.snapshot[name] = s.Float32s(m.w[name])
+		}
+		err := s.Err()
+		s.Free()
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range j.params {
+		w := m.w[name]
+		j.mom = append(j.mom, j.state.ZerosLike(w))
+		j.vel = append(j.vel, j.state.ZerosLike(w))
+	}
+	if err := j.state.Err(); err != nil {
+		return nil, err
+	}
+	if req.CheckpointDir != "" {
+		if err := j.resume(); err != nil {
+			return nil, err
+		}
+	}
+	m.hash = ""
+	ws := j.weights()
+	{
+		s := torch.NewScope()
+		for _, w := range ws {
+			s.SetRequiresGrad(w, true)
+		}
+		err := s.Err()
+		s.Free()
+		if err != nil {
+			return nil, err
+		}
+	}
+	wd := make([]float64, len(ws))
+	for i, w := range ws {
+		if len(w.Shape()) == 2 {
+			wd[i] = req.Optim.WeightDecay
+		}
+	}
+	began := time.Now()
+	tokens0 := j.tokens
+	bs, l := req.BatchSize, j.data.cols
+	for step := j.start; step < req.Steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		lr := lrAt(req.Optim, step, req.Steps)
+		var loss float64
+		for i := 0; i < j.gradAcc; i++ {
+			first := (step*j.gradAcc + i) * bs
+			tokens, ids, err := j.data.batch(first%j.data.rows, bs)
+			if err != nil {
+				return nil, err
+			}
+			out, err := b.trainMicro(m, j.teacher, tokens, ids, bs, l, j.obj, 1/float64(j.gradAcc))
+			if err != nil {
+				return nil, fmt.Errorf("step %d micro-batch %d: %w", step+1, i, err)
+			}
+			loss += out.loss / float64(j.gradAcc)
+		}
+		s := torch.NewScope()
+		grads := make([]torch.Tensor, len(ws))
+		for i, w := range ws {
+			if grads[i] = s.Grad(w); !grads[i].Defined() && s.Err() == nil {
+				grads[i] = s.ZerosLike(w) // a weight the loss does not reach
+			}
+		}
+		norm := s.Item64(s.GlobalNorm(grads))
+		if err := s.Err(); err != nil {
+			s.Free()
+			return nil, fmt.Errorf("step %d: %w", step+1, err)
+		}
+		if math.IsNaN(norm) || math.IsInf(norm, 0) {
+			s.Free()
+			return nil, fmt.Errorf("step %d: gradient norm is %g", step+1, norm)
+		}
+		clip := 1.0
+		if c := req.Optim.GradClip; c > 0 && norm > c {
+			clip = c / (norm + 1e-6)
+		}
+		j.adamT++
+		s.AdamWStep(ws, grads, j.mom, j.vel, wd, int64(j.adamT), lr, j.beta1, j.beta2, j.eps, clip, b.fused)
+		s.ZeroGrad(ws)
+		err := s.Err()
+		s.Free()
+		if err != nil {
+			return nil, fmt.Errorf("step %d: %w", step+1, err)
+		}
+		j.tokens += int64(bs * l * j.gradAcc)
+		ev := api.TrainEvent{Step: step + 1, Steps: req.Steps, Loss: loss, LR: lr, GradNorm: norm, Tokens: j.tokens}
+		last := step+1 == req.Steps
+		if j.val != nil && (last || req.EvalEvery > 0 && (step+1)%req.EvalEvery == 0) {
+			p, err := b.lmPass(ctx, m, j.teacher, j.val, bs, nil)
+			if err != nil {
+				return nil, fmt.Errorf("step %d: validation: %w", step+1, err)
+			}
+			ev.ValLoss = &p.ce
+			if j.teacher != nil {
+				ev.ValKL = &p.kl
+			}
+		}
+		j.history = append(j.history, ev)
+		if req.CheckpointDir != "" && (last || req.CheckpointEvery > 0 && (step+1)%req.CheckpointEvery == 0) {
+			if err := j.save(step + 1); err != nil {
+				return nil, err
+			}
+		}
+		b.log.Debug("train step", "model", m.id, "step", ev.Step, "steps", ev.Steps, "loss", ev.Loss, "lr", ev.LR, "grad_norm", ev.GradNorm)
+		if events != nil {
+			events(ev)
+		}
+	}
+	res := &api.TrainResult{Steps: req.Steps, Tokens: j.tokens, History: j.history, ResumedFrom: j.start}
+	if n := len(j.history); n > 0 {
+		last := j.history[n-1]
+		res.FinalLoss, res.ValLoss, res.ValKL = last.Loss, last.ValLoss, last.ValKL
+	}
+	if s := time.Since(began).Seconds(); s > 0 {
+		res.TokensPerS = float64(j.tokens-tokens0) / s
+	}
+	return res, nil
+}
+
+// trainMicro runs one micro-batch forward and backward, adding the
+// gradient of scale·loss into the trainable weights' gradients.
+func (b *Backend) trainMicro(m, teacher *model, tokens []int64, ids []int32, n, t int, obj objective, scale float64) (lossOut, error) {
+	s := torch.NewScope()
+	defer s.Free()
+	defer torch.SetGradEnabled(false)
+	x := s.To(s.FromInt64(tokens, int64(n), int64(t)), b.dev)
+	if err := s.Err(); err != nil {
+		return lossOut{}, err
+	}
+	in := lossIn{student: m, ids: ids, obj: obj, grad: true, scale: scale}
+	if teacher != nil && obj.alpha > 0 {
+		th, err := b.forward(s, teacher, x, n, t, fwdOpts{})
+		if err != nil {
+			return lossOut{}, fmt.Errorf("teacher: %w", err)
+		}
+		in.teacher, in.th = teacher, th
+	}
+	torch.SetGradEnabled(true)
+	h, err := b.forward(s, m, x, n, t, fwdOpts{})
+	if err != nil {
+		return lossOut{}, err
+	}
+	in.h = h
+	return b.loss(s, in)
+}
