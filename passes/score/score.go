@@ -219,7 +219,7 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	var calib, lmData backend.Sequences
 	var calibRows int
 	if c.Dataset != nil {
-		prep, err := rc.PrepareDataset(*c.Dataset, tok, dataOptions(s))
+		prep, err := rc.PrepareDataset(*c.Dataset, tok, data.Options{SeqLen: s.seqLen})
 		if err != nil {
 			return err
 		}
@@ -253,7 +253,7 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 			stages++
 		}
 	}
-	csv := map[string][]float64{} // extra CSV columns: raw values of the sweeps
+	raw := map[string][]float64{} // extra CSV columns: the sweeps' raw values
 
 	if s.activations || s.has(MetricBlockInfluence) {
 		rc.Progress(stage, stages, fmt.Sprintf("activation statistics over %d sequences", calibRows))
@@ -295,7 +295,7 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 			imp[i] = r.LM.Loss - ev.LM.Loss
 		}
 		setLayer(t, MetricLMLoss, imp)
-		csv[MetricLMLoss+"_removed"] = removed
+		raw[MetricLMLoss+"_removed"] = removed
 		rc.Metric("baseline_loss", ev.LM.Loss)
 		method = append(method, fmt.Sprintf("%s(block=%d)", MetricLMLoss, s.block))
 		stage++
@@ -325,7 +325,7 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 			imp[i] = ev.Choices.Accuracy - r.Choices.Accuracy
 		}
 		setLayer(t, MetricAccuracy, imp)
-		csv[MetricAccuracy+"_removed"] = removed
+		raw[MetricAccuracy+"_removed"] = removed
 		rc.Metric("baseline_accuracy", ev.Choices.Accuracy)
 		rc.Metric("task_items", ev.Choices.Items)
 		method = append(method, fmt.Sprintf("%s(task=%s,block=%d)", MetricAccuracy, c.Task.Name, s.block))
@@ -337,15 +337,13 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		rc.Metric("layers."+m, t.Layers[m])
 	}
 	if len(s.metrics) > 0 {
-		if err := writeLayers(filepath.Join(rc.Dir, LayersFile), s.metrics, t, csv); err != nil {
+		if err := writeLayers(filepath.Join(rc.Dir, LayersFile), s.metrics, t, raw); err != nil {
 			return err
 		}
 	}
 	rc.SetScores(t)
 	return nil
 }
-
-func dataOptions(s settings) data.Options { return data.Options{SeqLen: s.seqLen} }
 
 func setLayer(t *scores.Table, metric string, v []float64) {
 	if t.Layers == nil {
