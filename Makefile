@@ -28,13 +28,14 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-# The main job on the default CPU backend with the shipped model.
+# The main job on the default CPU backend with the shipped model: the whole
+# Minitron method on stories260K (correct, score, prune, distill, eval,
+# export); it ends with a summary table. Re-running resumes.
 demo: build
-	$(BIN) validate examples/prune-stories260K.hcl
-	$(BIN) plan examples/prune-stories260K.hcl
-	$(BIN) run examples/prune-stories260K.hcl --out runs/demo
-	$(BIN) inspect runs/demo/out/student-hf
-	$(BIN) generate --model $(DATA)/models/stories260K/stories260K.bin --steps 64 --temperature 0
+	$(BIN) validate examples/stories260k/minitron.hcl
+	$(BIN) plan examples/stories260k/minitron.hcl
+	$(BIN) run examples/stories260k/minitron.hcl --out runs/minitron
+	$(BIN) generate --model runs/minitron/out/student-hf --prompt "ROMEO:" --steps 96 --temperature 0.8 --seed 1
 
 # Optional system packages: OpenBLAS (go build -tags openblas) and Debian's
 # PyTorch with OpenBLAS, used by fixture generators and the benchmark peer.

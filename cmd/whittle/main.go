@@ -104,6 +104,7 @@ whittle plans, runs and records them.`,
 	}
 	root.AddCommand(
 		newRunCmd(),
+		newReportCmd(),
 		newValidateCmd(),
 		newPlanCmd(),
 		newFmtCmd(),

@@ -179,12 +179,13 @@ func newRunCmd() *cobra.Command {
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			ev := progressEvents(cmd.ErrOrStderr())
-			man, err := pipeline.Run(cmd.Context(), r, reg, pipeline.Options{Dir: out, Log: log}, ev)
+			man, err := pipeline.Run(cmd.Context(), r, reg, pipeline.Options{Dir: out, Log: log, Backends: backendProvider()}, ev)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "run complete: %s (%d passes, %d outputs)\n", filepath.Join(out, pipeline.ManifestName), len(man.Passes), len(man.Outputs))
-			return nil
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "run complete: %s (%d passes, %d outputs)\n\n", filepath.Join(out, pipeline.ManifestName), len(man.Passes), len(man.Outputs))
+			return man.Summary(w)
 		},
 	}
 	vars.register(cmd)
@@ -203,6 +204,24 @@ func progressEvents(w io.Writer) pipeline.Events {
 		},
 		PassEnd: func(i int, p *recipe.Pass, rec pipeline.PassRecord) {
 			fmt.Fprintf(w, "[%d] %s: %s in %s\n", i+1, p.Name, rec.Status, time.Since(start).Round(time.Millisecond))
+		},
+	}
+}
+
+func newReportCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "report RUN_DIR",
+		Short: "Summarize a run directory: evaluations, parameters, outputs",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			man, err := pipeline.ReadManifest(filepath.Join(args[0], pipeline.ManifestName))
+			if err != nil {
+				return err
+			}
+			if man == nil {
+				return fmt.Errorf("%s: no %s (not a run directory)", args[0], pipeline.ManifestName)
+			}
+			return man.Summary(cmd.OutOrStdout())
 		},
 	}
 }

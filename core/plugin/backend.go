@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
@@ -43,7 +44,13 @@ func (h *Host) OpenBackend(ctx context.Context, b *recipe.Backend) (backend.Back
 		p.kill()
 		return nil, fmt.Errorf("%s serves no backend (it offers pass kinds %s)", label, strings.Join(kindNames(p.desc), ", "))
 	}
-	be := wire.NewBackendClient(pb.NewBackendClient(p.conn.Conn), p.wrap, func() error {
+	wrap := func(op string, err error) error {
+		if op == "Close" && p.exited(time.Second) {
+			return nil // a dead plugin has nothing left to close; its crash was reported
+		}
+		return p.wrap(op, err)
+	}
+	be := wire.NewBackendClient(pb.NewBackendClient(p.conn.Conn), wrap, func() error {
 		p.kill()
 		return nil
 	})

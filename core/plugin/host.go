@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -191,6 +192,9 @@ type proc struct {
 	client *goplugin.Client
 	conn   *wire.Conn
 	desc   *pb.DescribeResponse
+	// crashReported: the first call to see the process gone got a
+	// CrashError; later ones get a short error.
+	crashReported atomic.Bool
 }
 
 // TamperedError is a plugin binary whose sha256 is not the pinned one.
@@ -326,6 +330,10 @@ func (p *proc) wrap(op string, err error) error {
 	var re *wire.RemoteError
 	if errors.As(err, &re) && re.Transport() || p.client.Exited() {
 		if p.exited(2 * time.Second) {
+			if p.crashReported.Swap(true) {
+				// Clean-up calls after the crash: say so briefly.
+				return fmt.Errorf("%s: %s: the plugin is no longer running", p.label, op)
+			}
 			return &CrashError{Plugin: p.label, Op: op, Err: err}
 		}
 	}
@@ -334,15 +342,6 @@ func (p *proc) wrap(op string, err error) error {
 
 // kill ends the process and forgets it.
 func (p *proc) kill() { p.client.Kill() }
-
-// Pid is the plugin process's id (0 when not running), for tests and
-// diagnostics.
-func (p *proc) Pid() int {
-	if rc := p.client.ReattachConfig(); rc != nil {
-		return rc.Pid
-	}
-	return 0
-}
 
 // Close ends every plugin process the host started.
 func (h *Host) Close() {

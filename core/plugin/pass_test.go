@@ -115,7 +115,7 @@ func loadRecipe(t *testing.T, path string, reg *pipeline.Registry, vars map[stri
 }
 
 func TestPassPluginRun(t *testing.T) {
-	_, reg, work := passSetup(t)
+	h, reg, work := passSetup(t)
 	r := loadRecipe(t, writeRecipe(t, work, passRecipe), reg, nil)
 
 	plan, err := pipeline.MakePlan(r, reg)
@@ -186,6 +186,26 @@ func TestPassPluginRun(t *testing.T) {
 		}
 	}
 	// The config recorded in the manifest names the plugin build.
+	// A rebuilt plugin (another binary digest) runs its passes again.
+	plugins := filepath.Dir(h.Find()[1].Path)
+	f, err := os.OpenFile(filepath.Join(plugins, Prefix+"testpass"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("# rebuilt\n")
+	f.Close()
+	h2, _ := newTestHost(t, plugins)
+	reg2 := pipeline.NewRegistry()
+	h2.RegisterPasses(context.Background(), reg2)
+	man2, err := pipeline.Run(context.Background(), loadRecipe(t, filepath.Join(work, "r.hcl"), reg2, nil), reg2, opts, pipeline.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range man2.Passes {
+		if p.Resumed {
+			t.Errorf("pass %s reused after the plugin changed", p.Name)
+		}
+	}
 	var rec map[string]any
 	if err := json.Unmarshal(man.Passes[0].Config, &rec); err != nil {
 		t.Fatal(err)

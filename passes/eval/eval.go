@@ -208,6 +208,9 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	if err != nil {
 		return err
 	}
+	// The run summary lists each evaluated model with its size.
+	rc.Metric("model", c.Model.String())
+	rc.Metric("params", m.Config.Params().Total)
 	be, err := rc.Backend(ctx)
 	if err != nil {
 		return err

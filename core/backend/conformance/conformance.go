@@ -94,6 +94,7 @@ type suite struct {
 	ctx  context.Context
 
 	tiny, tied, teacher, stories *fixture
+	grads                        map[string]*gradCase // finite-difference gradients by setting
 }
 
 // Run runs the suite against the backend open returns. open is called

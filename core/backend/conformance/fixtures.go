@@ -24,15 +24,17 @@ type fixture struct {
 	m    *ir.Model
 	g    *golden
 	tok  *tokenizer.Tokenizer
+	// shared is the shared/data directory the fixture came from.
+	shared string
 
-	seqs      [][]int // the rows of data
-	data      backend.Sequences
-	masked    backend.Sequences // same rows, with mask
-	mask      [][]uint8
-	val       backend.Sequences // other rows, for validation
-	valSeqs   [][]int
-	choices   []backend.ChoiceItem
-	lastWord  []backend.LastWordItem
+	seqs     [][]int // the rows of data
+	data     backend.Sequences
+	masked   backend.Sequences // same rows, with mask
+	mask     [][]uint8
+	val      backend.Sequences // other rows, for validation
+	valSeqs  [][]int
+	choices  []backend.ChoiceItem
+	lastWord []backend.LastWordItem
 }
 
 // tinyConfig is a two-layer model whose layers differ in width (as a
@@ -201,7 +203,7 @@ func storiesFixture(root, dataDir string, nRows, seqLen int) (*fixture, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := llama2c.LoadTokenizer(filepath.Join(mdir, "tok512.bin"))
+	tok, err := tokenizer.LoadLlama2c(filepath.Join(mdir, "tok512.bin"))
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +237,7 @@ func storiesFixture(root, dataDir string, nRows, seqLen int) (*fixture, error) {
 		return nil, err
 	}
 	f.m.Tokenizer = tok
+	f.shared = dataDir
 	pair := func(ctx, cont string) ([]int, []int) {
 		full := tok.Encode(ctx+cont, true, false)
 		c := tok.Encode(ctx, true, false)
