@@ -10,7 +10,7 @@ DATA     ?= ../shared/data
 TESTFLAGS ?= -timeout 25m
 APT_GET  := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: all build test vet fmt-check demo deps deps-dev bench fuzz clean
+.PHONY: all build test vet demo deps bench fuzz clean proto proto-check example-plugin
 
 all: build
 
@@ -25,6 +25,7 @@ test: vet
 vet:
 	$(GO) mod download
 	$(GO) vet ./...
+	cd examples/plugins/wanda && GOWORK=off $(GO) vet .
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -41,7 +42,7 @@ demo: build
 # PyTorch with OpenBLAS, used by fixture generators and the benchmark peer.
 deps:
 	$(APT_GET) update -q
-	$(APT_GET) install -y -q libopenblas-dev python3-torch
+	$(APT_GET) install -y -q libopenblas-dev python3-torch protobuf-compiler
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./plugins/...
@@ -54,6 +55,18 @@ fuzz:
 	    echo "$$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Regenerate the plugin protocol's Go code (needs protoc: apt-get install
+# protobuf-compiler; the Go generators are installed at pinned versions
+# into bin/protoc-gen).
+proto:
+	core/plugin/proto/generate.sh
+proto-check:
+	core/plugin/proto/generate.sh --check
+
+# The out-of-tree example plugin, into bin/ (use with WHITTLE_PLUGIN_PATH=bin).
+example-plugin:
+	cd examples/plugins/wanda && GOWORK=off $(GO) build -o ../../../bin/whittle-plugin-wanda .
 
 clean:
 	rm -rf bin runs

@@ -7,6 +7,7 @@ import (
 	"github.com/whittle-ml/whittle/passes/distill"
 	"github.com/whittle-ml/whittle/passes/eval"
 	"github.com/whittle-ml/whittle/passes/export"
+	"github.com/whittle-ml/whittle/passes/initialize"
 	"github.com/whittle-ml/whittle/passes/instructtune"
 	"github.com/whittle-ml/whittle/passes/prunedepth"
 	"github.com/whittle-ml/whittle/passes/prunewidth"
@@ -17,7 +18,7 @@ import (
 func Registry() (*pipeline.Registry, error) {
 	r := pipeline.NewRegistry()
 	for _, p := range []pipeline.Pass{
-		correct.Pass{}, score.Pass{}, prunewidth.Pass{}, prunedepth.Pass{},
+		correct.Pass{}, initialize.Pass{}, score.Pass{}, prunewidth.Pass{}, prunedepth.Pass{},
 		distill.Pass{}, instructtune.Pass{}, eval.Pass{}, export.Pass{},
 	} {
 		if err := r.Register(p); err != nil {

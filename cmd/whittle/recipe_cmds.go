@@ -16,7 +16,6 @@ import (
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/fsutil"
-	"github.com/whittle-ml/whittle/passes"
 )
 
 // varFlags collects repeated `-var name=value` overrides.
@@ -45,7 +44,7 @@ func loadRecipe(cmd *cobra.Command, path string, vars varFlags, checkFiles bool)
 	if err != nil {
 		return nil, nil, err
 	}
-	reg, err := passes.Registry()
+	reg, err := registryWithPlugins(cmd.Context())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -232,7 +231,7 @@ func newPassesCmd() *cobra.Command {
 		Short: "List the pass kinds a recipe may use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			reg, err := passes.Registry()
+			reg, err := registryWithPlugins(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -102,6 +102,21 @@ func (p *Provider) Open(ctx context.Context, b *recipe.Backend) (backend.Backend
 		}
 		return p.Host.OpenBackend(ctx, b)
 	}
+	if b != nil {
+		// The built-in backend takes no settings: say so rather than
+		// ignore what the recipe asked for.
+		if b.SHA256 != "" {
+			return nil, fmt.Errorf("backend %q pins sha256 but names no plugin binary; set plugin, or remove sha256", b.Name)
+		}
+		if len(b.Config) > 0 {
+			names := make([]string, 0, len(b.Config))
+			for n := range b.Config {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			return nil, fmt.Errorf("backend %q names no plugin, and the built-in backend takes no settings (%s); set plugin, or remove them", b.Name, strings.Join(names, ", "))
+		}
+	}
 	if p.Default == nil {
 		return nil, errors.New("this whittle has no built-in backend; declare backend \"x\" { plugin = \"...\" } and set backend = backend.x on the pass")
 	}

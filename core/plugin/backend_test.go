@@ -156,6 +156,14 @@ func TestSelfBackend(t *testing.T) {
 	if _, err := (&Provider{Host: h}).Open(ctx, nil); err == nil || !strings.Contains(err.Error(), "no built-in backend") {
 		t.Errorf("Open without a default = %v", err)
 	}
+	for _, decl := range []*recipe.Backend{
+		{Name: "cpu", Config: map[string]cty.Value{"threads": cty.NumberIntVal(4)}},
+		{Name: "cpu", SHA256: strings.Repeat("ab", 32)},
+	} {
+		if _, err := p.Open(ctx, decl); err == nil || !strings.Contains(err.Error(), `backend "cpu"`) {
+			t.Errorf("Open(%+v) = %v, want a refusal of settings the built-in backend would ignore", decl, err)
+		}
+	}
 }
 
 func TestBackendLookupByName(t *testing.T) {

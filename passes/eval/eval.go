@@ -12,6 +12,7 @@ import (
 	"math"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/data"
@@ -31,6 +32,9 @@ const (
 
 // DefaultMaxTokens is how many tokens a sample generates by default.
 const DefaultMaxTokens = 64
+
+// now is the clock that times LM evaluation; tests replace it.
+var now = time.Now
 
 // Config is the pass block's schema.
 type Config struct {
@@ -257,10 +261,12 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		if s.sequences > 0 {
 			rows = min(rows, s.sequences)
 		}
+		start := now()
 		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &seqs, BatchSize: s.batch})
 		if err != nil {
 			return fmt.Errorf("LM loss on %s: %w", ref, err)
 		}
+		elapsed := now().Sub(start).Seconds()
 		if ev.LM == nil {
 			return fmt.Errorf("LM loss on %s: the backend returned none", ref)
 		}
@@ -270,6 +276,12 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		rc.Metric("dataset."+ref.Name+".loss", ds.Loss)
 		rc.Metric("dataset."+ref.Name+".ppl", ds.Perplexity)
 		rc.Metric("dataset."+ref.Name+".tokens", ds.Tokens)
+		// Forward throughput (scoring every position of the sequences)
+		// goes to the metrics only: eval.json stays a function of the
+		// model and data, identical between repeated runs.
+		if elapsed > 0 {
+			rc.Metric("dataset."+ref.Name+".tokens_per_s", float64(ds.Tokens)/elapsed)
+		}
 		done++
 	}
 	for _, ref := range c.Tasks {

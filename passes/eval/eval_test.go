@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/pipeline"
@@ -115,6 +116,11 @@ func TestRun(t *testing.T) {
 			{id("s"), id("s"), id("s"), id("s"), id("s")},
 		}}, nil
 	}
+	// A clock that advances 0.25 s per reading times the LM evaluation
+	// (two readings) at 0.25 s.
+	clock := time.Unix(1000, 0)
+	now = func() time.Time { clock = clock.Add(250 * time.Millisecond); return clock }
+	defer func() { now = time.Now }()
 	man, err := env.Run(t, reg, evalRecipe(fullAttrs), fake, pipeline.Events{})
 	if err != nil {
 		t.Fatal(err)
@@ -151,8 +157,8 @@ func TestRun(t *testing.T) {
 	m := passtest.Pass(t, man, "eval").Metrics
 	for k, v := range map[string]any{
 		"dataset.corpus.loss": 2.0, "dataset.corpus.ppl": math.Exp(2), "dataset.corpus.tokens": 6 * 15,
-		"task.choice.acc": 0.75, "task.choice.acc_norm": 0.75 - 0.1, "task.choice.items": 6,
-		"task.lambada.acc": 0.5, "task.lambada.loss": 1.25, "task.lambada.items": 5,
+		"dataset.corpus.tokens_per_s": 6 * 15 / 0.25, "task.choice.acc": 0.75, "task.choice.acc_norm": 0.75 - 0.1,
+		"task.choice.items": 6, "task.lambada.acc": 0.5, "task.lambada.loss": 1.25, "task.lambada.items": 5,
 	} {
 		if !reflect.DeepEqual(m[k], v) {
 			t.Errorf("metric %s = %v (%T), want %v", k, m[k], m[k], v)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
@@ -25,7 +27,10 @@ type Config struct {
 	// Metric names the layer ranking in the scores table.
 	Metric string `hcl:"metric,optional"`
 	// Selection is "contiguous" (the block of Remove layers with the least
-	// summed importance) or "individual" (the Remove least important).
+	// summed per-layer importance), "individual" (the Remove least
+	// important), or "block" (the block whose removal as a whole was
+	// measured least important: the metric must come from a score pass
+	// with block = Remove, whose entry l scores removing l..l+Remove−1).
 	Selection string `hcl:"selection,optional"`
 }
 
@@ -54,9 +59,12 @@ func (c *Config) check(layers int) error {
 		return fmt.Errorf("remove = N needs scores = scores.<name> with a layer metric")
 	}
 	switch c.Selection {
-	case "", "contiguous", "individual":
+	case "", "contiguous", "individual", "block":
 	default:
-		return fmt.Errorf("unknown selection %q (want contiguous or individual)", c.Selection)
+		return fmt.Errorf("unknown selection %q (want contiguous, individual or block)", c.Selection)
+	}
+	if c.Selection == "block" && c.Remove == 0 {
+		return fmt.Errorf("selection = \"block\" chooses among scored blocks; give remove = N, not layers")
 	}
 	return nil
 }
@@ -118,8 +126,17 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		if !ok {
 			return fmt.Errorf("scores.%s has no layer metric %q", c.Scores.Name, c.Metric)
 		}
-		if drop, err = Select(imp, c.Remove, c.Selection != "individual"); err != nil {
-			return err
+		if c.Selection == "block" {
+			if n, ok := BlockSize(t.Method, c.Metric); !ok || n != c.Remove {
+				return fmt.Errorf("selection = \"block\" with remove = %d needs scores.%s's %q measured by removing blocks of %d layers (score pass block = %d); its method is %q",
+					c.Remove, c.Scores.Name, c.Metric, c.Remove, c.Remove, t.Method)
+			}
+			drop, err = SelectBlock(imp, c.Remove)
+		} else {
+			drop, err = Select(imp, c.Remove, c.Selection != "individual")
+		}
+		if err != nil {
+			return fmt.Errorf("scores.%s %q: %w", c.Scores.Name, c.Metric, err)
 		}
 	}
 	out, err := m.DropLayers(drop)
@@ -171,4 +188,59 @@ func Select(importance []float64, n int, contiguous bool) ([]int, error) {
 		out[i] = best + i
 	}
 	return out, nil
+}
+
+// SelectBlock picks the block of n layers to remove from block
+// importances: entry l scores removing layers l..l+n−1 together (higher is
+// more important), as a score pass with block = n measures them. Entries
+// past len−n describe blocks cut short at the last layer and are not
+// candidates. The earliest block wins ties.
+func SelectBlock(importance []float64, n int) ([]int, error) {
+	if n <= 0 || n >= len(importance) {
+		return nil, fmt.Errorf("cannot remove %d of %d layers", n, len(importance))
+	}
+	best := -1
+	for start := 0; start+n <= len(importance); start++ {
+		v := importance[start]
+		if math.IsNaN(v) {
+			return nil, fmt.Errorf("the block at layer %d has importance NaN", start)
+		}
+		if best < 0 || v < importance[best] {
+			best = start
+		}
+	}
+	out := make([]int, n)
+	for i := range out {
+		out[i] = best + i
+	}
+	return out, nil
+}
+
+// BlockSize reads the block size a layer metric was measured with from a
+// score table's method, which the score pass writes as parts joined by
+// "+", e.g. "activations(...)+lm_loss(block=2)+accuracy(task=w,block=2)".
+// Metrics measured one layer at a time without a block parameter
+// (block_influence) report 1.
+func BlockSize(method, metric string) (int, bool) {
+	for _, part := range strings.Split(method, "+") {
+		if part == metric {
+			return 1, true
+		}
+		args, ok := strings.CutPrefix(part, metric+"(")
+		if !ok {
+			continue
+		}
+		args, ok = strings.CutSuffix(args, ")")
+		if !ok {
+			return 0, false
+		}
+		for _, a := range strings.Split(args, ",") {
+			if v, ok := strings.CutPrefix(a, "block="); ok {
+				n, err := strconv.Atoi(v)
+				return n, err == nil && n > 0
+			}
+		}
+		return 1, true
+	}
+	return 0, false
 }

@@ -1,12 +1,16 @@
 package prunedepth
 
 import (
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/passes/internal/passtest"
+	"github.com/whittle-ml/whittle/passes/score"
 )
 
 func TestSelect(t *testing.T) {
@@ -85,6 +89,8 @@ func TestCheck(t *testing.T) {
 		{"neither", Config{}, "remove = N"},
 		{"remove all", Config{Remove: 4, Scores: scores}, "no layers"},
 		{"remove without scores", Config{Remove: 1}, "needs scores"},
+		{"block", Config{Remove: 2, Scores: scores, Selection: "block"}, ""},
+		{"block with a list", Config{Layers: []int{1, 2}, Selection: "block"}, "give remove = N"},
 		{"unknown selection", Config{Remove: 1, Scores: scores, Selection: "random"}, `"random"`},
 	}
 	for _, tc := range tests {
@@ -92,6 +98,132 @@ func TestCheck(t *testing.T) {
 			err := tc.c.check(4)
 			if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("check = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSelectBlock(t *testing.T) {
+	tests := []struct {
+		name string
+		imp  []float64
+		n    int
+		want []int
+	}{
+		// Blocks of 2 start at 0..2; the truncated block at 3 is no
+		// candidate. Summing per-layer values would pick [2 3] instead.
+		{"truncated last entry ignored", []float64{5, 1, 3, 0.5}, 2, []int{1, 2}},
+		{"last full block", []float64{5, 4, 1, 9}, 2, []int{2, 3}},
+		{"first block", []float64{-1, 0, 0, -5, -5}, 3, []int{0, 1, 2}},
+		{"ties take earliest", []float64{2, 1, 1, 3, 0}, 2, []int{1, 2}},
+		{"single layers", []float64{3, 2, 1, 4}, 1, []int{2}},
+		{"all but one, cut-short blocks ignored", []float64{3, 2, 1, 0}, 3, []int{1, 2, 3}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := SelectBlock(tc.imp, tc.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("SelectBlock(%v, %d) = %v, want %v", tc.imp, tc.n, got, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		imp []float64
+		n   int
+	}{{[]float64{1, 2, 3}, 0}, {[]float64{1, 2, 3}, 3}, {nil, 1}, {[]float64{1, math.NaN(), 3}, 1}} {
+		if got, err := SelectBlock(tc.imp, tc.n); err == nil {
+			t.Errorf("SelectBlock(%v, %d) = %v, want an error", tc.imp, tc.n, got)
+		}
+	}
+}
+
+func TestBlockSize(t *testing.T) {
+	tests := []struct {
+		method, metric string
+		want           int
+		ok             bool
+	}{
+		{"activations(samples=256,seq_len=128)+lm_loss(block=2)+block_influence", "lm_loss", 2, true},
+		{"activations(samples=256,seq_len=128)+lm_loss(block=2)+block_influence", "block_influence", 1, true},
+		{"lm_loss(block=1)+accuracy(task=winogrande,block=3)", "accuracy", 3, true},
+		{"lm_loss(block=1)", "accuracy", 0, false},
+		{"lm_loss(block=x)", "lm_loss", 0, false},
+		{"lm_loss(block=0)", "lm_loss", 0, false},
+		{"lm_loss(block=2", "lm_loss", 0, false},
+		{"", "lm_loss", 0, false},
+		// A metric whose name is a prefix of another's is not confused with it.
+		{"lm_loss_v2(block=4)", "lm_loss", 0, false},
+	}
+	for _, tc := range tests {
+		n, ok := BlockSize(tc.method, tc.metric)
+		if n != tc.want || ok != tc.ok {
+			t.Errorf("BlockSize(%q, %q) = %d, %v, want %d, %v", tc.method, tc.metric, n, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// depthRecipe scores the tiny model's blocks of layers with the fake
+// backend, whose LM loss rises by 0.1·(l+1) for every removed layer l, and
+// prunes by that table.
+func depthRecipe(block int, selection string, remove int) string {
+	return passtest.Inputs + fmt.Sprintf(`
+pass "score" {
+  model       = model.base
+  dataset     = dataset.corpus
+  into        = "imp"
+  samples     = 4
+  seq_len     = 16
+  activations = false
+  layers      = ["lm_loss"]
+  block       = %d
+}
+
+pass "prune-depth" {
+  model     = model.base
+  scores    = scores.imp
+  into      = "short"
+  remove    = %d
+  metric    = "lm_loss"
+  selection = %q
+}
+`, block, remove, selection)
+}
+
+func TestRunBlockSelection(t *testing.T) {
+	reg := passtest.Registry(t, score.Pass{}, Pass{})
+	tests := []struct {
+		name          string
+		block, remove int
+		selection     string
+		want          []int
+		err           string
+	}{
+		// The fake scores removing l..l+1 as 0.1(l+1)+0.1(l+2), truncated
+		// at layer 3: [0.3 0.5 0.7 0.4]. The block at 0 is cheapest.
+		{"block of 2", 2, 2, "block", []int{0, 1}, ""},
+		{"block of 3", 3, 3, "block", []int{0, 1, 2}, ""},
+		{"block sweep of 1 for remove 2", 1, 2, "block", nil, "block = 2"},
+		{"block sweep of 3 for remove 2", 3, 2, "block", nil, "block = 2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := passtest.NewEnv(t)
+			man, err := env.Run(t, reg, depthRecipe(tc.block, tc.selection, tc.remove), passtest.NewFake(), pipeline.Events{})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one mentioning %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := passtest.Pass(t, man, "prune-depth").Metrics["dropped_layers"]
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("dropped %v, want %v", got, tc.want)
 			}
 		})
 	}

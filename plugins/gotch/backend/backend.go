@@ -44,7 +44,8 @@ type Options struct {
 	// Device is "cpu", "cuda" or "cuda:N"; "" or "auto" picks cuda:0 when
 	// libtorch sees a GPU, else the CPU.
 	Device string
-	// Threads sets libtorch's intra-op threads (0 keeps libtorch's default).
+	// Threads sets libtorch's intra-op threads (0: one per CPU on the CPU,
+	// libtorch's default on a GPU).
 	Threads int
 	// Precision is "bf16" (matrix products in bfloat16, float32 master
 	// weights; the default on CUDA) or "fp32" (the default on the CPU,
@@ -128,8 +129,11 @@ func (b *Backend) setup(opts Options) error {
 		return err
 	}
 	b.dev = dev
-	if opts.Threads > 0 {
+	switch {
+	case opts.Threads > 0:
 		torch.SetThreads(opts.Threads)
+	case !dev.IsCUDA():
+		torch.SetThreads(runtime.NumCPU())
 	}
 	b.threads = torch.Threads()
 	switch strings.ToLower(opts.Precision) {

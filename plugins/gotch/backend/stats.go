@@ -6,6 +6,7 @@ import (
 	"math"
 
 	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
 )
 
@@ -45,46 +46,12 @@ func (b *Backend) stats(ctx context.Context, req api.StatsRequest) (*api.StatsRe
 	}
 	defer d.close()
 
-	// Accumulators live on the device, in float64, for the whole pass.
-	acc := torch.NewScope()
-	defer acc.Free()
-	nl := len(cfg.Layers)
-	mlp, head, norm1, norm2 := make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl)
-	cos := make([]torch.Tensor, nl)
-	for l, lc := range cfg.Layers {
-		if req.Activations {
-			mlp[l] = acc.Zeros([]int64{int64(lc.MLP)}, torch.Float64, b.dev)
-			head[l] = acc.Zeros([]int64{int64(lc.Heads * lc.HeadDim)}, torch.Float64, b.dev)
-			norm1[l] = acc.Zeros([]int64{int64(cfg.Hidden)}, torch.Float64, b.dev)
-			norm2[l] = acc.Zeros([]int64{int64(cfg.Hidden)}, torch.Float64, b.dev)
-		}
-		if req.BlockInfluence {
-			cos[l] = acc.Zeros([]int64{}, torch.Float64, b.dev)
-		}
-	}
-	if err := acc.Err(); err != nil {
+	acc, err := b.newStatsAcc(cfg, req.Activations, req.BlockInfluence)
+	if err != nil {
 		return nil, err
 	}
-	// absMeanSq adds Σ_b (mean_s |a[b,s,c]|)² into dst.
-	absMeanSq := func(s *torch.Scope, dst, a torch.Tensor) {
-		mean := s.Mean(s.ToDType(s.Abs(a), torch.Float64), false, 1)
-		s.AddInPlace(dst, s.Sum(s.Square(mean), false, 0))
-	}
-	hook := func(l int, a *acts) error {
-		s := torch.NewScope()
-		defer s.Free()
-		if req.Activations {
-			absMeanSq(s, mlp[l], a.MLPAct)
-			absMeanSq(s, head[l], a.AttnOut)
-			absMeanSq(s, norm1[l], a.AttnNormOut)
-			absMeanSq(s, norm2[l], a.MLPNormOut)
-		}
-		if req.BlockInfluence {
-			c := s.CosineSimilarity(s.ToDType(a.Input, torch.Float64), s.ToDType(a.Output, torch.Float64), -1, 1e-150)
-			s.AddInPlace(cos[l], s.Sum(c, false))
-		}
-		return s.Err()
-	}
+	defer acc.free()
+	hook := acc.add
 	for start := 0; start < d.rows; start += bs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -96,29 +63,109 @@ func (b *Backend) stats(ctx context.Context, req api.StatsRequest) (*api.StatsRe
 		}
 		s := torch.NewScope()
 		x := s.To(s.FromInt64(tokens, int64(n), int64(d.cols)), b.dev)
-		if err := s.Err(); err == nil {
+		if err = s.Err(); err == nil {
 			_, err = b.forward(s, m, x, n, d.cols, fwdOpts{hook: hook})
 		}
-		err = firstErr(err, s.Err())
 		s.Free()
 		if err != nil {
 			return nil, fmt.Errorf("%s rows %d–%d: %w", d.path, start, start+n-1, err)
 		}
 	}
 
-	res := &api.StatsResult{Sequences: d.rows, Tokens: d.rows * d.cols}
+	res, err := acc.result()
+	if err != nil {
+		return nil, err
+	}
+	res.Sequences, res.Tokens = d.rows, d.rows*d.cols
+	for l := range res.BlockInfluence {
+		res.BlockInfluence[l] = 1 - res.BlockInfluence[l]/float64(res.Tokens)
+	}
+	return res, nil
+}
+
+// statsAcc accumulates, on the device in float64, Σ_b (mean_s |a[b,s,c]|)²
+// per channel of each activation and Σ cos(x_in, x_out) per layer. The
+// per-sequence means and cosines are taken in float64 on the CPU (to
+// agree with the CPU backend to float64 rounding) and in float32 on a GPU.
+type statsAcc struct {
+	b                       *Backend
+	cfg                     *ir.Config
+	acts, bi                bool
+	wide                    torch.DType
+	s                       *torch.Scope
+	mlp, head, norm1, norm2 []torch.Tensor
+	cos                     []torch.Tensor
+}
+
+func (b *Backend) newStatsAcc(cfg *ir.Config, acts, bi bool) (*statsAcc, error) {
+	a := &statsAcc{b: b, cfg: cfg, acts: acts, bi: bi, s: torch.NewScope(), wide: torch.Float64}
+	if b.dev.IsCUDA() {
+		a.wide = torch.Float32
+	}
+	nl := len(cfg.Layers)
+	a.mlp, a.head, a.norm1, a.norm2, a.cos = make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl)
+	for l, lc := range cfg.Layers {
+		if acts {
+			a.mlp[l] = a.s.Zeros([]int64{int64(lc.MLP)}, torch.Float64, b.dev)
+			a.head[l] = a.s.Zeros([]int64{int64(lc.Heads * lc.HeadDim)}, torch.Float64, b.dev)
+			a.norm1[l] = a.s.Zeros([]int64{int64(cfg.Hidden)}, torch.Float64, b.dev)
+			a.norm2[l] = a.s.Zeros([]int64{int64(cfg.Hidden)}, torch.Float64, b.dev)
+		}
+		if bi {
+			a.cos[l] = a.s.Zeros([]int64{}, torch.Float64, b.dev)
+		}
+	}
+	if err := a.s.Err(); err != nil {
+		a.free()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *statsAcc) free() { a.s.Free() }
+
+// add is a forward hook.
+func (a *statsAcc) add(l int, x *acts) error {
+	s := torch.NewScope()
+	defer s.Free()
+	absMeanSq := func(dst, v torch.Tensor) {
+		mean := s.ToDType(s.Mean(s.ToDType(s.Abs(v), a.wide), false, 1), torch.Float64)
+		s.AddInPlace(dst, s.Sum(s.Square(mean), false, 0))
+	}
+	if a.acts {
+		absMeanSq(a.mlp[l], x.MLPAct)
+		absMeanSq(a.head[l], x.AttnOut)
+		absMeanSq(a.norm1[l], x.AttnNormOut)
+		absMeanSq(a.norm2[l], x.MLPNormOut)
+	}
+	if a.bi {
+		eps := 1e-150
+		if a.wide == torch.Float32 {
+			eps = 1e-30
+		}
+		c := s.CosineSimilarity(s.ToDType(x.Input, a.wide), s.ToDType(x.Output, a.wide), -1, eps)
+		s.AddInPlace(a.cos[l], s.Sum(s.ToDType(c, torch.Float64), false))
+	}
+	return s.Err()
+}
+
+// result copies the sums to the host and applies minitron.md's square
+// roots and norms; BlockInfluence holds the summed cosines.
+func (a *statsAcc) result() (*api.StatsResult, error) {
+	cfg := a.cfg
+	res := &api.StatsResult{}
 	host := func(t torch.Tensor) []float64 {
 		s := torch.NewScope()
 		defer s.Free()
 		v := s.Float64s(t)
-		acc.Fail(s.Err())
+		a.s.Fail(s.Err())
 		return v
 	}
-	if req.Activations {
+	if a.acts {
 		res.Hidden = make([]float64, cfg.Hidden)
 		for l, lc := range cfg.Layers {
-			res.MLP = append(res.MLP, sqrtAll(host(mlp[l])))
-			ch := sqrtAll(host(head[l]))
+			res.MLP = append(res.MLP, sqrtAll(host(a.mlp[l])))
+			ch := sqrtAll(host(a.head[l]))
 			res.HeadChannels = append(res.HeadChannels, ch)
 			heads := make([]float64, lc.Heads)
 			for h := range heads {
@@ -130,22 +177,19 @@ func (b *Backend) stats(ctx context.Context, req api.StatsRequest) (*api.StatsRe
 			}
 			res.Heads = append(res.Heads, heads)
 			// Each norm's output is aggregated on its own, then summed.
-			n1, n2 := host(norm1[l]), host(norm2[l])
+			n1, n2 := host(a.norm1[l]), host(a.norm2[l])
 			for c := range res.Hidden {
 				res.Hidden[c] += math.Sqrt(n1[c]) + math.Sqrt(n2[c])
 			}
 		}
 	}
-	if req.BlockInfluence {
-		res.BlockInfluence = make([]float64, nl)
+	if a.bi {
+		res.BlockInfluence = make([]float64, len(cfg.Layers))
 		for l := range cfg.Layers {
-			res.BlockInfluence[l] = 1 - host(cos[l])[0]/float64(res.Tokens)
+			res.BlockInfluence[l] = host(a.cos[l])[0]
 		}
 	}
-	if err := acc.Err(); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return res, a.s.Err()
 }
 
 func sqrtAll(v []float64) []float64 {

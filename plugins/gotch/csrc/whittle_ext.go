@@ -8,6 +8,7 @@ package libtch
 
 // #include <stdlib.h>
 // #include "whittle_ext.h"
+// void at_manual_seed(int64_t);
 import "C"
 
 import "unsafe"
@@ -102,3 +103,6 @@ func WhtSetNumThreads(n int) { C.wht_set_num_threads(C.int(n)) }
 
 // WhtGetNumThreads is libtorch's intra-op thread count.
 func WhtGetNumThreads() int { return int(C.wht_get_num_threads()) }
+
+// WhtManualSeed seeds libtorch's generators (CPU and CUDA).
+func WhtManualSeed(seed int64) { C.at_manual_seed(C.int64_t(seed)) }

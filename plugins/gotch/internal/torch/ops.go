@@ -664,3 +664,18 @@ func (s *Scope) Float64s(t Tensor) []float64 {
 	}
 	return out
 }
+
+// ManualSeed seeds libtorch's random generators.
+func ManualSeed(seed int64) { lib.WhtManualSeed(seed) }
+
+// Randn is a new tensor of standard normal samples.
+func (s *Scope) Randn(shape []int64, dt DType, dev Device) Tensor {
+	dims := nonEmpty(shape)
+	return s.run("Randn", func(o *lib.Ctensor) { lib.AtgRandn(o, dims, len(shape), int32(dt), int32(dev)) })
+}
+
+// Randint is a new int64 tensor of samples from [0, high).
+func (s *Scope) Randint(high int64, shape []int64, dev Device) Tensor {
+	dims := nonEmpty(shape)
+	return s.run("Randint", func(o *lib.Ctensor) { lib.AtgRandint(o, high, dims, len(shape), int32(Int64), int32(dev)) })
+}
