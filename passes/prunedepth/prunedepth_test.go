@@ -228,3 +228,17 @@ func TestRunBlockSelection(t *testing.T) {
 		})
 	}
 }
+
+// FuzzBlockSize feeds arbitrary methods (scores.json is a file a user may
+// edit): BlockSize never panics and reports a positive size when it
+// reports one.
+func FuzzBlockSize(f *testing.F) {
+	f.Add("activations(samples=256,seq_len=128)+lm_loss(block=2)+block_influence", "lm_loss")
+	f.Add("accuracy(task=copa,block=3)", "accuracy")
+	f.Add("lm_loss(block=", "lm_loss")
+	f.Fuzz(func(t *testing.T, method, metric string) {
+		if n, ok := BlockSize(method, metric); ok && n < 1 {
+			t.Errorf("BlockSize(%q, %q) = %d, true", method, metric, n)
+		}
+	})
+}

@@ -114,6 +114,14 @@ func (s *suite) checkReference(t *testing.T, f *fixture) {
 		t.Run("TrainNormOnly", func(t *testing.T) {
 			train(t, backend.TrainRequest{Objective: backend.ObjectiveCE, Mode: backend.ModeNormOnly, Data: f.data, Steps: 3, BatchSize: 2, Optim: o}, nil)
 		})
+		t.Run("TrainLoRA", func(t *testing.T) {
+			if s.opts.NoLoRA {
+				t.Skip("the backend has no LoRA")
+			}
+			train(t, backend.TrainRequest{Objective: backend.ObjectiveKL, Loss: backend.LossConfig{Temperature: 1.5, CEWeight: 0.5}, Mode: backend.ModeLoRA,
+				LoRA: &backend.LoRAConfig{Rank: 3, Alpha: 6, Targets: []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}},
+				Data: f.masked, Validation: &f.val, EvalEvery: 2, Steps: 4, BatchSize: 2, GradAccum: 2, Seed: 17, Optim: o}, s.teacher)
+		})
 	}
 }
 

@@ -307,7 +307,7 @@ func (s *suite) checkAdamWStep(t *testing.T) {
 			decay = 1 - step*wd
 		}
 		for i := range w0 {
-			if math.Abs(g[i]) < 1e-4*gmax {
+			if math.Abs(g[i]) < s.tol.Grad*gmax {
 				continue // the update's sign is not determined at this precision
 			}
 			gh := g[i] * clip
@@ -420,10 +420,24 @@ func (s *suite) checkValidation(t *testing.T) {
 // untouched, and the same request then resumes and ends where an
 // uninterrupted run does.
 func (s *suite) checkResume(t *testing.T) {
+	for _, mode := range []string{backend.ModeFull, backend.ModeLoRA} {
+		t.Run(mode, func(t *testing.T) {
+			if mode == backend.ModeLoRA && s.opts.NoLoRA {
+				t.Skip("the backend has no LoRA")
+			}
+			s.checkResumeMode(t, mode)
+		})
+	}
+}
+
+func (s *suite) checkResumeMode(t *testing.T, mode string) {
 	f, teacher := s.tiny, s.teacher
-	base := backend.TrainRequest{Objective: backend.ObjectiveKL, Loss: backend.LossConfig{Temperature: 2, TopK: 6}, Mode: backend.ModeFull,
-		Data: f.data, Steps: 4, BatchSize: 2, GradAccum: 2, CheckpointEvery: 2,
+	base := backend.TrainRequest{Objective: backend.ObjectiveKL, Loss: backend.LossConfig{Temperature: 2, TopK: 6}, Mode: mode,
+		Data: f.data, Steps: 4, BatchSize: 2, GradAccum: 2, CheckpointEvery: 2, Seed: 3,
 		Optim: backend.OptimConfig{LR: 3e-3, MinLR: 1e-4, WarmupSteps: 1, WeightDecay: 0.1, GradClip: 1}}
+	if mode == backend.ModeLoRA {
+		base.LoRA = &backend.LoRAConfig{Rank: 2, Targets: []string{"v_proj", "up_proj"}}
+	}
 	straight := base
 	straight.CheckpointDir = filepath.Join(t.TempDir(), "straight")
 	want, wantW, _ := s.trainOnce(t, s.b, f, teacher, straight)

@@ -44,8 +44,8 @@ type Options struct {
 	// Device is "cpu", "cuda" or "cuda:N"; "" or "auto" picks cuda:0 when
 	// libtorch sees a GPU, else the CPU.
 	Device string
-	// Threads sets libtorch's intra-op threads (0: one per CPU on the CPU,
-	// libtorch's default on a GPU).
+	// Threads sets libtorch's intra-op threads (0 keeps libtorch's
+	// default, which OMP_NUM_THREADS sets).
 	Threads int
 	// Precision is "bf16" (matrix products in bfloat16, float32 master
 	// weights; the default on CUDA) or "fp32" (the default on the CPU,
@@ -72,13 +72,13 @@ type Backend struct {
 	masks     map[int]torch.Tensor // causal masks by length, for the plain attention
 	log       *slog.Logger
 
-	jobs chan func()
-	done chan struct{}
+	jobs chan func()   // never closed: senders also watch done
+	quit chan struct{} // closed by Close
+	done chan struct{} // closed when the worker has exited
 
 	// The fields below are owned by the worker goroutine.
 	models map[api.ModelID]*model
 	next   int
-	closed bool
 
 	closeOnce sync.Once
 }
@@ -91,14 +91,14 @@ func New(opts Options) (*Backend, error) {
 		return nil, fmt.Errorf("gotch: negative threads %d or loss chunk %d", opts.Threads, opts.LossChunk)
 	}
 	b := &Backend{log: opts.Log, lossChunk: opts.LossChunk, models: map[api.ModelID]*model{},
-		jobs: make(chan func()), done: make(chan struct{})}
+		jobs: make(chan func()), quit: make(chan struct{}), done: make(chan struct{})}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
 	ready := make(chan error, 1)
 	go b.worker(opts, ready)
 	if err := <-ready; err != nil {
-		close(b.jobs)
+		close(b.quit)
 		<-b.done
 		return nil, err
 	}
@@ -111,8 +111,13 @@ func (b *Backend) worker(opts Options, ready chan<- error) {
 	runtime.LockOSThread()
 	defer close(b.done)
 	ready <- b.setup(opts)
-	for f := range b.jobs {
-		f()
+	for running := true; running; {
+		select {
+		case f := <-b.jobs:
+			f()
+		case <-b.quit:
+			running = false
+		}
 	}
 	for _, m := range b.models {
 		m.free()
@@ -129,11 +134,8 @@ func (b *Backend) setup(opts Options) error {
 		return err
 	}
 	b.dev = dev
-	switch {
-	case opts.Threads > 0:
+	if opts.Threads > 0 {
 		torch.SetThreads(opts.Threads)
-	case !dev.IsCUDA():
-		torch.SetThreads(runtime.NumCPU())
 	}
 	b.threads = torch.Threads()
 	switch strings.ToLower(opts.Precision) {
@@ -198,10 +200,6 @@ func (b *Backend) do(ctx context.Context, f func() error) (err error) {
 				res <- fmt.Errorf("gotch: internal error: %v", r)
 			}
 		}()
-		if b.closed {
-			res <- errClosed
-			return
-		}
 		res <- f()
 	}
 	select {
@@ -224,7 +222,7 @@ func (b *Backend) Info(ctx context.Context) (api.Info, error) {
 			Device:  b.dev.String(),
 			Threads: b.threads,
 			Capabilities: []string{
-				api.CapTrain, api.CapStats, api.CapEvaluate, api.CapGenerate,
+				api.CapTrain, api.CapLoRA, api.CapStats, api.CapEvaluate, api.CapGenerate,
 			},
 		}
 		return nil
@@ -235,8 +233,7 @@ func (b *Backend) Info(ctx context.Context) (api.Info, error) {
 // Close releases every model and stops the worker; later calls fail.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
-		b.do(context.Background(), func() error { b.closed = true; return nil })
-		close(b.jobs)
+		close(b.quit)
 		<-b.done
 	})
 	return nil

@@ -186,7 +186,7 @@ func (b *Backend) bench(ctx context.Context, o BenchOptions) (*BenchResult, erro
 		}
 		adamT := 0
 		step = func() (float64, error) {
-			out, err := b.trainMicro(student, teacher, tok, ids, n, t, obj, 1)
+			out, err := b.trainMicro(student, teacher, nil, tok, ids, n, t, obj, 1)
 			if err != nil {
 				return 0, err
 			}

@@ -150,7 +150,7 @@ func (j *trainJob) resume() error {
 		for _, p := range []struct {
 			key string
 			dst torch.Tensor
-		}{{"w/" + name, j.m.w[name]}, {"m/" + name, j.mom[i]}, {"v/" + name, j.vel[i]}} {
+		}{{"w/" + name, j.ws[i]}, {"m/" + name, j.mom[i]}, {"v/" + name, j.vel[i]}} {
 			if err := load(p.key, p.dst); err != nil {
 				return err
 			}
@@ -193,7 +193,7 @@ func (j *trainJob) save(step int) error {
 		}})
 	}
 	for i, name := range j.params {
-		add("w/"+name, j.m.w[name])
+		add("w/"+name, j.ws[i])
 		add("m/"+name, j.mom[i])
 		add("v/"+name, j.vel[i])
 	}

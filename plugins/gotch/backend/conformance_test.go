@@ -24,12 +24,11 @@ func TestConformance(t *testing.T) {
 	}
 	opts := conformance.Options{
 		Reference: func() (api.Backend, error) { return cpu.New(cpu.Options{}) },
-		NoLoRA:    true,
 	}
 	if prec == "bf16" {
 		opts.Tol = conformance.BF16Tolerances()
 	}
 	conformance.Run(t, func() (api.Backend, error) {
-		return New(Options{Device: dev, Precision: prec, Threads: 2})
+		return New(Options{Device: dev, Precision: prec})
 	}, opts)
 }

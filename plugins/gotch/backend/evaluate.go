@@ -72,7 +72,7 @@ func (b *Backend) evaluate(ctx context.Context, req api.EvalRequest) (*api.EvalR
 		var lr *api.LMResult
 		var cr *api.ChoiceResult
 		if lm != nil {
-			p, err := b.lmPass(ctx, m, nil, lm, bs, skip)
+			p, err := b.lmPass(ctx, m, nil, lm, bs, fwdOpts{skip: skip})
 			if err != nil {
 				return nil, nil, err
 			}
@@ -117,7 +117,7 @@ type lmStats struct {
 // lmPass scores next-token cross-entropy (and, with a teacher, the forward
 // KL from it at temperature 1 over the full vocabulary) on every target
 // of the dataset.
-func (b *Backend) lmPass(ctx context.Context, m, teacher *model, d *sequences, bs int, skip map[int]bool) (lmStats, error) {
+func (b *Backend) lmPass(ctx context.Context, m, teacher *model, d *sequences, bs int, o fwdOpts) (lmStats, error) {
 	var st lmStats
 	var ce, kl float64
 	for start := 0; start < d.rows; start += bs {
@@ -130,7 +130,7 @@ func (b *Backend) lmPass(ctx context.Context, m, teacher *model, d *sequences, b
 			return st, err
 		}
 		s := torch.NewScope()
-		out, err := b.scoreBatch(s, m, teacher, tokens, ids, n, d.cols, skip, objective{}, false)
+		out, err := b.scoreBatch(s, m, teacher, tokens, ids, n, d.cols, o, objective{}, false)
 		s.Free()
 		if err != nil {
 			return st, fmt.Errorf("%s rows %d–%d: %w", d.path, start, start+n-1, err)
@@ -148,12 +148,12 @@ func (b *Backend) lmPass(ctx context.Context, m, teacher *model, d *sequences, b
 
 // scoreBatch runs a forward pass without gradients over n sequences of t
 // tokens (and the teacher's, if any) and scores ids.
-func (b *Backend) scoreBatch(s *torch.Scope, m, teacher *model, tokens []int64, ids []int32, n, t int, skip map[int]bool, obj objective, rows bool) (lossOut, error) {
+func (b *Backend) scoreBatch(s *torch.Scope, m, teacher *model, tokens []int64, ids []int32, n, t int, o fwdOpts, obj objective, rows bool) (lossOut, error) {
 	x := s.To(s.FromInt64(tokens, int64(n), int64(t)), b.dev)
 	if err := s.Err(); err != nil {
 		return lossOut{}, err
 	}
-	h, err := b.forward(s, m, x, n, t, fwdOpts{skip: skip})
+	h, err := b.forward(s, m, x, n, t, o)
 	if err != nil {
 		return lossOut{}, err
 	}
@@ -272,7 +272,7 @@ func (b *Backend) scoreOptions(ctx context.Context, m *model, opts []option, bs 
 			}
 		}
 		s := torch.NewScope()
-		res, err := b.scoreBatch(s, m, nil, tokens, targets, len(batch), t, skip, objective{}, true)
+		res, err := b.scoreBatch(s, m, nil, tokens, targets, len(batch), t, fwdOpts{skip: skip}, objective{}, true)
 		s.Free()
 		if err != nil {
 			return nil, err

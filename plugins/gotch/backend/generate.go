@@ -106,4 +106,3 @@ func (b *Backend) lastLogits(m *model, seq []int64) ([]float32, error) {
 	v := s.Float32s(z)
 	return v, s.Err()
 }
-

@@ -1,11 +1,134 @@
 package backend
 
-import "github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
+import (
+	"fmt"
 
-// loraSet holds low-rank adapters being trained; LoRA is not implemented
-// in this backend yet (Train returns ErrUnsupported for mode lora).
-type loraSet struct{}
+	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/plugins/cpu/engine"
+	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
+)
 
+// Defaults for zero fields of api.LoRAConfig (the CPU backend's).
+const defaultLoRARank = 8
+
+// loraRoles maps the short projection names of api.LoRAConfig to IR
+// roles; the IR's own role names are accepted too.
+var loraRoles = map[string]string{
+	"q_proj": ir.RoleQ, "k_proj": ir.RoleK, "v_proj": ir.RoleV, "o_proj": ir.RoleO,
+	"gate_proj": ir.RoleGate, "up_proj": ir.RoleUp, "down_proj": ir.RoleDown,
+}
+
+type loraKey struct {
+	layer int
+	role  string
+}
+
+// loraSet is low-rank adapters being trained (Hu et al., 2021): an adapted
+// projection computes x·Wᵀ + (α/r)·(x·Aᵀ)·Bᵀ. A and B are float32 on the
+// device. They start as the CPU backend's do (engine.NewLoRA with the
+// request's seed: A uniform, B zero), so both backends train the same
+// adapters.
+type loraSet struct {
+	scale float64
+	keys  []loraKey // layer, then role order: the parameter order
+	a, b  map[loraKey]torch.Tensor
+	s     *torch.Scope
+}
+
+func (b *Backend) newLoRA(cfg ir.Config, req api.TrainRequest) (*loraSet, error) {
+	c := api.LoRAConfig{}
+	if req.LoRA != nil {
+		c = *req.LoRA
+	}
+	if c.Rank < 0 {
+		return nil, fmt.Errorf("negative lora rank %d", c.Rank)
+	}
+	if c.Rank == 0 {
+		c.Rank = defaultLoRARank
+	}
+	if c.Alpha == 0 {
+		c.Alpha = float64(c.Rank)
+	}
+	if len(c.Targets) == 0 {
+		c.Targets = []string{"q_proj", "v_proj"}
+	}
+	var roles []string
+	for _, t := range c.Targets {
+		role, ok := loraRoles[t]
+		if !ok {
+			for _, r := range loraRoles {
+				if t == r {
+					role, ok = r, true
+				}
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("unknown lora target %q (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)", t)
+		}
+		roles = append(roles, role)
+	}
+	init, err := engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: roles}, uint64(req.Seed))
+	if err != nil {
+		return nil, err
+	}
+	set := &loraSet{scale: float64(init.Scale()), a: map[loraKey]torch.Tensor{}, b: map[loraKey]torch.Tensor{}, s: torch.NewScope()}
+	for _, ad := range init.Adapters {
+		k := loraKey{ad.Layer, ad.Role}
+		set.keys = append(set.keys, k)
+		set.a[k] = set.s.Copy(set.s.FromFloat32(ad.A, int64(c.Rank), int64(ad.In)), b.dev, torch.Float32)
+		set.b[k] = set.s.Copy(set.s.FromFloat32(ad.B, int64(ad.Out), int64(c.Rank)), b.dev, torch.Float32)
+	}
+	if err := set.s.Err(); err != nil {
+		set.free()
+		return nil, err
+	}
+	return set, nil
+}
+
+func (a *loraSet) free() {
+	if a != nil {
+		a.s.Free()
+	}
+}
+
+// params lists the adapters' tensors with checkpoint names.
+func (a *loraSet) params() ([]string, []torch.Tensor) {
+	var names []string
+	var ts []torch.Tensor
+	for _, k := range a.keys {
+		base := fmt.Sprintf("lora.%d.%s", k.layer, k.role)
+		names = append(names, base+".A", base+".B")
+		ts = append(ts, a.a[k], a.b[k])
+	}
+	return names, ts
+}
+
+// apply adds the adapter of (l, role), if any, to the projection y of in.
 func (a *loraSet) apply(s *torch.Scope, l int, role string, in, y torch.Tensor, cdt torch.DType) torch.Tensor {
-	return y
+	k := loraKey{l, role}
+	A, ok := a.a[k]
+	if !ok {
+		return y
+	}
+	B := a.b[k]
+	if cdt != torch.Float32 {
+		A, B = s.ToDType(A, cdt), s.ToDType(B, cdt)
+	}
+	u := s.Linear(s.Linear(in, A), B)
+	return s.Add(y, s.Scale(u, a.scale))
+}
+
+// merge adds (α/r)·B·A into the model's weights.
+func (a *loraSet) merge(m *model) error {
+	s := torch.NewScope()
+	defer s.Free()
+	prev := torch.SetGradEnabled(false)
+	defer torch.SetGradEnabled(prev)
+	for _, k := range a.keys {
+		w := m.w[ir.LayerName(k.layer, k.role)]
+		s.AddInPlace(w, s.ToDType(s.Scale(s.Matmul(a.b[k], a.a[k]), a.scale), w.DType()))
+	}
+	m.hash = ""
+	return s.Err()
 }

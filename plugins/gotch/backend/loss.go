@@ -201,6 +201,17 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 			return out, fmt.Errorf("loss rows %d–%d: %w", r0, r0+m-1, err)
 		}
 	}
+	if in.grad {
+		// Backward first: reading the sums below waits for the device, and
+		// it should find the backward pass already queued.
+		torch.SetGradEnabled(true)
+		g := s.Cat(dh, 0)
+		s.Backward(s.Sum(s.Mul(hsel, g), false))
+		if wantW {
+			s.AccumulateGrad(in.student.w[cls], dW)
+		}
+		torch.SetGradEnabled(false)
+	}
 	out.ce = s.Item64(ceSum) / total
 	if kl {
 		out.kl = s.Item64(klSum) / total
@@ -215,15 +226,6 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 			out.rowNLL[r] = float64(nll[i])
 			out.rowArgmax[r] = arg[i]
 		}
-	}
-	if in.grad {
-		torch.SetGradEnabled(true)
-		g := s.Cat(dh, 0)
-		s.Backward(s.Sum(s.Mul(hsel, g), false))
-		if wantW {
-			s.AccumulateGrad(in.student.w[cls], dW)
-		}
-		torch.SetGradEnabled(false)
 	}
 	if err := s.Err(); err != nil {
 		return out, err

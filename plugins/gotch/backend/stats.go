@@ -139,9 +139,9 @@ func (a *statsAcc) add(l int, x *acts) error {
 		absMeanSq(a.norm2[l], x.MLPNormOut)
 	}
 	if a.bi {
-		eps := 1e-150
+		eps := 1e-150 // only a zero vector meets it: its cosine is 0
 		if a.wide == torch.Float32 {
-			eps = 1e-30
+			eps = 1e-8
 		}
 		c := s.CosineSimilarity(s.ToDType(x.Input, a.wide), s.ToDType(x.Output, a.wide), -1, eps)
 		s.AddInPlace(a.cos[l], s.Sum(s.ToDType(c, torch.Float64), false))

@@ -62,9 +62,12 @@ type trainJob struct {
 	beta1    float64
 	beta2    float64
 	eps      float64
-	params   []string // trainable tensor names, canonical order
+	params   []string       // trainable tensors' names (checkpoint keys)
+	ws       []torch.Tensor // the trainable tensors: weights, or adapters
+	wd       []float64      // their weight decay
+	lora     *loraSet
 	state    *torch.Scope
-	mom, vel []torch.Tensor // AdamW moments, like params
+	mom, vel []torch.Tensor // AdamW moments, like ws
 	adamT    int
 	snapshot map[string][]float32
 	// Checkpoint identity and what a resumed run carries over.
@@ -128,11 +131,11 @@ func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
 	case api.ModeNormOnly:
 		trainable = isNorm
 	case api.ModeLoRA:
-		return nil, fmt.Errorf("mode lora: %w (use the cpu backend, or mode full or norm-only)", api.ErrUnsupported)
+		trainable = func(string) bool { return false }
 	default:
 		return nil, fmt.Errorf("unknown mode %q (want %s, %s or %s)", req.Mode, api.ModeFull, api.ModeNormOnly, api.ModeLoRA)
 	}
-	if req.LoRA != nil {
+	if req.Mode != api.ModeLoRA && req.LoRA != nil {
 		return nil, fmt.Errorf("lora settings given for mode %q", req.Mode)
 	}
 	if j.data, err = openSequences(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
@@ -153,7 +156,24 @@ func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
 	}
 	for _, name := range m.names {
 		if trainable(name) {
+			w := m.w[name]
 			j.params = append(j.params, name)
+			j.ws = append(j.ws, w)
+			d := 0.0
+			if len(w.Shape()) == 2 {
+				d = req.Optim.WeightDecay // matrices only, not norm weights
+			}
+			j.wd = append(j.wd, d)
+		}
+	}
+	if req.Mode == api.ModeLoRA {
+		if j.lora, err = b.newLoRA(*cfg, req); err != nil {
+			j.close()
+			return nil, err
+		}
+		j.params, j.ws = j.lora.params()
+		for range j.ws {
+			j.wd = append(j.wd, req.Optim.WeightDecay) // adapters are matrices: decayed, as PEFT's are
 		}
 	}
 	return j, nil
@@ -230,18 +250,13 @@ func (j *trainJob) close() {
 		j.val.close()
 	}
 	s := torch.NewScope()
-	for _, name := range j.params {
-		if t, ok := j.m.w[name]; ok {
-			s.SetRequiresGrad(t, false)
-		}
+	for _, t := range j.ws {
+		s.SetRequiresGrad(t, false)
 	}
-	ws := make([]torch.Tensor, 0, len(j.params))
-	for _, name := range j.params {
-		ws = append(ws, j.m.w[name])
-	}
-	s.ZeroGrad(ws)
+	s.ZeroGrad(j.ws)
 	s.Free()
 	j.state.Free()
+	j.lora.free()
 	torch.SetGradEnabled(false)
 }
 
@@ -262,19 +277,12 @@ func (j *trainJob) rollback() {
 	j.m.hash = ""
 }
 
-func (j *trainJob) weights() []torch.Tensor {
-	ws := make([]torch.Tensor, len(j.params))
-	for i, name := range j.params {
-		ws[i] = j.m.w[name]
-	}
-	return ws
-}
-
 func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.TrainResult, error) {
 	req, m, b := j.req, j.m, j.b
-	// Keep what training changes, to restore it if the run fails.
+	// Keep what training changes, to restore it if the run fails (adapters
+	// touch the weights only when merged, at the very end).
 	j.snapshot = map[string][]float32{}
-	{
+	if j.lora == nil {
 		s := torch.NewScope()
 		for _, name := range j.params {
 			j.snapshot[name] = s.Float32s(m.w[name])
@@ -285,8 +293,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 			return nil, err
 		}
 	}
-	for _, name := range j.params {
-		w := m.w[name]
+	for _, w := range j.ws {
 		j.mom = append(j.mom, j.state.ZerosLike(w))
 		j.vel = append(j.vel, j.state.ZerosLike(w))
 	}
@@ -299,7 +306,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 		}
 	}
 	m.hash = ""
-	ws := j.weights()
+	ws := j.ws
 	{
 		s := torch.NewScope()
 		for _, w := range ws {
@@ -311,12 +318,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 			return nil, err
 		}
 	}
-	wd := make([]float64, len(ws))
-	for i, w := range ws {
-		if len(w.Shape()) == 2 {
-			wd[i] = req.Optim.WeightDecay
-		}
-	}
+	wd := j.wd
 	began := time.Now()
 	tokens0 := j.tokens
 	bs, l := req.BatchSize, j.data.cols
@@ -332,7 +334,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 			if err != nil {
 				return nil, err
 			}
-			out, err := b.trainMicro(m, j.teacher, tokens, ids, bs, l, j.obj, 1/float64(j.gradAcc))
+			out, err := b.trainMicro(m, j.teacher, j.lora, tokens, ids, bs, l, j.obj, 1/float64(j.gradAcc))
 			if err != nil {
 				return nil, fmt.Errorf("step %d micro-batch %d: %w", step+1, i, err)
 			}
@@ -370,7 +372,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 		ev := api.TrainEvent{Step: step + 1, Steps: req.Steps, Loss: loss, LR: lr, GradNorm: norm, Tokens: j.tokens}
 		last := step+1 == req.Steps
 		if j.val != nil && (last || req.EvalEvery > 0 && (step+1)%req.EvalEvery == 0) {
-			p, err := b.lmPass(ctx, m, j.teacher, j.val, bs, nil)
+			p, err := b.lmPass(ctx, m, j.teacher, j.val, bs, fwdOpts{adapters: j.lora})
 			if err != nil {
 				return nil, fmt.Errorf("step %d: validation: %w", step+1, err)
 			}
@@ -390,6 +392,11 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 			events(ev)
 		}
 	}
+	if j.lora != nil {
+		if err := j.lora.merge(m); err != nil {
+			return nil, fmt.Errorf("merging the adapters: %w", err)
+		}
+	}
 	res := &api.TrainResult{Steps: req.Steps, Tokens: j.tokens, History: j.history, ResumedFrom: j.start}
 	if n := len(j.history); n > 0 {
 		last := j.history[n-1]
@@ -403,7 +410,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 
 // trainMicro runs one micro-batch forward and backward, adding the
 // gradient of scale·loss into the trainable weights' gradients.
-func (b *Backend) trainMicro(m, teacher *model, tokens []int64, ids []int32, n, t int, obj objective, scale float64) (lossOut, error) {
+func (b *Backend) trainMicro(m, teacher *model, adapters *loraSet, tokens []int64, ids []int32, n, t int, obj objective, scale float64) (lossOut, error) {
 	s := torch.NewScope()
 	defer s.Free()
 	defer torch.SetGradEnabled(false)
@@ -420,7 +427,7 @@ func (b *Backend) trainMicro(m, teacher *model, tokens []int64, ids []int32, n, 
 		in.teacher, in.th = teacher, th
 	}
 	torch.SetGradEnabled(true)
-	h, err := b.forward(s, m, x, n, t, fwdOpts{})
+	h, err := b.forward(s, m, x, n, t, fwdOpts{adapters: adapters})
 	if err != nil {
 		return lossOut{}, err
 	}

@@ -68,14 +68,31 @@ type config struct {
 	LossChunk int    `json:"loss_chunk"`
 }
 
-func open(raw json.RawMessage) (sdk.Backend, error) {
+// parseConfig decodes a backend block's attributes, rejecting unknown ones
+// (a misspelt attribute must not be silently ignored).
+func parseConfig(raw json.RawMessage) (config, error) {
 	var c config
-	if len(raw) > 0 && string(raw) != "null" {
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&c); err != nil {
-			return nil, fmt.Errorf("gotch backend attributes: %w (known: device, precision, threads, loss_chunk)", err)
-		}
+	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return c, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("gotch backend attributes: %w (known: device, precision, threads, loss_chunk)", err)
+	}
+	if dec.More() {
+		return c, fmt.Errorf("gotch backend attributes: trailing data after the object")
+	}
+	if c.Threads < 0 || c.LossChunk < 0 {
+		return c, fmt.Errorf("gotch backend attributes: threads %d and loss_chunk %d must not be negative", c.Threads, c.LossChunk)
+	}
+	return c, nil
+}
+
+func open(raw json.RawMessage) (sdk.Backend, error) {
+	c, err := parseConfig(raw)
+	if err != nil {
+		return nil, err
 	}
 	return backend.New(backend.Options{Device: c.Device, Precision: c.Precision, Threads: c.Threads, LossChunk: c.LossChunk})
 }
@@ -96,7 +113,7 @@ func info(w io.Writer) error {
 // peakTFLOPS are dense bf16 tensor-core peaks by card name (the MFU
 // denominator), from NVIDIA's data sheets.
 var peakTFLOPS = []struct {
-	match string
+	match  string
 	tflops float64
 }{
 	{"H200", 989.4}, {"H100 PCIe", 756.5}, {"H100 NVL", 835.5}, {"H100", 989.4}, {"A100", 312}, {"L40S", 362.05}, {"L4", 121},
@@ -163,7 +180,7 @@ func bench(args []string, w io.Writer) error {
 				r.err = err
 			}
 			if *peer {
-				r.peer, r.peerErr = runPeer(ctx, *python, *script, o, r.res)
+				r.peer, r.peerErr = runPeer(ctx, *python, *script, o, r.res, *threads)
 			}
 			rows = append(rows, r)
 			r.print(w, *asJSON, *peak)
@@ -256,12 +273,20 @@ func table(rows []row, card string, peak float64) string {
 	}
 	if len(rows) > 0 && rows[0].res != nil {
 		res := rows[0].res
-		fmt.Fprintf(&sb, "\nCard: %s (MFU against %.1f dense bf16 TFLOP/s); whittle gotch backend on libtorch %s, device %s, compute %s.\n",
-			orDash(card), peak, res.Torch, res.Device, res.Compute)
+		mfuNote := "no peak known, so no MFU"
+		if peak > 0 {
+			mfuNote = fmt.Sprintf("MFU against %.1f dense bf16 TFLOP/s", peak)
+		}
+		fmt.Fprintf(&sb, "\nCard: %s (%s); whittle gotch backend on libtorch %s, device %s, matrix products in %s.\n",
+			orDash(card), mfuNote, res.Torch, res.Device, res.Compute)
 	}
 	for _, r := range rows {
 		if r.peer != nil {
-			fmt.Fprintf(&sb, "Peer: shared/bench/torch_peer.py on torch %s (%s), bf16 autocast, fused AdamW.\n", r.peer.Torch, r.peer.Device)
+			how := "float32"
+			if r.peer.Device == "cuda" {
+				how = "bf16 autocast, fused AdamW"
+			}
+			fmt.Fprintf(&sb, "Peer: shared/bench/torch_peer.py on torch %s (%s), %s.\n", r.peer.Torch, r.peer.Device, how)
 			break
 		}
 	}
@@ -285,13 +310,13 @@ func orDash(s string) string {
 
 // runPeer runs torch_peer.py on the same workload on the GPU (or the CPU
 // when whittle ran there).
-func runPeer(ctx context.Context, python, script string, o backend.BenchOptions, res *backend.BenchResult) (*peerResult, error) {
+func runPeer(ctx context.Context, python, script string, o backend.BenchOptions, res *backend.BenchResult, threads int) (*peerResult, error) {
 	dev := "cuda"
 	if res != nil && res.Device == "cpu" {
 		dev = "cpu"
 	}
 	args := []string{script, "--shape", o.Shape, "--workload", o.Workload, "--batch", strconv.Itoa(o.Batch), "--seq", strconv.Itoa(o.Seq),
-		"--seconds", strconv.FormatFloat(o.Seconds, 'g', -1, 64), "--device", dev}
+		"--seconds", strconv.FormatFloat(o.Seconds, 'g', -1, 64), "--device", dev, "--threads", strconv.Itoa(threads)}
 	cmd := exec.CommandContext(ctx, python, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

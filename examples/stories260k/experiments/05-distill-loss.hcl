@@ -1,0 +1,158 @@
+# Finding 5: the distillation loss. One width-pruned student (hidden 48,
+# MLP 128, as in ../minitron.hcl) is trained from the corrected teacher on
+# the same tokens with: forward KL on the full softmax; next-token
+# cross-entropy on the data alone (ce_weight = 1: the teacher is then only
+# used to measure the KL); an equal mix; and forward KL over the teacher's
+# top-64 and top-8 logits (renormalized).
+#
+# Run: whittle run examples/stories260k/experiments/05-distill-loss.hcl --out runs/experiments/05-distill-loss
+
+variable "data" {
+  type        = string
+  default     = "../../../../shared/data"
+  description = "Directory holding the shared models, corpora and tasks."
+}
+
+variable "seed" {
+  type    = number
+  default = 1
+}
+
+variable "tokens" {
+  type        = number
+  default     = 819200
+  description = "Training tokens of each student: 400 steps of 16 × 128."
+}
+
+locals {
+  stories = "${var.data}/models/stories260K"
+  seq_len = 128
+  batch   = 16
+}
+
+model "teacher" {
+  path      = "${local.stories}/stories260K.bin"
+  tokenizer = "${local.stories}/tok512.bin"
+}
+
+dataset "shakespeare" {
+  path                = "${var.data}/corpora/tinyshakespeare.txt"
+  validation_fraction = 0.05
+  seed                = var.seed
+}
+
+pass "correct" {
+  name    = "teacher-correction"
+  model   = model.teacher
+  dataset = dataset.shakespeare
+  into    = "corrected"
+  steps   = 150
+  batch   = local.batch
+  seq_len = local.seq_len
+  lr      = 2e-3
+  min_lr  = 2e-4
+  warmup  = 10
+  seed    = var.seed
+}
+
+pass "score" {
+  model   = model.corrected
+  dataset = dataset.shakespeare
+  into    = "importance"
+  samples = 256
+  seq_len = local.seq_len
+  seed    = var.seed
+}
+
+pass "prune-width" {
+  model  = model.corrected
+  scores = scores.importance
+  into   = "student"
+  hidden = 48
+  mlp    = 128
+}
+
+pass "distill" {
+  name       = "kl"
+  student    = model.student
+  teacher    = model.corrected
+  dataset    = dataset.shakespeare
+  into       = "kl"
+  tokens     = var.tokens
+  batch      = local.batch
+  seq_len    = local.seq_len
+  lr         = 3e-3
+  min_lr     = 3e-4
+  warmup     = 20
+  seed       = var.seed
+  eval_every = 100
+  ce_weight  = 0
+}
+
+pass "distill" {
+  name       = "ce"
+  student    = model.student
+  teacher    = model.corrected
+  dataset    = dataset.shakespeare
+  into       = "ce"
+  tokens     = var.tokens
+  batch      = local.batch
+  seq_len    = local.seq_len
+  lr         = 3e-3
+  min_lr     = 3e-4
+  warmup     = 20
+  seed       = var.seed
+  eval_every = 100
+  ce_weight  = 1
+}
+
+pass "distill" {
+  name       = "mix-0.5"
+  student    = model.student
+  teacher    = model.corrected
+  dataset    = dataset.shakespeare
+  into       = "mix_05"
+  tokens     = var.tokens
+  batch      = local.batch
+  seq_len    = local.seq_len
+  lr         = 3e-3
+  min_lr     = 3e-4
+  warmup     = 20
+  seed       = var.seed
+  eval_every = 100
+  ce_weight  = 0.5
+}
+
+pass "distill" {
+  name       = "kl-top64"
+  student    = model.student
+  teacher    = model.corrected
+  dataset    = dataset.shakespeare
+  into       = "kl_top64"
+  tokens     = var.tokens
+  batch      = local.batch
+  seq_len    = local.seq_len
+  lr         = 3e-3
+  min_lr     = 3e-4
+  warmup     = 20
+  seed       = var.seed
+  eval_every = 100
+  top_k      = 64
+}
+
+pass "distill" {
+  name       = "kl-top8"
+  student    = model.student
+  teacher    = model.corrected
+  dataset    = dataset.shakespeare
+  into       = "kl_top8"
+  tokens     = var.tokens
+  batch      = local.batch
+  seq_len    = local.seq_len
+  lr         = 3e-3
+  min_lr     = 3e-4
+  warmup     = 20
+  seed       = var.seed
+  eval_every = 100
+  top_k      = 8
+}
