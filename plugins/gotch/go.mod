@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/sugarme/gotch v0.9.1
 	github.com/whittle-ml/whittle v0.0.0-00010101000000-000000000000
+	github.com/zclconf/go-cty v1.20.0
 )
 
 require (
@@ -23,7 +24,6 @@ require (
 	github.com/mitchellh/go-wordwrap v1.0.1 // indirect
 	github.com/oklog/run v1.1.0 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
-	github.com/zclconf/go-cty v1.20.0 // indirect
 	golang.org/x/mod v0.41.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect

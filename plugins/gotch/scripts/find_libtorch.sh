@@ -11,12 +11,15 @@
 #   TORCH_CXX11_ABI 0 or 1, the _GLIBCXX_USE_CXX11_ABI libtorch was built with
 #
 # Order: $LIBTORCH (an unpacked libtorch archive or any dir with include/ and
-# lib/), the torch package of $PYTHON (default /usr/bin/python3) when it ships
-# headers, then Debian's libtorch-dev.
+# lib/), the torch package of $PYTHON (default: python3 on PATH, then
+# /usr/bin/python3) when it ships headers, then Debian's libtorch-dev.
 set -euo pipefail
 
-PYTHON=${PYTHON:-/usr/bin/python3}
-[ -x "$PYTHON" ] || PYTHON=$(command -v python3 || true)
+if [ -n "${PYTHON:-}" ]; then
+	pythons=("$PYTHON")
+else
+	pythons=($(command -v python3 || true) /usr/bin/python3)
+fi
 
 emit() { # root source includes libdir abi
 	local root=$1 source=$2 includes=$3 libdir=$4 abi=$5 ver cuda=0
@@ -64,14 +67,15 @@ if [ -n "${LIBTORCH:-}" ]; then
 	emit "$LIBTORCH" LIBTORCH "$LIBTORCH/include $LIBTORCH/include/torch/csrc/api/include" "$LIBTORCH/lib" "$abi"
 fi
 
-if [ -n "$PYTHON" ]; then
-	if dir=$("$PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null); then
+for py in "${pythons[@]}"; do
+	[ -x "$py" ] || continue
+	if dir=$("$py" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2>/dev/null); then
 		if check_dir "$dir"; then
-			abi=$("$PYTHON" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))' 2>/dev/null || echo 1)
-			emit "$dir" python "$dir/include $dir/include/torch/csrc/api/include" "$dir/lib" "$abi"
+			abi=$("$py" -c 'import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))' 2>/dev/null || echo 1)
+			emit "$dir" "python ($py)" "$dir/include $dir/include/torch/csrc/api/include" "$dir/lib" "$abi"
 		fi
 	fi
-fi
+done
 
 multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 if [ -d /usr/include/torch/csrc/api/include ] && [ -e "/usr/lib/$multiarch/libtorch.so" ]; then

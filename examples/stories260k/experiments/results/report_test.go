@@ -27,6 +27,7 @@ func TestTokensToReach(t *testing.T) {
 			t.Errorf("tokensToReach(%v) = %v, want %v", tc.target, got, tc.want)
 		}
 	}
+
 }
 
 // TestReportFromManifest renders finding 5 from a hand-written manifest
@@ -35,23 +36,35 @@ func TestReportFromManifest(t *testing.T) {
 	dir := t.TempDir()
 	recipes := filepath.Join(dir, "recipes")
 	runs := filepath.Join(dir, "runs")
+	// The real recipes: the report counts their passes.
 	for _, name := range []string{"05-distill-loss", "01-prune-vs-scratch"} {
+		src, err := os.ReadFile(filepath.Join("..", name+".hcl"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := os.MkdirAll(recipes, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(recipes, name+".hcl"), nil, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(recipes, name+".hcl"), src, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	hash, err := pipeline.HashPath(filepath.Join(recipes, "05-distill-loss.hcl"))
+	if err != nil {
+		t.Fatal(err)
 	}
 	train := func(name string, loss, kl float64) pipeline.PassRecord {
 		return pipeline.PassRecord{Name: name, Kind: "distill", Status: pipeline.StatusDone, Seconds: 10,
 			Metrics: map[string]any{"val_loss": loss, "val_kl": kl, "tokens": 819200.0, "val_loss_before": 4.0, "teacher_val_loss": 2.4}}
 	}
-	man := pipeline.Manifest{Variables: map[string]json.RawMessage{"seed": json.RawMessage("1")}, Passes: []pipeline.PassRecord{
+	done := func(i int, name string) pipeline.PassRecord {
+		return pipeline.PassRecord{Index: i, Name: name, Status: pipeline.StatusDone}
+	}
+	man := pipeline.Manifest{Recipe: hash, Variables: map[string]json.RawMessage{"seed": json.RawMessage("1")}, Passes: []pipeline.PassRecord{
+		done(0, "teacher-correction"), done(1, "score"), done(2, "prune-width"),
 		train("kl", 2.5, 0.11), train("ce", 2.7, 0.4), train("mix-0.5", 2.55, 0.15),
 		train("kl-top64", 2.51, 0.12), train("kl-top8", 2.6, 0.2),
 	}}
-	man.Passes = append(man.Passes, pipeline.PassRecord{Index: 5, Name: "prune-width", Kind: "prune-width", Status: pipeline.StatusDone, Seconds: 10})
 	run := filepath.Join(runs, "05-distill-loss")
 	if err := os.MkdirAll(run, 0o755); err != nil {
 		t.Fatal(err)
@@ -67,7 +80,7 @@ func TestReportFromManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mdir := filepath.Join(run, "passes", "05-prune-width", "model")
+	mdir := filepath.Join(run, "passes", "02-prune-width", "model")
 	if err := os.MkdirAll(mdir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +92,7 @@ func TestReportFromManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !e.complete() || e.seconds() != 60 || e.num("mix-0.5", "val_loss") != 2.55 || !math.IsNaN(e.num("kl", "nope")) {
+	if !e.complete() || e.stale || e.seconds() != 50 || e.num("mix-0.5", "val_loss") != 2.55 || !math.IsNaN(e.num("kl", "nope")) {
 		t.Fatalf("experiment read back wrong: complete %v seconds %v", e.complete(), e.seconds())
 	}
 	var buf bytes.Buffer
@@ -90,7 +103,7 @@ func TestReportFromManifest(t *testing.T) {
 	got := buf.String()
 	for _, want := range []string{
 		"| `01-prune-vs-scratch` | ? | n/a | n/a | n/a | 0s | not run |",
-		"| `05-distill-loss` | 1 | n/a | n/a | n/a | 1m0s | complete |",
+		"| `05-distill-loss` | 1 | n/a | n/a | n/a | 50s | complete |",
 		"width-pruned to hidden 48, MLP 128 (163,344 parameters)",
 		"| ½ KL + ½ CE | 0.5 | all 512 | 2.5500 | 12.81 | 0.1500 |",
 		"Ranked by held-out loss: forward KL 2.5000, forward KL, top-64 logits 2.5100, ½ KL + ½ CE 2.5500, forward KL, top-8 logits 2.6000, cross-entropy on the data 2.7000.",
@@ -100,5 +113,22 @@ func TestReportFromManifest(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("report lacks %q:\n%s", want, got)
 		}
+	}
+
+	// A manifest of fewer passes than the recipe is an unfinished run; a
+	// changed recipe makes the run stale.
+	man.Passes = man.Passes[:6]
+	b, _ = json.Marshal(man)
+	if err := os.WriteFile(filepath.Join(run, pipeline.ManifestName), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := loadExperiment(filepath.Join(recipes, "05-distill-loss.hcl"), runs); err != nil || e.complete() {
+		t.Errorf("6 of 8 passes: complete %v (%v)", e != nil && e.complete(), err)
+	}
+	if err := os.WriteFile(filepath.Join(recipes, "05-distill-loss.hcl"), []byte("# changed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := loadExperiment(filepath.Join(recipes, "05-distill-loss.hcl"), runs); err != nil || !e.stale {
+		t.Errorf("changed recipe: stale %v (%v)", e != nil && e.stale, err)
 	}
 }
