@@ -10,7 +10,7 @@ DATA     ?= ../shared/data
 TESTFLAGS ?= -timeout 25m
 APT_GET  := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: all build test vet demo deps bench fuzz clean proto proto-check example-plugin
+.PHONY: all build test vet demo deps bench fuzz clean proto proto-check example-plugin gotch test-gotch gotch-gpu-prep
 
 all: build
 
@@ -68,5 +68,18 @@ proto-check:
 example-plugin:
 	cd examples/plugins/wanda && GOWORK=off $(GO) build -o ../../../bin/whittle-plugin-wanda .
 
+# The libtorch backend (plugins/gotch, its own module): build it, or build
+# and run the backend conformance suite against it on CPU libtorch.
+GOTCH := plugins/gotch
+gotch:
+	cd $(GOTCH) && GO=$(GO) ./scripts/build.sh
+test-gotch:
+	@dpkg -s libtorch-dev >/dev/null 2>&1 || { $(APT_GET) update -q && $(APT_GET) install -y -q libtorch-dev libopenblas0; }
+	cd $(GOTCH) && GO=$(GO) ./scripts/build.sh
+	cd $(GOTCH) && $(GO) vet ./... && $(GO) test -count=1 $(TESTFLAGS) ./...
+# Stage what the GPU machine needs (see docs/gotch.md).
+gotch-gpu-prep:
+	cd $(GOTCH) && GO=$(GO) ./scripts/gpu_prep.sh
+
 clean:
-	rm -rf bin runs
+	rm -rf bin runs plugins/gotch/build
