@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -183,7 +182,7 @@ func (l *loader) decodeConfig(p *passInfo, sc *scope, cfg any) (diags hcl.Diagno
 			})
 		}
 	}()
-	decoded := gohcl.DecodeBody(p.remain, l.evalContext(sc), cfg)
+	decoded := p.entry.decodeBody(p.remain, l.evalContext(sc), cfg)
 	if !decoded.HasErrors() && len(bad) == 0 {
 		// References anywhere in the config, lists and nested blocks
 		// included, must name something that exists at this pass.

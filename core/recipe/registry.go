@@ -65,7 +65,8 @@ type KindSpec struct {
 	// NewConfig returns a pointer to a fresh struct with `hcl:"..."` tags;
 	// the block body (minus the common attributes name, into and backend) is
 	// decoded into it with gohcl, so unknown or wrongly-typed attributes are
-	// diagnosed.
+	// diagnosed. The tagged fields of an embedded struct (an anonymous field
+	// without a tag) are attributes of the same block.
 	NewConfig func() any
 	// Schema, set instead of NewConfig, declares the block's attributes at
 	// run time, for kinds whose configuration is not a Go type of this
@@ -79,7 +80,7 @@ var commonPassAttrs = []string{"name", "into", "backend"}
 
 // refField describes one Ref, *Ref or []Ref attribute of a pass config.
 type refField struct {
-	index int    // struct field index
+	index int    // struct field index (in the flat type when the config embeds structs)
 	attr  string // HCL attribute name
 	kinds []string
 	ptr   bool
@@ -89,6 +90,7 @@ type refField struct {
 type kindEntry struct {
 	spec   KindSpec
 	typ    reflect.Type // the struct type NewConfig points to; nil for a Schema kind
+	flat   *flatConfig  // set when typ embeds structs (see flatten)
 	refs   []refField
 	schema *hcl.BodySchema
 }
@@ -148,11 +150,20 @@ func (r *Registry) Register(s KindSpec) (err error) {
 			err = fmt.Errorf("recipe: pass kind %q: config type %T: %v", s.Kind, cfg, p)
 		}
 	}()
-	schema, partial := gohcl.ImpliedBodySchema(cfg)
+	e := &kindEntry{spec: s, typ: rv.Elem().Type()}
+	if e.flat, err = flatten(e.typ); err != nil {
+		return fmt.Errorf("recipe: pass kind %q: config type %T: %w", s.Kind, cfg, err)
+	}
+	// t is the type gohcl decodes into.
+	t := e.typ
+	if e.flat != nil {
+		t = e.flat.typ
+	}
+	schema, partial := gohcl.ImpliedBodySchema(reflect.New(t).Interface())
 	if partial {
 		return fmt.Errorf("recipe: pass kind %q: config type %T must not have a \",remain\" field", s.Kind, cfg)
 	}
-	e := &kindEntry{spec: s, typ: rv.Elem().Type(), schema: schema}
+	e.schema = schema
 	for _, a := range schema.Attributes {
 		for _, c := range commonPassAttrs {
 			if a.Name == c {
@@ -160,10 +171,9 @@ func (r *Registry) Register(s KindSpec) (err error) {
 			}
 		}
 	}
-	if err := validateConfigType(e.typ, map[reflect.Type]bool{}); err != nil {
+	if err := validateConfigType(t, map[reflect.Type]bool{}); err != nil {
 		return fmt.Errorf("recipe: pass kind %q: %w", s.Kind, err)
 	}
-	t := e.typ
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
@@ -202,7 +212,8 @@ func (r *Registry) Register(s KindSpec) (err error) {
 
 // validateConfigType checks, recursively through nested blocks, that every
 // attribute field has a type gocty can decode into; gohcl would panic on the
-// first recipe that set such an attribute.
+// first recipe that set such an attribute. It also rejects embedded structs
+// in nested blocks, whose fields gohcl would silently ignore.
 func validateConfigType(t reflect.Type, seen map[reflect.Type]bool) error {
 	if seen[t] {
 		return nil
@@ -212,6 +223,10 @@ func validateConfigType(t reflect.Type, seen map[reflect.Type]bool) error {
 		f := t.Field(i)
 		name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
 		if f.Tag.Get("hcl") == "" {
+			if f.Anonymous && f.Type.Kind() == reflect.Struct {
+				// Only a pass config's own embedded structs are flattened.
+				return fmt.Errorf("embedded field %s of block type %s: a nested block's attributes cannot come from an embedded struct", f.Name, t)
+			}
 			continue
 		}
 		ft := f.Type

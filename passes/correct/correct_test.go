@@ -51,9 +51,11 @@ func TestDecode(t *testing.T) {
 	got := r.Passes[0].Config.(*Config)
 	want := &Config{
 		Model: recipe.Ref{Kind: "model", Name: "base"}, Dataset: recipe.Ref{Kind: "dataset", Name: "corpus"},
-		Steps: ptr(10), Batch: ptr(2), GradAccum: ptr(3), SeqLen: ptr(16), LR: ptr(0.001), MinLR: ptr(0.0001),
-		Warmup: ptr(2), WeightDecay: ptr(0.01), GradClip: ptr(0.5), Beta2: ptr(0.99), Seed: ptr(int64(7)),
-		EvalEvery: ptr(4), ValSequences: ptr(5), LogEvery: ptr(5), CheckpointEvery: ptr(3),
+		TrainOptions: passutil.TrainOptions{
+			Steps: ptr(10), Batch: ptr(2), GradAccum: ptr(3), SeqLen: ptr(16), LR: ptr(0.001), MinLR: ptr(0.0001),
+			Warmup: ptr(2), WeightDecay: ptr(0.01), GradClip: ptr(0.5), Beta2: ptr(0.99), Seed: ptr(int64(7)),
+			EvalEvery: ptr(4), ValSequences: ptr(5), LogEvery: ptr(5), CheckpointEvery: ptr(3),
+		},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded\n%+v\nwant\n%+v", got, want)

@@ -32,46 +32,7 @@ type Config struct {
 	TopK        *int     `hcl:"top_k,optional"`
 	CEWeight    *float64 `hcl:"ce_weight,optional"`
 
-	// Mode is full, lora or norm-only; Rank, Alpha and Targets tune LoRA.
-	Mode    *string  `hcl:"mode,optional"`
-	Rank    *int     `hcl:"rank,optional"`
-	Alpha   *float64 `hcl:"alpha,optional"`
-	Targets []string `hcl:"targets,optional"`
-
-	// Steps or Tokens (one of them) is the budget; a token budget is
-	// rounded up to whole steps of batch × grad_accum × seq_len tokens.
-	Steps     *int   `hcl:"steps,optional"`
-	Tokens    *int64 `hcl:"tokens,optional"`
-	Batch     *int   `hcl:"batch,optional"`
-	GradAccum *int   `hcl:"grad_accum,optional"`
-	SeqLen    *int   `hcl:"seq_len,optional"`
-
-	LR          *float64 `hcl:"lr,optional"`
-	MinLR       *float64 `hcl:"min_lr,optional"`
-	Warmup      *int     `hcl:"warmup,optional"`
-	WeightDecay *float64 `hcl:"weight_decay,optional"`
-	GradClip    *float64 `hcl:"grad_clip,optional"`
-	Beta1       *float64 `hcl:"beta1,optional"`
-	Beta2       *float64 `hcl:"beta2,optional"`
-	Eps         *float64 `hcl:"eps,optional"`
-
-	Seed            *int64 `hcl:"seed,optional"`
-	Shuffle         *bool  `hcl:"shuffle,optional"`
-	EvalEvery       *int   `hcl:"eval_every,optional"`
-	ValSequences    *int   `hcl:"val_sequences,optional"`
-	LogEvery        *int   `hcl:"log_every,optional"`
-	CheckpointEvery *int   `hcl:"checkpoint_every,optional"`
-}
-
-func (c *Config) fields() passutil.TrainFields {
-	return passutil.TrainFields{
-		Mode: c.Mode, Rank: c.Rank, Alpha: c.Alpha, Targets: c.Targets,
-		Steps: c.Steps, Tokens: c.Tokens, Batch: c.Batch, GradAccum: c.GradAccum, SeqLen: c.SeqLen,
-		LR: c.LR, MinLR: c.MinLR, Warmup: c.Warmup, WeightDecay: c.WeightDecay, GradClip: c.GradClip,
-		Beta1: c.Beta1, Beta2: c.Beta2, Eps: c.Eps,
-		Seed: c.Seed, Shuffle: c.Shuffle, EvalEvery: c.EvalEvery, ValSequences: c.ValSequences,
-		LogEvery: c.LogEvery, CheckpointEvery: c.CheckpointEvery,
-	}
+	passutil.TrainOptions
 }
 
 // Pass implements pipeline.Pass.
@@ -131,10 +92,7 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if _, err := c.loss(p, cfg, tcfg); err != nil {
 		return nil, err
 	}
-	if _, err := passutil.ResolveTrain(p, cfg, c.fields()); err != nil {
-		return nil, err
-	}
-	if err := passutil.CheckDataset(p, pc.Recipe, "dataset", c.Dataset, false); err != nil {
+	if _, err := passutil.CheckTrain(p, pc.Recipe, cfg, c.TrainOptions, c.Dataset, false); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
@@ -155,11 +113,8 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	if err != nil {
 		return err
 	}
-	t, err := passutil.ResolveTrain(p, s.Config, c.fields())
+	t, err := passutil.CheckTrain(p, rc.Recipe, s.Config, c.TrainOptions, c.Dataset, false)
 	if err != nil {
-		return err
-	}
-	if err := passutil.CheckDataset(p, rc.Recipe, "dataset", c.Dataset, false); err != nil {
 		return err
 	}
 	return passutil.RunTrain(ctx, rc, passutil.Job{

@@ -10,6 +10,7 @@ import (
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/passes/internal/passtest"
+	"github.com/whittle-ml/whittle/passes/internal/passutil"
 	"github.com/whittle-ml/whittle/passes/prunewidth"
 )
 
@@ -54,7 +55,8 @@ func TestDecodeAndPlan(t *testing.T) {
 	want := &Config{
 		Student: recipe.Ref{Kind: "model", Name: "student"}, Teacher: recipe.Ref{Kind: "model", Name: "base"},
 		Dataset: recipe.Ref{Kind: "dataset", Name: "corpus"}, Temperature: ptr(2.0), ScaleT2: ptr(true), TopK: ptr(5),
-		CEWeight: ptr(0.25), Steps: ptr(6), Batch: ptr(3), SeqLen: ptr(16), LR: ptr(0.002), EvalEvery: ptr(2), Seed: ptr(int64(3)),
+		CEWeight:     ptr(0.25),
+		TrainOptions: passutil.TrainOptions{Steps: ptr(6), Batch: ptr(3), SeqLen: ptr(16), LR: ptr(0.002), EvalEvery: ptr(2), Seed: ptr(int64(3))},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded\n%+v\nwant\n%+v", got, want)

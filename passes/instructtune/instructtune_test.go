@@ -35,8 +35,8 @@ func TestDecodeAndPlan(t *testing.T) {
 	r := env.MustLoad(t, reg, recipeWith("  template = \"Q:{prompt}A:{response}\"\n  packing = true\n  mode = \"norm-only\"\n"))
 	got := r.Passes[0].Config.(*Config)
 	want := &Config{Model: recipe.Ref{Kind: "model", Name: "base"}, Dataset: recipe.Ref{Kind: "dataset", Name: "pairs"},
-		Template: ptr("Q:{prompt}A:{response}"), Packing: ptr(true), Mode: ptr("norm-only"),
-		Steps: ptr(4), Batch: ptr(2), SeqLen: ptr(48), Seed: ptr(int64(5))}
+		Template: ptr("Q:{prompt}A:{response}"), Packing: ptr(true),
+		TrainOptions: passutil.TrainOptions{Mode: ptr("norm-only"), Steps: ptr(4), Batch: ptr(2), SeqLen: ptr(48), Seed: ptr(int64(5))}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("decoded\n%+v\nwant\n%+v", got, want)
 	}

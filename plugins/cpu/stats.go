@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/backend/batch"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/engine"
 )
@@ -33,11 +34,11 @@ func (b *Backend) Stats(ctx context.Context, req backend.StatsRequest) (*backend
 		return nil, fmt.Errorf("cpu: stats: %w", err)
 	}
 	cfg := &m.params.Config
-	d, err := openSequences(req.Data, cfg.Vocab, cfg.MaxSeq)
+	d, err := batch.Open(req.Data, cfg.Vocab, cfg.MaxSeq)
 	if err != nil {
 		return nil, fmt.Errorf("cpu: stats: %w", err)
 	}
-	defer d.close()
+	defer d.Close()
 	e, err := m.engine(b.threads)
 	if err != nil {
 		return nil, err
@@ -45,25 +46,25 @@ func (b *Backend) Stats(ctx context.Context, req backend.StatsRequest) (*backend
 	acc := newStatsAcc(cfg, req.Activations, req.BlockInfluence, b.threads)
 	var cur int // sequences in the batch being run
 	m.hook = func(l int, a *engine.Activations) error {
-		acc.add(l, a, cur, d.cols)
+		acc.add(l, a, cur, d.Cols)
 		return nil
 	}
 	defer func() { m.hook = nil }()
 	var tokens, ids []int32
-	for start := 0; start < d.rows; start += bs {
+	for start := 0; start < d.Rows; start += bs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		cur = min(bs, d.rows-start)
-		if tokens, ids, err = d.batch(start, cur, tokens, ids); err != nil {
+		cur = min(bs, d.Rows-start)
+		if tokens, ids, err = d.Batch(start, cur, tokens, ids); err != nil {
 			return nil, fmt.Errorf("cpu: stats: %w", err)
 		}
-		if err := e.Forward(tokens, cur, d.cols); err != nil {
-			return nil, fmt.Errorf("cpu: stats: %s rows %d–%d: %w", d.path, start, start+cur-1, err)
+		if err := e.Forward(tokens, cur, d.Cols); err != nil {
+			return nil, fmt.Errorf("cpu: stats: %s rows %d–%d: %w", d.Path, start, start+cur-1, err)
 		}
 	}
 	res := acc.result()
-	res.Sequences, res.Tokens = d.rows, d.rows*d.cols
+	res.Sequences, res.Tokens = d.Rows, d.Rows*d.Cols
 	return res, nil
 }
 

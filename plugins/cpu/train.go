@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/backend/batch"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/engine"
 )
@@ -83,8 +84,8 @@ type trainJob struct {
 	req      backend.TrainRequest
 	m        *model
 	teacher  *model
-	data     *sequences
-	val      *sequences
+	data     *batch.Sequences
+	val      *batch.Sequences
 	trainer  *engine.Trainer
 	lora     *engine.LoRA
 	gradAcc  int
@@ -166,11 +167,11 @@ func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, er
 	if req.Mode != backend.ModeLoRA && req.LoRA != nil {
 		return nil, fmt.Errorf("lora settings given for mode %q", req.Mode)
 	}
-	if j.data, err = openSequences(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
+	if j.data, err = batch.Open(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
 		return nil, err
 	}
 	if req.Validation != nil {
-		if j.val, err = openSequences(*req.Validation, cfg.Vocab, cfg.MaxSeq); err != nil {
+		if j.val, err = batch.Open(*req.Validation, cfg.Vocab, cfg.MaxSeq); err != nil {
 			j.close()
 			return nil, fmt.Errorf("validation: %w", err)
 		}
@@ -277,10 +278,10 @@ func newLoRA(cfg ir.Config, req backend.TrainRequest) (*engine.LoRA, error) {
 
 func (j *trainJob) close() {
 	if j.data != nil {
-		j.data.close()
+		j.data.Close()
 	}
 	if j.val != nil {
-		j.val.close()
+		j.val.Close()
 	}
 	if j.m.inf != nil {
 		j.m.inf.SetLoRA(nil)
@@ -324,7 +325,7 @@ func (j *trainJob) run(ctx context.Context, events func(backend.TrainEvent)) (*b
 	m.changed()
 	began := time.Now()
 	tokens0 := j.tokens
-	bs, l := req.BatchSize, j.data.cols
+	bs, l := req.BatchSize, j.data.Cols
 	micro := make([]engine.Batch, j.gradAcc)
 	for step := j.start; step < req.Steps; step++ {
 		if err := ctx.Err(); err != nil {
@@ -333,7 +334,7 @@ func (j *trainJob) run(ctx context.Context, events func(backend.TrainEvent)) (*b
 		for i := range micro {
 			first := (step*j.gradAcc + i) * bs
 			mb := &micro[i]
-			tok, ids, err := j.data.batch(first%j.data.rows, bs, mb.Tokens, mb.Targets.IDs)
+			tok, ids, err := j.data.Batch(first%j.data.Rows, bs, mb.Tokens, mb.Targets.IDs)
 			if err != nil {
 				return nil, err
 			}
@@ -399,7 +400,7 @@ type checkpointIdentity struct {
 func (j *trainJob) identity() (string, error) {
 	r := j.req
 	r.Model, r.Teacher, r.Validation, r.EvalEvery, r.CheckpointDir, r.CheckpointEvery = "", "", nil, 0, "", 0
-	id := checkpointIdentity{Request: r, DataShape: [2]int{j.data.rows, j.data.cols}, Weights: j.m.weightsHash(), Params: len(j.m.params.Flat())}
+	id := checkpointIdentity{Request: r, DataShape: [2]int{j.data.Rows, j.data.Cols}, Weights: j.m.weightsHash(), Params: len(j.m.params.Flat())}
 	if j.teacher != nil {
 		id.Teacher = j.teacher.weightsHash()
 	}

@@ -10,6 +10,12 @@
 # Every training run evaluates on the held-out split every 50 steps (the
 # 4× run every 200), so the curves give tokens-to-loss.
 #
+# The same pair (pruned + distilled vs random init + cross-entropy) is
+# then repeated in the teacher's own domain: the original teacher,
+# pruned by TinyStories importance and distilled on held-out TinyStories
+# text for 200 steps, where the teacher knows far more than the data the
+# student sees (the paper's regime).
+#
 # Run: whittle run examples/stories260k/experiments/01-prune-vs-scratch.hcl --out runs/experiments/01-prune-vs-scratch
 
 variable "data" {
@@ -26,7 +32,13 @@ variable "seed" {
 variable "tokens" {
   type        = number
   default     = 819200
-  description = "Training tokens of every student: 400 steps of 16 × 128."
+  description = "Training tokens of every shakespeare student: 400 steps of 16 × 128."
+}
+
+variable "tokens_in_domain" {
+  type        = number
+  default     = 409600
+  description = "Training tokens of every TinyStories student: 200 steps of 16 × 128."
 }
 
 locals {
@@ -46,6 +58,12 @@ dataset "shakespeare" {
   seed                = var.seed
 }
 
+dataset "tinystories" {
+  path                = "${var.data}/corpora/tinystories_val.txt"
+  validation_fraction = 0.1
+  seed                = var.seed
+}
+
 pass "correct" {
   name    = "teacher-correction"
   model   = model.teacher
@@ -61,6 +79,7 @@ pass "correct" {
 }
 
 pass "score" {
+  name    = "score"
   model   = model.corrected
   dataset = dataset.shakespeare
   into    = "importance"
@@ -70,6 +89,7 @@ pass "score" {
 }
 
 pass "prune-width" {
+  name   = "prune-width"
   model  = model.corrected
   scores = scores.importance
   into   = "pruned"
@@ -145,4 +165,56 @@ pass "correct" {
   warmup     = 20
   seed       = var.seed
   eval_every = 200
+}
+
+# In domain: the original teacher on TinyStories. The random student is
+# the same draw as above (same architecture and seed).
+pass "score" {
+  name    = "ts-score"
+  model   = model.teacher
+  dataset = dataset.tinystories
+  into    = "ts_importance"
+  samples = 256
+  seq_len = local.seq_len
+  seed    = var.seed
+}
+
+pass "prune-width" {
+  name   = "ts-prune-width"
+  model  = model.teacher
+  scores = scores.ts_importance
+  into   = "ts_pruned"
+  hidden = 48
+  mlp    = 128
+}
+
+pass "distill" {
+  name       = "ts-pruned-kd"
+  student    = model.ts_pruned
+  teacher    = model.teacher
+  dataset    = dataset.tinystories
+  into       = "ts_pruned_kd"
+  tokens     = var.tokens_in_domain
+  batch      = local.batch
+  seq_len    = local.seq_len
+  lr         = 3e-3
+  min_lr     = 3e-4
+  warmup     = 20
+  seed       = var.seed
+  eval_every = 50
+}
+
+pass "correct" {
+  name       = "ts-scratch-ce"
+  model      = model.scratch
+  dataset    = dataset.tinystories
+  into       = "ts_scratch_ce"
+  tokens     = var.tokens_in_domain
+  batch      = local.batch
+  seq_len    = local.seq_len
+  lr         = 3e-3
+  min_lr     = 3e-4
+  warmup     = 20
+  seed       = var.seed
+  eval_every = 50
 }

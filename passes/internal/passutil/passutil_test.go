@@ -190,7 +190,7 @@ func TestSampleRowsErrors(t *testing.T) {
 func TestResolveTrainDefaults(t *testing.T) {
 	cfg := ir.Config{MaxSeq: 64, Layers: make([]ir.LayerConfig, 2)}
 	steps := 40
-	got, err := ResolveTrain(nil, cfg, TrainFields{Steps: &steps})
+	got, err := ResolveTrain(nil, cfg, TrainOptions{Steps: &steps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,17 +202,17 @@ func TestResolveTrainDefaults(t *testing.T) {
 	}
 	// A long context defaults to 256 tokens.
 	cfg.MaxSeq = 4096
-	got, _ = ResolveTrain(nil, cfg, TrainFields{Steps: &steps})
+	got, _ = ResolveTrain(nil, cfg, TrainOptions{Steps: &steps})
 	if got.SeqLen != 256 {
 		t.Errorf("seq_len default %d with a 4096 context, want 256", got.SeqLen)
 	}
 	zero := 0
-	got, _ = ResolveTrain(nil, cfg, TrainFields{Steps: &steps, CheckpointEvery: &zero})
+	got, _ = ResolveTrain(nil, cfg, TrainOptions{Steps: &steps, CheckpointEvery: &zero})
 	if got.CheckpointEvery != 0 {
 		t.Errorf("checkpoint_every = 0 gave %d", got.CheckpointEvery)
 	}
 	nan := math.NaN()
-	if _, err := ResolveTrain(nil, cfg, TrainFields{Steps: &steps, LR: &nan}); err == nil {
+	if _, err := ResolveTrain(nil, cfg, TrainOptions{Steps: &steps, LR: &nan}); err == nil {
 		t.Error("lr = NaN accepted")
 	}
 }

@@ -37,35 +37,39 @@ const (
 // them is the default.
 var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
-// TrainFields are the training attributes the correct, distill and
-// instruction-tune blocks share, as decoded: nil means unset.
-type TrainFields struct {
-	Mode    *string
-	Rank    *int
-	Alpha   *float64
-	Targets []string
+// TrainOptions are the training attributes the correct, distill and
+// instruction-tune blocks share; their configs embed it, and the recipe
+// language decodes its fields as part of the block. nil means unset.
+type TrainOptions struct {
+	// Mode is full, lora or norm-only; Rank, Alpha and Targets tune LoRA.
+	Mode    *string  `hcl:"mode,optional"`
+	Rank    *int     `hcl:"rank,optional"`
+	Alpha   *float64 `hcl:"alpha,optional"`
+	Targets []string `hcl:"targets,optional"`
 
-	Steps     *int
-	Tokens    *int64
-	Batch     *int
-	GradAccum *int
-	SeqLen    *int
+	// Steps or Tokens (one of them) is the budget; a token budget is
+	// rounded up to whole steps of batch × grad_accum × seq_len tokens.
+	Steps     *int   `hcl:"steps,optional"`
+	Tokens    *int64 `hcl:"tokens,optional"`
+	Batch     *int   `hcl:"batch,optional"`
+	GradAccum *int   `hcl:"grad_accum,optional"`
+	SeqLen    *int   `hcl:"seq_len,optional"`
 
-	LR          *float64
-	MinLR       *float64
-	Warmup      *int
-	WeightDecay *float64
-	GradClip    *float64
-	Beta1       *float64
-	Beta2       *float64
-	Eps         *float64
+	LR          *float64 `hcl:"lr,optional"`
+	MinLR       *float64 `hcl:"min_lr,optional"`
+	Warmup      *int     `hcl:"warmup,optional"`
+	WeightDecay *float64 `hcl:"weight_decay,optional"`
+	GradClip    *float64 `hcl:"grad_clip,optional"`
+	Beta1       *float64 `hcl:"beta1,optional"`
+	Beta2       *float64 `hcl:"beta2,optional"`
+	Eps         *float64 `hcl:"eps,optional"`
 
-	Seed            *int64
-	Shuffle         *bool
-	EvalEvery       *int
-	ValSequences    *int
-	LogEvery        *int
-	CheckpointEvery *int
+	Seed            *int64 `hcl:"seed,optional"`
+	Shuffle         *bool  `hcl:"shuffle,optional"`
+	EvalEvery       *int   `hcl:"eval_every,optional"`
+	ValSequences    *int   `hcl:"val_sequences,optional"`
+	LogEvery        *int   `hcl:"log_every,optional"`
+	CheckpointEvery *int   `hcl:"checkpoint_every,optional"`
 }
 
 // Train is a resolved training configuration.
@@ -102,7 +106,7 @@ func get[T any](p *T, def T) T {
 // ResolveTrain checks the training attributes against the model's
 // architecture and fills in the defaults. Errors name the attribute's
 // position in the recipe.
-func ResolveTrain(p *recipe.Pass, cfg ir.Config, f TrainFields) (Train, error) {
+func ResolveTrain(p *recipe.Pass, cfg ir.Config, f TrainOptions) (Train, error) {
 	var t Train
 	bad := func(attr, format string, args ...any) (Train, error) {
 		return Train{}, Errorf(p, attr, format, args...)
@@ -239,6 +243,21 @@ func ResolveTrain(p *recipe.Pass, cfg ir.Config, f TrainFields) (Train, error) {
 	t.CheckpointEvery = get(f.CheckpointEvery, max(1, (t.Steps+9)/10))
 	if t.CheckpointEvery < 0 {
 		return bad("checkpoint_every", "checkpoint_every = %d must not be negative (0 = no checkpoints)", t.CheckpointEvery)
+	}
+	return t, nil
+}
+
+// CheckTrain resolves a training pass's options against the trained
+// model's architecture (ResolveTrain) and checks its dataset attribute
+// (CheckDataset; instruct asks for prompt/response pairs), as both its Plan
+// and Run do.
+func CheckTrain(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config, o TrainOptions, dataset recipe.Ref, instruct bool) (Train, error) {
+	t, err := ResolveTrain(p, cfg, o)
+	if err != nil {
+		return Train{}, err
+	}
+	if err := CheckDataset(p, r, "dataset", dataset, instruct); err != nil {
+		return Train{}, err
 	}
 	return t, nil
 }

@@ -52,7 +52,7 @@ func (j *trainJob) identity() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	id := checkpointIdentity{Request: r, DataShape: [2]int{j.data.rows, j.data.cols}, Weights: w, Params: j.params}
+	id := checkpointIdentity{Request: r, DataShape: [2]int{j.data.Rows, j.data.Cols}, Weights: w, Params: j.params}
 	if j.teacher != nil {
 		if id.Teacher, err = j.b.weightsHash(j.teacher); err != nil {
 			return "", err

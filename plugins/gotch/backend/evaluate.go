@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/backend/batch"
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
 )
 
@@ -42,18 +43,18 @@ func (b *Backend) evaluate(ctx context.Context, req api.EvalRequest) (*api.EvalR
 		return nil, err
 	}
 	cfg := &m.cfg
-	var lm *sequences
+	var lm *batch.Sequences
 	if req.LM != nil {
-		if lm, err = openSequences(*req.LM, cfg.Vocab, cfg.MaxSeq); err != nil {
+		if lm, err = batch.Open(*req.LM, cfg.Vocab, cfg.MaxSeq); err != nil {
 			return nil, err
 		}
-		defer lm.close()
+		defer lm.Close()
 	}
-	choices, err := choiceOptions(req.Choices, cfg.Vocab, cfg.MaxSeq)
+	choices, err := batch.ChoiceOptions(req.Choices, cfg.Vocab, cfg.MaxSeq)
 	if err != nil {
 		return nil, err
 	}
-	lastWord, err := lastWordOptions(req.LastWord, cfg.Vocab, cfg.MaxSeq)
+	lastWord, err := batch.LastWordOptions(req.LastWord, cfg.Vocab, cfg.MaxSeq)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +84,7 @@ func (b *Backend) evaluate(ctx context.Context, req api.EvalRequest) (*api.EvalR
 			if err != nil {
 				return nil, nil, err
 			}
-			cr = choiceResult(req.Choices, choices, sc)
+			cr = batch.ChoiceResult(req.Choices, choices, sc)
 		}
 		return lr, cr, nil
 	}
@@ -96,7 +97,7 @@ func (b *Backend) evaluate(ctx context.Context, req api.EvalRequest) (*api.EvalR
 		if err != nil {
 			return nil, err
 		}
-		res.LastWord = lastWordResult(lastWord, sc)
+		res.LastWord = batch.LastWordResult(lastWord, sc)
 	}
 	for i, skip := range req.SkipLayers {
 		sr := api.SkippedResult{Layers: slices.Clone(skip)}
@@ -117,30 +118,30 @@ type lmStats struct {
 // lmPass scores next-token cross-entropy (and, with a teacher, the forward
 // KL from it at temperature 1 over the full vocabulary) on every target
 // of the dataset.
-func (b *Backend) lmPass(ctx context.Context, m, teacher *model, d *sequences, bs int, o fwdOpts) (lmStats, error) {
+func (b *Backend) lmPass(ctx context.Context, m, teacher *model, d *batch.Sequences, bs int, o fwdOpts) (lmStats, error) {
 	var st lmStats
 	var ce, kl float64
-	for start := 0; start < d.rows; start += bs {
+	for start := 0; start < d.Rows; start += bs {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		n := min(bs, d.rows-start)
-		tokens, ids, err := d.batch(start, n)
+		n := min(bs, d.Rows-start)
+		tokens, ids, err := readBatch(d, start, n)
 		if err != nil {
 			return st, err
 		}
 		s := torch.NewScope()
-		out, err := b.scoreBatch(s, m, teacher, tokens, ids, n, d.cols, o, objective{}, false)
+		out, err := b.scoreBatch(s, m, teacher, tokens, ids, n, d.Cols, o, objective{}, false)
 		s.Free()
 		if err != nil {
-			return st, fmt.Errorf("%s rows %d–%d: %w", d.path, start, start+n-1, err)
+			return st, fmt.Errorf("%s rows %d–%d: %w", d.Path, start, start+n-1, err)
 		}
 		ce += out.ce * float64(out.scored)
 		kl += out.kl * float64(out.scored)
 		st.tokens += out.scored
 	}
 	if st.tokens == 0 {
-		return st, fmt.Errorf("%s: no position is scored (all masked?)", d.path)
+		return st, fmt.Errorf("%s: no position is scored (all masked?)", d.Path)
 	}
 	st.ce, st.kl = ce/float64(st.tokens), kl/float64(st.tokens)
 	return st, nil
@@ -167,177 +168,16 @@ func (b *Backend) scoreBatch(s *torch.Scope, m, teacher *model, tokens []int64, 
 	return b.loss(s, in)
 }
 
-// option is one scored sequence: tokens whose positions from first on
-// predict the count tokens after them.
-type option struct {
-	tokens       []int64
-	first, count int
-}
-
-// newOption joins a context and a continuation, keeping the last maxSeq
-// tokens.
-func newOption(ctxTokens, cont []int, vocab, maxSeq int) (option, error) {
-	if len(ctxTokens) == 0 {
-		return option{}, fmt.Errorf("empty context (it needs at least BOS)")
-	}
-	if len(cont) == 0 {
-		return option{}, fmt.Errorf("empty continuation")
-	}
-	all := make([]int64, 0, len(ctxTokens)+len(cont))
-	for _, part := range [][]int{ctxTokens, cont} {
-		for _, id := range part {
-			if id < 0 || id >= vocab {
-				return option{}, fmt.Errorf("token %d outside vocabulary of %d", id, vocab)
-			}
-			all = append(all, int64(id))
-		}
-	}
-	first := len(ctxTokens) - 1
-	if maxSeq > 0 && len(all) > maxSeq {
-		if len(cont) >= maxSeq {
-			return option{}, fmt.Errorf("continuation of %d tokens does not fit the model's %d positions after a context token", len(cont), maxSeq)
-		}
-		cut := len(all) - maxSeq
-		all, first = all[cut:], first-cut
-	}
-	return option{tokens: all, first: first, count: len(cont)}, nil
-}
-
-func choiceOptions(items []api.ChoiceItem, vocab, maxSeq int) ([]option, error) {
-	var out []option
-	for i, it := range items {
-		if len(it.Contexts) == 0 || len(it.Contexts) != len(it.Continuations) {
-			return nil, fmt.Errorf("choices[%d]: %d contexts and %d continuations", i, len(it.Contexts), len(it.Continuations))
-		}
-		if it.Gold < 0 || it.Gold >= len(it.Contexts) {
-			return nil, fmt.Errorf("choices[%d]: gold %d outside the %d options", i, it.Gold, len(it.Contexts))
-		}
-		for j := range it.Contexts {
-			o, err := newOption(it.Contexts[j], it.Continuations[j], vocab, maxSeq)
-			if err != nil {
-				return nil, fmt.Errorf("choices[%d] option %d: %w", i, j, err)
-			}
-			out = append(out, o)
-		}
-	}
-	return out, nil
-}
-
-func lastWordOptions(items []api.LastWordItem, vocab, maxSeq int) ([]option, error) {
-	var out []option
-	for i, it := range items {
-		o, err := newOption(it.Context, it.Continuation, vocab, maxSeq)
-		if err != nil {
-			return nil, fmt.Errorf("last_word[%d]: %w", i, err)
-		}
-		out = append(out, o)
-	}
-	return out, nil
-}
-
-// optionScore is an option's summed continuation NLL and whether greedy
-// decoding reproduces the continuation.
-type optionScore struct {
-	nll    float64
-	greedy bool
-}
-
-// scoreOptions runs the options in batches, longest first so that a
-// batch's sequences have similar lengths, right-padded (causal attention
-// keeps padding from affecting the positions before it).
-func (b *Backend) scoreOptions(ctx context.Context, m *model, opts []option, bs int, skip map[int]bool) ([]optionScore, error) {
-	order := make([]int, len(opts))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, c int) int { return len(opts[c].tokens) - len(opts[a].tokens) })
-	out := make([]optionScore, len(opts))
-	for start := 0; start < len(order); start += bs {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		batch := order[start:min(len(order), start+bs)]
-		t := len(opts[batch[0]].tokens)
-		tokens := make([]int64, len(batch)*t)
-		targets := make([]int32, len(batch)*t)
-		for i := range targets {
-			targets[i] = -1
-		}
-		for bi, oi := range batch {
-			o := &opts[oi]
-			copy(tokens[bi*t:], o.tokens)
-			for k := 0; k < o.count; k++ {
-				p := o.first + k
-				targets[bi*t+p] = int32(o.tokens[p+1])
-			}
-		}
+// scoreOptions scores choice or last-word options (see
+// batch.ScoreOptions), with the layers in skip bypassed.
+func (b *Backend) scoreOptions(ctx context.Context, m *model, opts []batch.Option, bs int, skip map[int]bool) ([]batch.Score, error) {
+	return batch.ScoreOptions(ctx, opts, bs, func(tokens, targets []int32, rows, cols int) ([]float64, []int64, error) {
 		s := torch.NewScope()
-		res, err := b.scoreBatch(s, m, nil, tokens, targets, len(batch), t, fwdOpts{skip: skip}, objective{}, true)
-		s.Free()
+		defer s.Free()
+		res, err := b.scoreBatch(s, m, nil, int64s(tokens), targets, rows, cols, fwdOpts{skip: skip}, objective{}, true)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		for bi, oi := range batch {
-			o := &opts[oi]
-			sc := optionScore{greedy: true}
-			for k := 0; k < o.count; k++ {
-				r := bi*t + o.first + k
-				sc.nll += res.rowNLL[r]
-				if res.rowArgmax[r] != int64(targets[r]) {
-					sc.greedy = false
-				}
-			}
-			out[oi] = sc
-		}
-	}
-	return out, nil
-}
-
-// choiceResult picks, per item, the option of lowest summed NLL and of
-// lowest NLL per continuation token (the first on ties).
-func choiceResult(items []api.ChoiceItem, opts []option, sc []optionScore) *api.ChoiceResult {
-	res := &api.ChoiceResult{Items: len(items), Predictions: make([]int, len(items))}
-	var correct, correctNorm int
-	k := 0
-	for i, it := range items {
-		best, bestNorm := 0, 0
-		for j := range it.Contexts {
-			s := sc[k+j]
-			if s.nll < sc[k+best].nll {
-				best = j
-			}
-			if s.nll/float64(opts[k+j].count) < sc[k+bestNorm].nll/float64(opts[k+bestNorm].count) {
-				bestNorm = j
-			}
-		}
-		res.Predictions[i] = best
-		if best == it.Gold {
-			correct++
-		}
-		if bestNorm == it.Gold {
-			correctNorm++
-		}
-		k += len(it.Contexts)
-	}
-	if len(items) > 0 {
-		res.Accuracy = float64(correct) / float64(len(items))
-		res.AccuracyNorm = float64(correctNorm) / float64(len(items))
-	}
-	return res
-}
-
-func lastWordResult(opts []option, sc []optionScore) *api.LastWordResult {
-	res := &api.LastWordResult{Items: len(opts)}
-	var correct, tokens int
-	var nll float64
-	for i, s := range sc {
-		if s.greedy {
-			correct++
-		}
-		nll += s.nll
-		tokens += opts[i].count
-	}
-	res.Accuracy = float64(correct) / float64(len(opts))
-	res.Loss = nll / float64(tokens)
-	return res
+		return res.rowNLL, res.rowArgmax, nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/backend/batch"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
 )
@@ -40,11 +41,11 @@ func (b *Backend) stats(ctx context.Context, req api.StatsRequest) (*api.StatsRe
 		return nil, err
 	}
 	cfg := &m.cfg
-	d, err := openSequences(req.Data, cfg.Vocab, cfg.MaxSeq)
+	d, err := batch.Open(req.Data, cfg.Vocab, cfg.MaxSeq)
 	if err != nil {
 		return nil, err
 	}
-	defer d.close()
+	defer d.Close()
 
 	acc, err := b.newStatsAcc(cfg, req.Activations, req.BlockInfluence)
 	if err != nil {
@@ -52,23 +53,23 @@ func (b *Backend) stats(ctx context.Context, req api.StatsRequest) (*api.StatsRe
 	}
 	defer acc.free()
 	hook := acc.add
-	for start := 0; start < d.rows; start += bs {
+	for start := 0; start < d.Rows; start += bs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		n := min(bs, d.rows-start)
-		tokens, _, err := d.batch(start, n)
+		n := min(bs, d.Rows-start)
+		tokens, _, err := readBatch(d, start, n)
 		if err != nil {
 			return nil, err
 		}
 		s := torch.NewScope()
-		x := s.To(s.FromInt64(tokens, int64(n), int64(d.cols)), b.dev)
+		x := s.To(s.FromInt64(tokens, int64(n), int64(d.Cols)), b.dev)
 		if err = s.Err(); err == nil {
-			_, err = b.forward(s, m, x, n, d.cols, fwdOpts{hook: hook})
+			_, err = b.forward(s, m, x, n, d.Cols, fwdOpts{hook: hook})
 		}
 		s.Free()
 		if err != nil {
-			return nil, fmt.Errorf("%s rows %d–%d: %w", d.path, start, start+n-1, err)
+			return nil, fmt.Errorf("%s rows %d–%d: %w", d.Path, start, start+n-1, err)
 		}
 	}
 
@@ -76,7 +77,7 @@ func (b *Backend) stats(ctx context.Context, req api.StatsRequest) (*api.StatsRe
 	if err != nil {
 		return nil, err
 	}
-	res.Sequences, res.Tokens = d.rows, d.rows*d.cols
+	res.Sequences, res.Tokens = d.Rows, d.Rows*d.Cols
 	for l := range res.BlockInfluence {
 		res.BlockInfluence[l] = 1 - res.BlockInfluence[l]/float64(res.Tokens)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/backend/batch"
 	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
 )
@@ -55,8 +56,8 @@ type trainJob struct {
 	req      api.TrainRequest
 	m        *model
 	teacher  *model
-	data     *sequences
-	val      *sequences
+	data     *batch.Sequences
+	val      *batch.Sequences
 	obj      objective
 	gradAcc  int
 	beta1    float64
@@ -138,11 +139,11 @@ func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
 	if req.Mode != api.ModeLoRA && req.LoRA != nil {
 		return nil, fmt.Errorf("lora settings given for mode %q", req.Mode)
 	}
-	if j.data, err = openSequences(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
+	if j.data, err = batch.Open(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
 		return nil, err
 	}
 	if req.Validation != nil {
-		if j.val, err = openSequences(*req.Validation, cfg.Vocab, cfg.MaxSeq); err != nil {
+		if j.val, err = batch.Open(*req.Validation, cfg.Vocab, cfg.MaxSeq); err != nil {
 			j.close()
 			return nil, fmt.Errorf("validation: %w", err)
 		}
@@ -244,10 +245,10 @@ func lrAt(o api.OptimConfig, step, total int) float64 {
 
 func (j *trainJob) close() {
 	if j.data != nil {
-		j.data.close()
+		j.data.Close()
 	}
 	if j.val != nil {
-		j.val.close()
+		j.val.Close()
 	}
 	s := torch.NewScope()
 	for _, t := range j.ws {
@@ -321,7 +322,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 	wd := j.wd
 	began := time.Now()
 	tokens0 := j.tokens
-	bs, l := req.BatchSize, j.data.cols
+	bs, l := req.BatchSize, j.data.Cols
 	for step := j.start; step < req.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -330,7 +331,7 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 		var loss float64
 		for i := 0; i < j.gradAcc; i++ {
 			first := (step*j.gradAcc + i) * bs
-			tokens, ids, err := j.data.batch(first%j.data.rows, bs)
+			tokens, ids, err := readBatch(j.data, first%j.data.Rows, bs)
 			if err != nil {
 				return nil, err
 			}
