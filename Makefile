@@ -10,7 +10,7 @@ DATA     ?= ../shared/data
 TESTFLAGS ?= -timeout 25m
 APT_GET  := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: all build test vet demo deps bench fuzz clean proto proto-check example-plugin gotch test-gotch gotch-gpu-prep
+.PHONY: all build test vet demo deps bench fuzz clean proto proto-check example-plugin gotch test-gotch gotch-gpu-prep results
 
 all: build
 
@@ -37,6 +37,11 @@ demo: build
 	$(BIN) plan examples/stories260k/minitron.hcl
 	$(BIN) run examples/stories260k/minitron.hcl --out runs/minitron
 	$(BIN) generate --model runs/minitron/out/student-hf --prompt "ROMEO:" --steps 96 --temperature 0.8 --seed 1
+
+# Reproduce issue 5's findings on stories260K and regenerate docs/results.md;
+# re-running resumes.
+results:
+	$(GO) run ./examples/stories260k/experiments/results
 
 # Optional system packages: OpenBLAS (go build -tags openblas) and Debian's
 # PyTorch with OpenBLAS, used by fixture generators and the benchmark peer.

@@ -317,7 +317,7 @@ func (run *runner) runPass(ctx context.Context, p *recipe.Pass, ev Events) (Pass
 	dir := filepath.Join(run.opts.Dir, "passes", fmt.Sprintf("%02d-%s", p.Index, sanitize(p.Name)))
 	produces := impl.Spec().Produces
 
-	if prev, ok := run.prev[p.Index]; ok && prev.Status == StatusDone && prev.Key == rec.Key {
+	if prev, ok := run.prev[p.Index]; ok && prev.Status == StatusDone && prev.Key == rec.Key && prev.Name == rec.Name {
 		if err := run.restore(p, produces, dir, prev); err == nil {
 			prev.Resumed = true
 			run.log.Info("pass unchanged, reusing its artifacts", "pass", p.Name, "dir", dir)
