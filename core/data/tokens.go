@@ -1,11 +1,7 @@
 package data
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
-	"math"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -68,32 +64,11 @@ func delimiter(context, continuation string) string {
 	return " "
 }
 
-// TokenizerHash identifies a vocabulary by content: the sha256 of its
-// pieces, scores, types and special ids. Two tokenizers with the same hash
-// encode every text identically.
-func TokenizerHash(tok *tokenizer.Tokenizer) string {
-	h := sha256.New()
-	var b [8]byte
-	put := func(v uint64) {
-		binary.LittleEndian.PutUint64(b[:], v)
-		h.Write(b[:])
-	}
-	put(uint64(len(tok.Pieces)))
-	for i, p := range tok.Pieces {
-		put(uint64(len(p)))
-		h.Write([]byte(p))
-		if i < len(tok.Scores) {
-			put(uint64(math.Float32bits(tok.Scores[i])))
-		}
-		if i < len(tok.Types) {
-			put(uint64(tok.Types[i]))
-		}
-	}
-	put(uint64(int64(tok.BOS)))
-	put(uint64(int64(tok.EOS)))
-	put(uint64(int64(tok.UNK)))
-	return hex.EncodeToString(h.Sum(nil))
-}
+// TokenizerHash identifies a vocabulary by what it encodes
+// (tokenizer.Fingerprint): the llama2.c and SentencePiece spellings of one
+// vocabulary hash alike. Two tokenizers with the same hash encode every
+// text identically.
+func TokenizerHash(tok *tokenizer.Tokenizer) string { return tok.Fingerprint() }
 
 // Template places an instruction pair into text. It holds "{prompt}" and
 // "{response}" once each, the prompt first; text before "{response}" is

@@ -409,3 +409,31 @@ func FuzzParseSentencePiece(f *testing.F) {
 		}
 	})
 }
+
+// TestFingerprintIgnoresSpelling: one vocabulary read from tokenizer.bin and
+// from its tokenizer.model export fingerprints alike; a changed score does not.
+func TestFingerprintIgnoresSpelling(t *testing.T) {
+	bin := tok512(t)
+	data, err := MarshalSentencePiece(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spm, err := ParseSentencePiece(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spm.Pieces[1] == bin.Pieces[1] {
+		t.Fatalf("test needs differing spellings, both hold %q", spm.Pieces[1])
+	}
+	if a, b := bin.Fingerprint(), spm.Fingerprint(); a != b {
+		t.Errorf("fingerprints differ: %s (tokenizer.bin) vs %s (tokenizer.model)", a, b)
+	}
+	changed := &Tokenizer{Pieces: spm.Pieces, Scores: append([]float32(nil), spm.Scores...), Types: spm.Types, BOS: spm.BOS, EOS: spm.EOS, UNK: spm.UNK}
+	if changed.Fingerprint() != spm.Fingerprint() {
+		t.Fatal("a copy fingerprints differently")
+	}
+	changed.Scores[300] += 1
+	if changed.Fingerprint() == spm.Fingerprint() {
+		t.Error("a changed score kept the fingerprint")
+	}
+}

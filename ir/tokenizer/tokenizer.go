@@ -12,7 +12,11 @@
 package tokenizer
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"math"
 	"strings"
 	"sync/atomic"
 )
@@ -263,4 +267,28 @@ func (t *Tokenizer) buildIndex() *index {
 		ix.dummy = []int32{ix.byteID[' ']}
 	}
 	return ix
+}
+
+// Fingerprint is a sha256 of what determines encoding and decoding: every
+// piece in the form Encode works on (so the llama2.c, SentencePiece and
+// GGUF spellings of one vocabulary agree), its score, and the BOS, EOS and
+// UNK ids. Caches of tokenized data key on it.
+func (t *Tokenizer) Fingerprint() string {
+	h := sha256.New()
+	var b [8]byte
+	put := func(v uint64) {
+		binary.LittleEndian.PutUint64(b[:], v)
+		h.Write(b[:])
+	}
+	put(uint64(len(t.Pieces)))
+	for i := range t.Pieces {
+		p := t.llama2cPiece(i)
+		put(uint64(len(p)))
+		h.Write([]byte(p))
+		put(uint64(math.Float32bits(t.score(int32(i)))))
+	}
+	for _, id := range []int{t.BOS, t.EOS, t.UNK} {
+		put(uint64(int64(id)))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
