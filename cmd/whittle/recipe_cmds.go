@@ -201,6 +201,15 @@ func progressEvents(w io.Writer) pipeline.Events {
 			start = time.Now()
 			fmt.Fprintf(w, "[%d/%d] %s (%s)\n", i+1, n, p.Name, p.Kind)
 		},
+		Progress: func(p *recipe.Pass, done, total int, msg string) {
+			frac := fmt.Sprintf("%d/%d", done, total)
+			if strings.Contains(msg, frac) {
+				frac = ""
+			} else {
+				frac += " "
+			}
+			fmt.Fprintf(w, "      %s: %s%s\n", p.Name, frac, msg)
+		},
 		PassEnd: func(i int, p *recipe.Pass, rec pipeline.PassRecord) {
 			fmt.Fprintf(w, "[%d] %s: %s in %s\n", i+1, p.Name, rec.Status, time.Since(start).Round(time.Millisecond))
 		},
