@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/shareddata"
+
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
@@ -21,22 +23,7 @@ import (
 // or skips the test.
 func sharedData(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		for _, cand := range []string{filepath.Join(dir, "shared", "data"), filepath.Join(dir, "..", "shared", "data")} {
-			if st, err := os.Stat(filepath.Join(cand, "models", "stories260K", "stories260K.bin")); err == nil && !st.IsDir() {
-				return cand
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("shared/data not found")
-		}
-		dir = parent
-	}
+	return shareddata.Dir(t)
 }
 
 // cpuProvider opens one CPU backend per run.

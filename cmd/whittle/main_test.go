@@ -6,24 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/whittle-ml/whittle/internal/shareddata"
 )
 
 // sharedData finds ../shared/data above the repository, or skips.
 func sharedData(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for ; ; dir = filepath.Dir(dir) {
-		p := filepath.Join(dir, "shared", "data")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			return p
-		}
-		if dir == filepath.Dir(dir) {
-			t.Skip("shared/data not found")
-		}
-	}
+	return shareddata.Dir(t)
 }
 
 // whittle runs the CLI in-process and returns stdout, stderr and the error.

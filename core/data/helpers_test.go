@@ -1,10 +1,11 @@
 package data
 
 import (
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/whittle-ml/whittle/internal/shareddata"
 
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
@@ -13,22 +14,7 @@ import (
 // or skips the test.
 func sharedData(t testing.TB) string {
 	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		for _, cand := range []string{filepath.Join(dir, "shared", "data"), filepath.Join(dir, "..", "shared", "data")} {
-			if st, err := os.Stat(cand); err == nil && st.IsDir() {
-				return cand
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("shared/data not found")
-		}
-		dir = parent
-	}
+	return shareddata.Dir(t)
 }
 
 var (

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/shareddata"
+
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
@@ -20,25 +22,7 @@ import (
 // repository root (the directory holding go.mod), or skips.
 func dataFile(t testing.TB, rel string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("repository root (go.mod) not found; shared test data unavailable")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data", rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("test asset %s not found: %v", p, err)
-	}
-	return p
+	return shareddata.Path(t, rel)
 }
 
 const storiesDir = "models/stories260K/"

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/shareddata"
+
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/safetensors"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
@@ -591,21 +593,7 @@ func TestTokenizer(t *testing.T) {
 // the package directory, and skips the test when it is absent.
 func sharedData(t testing.TB, rel string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p := filepath.Join(dir, "shared", "data", rel)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Skipf("shared/data/%s not found above the package directory", rel)
-		}
-		dir = up
-	}
+	return shareddata.Path(t, rel)
 }
 
 // TestPublishedTokenizerModel attaches a real SentencePiece file.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/shareddata"
+
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/ir/llama2c"
@@ -21,21 +23,7 @@ import (
 // the package directory, and skips the test when it is absent.
 func sharedData(t testing.TB, rel string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p := filepath.Join(dir, "shared", "data", rel)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Skipf("shared/data/%s not found above the package directory", rel)
-		}
-		dir = up
-	}
+	return shareddata.Path(t, rel)
 }
 
 const stories = "models/stories260K/stories260K.bin"

@@ -5,20 +5,14 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/shareddata"
+
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
 func stories(t *testing.T) string {
 	t.Helper()
-	dir, _ := filepath.Abs(".")
-	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
-		p := filepath.Join(dir, "shared", "data", "models", "stories260K")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("shared/data not found")
-	return ""
+	return shareddata.Path(t, "models/stories260K")
 }
 
 func TestDetect(t *testing.T) {

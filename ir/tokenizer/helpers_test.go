@@ -6,31 +6,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/whittle-ml/whittle/internal/shareddata"
 )
 
 // dataDir finds /work/shared/data-style test assets: ../shared/data beside
 // the repository root (the directory holding go.mod).
 func dataDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("repository root (go.mod) not found; shared test data unavailable")
-		}
-		dir = parent
-	}
-	data := filepath.Join(dir, "..", "shared", "data")
-	if _, err := os.Stat(data); err != nil {
-		t.Skipf("shared test data not found at %s: %v", data, err)
-	}
-	return data
+	return shareddata.Dir(t)
 }
 
 func dataFile(t testing.TB, rel string) string {

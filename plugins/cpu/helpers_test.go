@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/shareddata"
+
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/ir"
@@ -32,21 +34,7 @@ func TestMain(m *testing.M) {
 // sharedData finds shared/data/rel above the package directory, or skips.
 func sharedData(t testing.TB, rel string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p := filepath.Join(dir, "shared", "data", rel)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Skipf("shared/data/%s not found above the package directory", rel)
-		}
-		dir = up
-	}
+	return shareddata.Path(t, rel)
 }
 
 // storiesFixture is stories260K saved as a Hugging Face directory, its IR,

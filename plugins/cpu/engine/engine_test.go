@@ -3,10 +3,10 @@ package engine
 import (
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/whittle-ml/whittle/internal/shareddata"
 
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/llama2c"
@@ -17,21 +17,7 @@ import (
 // directory, and skips the test when it is absent.
 func sharedData(t testing.TB, rel string) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p := filepath.Join(dir, "shared", "data", rel)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Skipf("shared/data/%s not found above the package directory", rel)
-		}
-		dir = up
-	}
+	return shareddata.Path(t, rel)
 }
 
 // compareWithReference checks the engine's logits at every position of

@@ -7,21 +7,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/shareddata"
+
 	"github.com/whittle-ml/whittle/ir/modelio"
 	"github.com/whittle-ml/whittle/plugins/cpu/reference"
 )
 
 func sharedData(t testing.TB) string {
 	t.Helper()
-	dir, _ := filepath.Abs(".")
-	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
-		p := filepath.Join(dir, "shared", "data")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			return p
-		}
-	}
-	t.Skip("shared/data not found")
-	return ""
+	return shareddata.Dir(t)
 }
 
 // TestStoriesNLL checks the forward pass against an independent
