@@ -22,22 +22,14 @@ import (
 
 // Defaults for zero fields of backend.OptimConfig and LoRAConfig.
 const (
-	defaultBeta1    = 0.9
-	defaultBeta2    = 0.999
-	defaultEps      = 1e-8
-	defaultLoRARank = 8
+	defaultBeta1 = 0.9
+	defaultBeta2 = 0.999
+	defaultEps   = 1e-8
 )
 
 // CheckpointFile is the name of the training checkpoint inside
 // TrainRequest.CheckpointDir.
 const CheckpointFile = "train.ckpt"
-
-// loraRoles maps the short projection names of backend.LoRAConfig to IR
-// roles; the IR's own role names are accepted too.
-var loraRoles = map[string]string{
-	"q_proj": ir.RoleQ, "k_proj": ir.RoleK, "v_proj": ir.RoleV, "o_proj": ir.RoleO,
-	"gate_proj": ir.RoleGate, "up_proj": ir.RoleUp, "down_proj": ir.RoleDown,
-}
 
 // Train runs the optimization loop of req on the model's weights.
 //
@@ -242,38 +234,11 @@ func objective(req backend.TrainRequest) (engine.Objective, error) {
 
 // newLoRA builds the adapters of a lora-mode request.
 func newLoRA(cfg ir.Config, req backend.TrainRequest) (*engine.LoRA, error) {
-	c := backend.LoRAConfig{}
-	if req.LoRA != nil {
-		c = *req.LoRA
+	c, err := req.LoRA.Resolve()
+	if err != nil {
+		return nil, err
 	}
-	if c.Rank < 0 {
-		return nil, fmt.Errorf("negative lora rank %d", c.Rank)
-	}
-	if c.Rank == 0 {
-		c.Rank = defaultLoRARank
-	}
-	if c.Alpha == 0 {
-		c.Alpha = float64(c.Rank)
-	}
-	if len(c.Targets) == 0 {
-		c.Targets = []string{"q_proj", "v_proj"}
-	}
-	var roles []string
-	for _, t := range c.Targets {
-		role, ok := loraRoles[t]
-		if !ok {
-			for _, r := range loraRoles {
-				if t == r {
-					role, ok = r, true
-				}
-			}
-		}
-		if !ok {
-			return nil, fmt.Errorf("unknown lora target %q (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)", t)
-		}
-		roles = append(roles, role)
-	}
-	return engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: roles}, uint64(req.Seed))
+	return engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: c.Roles}, uint64(req.Seed))
 }
 
 func (j *trainJob) close() {

@@ -9,16 +9,6 @@ import (
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
 )
 
-// Defaults for zero fields of api.LoRAConfig (the CPU backend's).
-const defaultLoRARank = 8
-
-// loraRoles maps the short projection names of api.LoRAConfig to IR
-// roles; the IR's own role names are accepted too.
-var loraRoles = map[string]string{
-	"q_proj": ir.RoleQ, "k_proj": ir.RoleK, "v_proj": ir.RoleV, "o_proj": ir.RoleO,
-	"gate_proj": ir.RoleGate, "up_proj": ir.RoleUp, "down_proj": ir.RoleDown,
-}
-
 type loraKey struct {
 	layer int
 	role  string
@@ -37,38 +27,11 @@ type loraSet struct {
 }
 
 func (b *Backend) newLoRA(cfg ir.Config, req api.TrainRequest) (*loraSet, error) {
-	c := api.LoRAConfig{}
-	if req.LoRA != nil {
-		c = *req.LoRA
+	c, err := req.LoRA.Resolve()
+	if err != nil {
+		return nil, err
 	}
-	if c.Rank < 0 {
-		return nil, fmt.Errorf("negative lora rank %d", c.Rank)
-	}
-	if c.Rank == 0 {
-		c.Rank = defaultLoRARank
-	}
-	if c.Alpha == 0 {
-		c.Alpha = float64(c.Rank)
-	}
-	if len(c.Targets) == 0 {
-		c.Targets = []string{"q_proj", "v_proj"}
-	}
-	var roles []string
-	for _, t := range c.Targets {
-		role, ok := loraRoles[t]
-		if !ok {
-			for _, r := range loraRoles {
-				if t == r {
-					role, ok = r, true
-				}
-			}
-		}
-		if !ok {
-			return nil, fmt.Errorf("unknown lora target %q (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)", t)
-		}
-		roles = append(roles, role)
-	}
-	init, err := engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: roles}, uint64(req.Seed))
+	init, err := engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: c.Roles}, uint64(req.Seed))
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,28 @@
+package backend
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/whittle-ml/whittle/ir"
+)
+
+func TestLoRAResolve(t *testing.T) {
+	cases := []struct {
+		in   *LoRAConfig
+		want ResolvedLoRA
+		err  bool
+	}{
+		{nil, ResolvedLoRA{Rank: 8, Alpha: 8, Roles: []string{ir.RoleQ, ir.RoleV}}, false},
+		{&LoRAConfig{Rank: 4}, ResolvedLoRA{Rank: 4, Alpha: 4, Roles: []string{ir.RoleQ, ir.RoleV}}, false},
+		{&LoRAConfig{Rank: 2, Alpha: 16, Targets: []string{"down_proj", ir.RoleGate}}, ResolvedLoRA{Rank: 2, Alpha: 16, Roles: []string{ir.RoleDown, ir.RoleGate}}, false},
+		{&LoRAConfig{Rank: -1}, ResolvedLoRA{}, true},
+		{&LoRAConfig{Targets: []string{"qproj"}}, ResolvedLoRA{}, true},
+	}
+	for _, c := range cases {
+		got, err := c.in.Resolve()
+		if (err != nil) != c.err || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("Resolve(%+v) = %+v, %v; want %+v (error %v)", c.in, got, err, c.want, c.err)
+		}
+	}
+}
