@@ -60,3 +60,17 @@ func (c *LoRAConfig) Resolve() (ResolvedLoRA, error) {
 	}
 	return out, nil
 }
+
+// CheckMode reports a Mode that is not full, norm-only or lora (empty means
+// full), and LoRA settings given for a mode other than lora.
+func (r *TrainRequest) CheckMode() error {
+	switch r.Mode {
+	case ModeFull, "", ModeNormOnly, ModeLoRA:
+	default:
+		return fmt.Errorf("unknown mode %q (want %s, %s or %s)", r.Mode, ModeFull, ModeNormOnly, ModeLoRA)
+	}
+	if r.Mode != ModeLoRA && r.LoRA != nil {
+		return fmt.Errorf("lora settings given for mode %q", r.Mode)
+	}
+	return nil
+}

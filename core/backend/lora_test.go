@@ -26,3 +26,20 @@ func TestLoRAResolve(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckMode(t *testing.T) {
+	for _, c := range []struct {
+		req TrainRequest
+		ok  bool
+	}{
+		{TrainRequest{}, true},
+		{TrainRequest{Mode: ModeNormOnly}, true},
+		{TrainRequest{Mode: ModeLoRA, LoRA: &LoRAConfig{Rank: 4}}, true},
+		{TrainRequest{Mode: "partial"}, false},
+		{TrainRequest{Mode: ModeFull, LoRA: &LoRAConfig{}}, false},
+	} {
+		if err := c.req.CheckMode(); (err == nil) != c.ok {
+			t.Errorf("CheckMode(mode %q, lora %v) = %v, want ok=%v", c.req.Mode, c.req.LoRA != nil, err, c.ok)
+		}
+	}
+}

@@ -144,6 +144,9 @@ func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, er
 		return nil, fmt.Errorf("grad_clip %g must be non-negative", o.GradClip)
 	}
 	var frozen func(string) bool
+	if err := req.CheckMode(); err != nil {
+		return nil, err
+	}
 	switch req.Mode {
 	case backend.ModeFull, "":
 	case backend.ModeNormOnly:
@@ -153,11 +156,6 @@ func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, er
 		if j.lora, err = newLoRA(*cfg, req); err != nil {
 			return nil, err
 		}
-	default:
-		return nil, fmt.Errorf("unknown mode %q (want %s, %s or %s)", req.Mode, backend.ModeFull, backend.ModeNormOnly, backend.ModeLoRA)
-	}
-	if req.Mode != backend.ModeLoRA && req.LoRA != nil {
-		return nil, fmt.Errorf("lora settings given for mode %q", req.Mode)
 	}
 	if j.data, err = batch.Open(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
 		return nil, err

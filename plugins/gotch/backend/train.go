@@ -127,17 +127,15 @@ func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
 	}
 	j.beta1, j.beta2, j.eps = orDefault(req.Optim.Beta1, defaultBeta1), orDefault(req.Optim.Beta2, defaultBeta2), orDefault(req.Optim.Eps, defaultEps)
 	trainable := func(string) bool { return true }
+	if err := req.CheckMode(); err != nil {
+		return nil, err
+	}
 	switch req.Mode {
 	case api.ModeFull, "":
 	case api.ModeNormOnly:
 		trainable = isNorm
 	case api.ModeLoRA:
 		trainable = func(string) bool { return false }
-	default:
-		return nil, fmt.Errorf("unknown mode %q (want %s, %s or %s)", req.Mode, api.ModeFull, api.ModeNormOnly, api.ModeLoRA)
-	}
-	if req.Mode != api.ModeLoRA && req.LoRA != nil {
-		return nil, fmt.Errorf("lora settings given for mode %q", req.Mode)
 	}
 	if j.data, err = batch.Open(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
 		return nil, err
