@@ -74,11 +74,56 @@ func TestBenchUsage(t *testing.T) {
 		{"bench", "--shape", "gpt2"},
 		{"bench", "--batch", "0"},
 		{"bench", "--workload", "sgemm", "--peer"},
+		{"bench", "--workload", "sgemm", "--backend", "self"},
+		{"bench", "--workload", "train,infer"},
+		{"bench", "--shape", "stories260K,gpt2"},
+		{"bench", "--set", "threads=1"},
+		{"bench", "--shape", "stories260K,stories15M", "--profile", "x.pprof"},
+		{"bench", "--backend", "self", "--set", "threads"},
+		{"bench", "--peak-tflops", "-1"},
 	} {
 		_, _, err := whittle(t, args...)
 		var ee *exitError
 		if !errors.As(err, &ee) || ee.code != 2 {
 			t.Errorf("whittle %s: %v, want a usage error", strings.Join(args, " "), err)
 		}
+	}
+}
+
+// TestBenchBackendPlugin times two workloads on the built-in backend
+// served as a plugin (this test binary re-executed, plugin = "self"),
+// passing a backend attribute with --set, and writes the markdown table.
+func TestBenchBackendPlugin(t *testing.T) {
+	md := filepath.Join(t.TempDir(), "table.md")
+	out := mustWhittle(t, "bench", "--backend", "self", "--set", "threads=1", "--shape", "stories260K", "--workload", "train,distill",
+		"--batch", "2", "--seq", "8", "--seconds", "0", "--json", "--markdown", md)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one JSON line per run, got:\n%s", out)
+	}
+	for i, want := range []struct {
+		workload string
+		params   float64
+	}{{"train", 260032}, {"distill", 152544}} {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(lines[i]), &r); err != nil {
+			t.Fatalf("line %d %q: %v", i, lines[i], err)
+		}
+		if r["workload"] != want.workload || r["params"] != want.params || r["threads"] != 1.0 || r["device"] != "cpu" {
+			t.Errorf("run %d: %s", i, lines[i])
+		}
+	}
+	table, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| stories260K | train | 2×8 |", "| stories260K | distill | 2×8 |", "backend self on cpu"} {
+		if !strings.Contains(string(table), want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	// A misspelt attribute is an error, not ignored.
+	if _, stderr, err := whittle(t, "bench", "--backend", "self", "--set", "thread=1", "--shape", "stories260K", "--batch", "1", "--seq", "4", "--seconds", "0"); err == nil || !strings.Contains(err.Error()+stderr, `unknown field "thread"`) {
+		t.Errorf("misspelt attribute: %v", err)
 	}
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -27,6 +29,24 @@ import (
 // (whittle plugin-serve backend), so both give the same results.
 var newDefaultBackend = func() (backend.Backend, error) {
 	return cpu.New(cpu.Options{})
+}
+
+// openSelfBackend builds the built-in backend for a backend block with
+// plugin = "self". Its one attribute is threads; any other is an error
+// rather than silently ignored.
+func openSelfBackend(raw json.RawMessage) (sdk.Backend, error) {
+	var c struct {
+		Threads int `json:"threads"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("backend attributes: %w (the built-in backend takes threads alone)", err)
+	}
+	if c.Threads == 0 {
+		return newDefaultBackend()
+	}
+	return cpu.New(cpu.Options{Threads: c.Threads})
 }
 
 // The CLI's plugin host: one per process, started on first use; main ends
@@ -155,9 +175,7 @@ func newPluginServeCmd() *cobra.Command {
 			if newDefaultBackend == nil {
 				return errors.New("this whittle has no built-in backend")
 			}
-			sdk.Serve(sdk.Plugin{Name: "whittle", Version: version.String(), Backend: func(json.RawMessage) (sdk.Backend, error) {
-				return newDefaultBackend()
-			}})
+			sdk.Serve(sdk.Plugin{Name: "whittle", Version: version.String(), Backend: openSelfBackend})
 			return nil
 		},
 	})

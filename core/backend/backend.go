@@ -13,6 +13,8 @@ package backend
 import (
 	"context"
 	"errors"
+
+	"github.com/whittle-ml/whittle/core/bench"
 )
 
 // ModelID names a model loaded into a backend.
@@ -25,6 +27,8 @@ const (
 	CapStats    = "stats"
 	CapEvaluate = "evaluate"
 	CapGenerate = "generate"
+	// CapBench: the backend implements Benchmarker.
+	CapBench = "bench"
 )
 
 // ErrUnsupported is returned (wrapped) for an operation or option a backend
@@ -56,6 +60,13 @@ type Backend interface {
 	Generate(ctx context.Context, req GenerateRequest) (*GenerateResult, error)
 	// Close releases every model and the backend's resources.
 	Close() error
+}
+
+// Benchmarker is a backend that can time its engine on the PyTorch
+// peer's workloads with random weights (`whittle bench --backend`). It is
+// optional: a backend offering it lists CapBench in its capabilities.
+type Benchmarker interface {
+	Bench(ctx context.Context, req bench.Request) (*bench.Result, error)
 }
 
 // Info describes a backend.

@@ -17,6 +17,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/plugin/wire"
 	"github.com/whittle-ml/whittle/core/recipe"
@@ -79,6 +80,11 @@ func exercise(t *testing.T, be backend.Backend) map[string]any {
 	out["train"], out["train.err"], out["train.events"] = tr, errText(err), events
 	_, err = be.Generate(ctx, backend.GenerateRequest{Model: id, Prompts: [][]int{{1}}, MaxTokens: 3})
 	out["generate.err"], out["generate.unsupported"] = errText(err), errors.Is(err, backend.ErrUnsupported)
+	bm := be.(backend.Benchmarker)
+	br, err := bm.Bench(ctx, bench.Request{Shape: "stories260K", Workload: bench.Train, Batch: 2, Seq: 8, Seconds: 1, Threads: 3})
+	out["bench"], out["bench.err"] = br, errText(err)
+	_, err = bm.Bench(ctx, bench.Request{Shape: "stories260K", Workload: bench.Forward, Batch: 2, Seq: 8})
+	out["bench-forward.err"], out["bench-forward.unsupported"] = errText(err), errors.Is(err, backend.ErrUnsupported)
 	dir := t.TempDir()
 	err = be.Save(ctx, backend.SaveRequest{Model: id, Dir: dir, DType: "bf16"})
 	saved, _ := os.ReadFile(filepath.Join(dir, "from"))
@@ -113,8 +119,11 @@ func TestServedBackendMatchesInProcess(t *testing.T) {
 			t.Errorf("%s: served %#v\n   in-process %#v", k, got[k], want[k])
 		}
 	}
-	if !want["generate.unsupported"].(bool) {
-		t.Error("the fake's Generate should be unsupported")
+	if !want["generate.unsupported"].(bool) || !want["bench-forward.unsupported"].(bool) {
+		t.Error("the fake's Generate and forward Bench should be unsupported")
+	}
+	if r := got["bench"].(*bench.Result); r == nil || r.TokensPerS != 2*8*3/2. || r.Threads != 3 {
+		t.Errorf("served bench result %+v", r)
 	}
 	if err := served.Close(); err != nil {
 		t.Errorf("Close: %v", err)

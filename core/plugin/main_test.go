@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/core/plugin/wire"
 	"github.com/whittle-ml/whittle/plugins/sdk"
 )
@@ -179,6 +180,18 @@ func (f *fakeBackend) Train(ctx context.Context, req backend.TrainRequest, event
 
 func (f *fakeBackend) Generate(context.Context, backend.GenerateRequest) (*backend.GenerateResult, error) {
 	return nil, fmt.Errorf("generate: %w", backend.ErrUnsupported)
+}
+
+// Bench answers from the request alone; the forward workload is
+// unsupported, to carry that error across too.
+func (f *fakeBackend) Bench(_ context.Context, req bench.Request) (*bench.Result, error) {
+	if req.Workload == bench.Forward {
+		return nil, fmt.Errorf("bench forward: %w", backend.ErrUnsupported)
+	}
+	r := &bench.Result{Shape: req.Shape, Workload: req.Workload, Batch: req.Batch, Seq: req.Seq, Device: "cpu", Kernel: "fake",
+		FLOPsPerStep: float64(req.Batch * req.Seq * 1000), Threads: req.Threads}
+	r.Finish(3, req.Seconds+1)
+	return r, nil
 }
 
 func (f *fakeBackend) Close() error { return nil }

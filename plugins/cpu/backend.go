@@ -88,7 +88,7 @@ func (b *Backend) Info(ctx context.Context) (backend.Info, error) {
 		Device:  "cpu",
 		Threads: b.threads,
 		Capabilities: []string{
-			backend.CapTrain, backend.CapLoRA, backend.CapStats, backend.CapEvaluate, backend.CapGenerate,
+			backend.CapTrain, backend.CapLoRA, backend.CapStats, backend.CapEvaluate, backend.CapGenerate, backend.CapBench,
 		},
 	}, nil
 }

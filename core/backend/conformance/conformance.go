@@ -133,6 +133,7 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 
 	t.Run("Info", s.checkInfo)
 	t.Run("LoadSave", s.checkLoadSave)
+	t.Run("Bench", s.checkBench)
 	for _, f := range []*fixture{s.tiny, s.tied, s.stories} {
 		name := "stories260K"
 		if f != nil {

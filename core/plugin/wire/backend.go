@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/bench"
 	pb "github.com/whittle-ml/whittle/core/plugin/proto/whittle/plugin/v1"
 )
 
@@ -240,6 +241,29 @@ func (s *BackendServer) Generate(ctx context.Context, req *pb.GenerateRequest) (
 	return &pb.GenerateResponse{ResultJson: out}, err
 }
 
+// Bench implements pb.BackendServer: a backend that is no
+// backend.Benchmarker answers Unimplemented.
+func (s *BackendServer) Bench(ctx context.Context, req *pb.BenchRequest) (*pb.BenchResponse, error) {
+	b, err := s.get()
+	if err != nil {
+		return nil, err
+	}
+	bm, ok := b.(backend.Benchmarker)
+	if !ok {
+		return nil, ToStatus(fmt.Errorf("bench: %w", backend.ErrUnsupported))
+	}
+	var r bench.Request
+	if err := decode("Bench request", req.GetRequestJson(), &r); err != nil {
+		return nil, err
+	}
+	res, err := bm.Bench(ctx, r)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	out, err := encode("Bench result", res)
+	return &pb.BenchResponse{ResultJson: out}, err
+}
+
 // Close implements pb.BackendServer.
 func (s *BackendServer) Close(context.Context, *pb.CloseRequest) (*pb.CloseResponse, error) {
 	s.mu.Lock()
@@ -432,6 +456,24 @@ func (c *BackendClient) Generate(ctx context.Context, req backend.GenerateReques
 	}
 	var out backend.GenerateResult
 	if err := c.result("Generate", res.GetResultJson(), &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Bench implements backend.Benchmarker; a plugin without it fails with
+// backend.ErrUnsupported.
+func (c *BackendClient) Bench(ctx context.Context, req bench.Request) (*bench.Result, error) {
+	data, err := c.request("Bench", req)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.c.Bench(ctx, &pb.BenchRequest{RequestJson: data})
+	if err != nil {
+		return nil, c.fail("Bench", err)
+	}
+	var out bench.Result
+	if err := c.result("Bench", res.GetResultJson(), &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

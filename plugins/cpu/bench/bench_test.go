@@ -5,69 +5,12 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
+	corebench "github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/plugins/cpu/engine"
 )
-
-// TestShapes checks the shapes' parameter counts, worked out by hand from
-// torch_peer.py's table (the peer reports 260,032 for stories260K and
-// llama2.c's stories15M checkpoint has 15,191,712 weights), and the
-// distillation student's widths.
-func TestShapes(t *testing.T) {
-	for _, c := range []struct {
-		shape   string
-		params  int64
-		student int64 // dim·3/4 rounded to heads, ffn·3/4
-	}{
-		// 512·64 + 5·(64·64 + 2·64·32 + 64·64 + 3·64·172 + 2·64) + 64
-		{"stories260K", 260032, 512*48 + 5*(48*48+2*48*24+48*48+3*48*129+2*48) + 48},
-		// 32000·288 + 6·(4·288² + 3·288·768 + 2·288) + 288
-		{"stories15M", 15191712, 32000*216 + 6*(4*216*216+3*216*576+2*216) + 216},
-		{"stories110M", 109529856, 32000*576 + 12*(4*576*576+3*576*1536+2*576) + 576},
-	} {
-		s, err := LookupShape(c.shape)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := s.Config(256)
-		if err := cfg.Check(); err != nil {
-			t.Fatalf("%s: %v", c.shape, err)
-		}
-		if got := cfg.Params().Total; got != c.params {
-			t.Errorf("%s: %d parameters, want %d", c.shape, got, c.params)
-		}
-		st := s.Student().Config(256)
-		if err := st.Check(); err != nil {
-			t.Fatalf("%s student: %v", c.shape, err)
-		}
-		if got := st.Params().Total; got != c.student {
-			t.Errorf("%s student: %d parameters, want %d", c.shape, got, c.student)
-		}
-	}
-	if _, err := LookupShape("llama-7B"); err == nil || !strings.Contains(err.Error(), "stories15M") {
-		t.Errorf("unknown shape: error %v should list the known ones", err)
-	}
-}
-
-// TestForwardFLOPs checks the closed form against a sum over positions:
-// the token at position i attends to i+1 keys.
-func TestForwardFLOPs(t *testing.T) {
-	s, _ := LookupShape("stories260K")
-	cfg := s.Config(64)
-	const b, tt = 3, 37
-	var want float64
-	for i := range tt {
-		want += float64(cfg.FLOPsPerToken(i + 1))
-	}
-	want *= b
-	if got := forwardFLOPs(&cfg, b, tt); got != want {
-		t.Errorf("forwardFLOPs = %g, want %g", got, want)
-	}
-}
 
 // TestAccumulate checks the Minitron statistic on a hand-worked example
 // and that it does not depend on the thread count.
@@ -121,7 +64,7 @@ func TestAccumulate(t *testing.T) {
 // reads the four activations the statistics are defined over: the hidden
 // accumulator is the sum of both norms' terms, and widths match the layer.
 func TestStatsHook(t *testing.T) {
-	s, _ := LookupShape("stories260K")
+	s, _ := corebench.LookupShape("stories260K")
 	cfg := s.Config(16)
 	p, err := engine.NewParams(cfg)
 	if err != nil {
@@ -170,7 +113,7 @@ func TestStatsHook(t *testing.T) {
 func TestRun(t *testing.T) {
 	for _, w := range Workloads {
 		t.Run(w, func(t *testing.T) {
-			o := Options{Shape: "stories260K", Workload: w, Batch: 2, Seq: 32, Seconds: 0, Threads: 2, Seed: 1}
+			o := Options{Request: corebench.Request{Shape: "stories260K", Workload: w, Batch: 2, Seq: 32, Seconds: 0, Threads: 2, Seed: 1}}
 			var prof strings.Builder
 			if w == Train {
 				o.Profile = &prof
@@ -216,127 +159,16 @@ func TestRun(t *testing.T) {
 			}
 		})
 	}
-	for _, o := range []Options{
+	for _, q := range []corebench.Request{
 		{Shape: "stories260K", Workload: "infer", Batch: 1, Seq: 1},
 		{Shape: "gpt2", Workload: Train, Batch: 1, Seq: 1},
 		{Shape: "stories260K", Workload: Train, Batch: 0, Seq: 1},
 		{Shape: "stories260K", Workload: Train, Batch: 1, Seq: 1, Threads: -1},
+		{Workload: Sgemm, Threads: -1},
 	} {
-		if _, err := Run(context.Background(), o); err == nil {
-			t.Errorf("Run(%+v) succeeded", o)
+		if _, err := Run(context.Background(), Options{Request: q}); err == nil {
+			t.Errorf("Run(%+v) succeeded", q)
 		}
-	}
-}
-
-func TestParseVmHWM(t *testing.T) {
-	for _, c := range []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"Name:\tx\nVmPeak:\t  100 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1 kB\n", 2048 * 1024, true},
-		{"VmHWM: 7 kB", 7 * 1024, true},
-		{"VmRSS: 7 kB\n", 0, false},
-		{"VmHWM: 7 MB\n", 0, false},
-		{"VmHWM: -7 kB\n", 0, false},
-		{"VmHWM: x kB\n", 0, false},
-	} {
-		got, ok := parseVmHWM([]byte(c.in))
-		if got != c.want || ok != c.ok {
-			t.Errorf("parseVmHWM(%q) = %d, %v; want %d, %v", c.in, got, ok, c.want, c.ok)
-		}
-	}
-}
-
-func FuzzParseVmHWM(f *testing.F) {
-	f.Add([]byte("VmHWM:\t    2048 kB\n"))
-	f.Add([]byte("VmHWM: 99999999999999999999 kB\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		if v, ok := parseVmHWM(data); ok && v < 0 {
-			t.Fatalf("negative size %d", v)
-		}
-	})
-}
-
-const peerLine = `{"shape": "stories15M", "workload": "train", "params": 15191712, "tokens": 6144, "seconds": 7.5, "tokens_per_s": 819.2, "device": "cpu", "torch": "1.13.0a0"}`
-
-func TestParsePeerOutput(t *testing.T) {
-	pr, err := parsePeerOutput([]byte("UserWarning: something\n" + peerLine + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pr.Params != 15191712 || pr.TokensPerS != 819.2 || pr.Torch != "1.13.0a0" || pr.Tokens != 6144 {
-		t.Errorf("parsed %+v", pr)
-	}
-	for _, bad := range []string{"", "no json here\n", "{\"tokens_per_s\": \"fast\"}", `{"tokens_per_s": 0, "seconds": 1}`, "{"} {
-		if _, err := parsePeerOutput([]byte(bad)); err == nil {
-			t.Errorf("parsePeerOutput(%q) succeeded", bad)
-		}
-	}
-}
-
-func FuzzParsePeerOutput(f *testing.F) {
-	f.Add([]byte(peerLine))
-	f.Add([]byte("warning\n{\"tokens_per_s\": 1, \"seconds\": 2}\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		pr, err := parsePeerOutput(data)
-		if err == nil && !(pr.TokensPerS > 0 && pr.Seconds > 0) {
-			t.Fatalf("accepted %+v", pr)
-		}
-	})
-}
-
-func TestFindPeerScript(t *testing.T) {
-	root := t.TempDir()
-	script := filepath.Join(root, "shared", "bench", "torch_peer.py")
-	deep := filepath.Join(root, "repo", "cmd", "whittle")
-	for _, d := range []string{filepath.Dir(script), deep} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := FindPeerScript(deep); err == nil {
-		t.Error("found a script that does not exist")
-	}
-	if err := os.WriteFile(script, []byte("print()\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, err := FindPeerScript(deep)
-	if err != nil || got != script {
-		t.Errorf("FindPeerScript = %q, %v; want %q", got, err, script)
-	}
-}
-
-// TestRunPeerFake runs a stand-in peer through /bin/sh: arguments are
-// passed through and the child's peak RSS is read from wait4.
-func TestRunPeerFake(t *testing.T) {
-	sh, err := exec.LookPath("sh")
-	if err != nil || runtime.GOOS == "windows" {
-		t.Skip("no POSIX shell")
-	}
-	script := filepath.Join(t.TempDir(), "peer.sh")
-	body := `case "$*" in *"--shape stories15M --workload train --batch 8 --seq 256 --seconds 2.5 --threads 2"*) ;; *) echo "bad args: $*" >&2; exit 3;; esac
-echo 'a warning'
-echo '` + peerLine + `'
-`
-	if err := os.WriteFile(script, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	o := Options{Shape: "stories15M", Workload: Train, Batch: 8, Seq: 256, Seconds: 2.5, Threads: 2}
-	pr, err := RunPeer(context.Background(), sh, script, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pr.TokensPerS != 819.2 || pr.Threads != 2 || !(pr.PeakRSSBytes > 0) {
-		t.Errorf("peer result %+v", pr)
-	}
-	c := Compare(&Result{TokensPerS: 1638.4, PeakRSSBytes: pr.PeakRSSBytes / 2}, pr)
-	if c.Ratio != 2 || c.RSSRatio != 0.5 {
-		t.Errorf("ratios %g, %g", c.Ratio, c.RSSRatio)
-	}
-	o.Batch = 4
-	if _, err := RunPeer(context.Background(), sh, script, o); err == nil || !strings.Contains(err.Error(), "bad args") {
-		t.Errorf("failing peer: error %v should carry its stderr", err)
 	}
 }
 
@@ -346,19 +178,19 @@ func TestRealPeer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PyTorch")
 	}
-	if _, err := os.Stat(DefaultPython); err != nil {
-		t.Skip("no " + DefaultPython)
+	if _, err := os.Stat(corebench.DefaultPython); err != nil {
+		t.Skip("no " + corebench.DefaultPython)
 	}
-	if err := exec.Command(DefaultPython, "-c", "import torch").Run(); err != nil {
-		t.Skip("no torch under " + DefaultPython)
+	if err := exec.Command(corebench.DefaultPython, "-c", "import torch").Run(); err != nil {
+		t.Skip("no torch under " + corebench.DefaultPython)
 	}
-	script, err := FindPeerScript(".")
+	script, err := corebench.FindPeerScript(".")
 	if err != nil {
 		t.Skip(err)
 	}
 	for _, w := range []string{Forward, Distill} {
-		o := Options{Shape: "stories260K", Workload: w, Batch: 1, Seq: 16, Seconds: 0, Threads: 1}
-		pr, err := RunPeer(context.Background(), DefaultPython, script, o)
+		o := Options{Request: corebench.Request{Shape: "stories260K", Workload: w, Batch: 1, Seq: 16, Seconds: 0, Threads: 1}}
+		pr, err := corebench.RunPeer(context.Background(), corebench.DefaultPython, script, o.Request, "cpu")
 		if err != nil {
 			t.Fatal(err)
 		}

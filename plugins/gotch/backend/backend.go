@@ -222,7 +222,7 @@ func (b *Backend) Info(ctx context.Context) (api.Info, error) {
 			Device:  b.dev.String(),
 			Threads: b.threads,
 			Capabilities: []string{
-				api.CapTrain, api.CapLoRA, api.CapStats, api.CapEvaluate, api.CapGenerate,
+				api.CapTrain, api.CapLoRA, api.CapStats, api.CapEvaluate, api.CapGenerate, api.CapBench,
 			},
 		}
 		return nil

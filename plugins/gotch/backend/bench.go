@@ -6,128 +6,56 @@ import (
 	"math"
 	"time"
 
+	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
 )
 
-// BenchShape is a model architecture of the PyTorch peer's table
-// (shared/bench/torch_peer.py): uniform layers, head_dim = Dim/Heads.
-type BenchShape struct {
-	Name                                  string
-	Dim, Layers, Heads, KVHeads, FFN, Voc int
-	Tied                                  bool
-}
+var _ api.Benchmarker = (*Backend)(nil)
 
-// BenchShapes are torch_peer.py's SHAPES.
-var BenchShapes = []BenchShape{
-	{Name: "stories260K", Dim: 64, Layers: 5, Heads: 8, KVHeads: 4, FFN: 172, Voc: 512, Tied: true},
-	{Name: "stories15M", Dim: 288, Layers: 6, Heads: 6, KVHeads: 6, FFN: 768, Voc: 32000, Tied: true},
-	{Name: "stories110M", Dim: 768, Layers: 12, Heads: 12, KVHeads: 12, FFN: 2048, Voc: 32000, Tied: true},
-	{Name: "llama-1B", Dim: 2048, Layers: 16, Heads: 32, KVHeads: 8, FFN: 8192, Voc: 32000, Tied: false},
-}
-
-// Workloads of the benchmark, as torch_peer.py names them.
-const (
-	BenchTrain      = "train"
-	BenchForward    = "forward"
-	BenchImportance = "importance"
-	BenchDistill    = "distill"
-)
-
-// BenchOptions selects a benchmark run.
-type BenchOptions struct {
-	Shape    string
-	Workload string
-	Batch    int
-	Seq      int
-	// Seconds is the minimum timed duration; at least three steps run,
-	// after two untimed warm-up steps, as in the peer.
-	Seconds float64
-	Seed    int64
-}
-
-// BenchResult is what one run measured. JSON names match the peer's.
-type BenchResult struct {
-	Shape      string  `json:"shape"`
-	Workload   string  `json:"workload"`
-	Batch      int     `json:"batch"`
-	Seq        int     `json:"seq"`
-	Params     int64   `json:"params"`
-	Steps      int     `json:"steps"`
-	Tokens     int64   `json:"tokens"`
-	Seconds    float64 `json:"seconds"`
-	TokensPerS float64 `json:"tokens_per_s"`
-	// FLOPsPerStep counts matrix-multiply FLOPs of a step as whittle's CPU
-	// benchmark does: FLOPsPerToken at the mean causal context (T+1)/2,
-	// three times that for a training step, teacher forward plus student
-	// training for distill.
-	FLOPsPerStep float64 `json:"flops_per_step"`
-	TFLOPS       float64 `json:"tflops"`
-	Device       string  `json:"device"`
-	Compute      string  `json:"compute"`
-	Torch        string  `json:"torch"`
-	PeakMemBytes int64   `json:"peak_mem_bytes,omitempty"`
-	Loss         float64 `json:"loss,omitempty"`
-}
-
-func benchConfig(sh BenchShape) ir.Config {
-	hd := sh.Dim / sh.Heads
-	return ir.Config{Arch: "llama", Vocab: sh.Voc, Hidden: sh.Dim,
-		Layers:  ir.UniformLayers(sh.Layers, ir.LayerConfig{Heads: sh.Heads, KVHeads: sh.KVHeads, HeadDim: hd, MLP: sh.FFN}),
-		NormEps: 1e-5, RopeTheta: 10000, MaxSeq: 1 << 16, Tied: sh.Tied, BOS: 1, EOS: 2}
-}
-
-// Bench times a workload on random weights.
-func (b *Backend) Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
-	var res *BenchResult
+// Bench times a workload of the PyTorch peer on random weights
+// (`whittle bench --backend gotch`).
+func (b *Backend) Bench(ctx context.Context, req bench.Request) (*bench.Result, error) {
+	if err := req.Check(); err != nil {
+		return nil, err
+	}
+	var res *bench.Result
 	err := b.do(ctx, func() error {
 		var err error
-		res, err = b.bench(ctx, o)
+		res, err = b.bench(ctx, req)
 		return err
 	})
 	return res, err
 }
 
-func (b *Backend) bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
-	var sh BenchShape
-	for _, s := range BenchShapes {
-		if s.Name == o.Shape {
-			sh = s
-		}
+func (b *Backend) bench(ctx context.Context, o bench.Request) (*bench.Result, error) {
+	sh, err := bench.LookupShape(o.Shape)
+	if err != nil {
+		return nil, err
 	}
-	if sh.Name == "" {
-		return nil, fmt.Errorf("bench: unknown shape %q", o.Shape)
+	torch.ManualSeed(int64(o.Seed))
+	cfg := sh.Config(o.Seq)
+	res := &bench.Result{Shape: sh.Name, Workload: o.Workload, Batch: o.Batch, Seq: o.Seq, Device: b.dev.String(),
+		Kernel: fmt.Sprintf("libtorch %s, %s matrix products", torch.Version(), b.compute), Threads: torch.Threads()}
+	if res.FLOPsPerStep, err = bench.StepFLOPs(sh, o.Workload, o.Batch, o.Seq); err != nil {
+		return nil, err
 	}
-	if o.Batch <= 0 || o.Seq <= 0 {
-		return nil, fmt.Errorf("bench: batch %d and seq %d must be positive", o.Batch, o.Seq)
-	}
-	torch.ManualSeed(o.Seed)
-	cfg := benchConfig(sh)
-	res := &BenchResult{Shape: sh.Name, Workload: o.Workload, Batch: o.Batch, Seq: o.Seq, Device: b.dev.String(),
-		Compute: b.compute.String(), Torch: torch.Version()}
-	fwdFLOPs := func(c ir.Config) float64 { return float64(c.FLOPsPerToken((o.Seq+1)/2)) * float64(o.Batch*o.Seq) }
 
 	var student, teacher *model
-	var err error
 	switch o.Workload {
-	case BenchTrain, BenchForward, BenchImportance:
+	case bench.Train, bench.Forward, bench.Importance:
 		store := torch.Float32
-		if o.Workload != BenchTrain && b.compute == torch.BFloat16 {
+		if o.Workload != bench.Train && b.compute == torch.BFloat16 {
 			store = torch.BFloat16
 		}
 		if student, err = b.randomModel(cfg, store); err != nil {
 			return nil, err
 		}
-		res.FLOPsPerStep = fwdFLOPs(cfg)
-		if o.Workload == BenchTrain {
-			res.FLOPsPerStep *= 3
-		}
-	case BenchDistill:
+	case bench.Distill:
 		// A frozen teacher of the shape and a student with 3/4 of its hidden
 		// and MLP widths, as the peer builds them.
-		sc := cfg.Clone()
-		sc.Hidden = sh.Dim * 3 / 4 / sh.Heads * sh.Heads
-		sc.Layers = ir.UniformLayers(sh.Layers, ir.LayerConfig{Heads: sh.Heads, KVHeads: sh.KVHeads, HeadDim: sc.Hidden / sh.Heads, MLP: sh.FFN * 3 / 4})
+		sc := sh.Student().Config(o.Seq)
 		tstore := torch.Float32
 		if b.compute == torch.BFloat16 {
 			tstore = torch.BFloat16
@@ -139,7 +67,6 @@ func (b *Backend) bench(ctx context.Context, o BenchOptions) (*BenchResult, erro
 		if student, err = b.randomModel(sc, torch.Float32); err != nil {
 			return nil, err
 		}
-		res.FLOPsPerStep = fwdFLOPs(cfg) + 3*fwdFLOPs(sc)
 	default:
 		return nil, fmt.Errorf("bench: unknown workload %q (want train, forward, importance or distill)", o.Workload)
 	}
@@ -164,7 +91,7 @@ func (b *Backend) bench(ctx context.Context, o BenchOptions) (*BenchResult, erro
 
 	var step func() (float64, error)
 	switch o.Workload {
-	case BenchTrain, BenchDistill:
+	case bench.Train, bench.Distill:
 		obj := objective{}
 		if teacher != nil {
 			obj = objective{alpha: 1}
@@ -201,7 +128,7 @@ func (b *Backend) bench(ctx context.Context, o BenchOptions) (*BenchResult, erro
 			ss.ZeroGrad(ws)
 			return out.loss, ss.Err()
 		}
-	case BenchForward:
+	case bench.Forward:
 		step = func() (float64, error) {
 			s := torch.NewScope()
 			defer s.Free()
@@ -224,7 +151,7 @@ func (b *Backend) bench(ctx context.Context, o BenchOptions) (*BenchResult, erro
 			}
 			return 0, s.Err()
 		}
-	case BenchImportance:
+	case bench.Importance:
 		step = func() (float64, error) { return 0, b.benchStats(student, tok, n, t) }
 	}
 	for i := 0; i < 2; i++ {
@@ -247,11 +174,9 @@ func (b *Backend) bench(ctx context.Context, o BenchOptions) (*BenchResult, erro
 		res.Steps++
 	}
 	torch.Synchronize(b.dev)
-	res.Seconds = time.Since(began).Seconds()
-	res.PeakMemBytes = torch.MaxMemory(b.dev)
-	res.Tokens = int64(res.Steps * n * t)
-	res.TokensPerS = float64(res.Tokens) / res.Seconds
-	res.TFLOPS = res.FLOPsPerStep * float64(res.Steps) / res.Seconds / 1e12
+	res.Finish(res.Steps, time.Since(began).Seconds())
+	res.PeakDeviceMemBytes = torch.MaxMemory(b.dev)
+	res.PeakRSSBytes, _ = bench.PeakRSS()
 	if math.IsNaN(res.Loss) {
 		return nil, fmt.Errorf("bench: loss is NaN")
 	}

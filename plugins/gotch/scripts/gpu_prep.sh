@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stages what gpu_check.sh needs on the GPU machine (which has no Go) in
-# build/gpu/, to be carried there: the plugin and conformance-test
-# binaries built here (they link only libtch.so, whose C ABI does not
+# build/gpu/, to be carried there: whittle, the plugin and the
+# conformance-test binaries built here (they link only libtch.so, whose C ABI does not
 # depend on the libtorch it is built against), libtch's C++ sources, the
 # PyTorch peer and the shared data the suite reads.
 #
@@ -19,6 +19,8 @@ rm -rf "$G"
 mkdir -p "$G/bin" "$G/shared/bench" "$G/shared/data/models" "$G/shared/data/corpora"
 "$GO" build -trimpath -ldflags "-s -w" -o "$G/bin/whittle-plugin-gotch" ./cmd/whittle-plugin-gotch
 "$GO" test -c -trimpath -ldflags "-s -w" -o "$G/bin/conformance.test" ./backend
+# whittle itself (pure Go) runs the benchmarks, starting the plugin.
+(cd ../.. && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "-s -w" -o "plugins/gotch/$G/bin/whittle" ./cmd/whittle)
 cp -R build/libtch-src "$G/libtch-src"
 if [ -d "$SHARED/data" ]; then
 	cp -R "$SHARED/data/models/stories260K" "$G/shared/data/models/"

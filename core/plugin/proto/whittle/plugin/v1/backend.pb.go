@@ -843,6 +843,96 @@ func (x *GenerateResponse) GetResultJson() []byte {
 	return nil
 }
 
+type BenchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// bench.Request
+	RequestJson   []byte `protobuf:"bytes,1,opt,name=request_json,json=requestJson,proto3" json:"request_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BenchRequest) Reset() {
+	*x = BenchRequest{}
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BenchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BenchRequest) ProtoMessage() {}
+
+func (x *BenchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BenchRequest.ProtoReflect.Descriptor instead.
+func (*BenchRequest) Descriptor() ([]byte, []int) {
+	return file_whittle_plugin_v1_backend_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BenchRequest) GetRequestJson() []byte {
+	if x != nil {
+		return x.RequestJson
+	}
+	return nil
+}
+
+type BenchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// bench.Result
+	ResultJson    []byte `protobuf:"bytes,1,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BenchResponse) Reset() {
+	*x = BenchResponse{}
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BenchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BenchResponse) ProtoMessage() {}
+
+func (x *BenchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BenchResponse.ProtoReflect.Descriptor instead.
+func (*BenchResponse) Descriptor() ([]byte, []int) {
+	return file_whittle_plugin_v1_backend_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BenchResponse) GetResultJson() []byte {
+	if x != nil {
+		return x.ResultJson
+	}
+	return nil
+}
+
 type CloseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -851,7 +941,7 @@ type CloseRequest struct {
 
 func (x *CloseRequest) Reset() {
 	*x = CloseRequest{}
-	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[18]
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +953,7 @@ func (x *CloseRequest) String() string {
 func (*CloseRequest) ProtoMessage() {}
 
 func (x *CloseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[18]
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +966,7 @@ func (x *CloseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseRequest.ProtoReflect.Descriptor instead.
 func (*CloseRequest) Descriptor() ([]byte, []int) {
-	return file_whittle_plugin_v1_backend_proto_rawDescGZIP(), []int{18}
+	return file_whittle_plugin_v1_backend_proto_rawDescGZIP(), []int{20}
 }
 
 type CloseResponse struct {
@@ -887,7 +977,7 @@ type CloseResponse struct {
 
 func (x *CloseResponse) Reset() {
 	*x = CloseResponse{}
-	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[19]
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +989,7 @@ func (x *CloseResponse) String() string {
 func (*CloseResponse) ProtoMessage() {}
 
 func (x *CloseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[19]
+	mi := &file_whittle_plugin_v1_backend_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1002,7 @@ func (x *CloseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseResponse.ProtoReflect.Descriptor instead.
 func (*CloseResponse) Descriptor() ([]byte, []int) {
-	return file_whittle_plugin_v1_backend_proto_rawDescGZIP(), []int{19}
+	return file_whittle_plugin_v1_backend_proto_rawDescGZIP(), []int{21}
 }
 
 var File_whittle_plugin_v1_backend_proto protoreflect.FileDescriptor
@@ -959,9 +1049,14 @@ const file_whittle_plugin_v1_backend_proto_rawDesc = "" +
 	"\frequest_json\x18\x01 \x01(\fR\vrequestJson\"3\n" +
 	"\x10GenerateResponse\x12\x1f\n" +
 	"\vresult_json\x18\x01 \x01(\fR\n" +
+	"resultJson\"1\n" +
+	"\fBenchRequest\x12!\n" +
+	"\frequest_json\x18\x01 \x01(\fR\vrequestJson\"0\n" +
+	"\rBenchResponse\x12\x1f\n" +
+	"\vresult_json\x18\x01 \x01(\fR\n" +
 	"resultJson\"\x0e\n" +
 	"\fCloseRequest\"\x0f\n" +
-	"\rCloseResponse2\x8e\x06\n" +
+	"\rCloseResponse2\xda\x06\n" +
 	"\aBackend\x12G\n" +
 	"\x04Open\x12\x1e.whittle.plugin.v1.OpenRequest\x1a\x1f.whittle.plugin.v1.OpenResponse\x12G\n" +
 	"\x04Info\x12\x1e.whittle.plugin.v1.InfoRequest\x1a\x1f.whittle.plugin.v1.InfoResponse\x12G\n" +
@@ -972,6 +1067,7 @@ const file_whittle_plugin_v1_backend_proto_rawDesc = "" +
 	"\bEvaluate\x12\".whittle.plugin.v1.EvaluateRequest\x1a#.whittle.plugin.v1.EvaluateResponse\x12K\n" +
 	"\x05Train\x12\x1f.whittle.plugin.v1.TrainRequest\x1a\x1f.whittle.plugin.v1.TrainMessage0\x01\x12S\n" +
 	"\bGenerate\x12\".whittle.plugin.v1.GenerateRequest\x1a#.whittle.plugin.v1.GenerateResponse\x12J\n" +
+	"\x05Bench\x12\x1f.whittle.plugin.v1.BenchRequest\x1a .whittle.plugin.v1.BenchResponse\x12J\n" +
 	"\x05Close\x12\x1f.whittle.plugin.v1.CloseRequest\x1a .whittle.plugin.v1.CloseResponseBLZJgithub.com/whittle-ml/whittle/core/plugin/proto/whittle/plugin/v1;pluginv1b\x06proto3"
 
 var (
@@ -986,7 +1082,7 @@ func file_whittle_plugin_v1_backend_proto_rawDescGZIP() []byte {
 	return file_whittle_plugin_v1_backend_proto_rawDescData
 }
 
-var file_whittle_plugin_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_whittle_plugin_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_whittle_plugin_v1_backend_proto_goTypes = []any{
 	(*OpenRequest)(nil),      // 0: whittle.plugin.v1.OpenRequest
 	(*OpenResponse)(nil),     // 1: whittle.plugin.v1.OpenResponse
@@ -1006,8 +1102,10 @@ var file_whittle_plugin_v1_backend_proto_goTypes = []any{
 	(*TrainMessage)(nil),     // 15: whittle.plugin.v1.TrainMessage
 	(*GenerateRequest)(nil),  // 16: whittle.plugin.v1.GenerateRequest
 	(*GenerateResponse)(nil), // 17: whittle.plugin.v1.GenerateResponse
-	(*CloseRequest)(nil),     // 18: whittle.plugin.v1.CloseRequest
-	(*CloseResponse)(nil),    // 19: whittle.plugin.v1.CloseResponse
+	(*BenchRequest)(nil),     // 18: whittle.plugin.v1.BenchRequest
+	(*BenchResponse)(nil),    // 19: whittle.plugin.v1.BenchResponse
+	(*CloseRequest)(nil),     // 20: whittle.plugin.v1.CloseRequest
+	(*CloseResponse)(nil),    // 21: whittle.plugin.v1.CloseResponse
 }
 var file_whittle_plugin_v1_backend_proto_depIdxs = []int32{
 	0,  // 0: whittle.plugin.v1.Backend.Open:input_type -> whittle.plugin.v1.OpenRequest
@@ -1019,19 +1117,21 @@ var file_whittle_plugin_v1_backend_proto_depIdxs = []int32{
 	12, // 6: whittle.plugin.v1.Backend.Evaluate:input_type -> whittle.plugin.v1.EvaluateRequest
 	14, // 7: whittle.plugin.v1.Backend.Train:input_type -> whittle.plugin.v1.TrainRequest
 	16, // 8: whittle.plugin.v1.Backend.Generate:input_type -> whittle.plugin.v1.GenerateRequest
-	18, // 9: whittle.plugin.v1.Backend.Close:input_type -> whittle.plugin.v1.CloseRequest
-	1,  // 10: whittle.plugin.v1.Backend.Open:output_type -> whittle.plugin.v1.OpenResponse
-	3,  // 11: whittle.plugin.v1.Backend.Info:output_type -> whittle.plugin.v1.InfoResponse
-	5,  // 12: whittle.plugin.v1.Backend.Load:output_type -> whittle.plugin.v1.LoadResponse
-	7,  // 13: whittle.plugin.v1.Backend.Save:output_type -> whittle.plugin.v1.SaveResponse
-	9,  // 14: whittle.plugin.v1.Backend.Release:output_type -> whittle.plugin.v1.ReleaseResponse
-	11, // 15: whittle.plugin.v1.Backend.Stats:output_type -> whittle.plugin.v1.StatsResponse
-	13, // 16: whittle.plugin.v1.Backend.Evaluate:output_type -> whittle.plugin.v1.EvaluateResponse
-	15, // 17: whittle.plugin.v1.Backend.Train:output_type -> whittle.plugin.v1.TrainMessage
-	17, // 18: whittle.plugin.v1.Backend.Generate:output_type -> whittle.plugin.v1.GenerateResponse
-	19, // 19: whittle.plugin.v1.Backend.Close:output_type -> whittle.plugin.v1.CloseResponse
-	10, // [10:20] is the sub-list for method output_type
-	0,  // [0:10] is the sub-list for method input_type
+	18, // 9: whittle.plugin.v1.Backend.Bench:input_type -> whittle.plugin.v1.BenchRequest
+	20, // 10: whittle.plugin.v1.Backend.Close:input_type -> whittle.plugin.v1.CloseRequest
+	1,  // 11: whittle.plugin.v1.Backend.Open:output_type -> whittle.plugin.v1.OpenResponse
+	3,  // 12: whittle.plugin.v1.Backend.Info:output_type -> whittle.plugin.v1.InfoResponse
+	5,  // 13: whittle.plugin.v1.Backend.Load:output_type -> whittle.plugin.v1.LoadResponse
+	7,  // 14: whittle.plugin.v1.Backend.Save:output_type -> whittle.plugin.v1.SaveResponse
+	9,  // 15: whittle.plugin.v1.Backend.Release:output_type -> whittle.plugin.v1.ReleaseResponse
+	11, // 16: whittle.plugin.v1.Backend.Stats:output_type -> whittle.plugin.v1.StatsResponse
+	13, // 17: whittle.plugin.v1.Backend.Evaluate:output_type -> whittle.plugin.v1.EvaluateResponse
+	15, // 18: whittle.plugin.v1.Backend.Train:output_type -> whittle.plugin.v1.TrainMessage
+	17, // 19: whittle.plugin.v1.Backend.Generate:output_type -> whittle.plugin.v1.GenerateResponse
+	19, // 20: whittle.plugin.v1.Backend.Bench:output_type -> whittle.plugin.v1.BenchResponse
+	21, // 21: whittle.plugin.v1.Backend.Close:output_type -> whittle.plugin.v1.CloseResponse
+	11, // [11:22] is the sub-list for method output_type
+	0,  // [0:11] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -1052,7 +1152,7 @@ func file_whittle_plugin_v1_backend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_whittle_plugin_v1_backend_proto_rawDesc), len(file_whittle_plugin_v1_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,7 @@ const (
 	Backend_Evaluate_FullMethodName = "/whittle.plugin.v1.Backend/Evaluate"
 	Backend_Train_FullMethodName    = "/whittle.plugin.v1.Backend/Train"
 	Backend_Generate_FullMethodName = "/whittle.plugin.v1.Backend/Generate"
+	Backend_Bench_FullMethodName    = "/whittle.plugin.v1.Backend/Bench"
 	Backend_Close_FullMethodName    = "/whittle.plugin.v1.Backend/Close"
 )
 
@@ -60,6 +61,9 @@ type BackendClient interface {
 	// holding the result.
 	Train(ctx context.Context, in *TrainRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TrainMessage], error)
 	Generate(ctx context.Context, in *GenerateRequest, opts ...grpc.CallOption) (*GenerateResponse, error)
+	// Bench times the backend's engine (backend.Benchmarker); a backend
+	// without it answers Unimplemented.
+	Bench(ctx context.Context, in *BenchRequest, opts ...grpc.CallOption) (*BenchResponse, error)
 	// Close releases every model; the host then ends the plugin process.
 	Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error)
 }
@@ -171,6 +175,16 @@ func (c *backendClient) Generate(ctx context.Context, in *GenerateRequest, opts 
 	return out, nil
 }
 
+func (c *backendClient) Bench(ctx context.Context, in *BenchRequest, opts ...grpc.CallOption) (*BenchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BenchResponse)
+	err := c.cc.Invoke(ctx, Backend_Bench_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *backendClient) Close(ctx context.Context, in *CloseRequest, opts ...grpc.CallOption) (*CloseResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CloseResponse)
@@ -198,6 +212,9 @@ type BackendServer interface {
 	// holding the result.
 	Train(*TrainRequest, grpc.ServerStreamingServer[TrainMessage]) error
 	Generate(context.Context, *GenerateRequest) (*GenerateResponse, error)
+	// Bench times the backend's engine (backend.Benchmarker); a backend
+	// without it answers Unimplemented.
+	Bench(context.Context, *BenchRequest) (*BenchResponse, error)
 	// Close releases every model; the host then ends the plugin process.
 	Close(context.Context, *CloseRequest) (*CloseResponse, error)
 	mustEmbedUnimplementedBackendServer()
@@ -236,6 +253,9 @@ func (UnimplementedBackendServer) Train(*TrainRequest, grpc.ServerStreamingServe
 }
 func (UnimplementedBackendServer) Generate(context.Context, *GenerateRequest) (*GenerateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Generate not implemented")
+}
+func (UnimplementedBackendServer) Bench(context.Context, *BenchRequest) (*BenchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Bench not implemented")
 }
 func (UnimplementedBackendServer) Close(context.Context, *CloseRequest) (*CloseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Close not implemented")
@@ -416,6 +436,24 @@ func _Backend_Generate_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Backend_Bench_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BenchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).Bench(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_Bench_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).Bench(ctx, req.(*BenchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Backend_Close_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CloseRequest)
 	if err := dec(in); err != nil {
@@ -472,6 +510,10 @@ var Backend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Generate",
 			Handler:    _Backend_Generate_Handler,
+		},
+		{
+			MethodName: "Bench",
+			Handler:    _Backend_Bench_Handler,
 		},
 		{
 			MethodName: "Close",

@@ -57,14 +57,18 @@ type PeerResult struct {
 }
 
 // RunPeer runs the PyTorch peer script with python on the same workload
-// and thread count as o (o.Threads 0 lets torch choose).
-func RunPeer(ctx context.Context, python, script string, o Options) (*PeerResult, error) {
+// and thread count as o (o.Threads 0 lets torch choose), on device "cpu"
+// or "cuda".
+func RunPeer(ctx context.Context, python, script string, o Request, device string) (*PeerResult, error) {
+	if device != "cpu" && device != "cuda" {
+		return nil, fmt.Errorf("bench: the peer runs on cpu or cuda, not %q", device)
+	}
 	args := []string{script,
 		"--shape", o.Shape, "--workload", o.Workload,
 		"--batch", strconv.Itoa(o.Batch), "--seq", strconv.Itoa(o.Seq),
 		"--seconds", strconv.FormatFloat(o.Seconds, 'g', -1, 64),
 		"--threads", strconv.Itoa(o.Threads),
-		"--device", "cpu",
+		"--device", device,
 	}
 	cmd := exec.CommandContext(ctx, python, args...)
 	var stdout, stderr bytes.Buffer
@@ -105,6 +109,15 @@ func parsePeerOutput(out []byte) (*PeerResult, error) {
 		return &pr, nil
 	}
 	return nil, errors.New("no JSON object in its output")
+}
+
+// PeerDevice is the peer's device for a backend's device name: "cuda"
+// for any CUDA device, else "cpu".
+func PeerDevice(device string) string {
+	if strings.HasPrefix(device, "cuda") {
+		return "cuda"
+	}
+	return "cpu"
 }
 
 // Comparison is a run of both benchmarks on one workload.
