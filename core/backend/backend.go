@@ -13,6 +13,8 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 
 	"github.com/whittle-ml/whittle/core/bench"
 )
@@ -371,6 +373,43 @@ type GenerateRequest struct {
 	// StopToken ends a continuation early and is not included in it (-1 =
 	// none; note that 0 is a token id).
 	StopToken int `json:"stop_token"`
+}
+
+// Check validates the request for a model of vocab tokens and maxSeq
+// positions (0: unbounded), so that every backend refuses the same
+// requests with the same words.
+func (r GenerateRequest) Check(vocab, maxSeq int) error {
+	if !(r.Temperature >= 0) || math.IsInf(r.Temperature, 0) {
+		return fmt.Errorf("temperature %g must be finite and non-negative", r.Temperature)
+	}
+	for i, p := range r.Prompts {
+		if len(p) == 0 {
+			return fmt.Errorf("prompt %d is empty (it needs at least BOS)", i)
+		}
+		if maxSeq > 0 && len(p) > maxSeq {
+			return fmt.Errorf("prompt %d has %d tokens, the model %d positions", i, len(p), maxSeq)
+		}
+		for j, id := range p {
+			if id < 0 || id >= vocab {
+				return fmt.Errorf("prompt %d token %d is %d, outside vocabulary of %d", i, j, id, vocab)
+			}
+		}
+	}
+	return nil
+}
+
+// Limit is how many tokens a prompt of n tokens is continued by at most:
+// MaxTokens, cut so that prompt and continuation but the last token (never
+// fed back) fit in maxSeq positions.
+func (r GenerateRequest) Limit(n, maxSeq int) (int, error) {
+	limit := r.MaxTokens
+	if maxSeq > 0 && (limit <= 0 || limit > maxSeq-n+1) {
+		limit = maxSeq - n + 1
+	}
+	if limit <= 0 {
+		return 0, fmt.Errorf("max_tokens %d must be positive for a model without a context length", r.MaxTokens)
+	}
+	return limit, nil
 }
 
 // GenerateResult holds one continuation per prompt (prompt excluded).

@@ -3,7 +3,6 @@ package cpu
 import (
 	"context"
 	"fmt"
-	"math"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/ir"
@@ -26,22 +25,9 @@ func (b *Backend) Generate(ctx context.Context, req backend.GenerateRequest) (*b
 	if err != nil {
 		return nil, err
 	}
-	if !(req.Temperature >= 0) || math.IsInf(req.Temperature, 0) {
-		return nil, fmt.Errorf("cpu: generate: temperature %g must be finite and non-negative", req.Temperature)
-	}
 	cfg := &m.params.Config
-	for i, p := range req.Prompts {
-		if len(p) == 0 {
-			return nil, fmt.Errorf("cpu: generate: prompt %d is empty (it needs at least BOS)", i)
-		}
-		if cfg.MaxSeq > 0 && len(p) > cfg.MaxSeq {
-			return nil, fmt.Errorf("cpu: generate: prompt %d has %d tokens, the model %d positions", i, len(p), cfg.MaxSeq)
-		}
-		for j, id := range p {
-			if id < 0 || id >= cfg.Vocab {
-				return nil, fmt.Errorf("cpu: generate: prompt %d token %d is %d, outside vocabulary of %d", i, j, id, cfg.Vocab)
-			}
-		}
+	if err := req.Check(cfg.Vocab, cfg.MaxSeq); err != nil {
+		return nil, fmt.Errorf("cpu: generate: %w", err)
 	}
 	if m.ref == nil {
 		im, err := m.params.ToIR(ir.F32)
@@ -55,13 +41,9 @@ func (b *Backend) Generate(ctx context.Context, req backend.GenerateRequest) (*b
 	sampler := reference.NewSampler(req.Temperature, req.TopP, req.Seed)
 	res := &backend.GenerateResult{Tokens: make([][]int, len(req.Prompts))}
 	for i, prompt := range req.Prompts {
-		// The last generated token is never fed, hence the +1.
-		limit := req.MaxTokens
-		if cfg.MaxSeq > 0 && (limit <= 0 || limit > cfg.MaxSeq-len(prompt)+1) {
-			limit = cfg.MaxSeq - len(prompt) + 1
-		}
-		if limit <= 0 {
-			return nil, fmt.Errorf("cpu: generate: max_tokens %d must be positive for a model without a context length", req.MaxTokens)
+		limit, err := req.Limit(len(prompt), cfg.MaxSeq)
+		if err != nil {
+			return nil, fmt.Errorf("cpu: generate: %w", err)
 		}
 		sess := m.ref.NewSession(len(prompt) + limit - 1)
 		out := []int{}

@@ -207,3 +207,58 @@ func TestLRSchedule(t *testing.T) {
 		}
 	}
 }
+
+// TestKVCache: decoding token by token against the KV cache gives the
+// logits of a full forward over the whole sequence (grouped-query
+// attention, a RoPE table longer than the sequence), and the cache
+// refuses what it cannot decode.
+func TestKVCache(t *testing.T) {
+	ctx := context.Background()
+	b := newCPU(t, "fp32")
+	dir, _ := tinyDir(t)
+	id, err := b.Load(ctx, api.LoadRequest{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := []int64{1, 5, 9, 3, 14, 7, 2}
+	err = b.do(ctx, func() error {
+		m, err := b.model(id)
+		if err != nil {
+			return err
+		}
+		cache := newKVCache(len(m.cfg.Layers), 8)
+		defer cache.free()
+		for _, prompt := range []int{1, 3} {
+			cache.free()
+			for n := prompt; n <= len(seq); n++ {
+				feed := seq[n-1 : n]
+				if n == prompt {
+					feed = seq[:n]
+				}
+				got, err := b.lastLogits(m, feed, cache)
+				if err != nil {
+					return err
+				}
+				want, err := b.lastLogits(m, seq[:n], nil)
+				if err != nil {
+					return err
+				}
+				for i := range want {
+					if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
+						t.Errorf("prompt %d, %d tokens: logit %d cached %g, full %g", prompt, n, i, got[i], want[i])
+					}
+				}
+			}
+			if cache.pos != len(seq) {
+				t.Errorf("cache holds %d positions, want %d", cache.pos, len(seq))
+			}
+		}
+		if _, err := b.lastLogits(m, seq[:2], cache); err == nil || !strings.Contains(err.Error(), "one token at a time") {
+			t.Errorf("two tokens after the prompt: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

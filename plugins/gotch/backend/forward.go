@@ -22,6 +22,48 @@ type fwdOpts struct {
 	hook func(l int, a *acts) error
 	// adapters add low-rank updates to projections (LoRA training).
 	adapters *loraSet
+	// cache, for decoding one sequence: the input continues the cached
+	// positions, and each layer's keys and values are appended to it.
+	cache *kvCache
+}
+
+// kvCache holds each layer's keys and values after RoPE and before the
+// grouped-query expansion, [1, KVHeads, pos, head_dim], so that decoding
+// a token costs one token's forward instead of the whole sequence's.
+type kvCache struct {
+	k, v []torch.Tensor // by layer, owned by the cache
+	pos  int            // positions cached
+	// ropeLen is the RoPE table length used while decoding: one table
+	// covers every position of the sequence.
+	ropeLen int
+}
+
+func newKVCache(layers, ropeLen int) *kvCache {
+	return &kvCache{k: make([]torch.Tensor, layers), v: make([]torch.Tensor, layers), ropeLen: ropeLen}
+}
+
+func (c *kvCache) free() {
+	for l := range c.k {
+		torch.Free(c.k[l])
+		torch.Free(c.v[l])
+		c.k[l], c.v[l] = torch.Tensor{}, torch.Tensor{}
+	}
+	c.pos = 0
+}
+
+// extend appends a layer's new keys and values and returns the whole
+// sequence's, owned by the cache.
+func (c *kvCache) extend(s *torch.Scope, l int, k, v torch.Tensor) (torch.Tensor, torch.Tensor) {
+	if c.k[l].Defined() {
+		k, v = s.Cat([]torch.Tensor{c.k[l], k}, 2), s.Cat([]torch.Tensor{c.v[l], v}, 2)
+	}
+	if s.Err() != nil {
+		return torch.Tensor{}, torch.Tensor{}
+	}
+	torch.Free(c.k[l])
+	torch.Free(c.v[l])
+	c.k[l], c.v[l] = s.Keep(k), s.Keep(v)
+	return c.k[l], c.v[l]
 }
 
 // weight returns a model weight in dtype dt: the stored tensor itself
@@ -77,6 +119,9 @@ func (b *Backend) forward(s *torch.Scope, m *model, ids torch.Tensor, B, T int, 
 		s.Drop(x)
 		x = s.Adopt(out)
 	}
+	if o.cache != nil {
+		o.cache.pos += T
+	}
 	h := m.rmsNorm(s, x, ir.NameFinalNorm)
 	h = s.View(h, int64(B*T), int64(cfg.Hidden))
 	return h, s.Err()
@@ -100,17 +145,38 @@ func (b *Backend) layer(s *torch.Scope, m *model, l int, lc ir.LayerConfig, x to
 	q := s.Transpose(s.View(proj(hc, ir.RoleQ), bb, tt, int64(lc.Heads), hd), 1, 2)
 	k := s.Transpose(s.View(proj(hc, ir.RoleK), bb, tt, int64(lc.KVHeads), hd), 1, 2)
 	v := s.Transpose(s.View(proj(hc, ir.RoleV), bb, tt, int64(lc.KVHeads), hd), 1, 2)
-	rt, err := b.ropeTable(m, lc.HeadDim, T, cdt)
+	pos, ropeLen := 0, T
+	if o.cache != nil {
+		if B != 1 || (o.cache.pos > 0 && T != 1) {
+			return torch.Tensor{}, fmt.Errorf("the KV cache decodes one sequence, one token at a time after the prompt (batch %d, %d tokens)", B, T)
+		}
+		pos, ropeLen = o.cache.pos, max(o.cache.ropeLen, o.cache.pos+T)
+	}
+	rt, err := b.ropeTable(m, lc.HeadDim, ropeLen, cdt)
 	if err != nil {
 		return torch.Tensor{}, err
 	}
+	if ropeLen != T {
+		rt = ropeTab{cos: s.Narrow(rt.cos, 0, int64(pos), tt), sin: s.Narrow(rt.sin, 0, int64(pos), tt)}
+	}
 	q, k = rope(s, q, rt), rope(s, k, rt)
+	sk := tt // keys attended to
+	if o.cache != nil {
+		k, v = o.cache.extend(s, l, k, v)
+		sk = int64(pos + T)
+	}
 	if rep := int64(lc.GroupSize()); rep > 1 {
 		kv := int64(lc.KVHeads)
-		k = s.Reshape(s.Expand(s.Unsqueeze(k, 2), bb, kv, rep, tt, hd), bb, kv*rep, tt, hd)
-		v = s.Reshape(s.Expand(s.Unsqueeze(v, 2), bb, kv, rep, tt, hd), bb, kv*rep, tt, hd)
+		k = s.Reshape(s.Expand(s.Unsqueeze(k, 2), bb, kv, rep, sk, hd), bb, kv*rep, sk, hd)
+		v = s.Reshape(s.Expand(s.Unsqueeze(v, 2), bb, kv, rep, sk, hd), bb, kv*rep, sk, hd)
 	}
-	a := b.attention(s, q, k, v, T, 1/math.Sqrt(float64(lc.HeadDim)))
+	var a torch.Tensor
+	if pos > 0 {
+		// One query attends to every cached key: no mask.
+		a = attendAll(s, q, k, v, 1/math.Sqrt(float64(lc.HeadDim)))
+	} else {
+		a = b.attention(s, q, k, v, T, 1/math.Sqrt(float64(lc.HeadDim)))
+	}
 	a = s.Reshape(s.Transpose(a, 1, 2), bb, tt, int64(lc.Heads)*hd)
 	mid := s.Add(x, s.ToDType(proj(a, ir.RoleO), torch.Float32))
 
@@ -173,6 +239,14 @@ func (b *Backend) attention(s *torch.Scope, q, k, v torch.Tensor, T int, scale f
 	sc = s.MaskedFill(sc, b.causalMask(s, T), math.Inf(-1))
 	p := s.ToDType(s.Softmax(sc, -1, torch.Float32), q.DType())
 	return s.Matmul(p, v)
+}
+
+// attendAll is softmax(q·kᵀ·scale)·v without a mask, in float32 (one
+// query's worth of work: precision costs nothing here).
+func attendAll(s *torch.Scope, q, k, v torch.Tensor, scale float64) torch.Tensor {
+	f := func(t torch.Tensor) torch.Tensor { return s.ToDType(t, torch.Float32) }
+	sc := s.Scale(s.Matmul(f(q), s.Transpose(f(k), 2, 3)), scale)
+	return s.ToDType(s.Matmul(s.Softmax(sc, -1, torch.Float32), f(v)), q.DType())
 }
 
 type sdpaState int

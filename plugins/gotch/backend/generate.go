@@ -3,7 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
-	"math"
+	"math/bits"
 
 	api "github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/plugins/cpu/reference"
@@ -17,8 +17,8 @@ import (
 // continuation but the last token fit in MaxSeq), or at StopToken, which
 // is not included.
 //
-// Each token reruns the whole sequence (no KV cache): generation is for
-// inspecting models, not serving them.
+// The prompt runs once, filling a KV cache; each further token runs alone
+// against it.
 func (b *Backend) Generate(ctx context.Context, req api.GenerateRequest) (*api.GenerateResult, error) {
 	var res *api.GenerateResult
 	err := b.do(ctx, func() error {
@@ -36,68 +36,72 @@ func (b *Backend) generate(ctx context.Context, req api.GenerateRequest) (*api.G
 	if err != nil {
 		return nil, err
 	}
-	if !(req.Temperature >= 0) || math.IsInf(req.Temperature, 0) {
-		return nil, fmt.Errorf("temperature %g must be finite and non-negative", req.Temperature)
-	}
 	cfg := &m.cfg
-	for i, p := range req.Prompts {
-		if len(p) == 0 {
-			return nil, fmt.Errorf("prompt %d is empty (it needs at least BOS)", i)
-		}
-		if cfg.MaxSeq > 0 && len(p) > cfg.MaxSeq {
-			return nil, fmt.Errorf("prompt %d has %d tokens, the model %d positions", i, len(p), cfg.MaxSeq)
-		}
-		for j, id := range p {
-			if id < 0 || id >= cfg.Vocab {
-				return nil, fmt.Errorf("prompt %d token %d is %d, outside vocabulary of %d", i, j, id, cfg.Vocab)
-			}
-		}
+	if err := req.Check(cfg.Vocab, cfg.MaxSeq); err != nil {
+		return nil, err
 	}
 	sampler := reference.NewSampler(req.Temperature, req.TopP, req.Seed)
 	res := &api.GenerateResult{Tokens: make([][]int, len(req.Prompts))}
 	for i, prompt := range req.Prompts {
-		limit := req.MaxTokens
-		if cfg.MaxSeq > 0 && (limit <= 0 || limit > cfg.MaxSeq-len(prompt)+1) {
-			limit = cfg.MaxSeq - len(prompt) + 1
+		limit, err := req.Limit(len(prompt), cfg.MaxSeq)
+		if err != nil {
+			return nil, err
 		}
-		if limit <= 0 {
-			return nil, fmt.Errorf("max_tokens %d must be positive for a model without a context length", req.MaxTokens)
-		}
-		seq := make([]int64, len(prompt), len(prompt)+limit)
-		for j, id := range prompt {
-			seq[j] = int64(id)
-		}
-		out := []int{}
-		for len(out) < limit {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			z, err := b.lastLogits(m, seq)
-			if err != nil {
-				return nil, fmt.Errorf("prompt %d: %w", i, err)
-			}
-			next := sampler.Sample(z)
-			if next == req.StopToken {
-				break
-			}
-			out = append(out, next)
-			seq = append(seq, int64(next))
+		out, err := b.decode(ctx, m, prompt, limit, req.StopToken, sampler)
+		if err != nil {
+			return nil, fmt.Errorf("prompt %d: %w", i, err)
 		}
 		res.Tokens[i] = out
 	}
 	return res, nil
 }
 
-// lastLogits returns the float32 logits following the last token of seq.
-func (b *Backend) lastLogits(m *model, seq []int64) ([]float32, error) {
+// decode continues one prompt by up to limit tokens, stopping before
+// stop.
+func (b *Backend) decode(ctx context.Context, m *model, prompt []int, limit, stop int, sampler *reference.Sampler) ([]int, error) {
+	// One RoPE table for the whole sequence, its length rounded up so
+	// that prompts of similar lengths share it.
+	total := len(prompt) + limit
+	ropeLen := 1 << bits.Len(uint(total-1))
+	if m.cfg.MaxSeq > 0 {
+		ropeLen = max(min(ropeLen, m.cfg.MaxSeq), total)
+	}
+	cache := newKVCache(len(m.cfg.Layers), ropeLen)
+	defer cache.free()
+	feed := make([]int64, len(prompt))
+	for j, id := range prompt {
+		feed[j] = int64(id)
+	}
+	out := []int{}
+	for len(out) < limit {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		z, err := b.lastLogits(m, feed, cache)
+		if err != nil {
+			return nil, err
+		}
+		next := sampler.Sample(z)
+		if next == stop {
+			break
+		}
+		out = append(out, next)
+		feed = []int64{int64(next)}
+	}
+	return out, nil
+}
+
+// lastLogits runs ids after the cached positions and returns the float32
+// logits following the last of them.
+func (b *Backend) lastLogits(m *model, ids []int64, cache *kvCache) ([]float32, error) {
 	s := torch.NewScope()
 	defer s.Free()
-	t := len(seq)
-	x := s.To(s.FromInt64(seq, 1, int64(t)), b.dev)
+	t := len(ids)
+	x := s.To(s.FromInt64(ids, 1, int64(t)), b.dev)
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	h, err := b.forward(s, m, x, 1, t, fwdOpts{})
+	h, err := b.forward(s, m, x, 1, t, fwdOpts{cache: cache})
 	if err != nil {
 		return nil, err
 	}
