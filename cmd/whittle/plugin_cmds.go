@@ -68,7 +68,10 @@ func newPluginHost() *plugin.Host {
 	if os.Getenv("WHITTLE_PLUGIN_DEBUG") != "" {
 		level = slog.LevelDebug
 	}
-	return plugin.New(plugin.Options{Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))})
+	return plugin.New(plugin.Options{
+		Log:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		CacheDir: plugin.DefaultCacheDir(),
+	})
 }
 
 // registryWithPlugins returns the built-in pass kinds plus those served by

@@ -29,8 +29,16 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	// The plugin description cache goes to a directory of the test's own.
+	cache, err := os.MkdirTemp("", "whittle-cache-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("XDG_CACHE_HOME", cache)
 	code := m.Run()
 	plugin.Cleanup()
+	os.RemoveAll(cache)
 	os.Exit(code)
 }
 

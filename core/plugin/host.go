@@ -65,6 +65,20 @@ type Options struct {
 	SelfCommand []string
 	// StartTimeout bounds a plugin's start-up handshake (default 1 minute).
 	StartTimeout time.Duration
+	// CacheDir, when set, keeps what each plugin binary (by sha256)
+	// describes itself as, so that registering pass kinds starts only the
+	// plugins whose kinds are then used. "" caches nothing.
+	CacheDir string
+}
+
+// DefaultCacheDir is where the whittle command caches plugin
+// descriptions: the user's cache directory, "" where there is none.
+func DefaultCacheDir() string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "whittle", "plugins")
 }
 
 // DefaultDirs is the plugin search path: $WHITTLE_PLUGIN_PATH's entries,

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/data"
@@ -22,6 +25,7 @@ import (
 	"github.com/whittle-ml/whittle/core/plugin/wire"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/core/scores"
+	"github.com/whittle-ml/whittle/internal/fsutil"
 	"github.com/whittle-ml/whittle/ir"
 )
 
@@ -90,20 +94,24 @@ func (h *Host) registerPlugin(ctx context.Context, f Found, reg *pipeline.Regist
 		return err
 	}
 	info.SHA256 = sum
-	p, err := h.start(ctx, fmt.Sprintf("plugin %q (%s)", f.Name, f.Path), []string{f.Path}, "")
+	desc, p, err := h.describe(ctx, f, sum)
 	if err != nil {
 		return err
 	}
-	fill(info, p.desc)
-	if len(p.desc.GetPasses()) == 0 {
-		p.kill()
+	fill(info, desc)
+	if len(desc.GetPasses()) == 0 {
+		if p != nil {
+			p.kill()
+		}
 		return nil
 	}
-	impl := fmt.Sprintf("%s %s sha256:%s", p.desc.GetName(), p.desc.GetVersion(), sum)
+	impl := fmt.Sprintf("%s %s sha256:%s", desc.GetName(), desc.GetVersion(), sum)
+	// p is nil when the description came from the cache: the process
+	// starts on first use.
 	pp := &passPlugin{h: h, name: f.Name, path: f.Path, p: p}
 	var errs []error
 	registered := 0
-	for _, k := range p.desc.GetPasses() {
+	for _, k := range desc.GetPasses() {
 		a, err := newPassAdapter(pp, impl, k)
 		if err == nil {
 			err = reg.Register(a)
@@ -114,10 +122,43 @@ func (h *Host) registerPlugin(ctx context.Context, f Found, reg *pipeline.Regist
 		}
 		registered++
 	}
-	if registered == 0 {
+	if registered == 0 && p != nil {
 		p.kill()
 	}
 	return errors.Join(errs...)
+}
+
+// describe returns what the plugin binary with this sha256 offers: from
+// the cache when it holds the binary's description, else by starting it
+// (the started process is returned, and its description cached).
+func (h *Host) describe(ctx context.Context, f Found, sum string) (*pb.DescribeResponse, *proc, error) {
+	var cached string
+	if h.opts.CacheDir != "" {
+		cached = filepath.Join(h.opts.CacheDir, sum+".pb")
+		if data, err := os.ReadFile(cached); err == nil {
+			d := &pb.DescribeResponse{}
+			if err := proto.Unmarshal(data, d); err == nil && d.GetProtocolVersion() == ProtocolVersion {
+				return d, nil, nil
+			}
+			h.log.Debug("ignoring an unreadable plugin description cache entry", "path", cached)
+		}
+	}
+	p, err := h.start(ctx, fmt.Sprintf("plugin %q (%s)", f.Name, f.Path), []string{f.Path}, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	if cached != "" {
+		// A cache that cannot be written costs a start next time, nothing more.
+		if data, err := proto.Marshal(p.desc); err == nil {
+			if err := os.MkdirAll(h.opts.CacheDir, 0o755); err == nil {
+				err = fsutil.WriteFile(cached, data)
+			}
+			if err != nil {
+				h.log.Debug("plugin description not cached", "path", cached, "err", err)
+			}
+		}
+	}
+	return p.desc, p, nil
 }
 
 // passPlugin is a running pass plugin shared by its kinds' adapters. A

@@ -284,3 +284,62 @@ func TestPassPluginCrash(t *testing.T) {
 	}
 	_ = h
 }
+
+// TestDescriptionCache: with a cache directory, a second registration
+// learns the plugins' kinds without starting them, the cached kinds run
+// (the plugin starts on first use), and a damaged entry is replaced.
+func TestDescriptionCache(t *testing.T) {
+	plugins, cache := t.TempDir(), t.TempDir()
+	pluginScript(t, plugins, "testpass", "pass")
+	pluginScript(t, plugins, "fake", "backend")
+	register := func() (*Host, *pipeline.Registry, []Info) {
+		h, _ := newTestHost(t, plugins)
+		h.opts.CacheDir = cache
+		reg := pipeline.NewRegistry()
+		return h, reg, h.RegisterPasses(context.Background(), reg)
+	}
+	started := func(h *Host) int {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.procs)
+	}
+	h1, _, first := register()
+	if n := started(h1); n != 2 {
+		t.Fatalf("the first registration started %d plugins, want 2", n)
+	}
+	entries, _ := filepath.Glob(filepath.Join(cache, "*.pb"))
+	if len(entries) != 2 {
+		t.Fatalf("cache holds %v", entries)
+	}
+	h2, reg, second := register()
+	if n := started(h2); n != 0 {
+		t.Errorf("the cached registration started %d plugins", n)
+	}
+	if !reflect.DeepEqual(first, second) {
+		t.Errorf("cached infos %+v\nwant %+v", second, first)
+	}
+	work := t.TempDir()
+	tinyModel(t, filepath.Join(work, "base"))
+	r := loadRecipe(t, writeRecipe(t, work, passRecipe), reg, nil)
+	opts := pipeline.Options{Dir: filepath.Join(work, "run"), Backends: &Provider{Default: func() (backend.Backend, error) { return &fakeBackend{}, nil }}}
+	if _, err := pipeline.Run(context.Background(), r, reg, opts, pipeline.Events{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := started(h2); n != 1 {
+		t.Errorf("running the recipe started %d plugins, want the pass plugin alone", n)
+	}
+	for _, e := range entries {
+		if err := os.WriteFile(e, []byte("not a protobuf \xff"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h3, _, third := register()
+	if n := started(h3); n != 2 || !reflect.DeepEqual(third, first) {
+		t.Errorf("with damaged entries: %d started, infos %+v", n, third)
+	}
+	for _, e := range entries {
+		if data, _ := os.ReadFile(e); strings.HasPrefix(string(data), "not a protobuf") {
+			t.Errorf("%s was not rewritten", e)
+		}
+	}
+}
