@@ -25,6 +25,9 @@ test: vet
 vet:
 	$(GO) mod download
 	$(GO) vet ./...
+	# Other systems build from the same sources (no cgo, no Unix-only calls).
+	GOOS=windows GOARCH=amd64 $(GO) vet ./...
+	GOOS=darwin GOARCH=arm64 $(GO) vet ./...
 	cd examples/plugins/wanda && GOWORK=off $(GO) vet .
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -3,14 +3,15 @@ package ir
 import (
 	"fmt"
 	"os"
-	"syscall"
+
+	"github.com/edsrzf/mmap-go"
 )
 
 // Mapping is a read-only memory map of a whole file. Loaders hand out
 // sub-slices of it as lazy tensor storage, so only the pages a caller
 // touches are read from disk.
 type Mapping struct {
-	data []byte
+	data mmap.MMap
 }
 
 // MapFile maps path read-only. An empty file maps to an empty slice.
@@ -34,7 +35,8 @@ func MapFile(path string) (*Mapping, error) {
 	if int64(int(st.Size())) != st.Size() {
 		return nil, fmt.Errorf("%s: %d bytes do not fit the address space", path, st.Size())
 	}
-	data, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	// mmap-go maps on Unix and Windows alike.
+	data, err := mmap.Map(f, mmap.RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("mmap %s: %w", path, err)
 	}
@@ -49,7 +51,7 @@ func (m *Mapping) Close() error {
 	if m.data == nil {
 		return nil
 	}
-	err := syscall.Munmap(m.data)
+	err := m.data.Unmap()
 	m.data = nil
 	return err
 }
