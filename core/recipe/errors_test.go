@@ -29,6 +29,7 @@ func TestErrorGolden(t *testing.T) {
 		{name: "blocks"},
 		{name: "funcs"},
 		{name: "forged"},
+		{name: "for_each"},
 	}
 	reg := testRegistry(t)
 	for _, c := range cases {

@@ -80,6 +80,9 @@ type passInfo struct {
 	common   *hcl.BodyContent
 	remain   hcl.Body
 	pass     *Pass
+	// each is {key, value} of this instance of a for_each pass block;
+	// cty.NilVal otherwise.
+	each cty.Value
 }
 
 // loader evaluates one recipe file. Every step records diagnostics and goes

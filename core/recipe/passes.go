@@ -12,13 +12,12 @@ import (
 )
 
 var commonPassSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "name"}, {Name: "into"}, {Name: "backend"},
+	{Name: "name"}, {Name: "into"}, {Name: "backend"}, {Name: "for_each"},
 }}
 
 // scanPasses is the first sweep over pass blocks: kinds, names and the slots
 // they produce, so that a reference to a slot made later can say by whom.
 func (l *loader) scanPasses(blocks []*hcl.Block) {
-	sc := declScope("a pass's name or into")
 	count := map[string]int{}
 	for _, b := range blocks {
 		if len(b.Labels) == 1 {
@@ -35,67 +34,148 @@ func (l *loader) scanPasses(blocks []*hcl.Block) {
 			continue
 		}
 		kind := b.Labels[0]
-		p := &passInfo{block: b, decl: b.DefRange, nameRng: b.LabelRanges[0], entry: l.reg.entry(kind)}
-		if p.entry == nil {
+		entry := l.reg.entry(kind)
+		if entry == nil {
 			kinds := l.reg.Kinds()
 			if len(kinds) == 0 {
 				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered; no pass kinds are registered at all.", kind)
 			} else {
 				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered.%s Registered kinds: %s.", kind, didYouMean(kind, kinds, ""), strings.Join(kinds, ", "))
 			}
-		} else {
-			p.produces = p.entry.spec.Produces
 		}
-		p.common, p.remain, _ = b.Body.PartialContent(commonPassSchema) // no required attributes: no diagnostics
-
+		common, remain, _ := b.Body.PartialContent(commonPassSchema) // no required attributes: no diagnostics
 		seq[kind]++
-		p.name = kind
+		base := kind
 		if count[kind] > 1 {
-			p.name = fmt.Sprintf("%s-%d", kind, seq[kind])
+			base = fmt.Sprintf("%s-%d", kind, seq[kind])
 		}
-		if a := p.common.Attributes["name"]; a != nil {
-			p.nameRng = a.Expr.Range()
-			if s, ok := l.evalString(a, sc); ok {
-				if !validPassName(s) {
-					l.errorf(a.Expr.Range(), `Invalid value for "name"`, "%q is not a valid pass name; use letters, digits, '_', '-' and '.', starting with a letter, digit or '_'.", s)
-				} else {
-					p.name = s
-				}
+		instances := []cty.Value{cty.NilVal}
+		if a := common.Attributes["for_each"]; a != nil {
+			instances = l.forEach(a)
+		}
+		for _, each := range instances {
+			p := &passInfo{block: b, decl: b.DefRange, nameRng: b.LabelRanges[0], entry: entry, common: common, remain: remain, each: each}
+			if entry != nil {
+				p.produces = entry.spec.Produces
 			}
-		}
-		if first, dup := names[p.name]; dup {
-			l.errorf(p.nameRng, "Duplicate pass name", "Pass name %q is already used by the pass at %s; set a distinct name = \"...\".", p.name, at(first.decl))
-		} else {
-			names[p.name] = p
-		}
-
-		if a := p.common.Attributes["into"]; a != nil {
-			if p.entry != nil && p.produces == "" {
-				l.errorf(a.NameRange, `Unexpected "into"`, "Pass kind %q produces nothing a later block can refer to; remove into.", kind)
-			} else if s, ok := l.evalString(a, sc); ok {
-				if !hclsyntax.ValidIdentifier(s) {
-					l.errorf(a.Expr.Range(), `Invalid value for "into"`, "%q is not a valid slot name; a name starts with a letter or underscore and has only letters, digits, underscores and dashes.", s)
-				} else {
-					p.into = s
-				}
+			sc := declScope("a pass's name or into")
+			sc.each = each
+			p.name = base
+			if each != cty.NilVal {
+				p.name = base + "." + each.GetAttr("key").AsString()
 			}
-		} else if p.produces != "" {
-			l.errorf(b.DefRange, `Missing "into"`, "Pass kind %q produces a %s; name it with into = \"<name>\".", kind, p.produces)
+			l.scanPass(p, sc, names, produced)
 		}
-		if p.produces == SlotModel && p.into != "" && !produced[p.into] {
-			if decl, ok := l.models[p.into]; ok {
-				l.warnf(p.common.Attributes["into"].Expr.Range(), "Model block replaced",
-					"into = %q replaces the model declared at %s: later passes and outputs that refer to model.%s get this pass's result.", p.into, at(decl), p.into)
-			}
-			produced[p.into] = true
-		}
-		p.pass = &Pass{Kind: kind, Name: p.name, Index: len(l.passes), Into: p.into, DeclRange: b.DefRange, Body: p.remain}
-		if a := p.common.Attributes["into"]; a != nil {
-			p.pass.IntoRange = a.Expr.Range()
-		}
-		l.passes = append(l.passes, p)
-		l.r.Passes = append(l.r.Passes, p.pass)
 	}
+}
+
+// scanPass evaluates one pass's name and into and records it.
+func (l *loader) scanPass(p *passInfo, sc *scope, names map[string]*passInfo, produced map[string]bool) {
+	b, kind := p.block, p.block.Labels[0]
+	if a := p.common.Attributes["name"]; a != nil {
+		p.nameRng = a.Expr.Range()
+		if s, ok := l.evalString(a, sc); ok {
+			if !validPassName(s) {
+				l.errorf(a.Expr.Range(), `Invalid value for "name"`, "%q is not a valid pass name; use letters, digits, '_', '-' and '.', starting with a letter, digit or '_'.", s)
+			} else {
+				p.name = s
+			}
+		}
+	} else if p.each != cty.NilVal && !validPassName(p.name) {
+		l.errorf(p.common.Attributes["for_each"].Expr.Range(), "Invalid pass name", "The for_each key makes the default pass name %q, which is not a valid pass name; set name = \"...\" (e.g. from each.key).", p.name)
+	}
+	if first, dup := names[p.name]; dup {
+		detail := fmt.Sprintf("Pass name %q is already used by the pass at %s; set a distinct name = \"...\".", p.name, at(first.decl))
+		if p.each != cty.NilVal {
+			detail = fmt.Sprintf("Pass name %q is already used by the pass at %s; in a for_each block, make the name depend on each.key.", p.name, at(first.decl))
+		}
+		l.errorf(p.nameRng, "Duplicate pass name", "%s", detail)
+	} else {
+		names[p.name] = p
+	}
+
+	if a := p.common.Attributes["into"]; a != nil {
+		if p.entry != nil && p.produces == "" {
+			l.errorf(a.NameRange, `Unexpected "into"`, "Pass kind %q produces nothing a later block can refer to; remove into.", kind)
+		} else if s, ok := l.evalString(a, sc); ok {
+			if !hclsyntax.ValidIdentifier(s) {
+				l.errorf(a.Expr.Range(), `Invalid value for "into"`, "%q is not a valid slot name; a name starts with a letter or underscore and has only letters, digits, underscores and dashes.", s)
+			} else {
+				p.into = s
+			}
+		}
+	} else if p.produces != "" {
+		l.errorf(b.DefRange, `Missing "into"`, "Pass kind %q produces a %s; name it with into = \"<name>\".", kind, p.produces)
+	}
+	if p.produces == SlotModel && p.into != "" && !produced[p.into] {
+		if decl, ok := l.models[p.into]; ok {
+			l.warnf(p.common.Attributes["into"].Expr.Range(), "Model block replaced",
+				"into = %q replaces the model declared at %s: later passes and outputs that refer to model.%s get this pass's result.", p.into, at(decl), p.into)
+		}
+		produced[p.into] = true
+	}
+	p.pass = &Pass{Kind: kind, Name: p.name, Index: len(l.passes), Into: p.into, DeclRange: b.DefRange, Body: p.remain}
+	if p.each != cty.NilVal {
+		p.pass.EachKey = p.each.GetAttr("key").AsString()
+	}
+	if a := p.common.Attributes["into"]; a != nil {
+		p.pass.IntoRange = a.Expr.Range()
+	}
+	l.passes = append(l.passes, p)
+	l.r.Passes = append(l.r.Passes, p.pass)
+}
+
+// forEach evaluates a pass block's for_each: a map or object makes one
+// instance per key, in key order, each.value its value; a list, tuple or
+// set of strings one per string, in order, each.key = each.value = the
+// string. It sees var. and local. only: the passes a recipe declares must
+// be known before anything runs.
+func (l *loader) forEach(a *hcl.Attribute) []cty.Value {
+	v, ok := l.eval(a.Expr, declScope("for_each"))
+	if !ok {
+		return nil
+	}
+	instance := func(key string, value cty.Value) cty.Value {
+		return cty.ObjectVal(map[string]cty.Value{"key": cty.StringVal(key), "value": value})
+	}
+	if v.IsNull() {
+		l.errorf(a.Expr.Range(), `Invalid value for "for_each"`, "for_each is null; give a map, an object, or a list of strings.")
+		return nil
+	}
+	var out []cty.Value
+	ty := v.Type()
+	switch {
+	case ty.IsMapType() || ty.IsObjectType():
+		keys := make([]string, 0, v.LengthInt())
+		vals := v.AsValueMap()
+		for k := range vals {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			out = append(out, instance(k, vals[k]))
+		}
+	case ty.IsListType() || ty.IsTupleType() || ty.IsSetType():
+		seen := map[string]bool{}
+		for it := v.ElementIterator(); it.Next(); {
+			_, e := it.Element()
+			if e.IsNull() || e.Type() != cty.String {
+				l.errorf(a.Expr.Range(), `Invalid value for "for_each"`, "A for_each list must hold strings (the keys); it holds %s. Use a map to attach values to keys.", friendly(e))
+				return nil
+			}
+			k := e.AsString()
+			if seen[k] {
+				l.errorf(a.Expr.Range(), `Invalid value for "for_each"`, "The key %q appears twice in for_each.", k)
+				return nil
+			}
+			seen[k] = true
+			out = append(out, instance(k, e))
+		}
+	default:
+		l.errorf(a.Expr.Range(), `Invalid value for "for_each"`, "for_each must be a map, an object, or a list of strings, not %s.", ty.FriendlyName())
+		return nil
+	}
+	return out
 }
 
 // validPassName accepts names safe as a directory name in the run directory.
@@ -114,8 +194,11 @@ func validPassName(s string) bool {
 // passScope is what pass i sees: model blocks and what passes before it
 // produce.
 func (l *loader) passScope(i int) *scope {
-	sc := &scope{where: "a pass block", blocks: true, pass: i,
+	sc := &scope{where: "a pass block", blocks: true, pass: i, each: cty.NilVal,
 		models: map[string]bool{}, scores: map[string]bool{}, poisoned: map[string]bool{}}
+	if i < len(l.passes) {
+		sc.each = l.passes[i].each
+	}
 	for name := range l.models {
 		sc.models[name] = true
 	}

@@ -86,9 +86,12 @@ type Pass struct {
 
 	DeclRange hcl.Range
 	IntoRange hcl.Range // the into attribute's value, when present
-	// Body is the block's body without name, into and backend: what Config
-	// was decoded from, for passes that read more of it themselves.
+	// Body is the block's body without name, into, backend and for_each:
+	// what Config was decoded from, for passes that read more of it
+	// themselves. The instances of a for_each block share it.
 	Body hcl.Body
+	// EachKey is this instance's each.key when the block sets for_each.
+	EachKey string
 }
 
 // Slot returns the reference this pass produces, e.g. model.student, or the
@@ -99,6 +102,31 @@ func (p *Pass) Slot(reg *Registry) Ref {
 		return Ref{}
 	}
 	return Ref{Kind: string(spec.Produces), Name: p.Into}
+}
+
+// dedupDiagnostics drops repeats of a diagnostic: the instances of a
+// for_each pass block share their expressions, and a problem in one is
+// reported once.
+func dedupDiagnostics(diags hcl.Diagnostics) hcl.Diagnostics {
+	type key struct {
+		sev             hcl.DiagnosticSeverity
+		summary, detail string
+		rng             hcl.Range
+	}
+	seen := map[key]bool{}
+	out := diags[:0]
+	for _, d := range diags {
+		k := key{sev: d.Severity, summary: d.Summary, detail: d.Detail}
+		if d.Subject != nil {
+			k.rng = *d.Subject
+		}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, d)
+	}
+	return out
 }
 
 // Output is an `output "name"` block: a model slot written when the run ends.
@@ -148,6 +176,7 @@ func Parse(filename string, src []byte, vars map[string]string, reg *Registry) (
 	}
 	l := newLoader(r, filename, vars, reg)
 	l.load()
+	l.diags = dedupDiagnostics(l.diags)
 	sortDiagnostics(l.diags)
 	return r, l.diags
 }

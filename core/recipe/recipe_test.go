@@ -214,3 +214,77 @@ func dump(v any) string {
 	}
 	return string(b)
 }
+
+// TestForEach: a for_each pass block is one pass per key (map keys in
+// order, list items in their order), each with its own name, into and
+// config, and later blocks see every instance's slot.
+func TestForEach(t *testing.T) {
+	src := `
+locals {
+  ratios = { quarter = 0.25, half = 0.5 }
+}
+model "teacher" {
+  path = "t.bin"
+}
+dataset "d" {
+  path = "d.txt"
+}
+pass "prune" {
+  for_each = local.ratios
+  model    = model.teacher
+  ratio    = each.value
+  into     = "p_${each.key}"
+}
+pass "score" {
+  for_each = ["p_quarter", "p_half"]
+  name     = "score-${each.key}"
+  model    = model[each.value]
+  data     = dataset.d
+  into     = "s_${each.key}"
+}
+pass "eval" {
+  for_each = {}
+  model    = model.teacher
+}
+pass "eval" {
+  model = model.p_half
+}
+`
+	r, diags := Parse("for_each.hcl", []byte(src), nil, testRegistry(t))
+	if diags.HasErrors() {
+		t.Fatal(diagLines(diags))
+	}
+	type got struct {
+		Name, Into, EachKey string
+		Ratio               float64
+		Model               string
+	}
+	var passes []got
+	for _, p := range r.Passes {
+		g := got{Name: p.Name, Into: p.Into, EachKey: p.EachKey}
+		switch c := p.Config.(type) {
+		case *pruneConfig:
+			g.Ratio, g.Model = c.Ratio, c.Model.Name
+		case *scoreConfig:
+			g.Model = c.Model.Name
+		case *evalConfig:
+			g.Model = c.Model.Name
+		}
+		passes = append(passes, g)
+	}
+	want := []got{
+		{Name: "prune.half", Into: "p_half", EachKey: "half", Ratio: 0.5, Model: "teacher"},
+		{Name: "prune.quarter", Into: "p_quarter", EachKey: "quarter", Ratio: 0.25, Model: "teacher"},
+		{Name: "score-p_quarter", Into: "s_p_quarter", EachKey: "p_quarter", Model: "p_quarter"},
+		{Name: "score-p_half", Into: "s_p_half", EachKey: "p_half", Model: "p_half"},
+		{Name: "eval-2", Model: "p_half"},
+	}
+	if !reflect.DeepEqual(passes, want) {
+		t.Errorf("passes\n%+v\nwant\n%+v", passes, want)
+	}
+	for i, p := range r.Passes {
+		if p.Index != i {
+			t.Errorf("pass %s has index %d, want %d", p.Name, p.Index, i)
+		}
+	}
+}

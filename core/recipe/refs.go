@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/gocty"
@@ -27,13 +28,16 @@ type scope struct {
 	// poisoned slot names come from passes of unknown kind; references to
 	// them are not diagnosed again.
 	poisoned map[string]bool
+	// each is the instance of a for_each pass block being evaluated
+	// ({key, value}), cty.NilVal outside one.
+	each cty.Value
 }
 
 // declScope is the scope of declarations: var. and local. only.
 func declScope(where string) *scope { return &scope{where: where} }
 
 // roots are every valid first name of a reference, for suggestions.
-var roots = append([]string{"var", "local"}, namespaces...)
+var roots = append([]string{"var", "local", "each"}, namespaces...)
 
 // checkRefs reports every bad reference in expr and returns whether all
 // were good. A reference to a value that failed earlier (a variable without
@@ -52,17 +56,27 @@ func (l *loader) checkRef(t hcl.Traversal, sc *scope) bool {
 	root := t.RootName()
 	rng := t.SourceRange()
 	if !slices.Contains(roots, root) {
-		l.errorf(rng, "Unknown variable", "There is no variable named %q; a reference starts with var, local, model, scores, dataset, task or backend.%s",
+		l.errorf(rng, "Unknown variable", "There is no variable named %q; a reference starts with var, local, model, scores, dataset, task, backend or (in a for_each pass) each.%s",
 			root, didYouMean(root, roots, ""))
 		return false
 	}
 	var name string
 	if len(t) > 1 {
-		if a, isAttr := t[1].(hcl.TraverseAttr); isAttr {
+		switch a := t[1].(type) {
+		case hcl.TraverseAttr:
 			name = a.Name
+		case hcl.TraverseIndex: // model["x"]
+			if a.Key.Type() == cty.String && a.Key.IsKnown() && !a.Key.IsNull() {
+				name = a.Key.AsString()
+			}
 		}
 	}
 	if name == "" {
+		// A whole block namespace may be indexed by a computed name, as in
+		// model[each.value]; evaluation then checks the key.
+		if len(t) == 1 && sc.blocks && slices.Contains(namespaces, root) {
+			return true
+		}
 		l.errorf(rng, "Invalid reference", "%q must be followed by a name, as in %s.<name>.", root, root)
 		return false
 	}
@@ -75,6 +89,16 @@ func (l *loader) checkRef(t hcl.Traversal, sc *scope) bool {
 		if _, ok := l.varVals[name]; !ok {
 			l.errorf(rng, "Reference to undeclared variable", "No variable %q is declared.%s%s",
 				name, available("Declared variables", keysOf(l.varDecls)), didYouMean(name, keysOf(l.varDecls), "var."))
+			return false
+		}
+		return true
+	case "each":
+		if sc.each == cty.NilVal {
+			l.errorf(rng, "Invalid reference", "%s is only available inside a pass block that sets for_each.", ref)
+			return false
+		}
+		if name != "key" && name != "value" {
+			l.errorf(rng, "Invalid reference", "each has key and value, not %q.%s", name, didYouMean(name, []string{"key", "value"}, "each."))
 			return false
 		}
 		return true
@@ -165,6 +189,9 @@ func (l *loader) evalContext(sc *scope) *hcl.EvalContext {
 		"var":   cty.ObjectVal(l.varVals),
 		"local": cty.ObjectVal(l.localVals),
 	}
+	if sc.each != cty.NilVal {
+		vars["each"] = sc.each
+	}
 	if sc.blocks {
 		refs := func(kind string, names map[string]bool) cty.Value {
 			m := make(map[string]cty.Value, len(names))
@@ -192,12 +219,46 @@ func (l *loader) eval(expr hcl.Expression, sc *scope) (cty.Value, bool) {
 		return cty.DynamicVal, false
 	}
 	v, diags := expr.Value(l.evalContext(sc))
+	for _, d := range diags {
+		l.explainIndex(d, sc)
+	}
 	l.diags = append(l.diags, diags...)
 	if diags.HasErrors() || !v.IsWhollyKnown() {
 		return cty.DynamicVal, false
 	}
 	v, _ = v.UnmarkDeep()
 	return v, true
+}
+
+// explainIndex rewrites HCL's "Invalid index" about a computed entry of a
+// block namespace (model[each.value]) to name the entry and what exists.
+func (l *loader) explainIndex(d *hcl.Diagnostic, sc *scope) {
+	ix, ok := d.Expression.(*hclsyntax.IndexExpr)
+	if !ok || d.Summary != "Invalid index" || d.EvalContext == nil {
+		return
+	}
+	coll, ok := ix.Collection.(*hclsyntax.ScopeTraversalExpr)
+	if !ok || len(coll.Traversal) != 1 {
+		return
+	}
+	root := coll.Traversal.RootName()
+	key, kd := ix.Key.Value(d.EvalContext)
+	if kd.HasErrors() || !key.IsKnown() || key.IsNull() || key.Type() != cty.String {
+		return
+	}
+	var names []string
+	switch root {
+	case "model":
+		names = keysOf(sc.models)
+	case "scores":
+		names = keysOf(sc.scores)
+	case "dataset", "task", "backend":
+		names = keysOf(l.declared[root])
+	default:
+		return
+	}
+	d.Detail = fmt.Sprintf("%s[%q] does not exist at this point.%s%s", root, key.AsString(),
+		available("Available", names), didYouMean(key.AsString(), names, root+"."))
 }
 
 // evalAs evaluates an attribute and converts it to a Go value.
@@ -258,6 +319,9 @@ func (l *loader) refCheck(v cty.Value, kinds []string, sc *scope) string {
 	}
 	kind, name, ok := refParts(v)
 	if !ok {
+		if ns := namespaceOf(v); ns != "" {
+			return fmt.Sprintf("The value must be %s; got the whole %s namespace. Pick one entry, as in %s.<name> or %s[each.value].", want, ns, ns, ns)
+		}
 		return fmt.Sprintf("The value must be %s; got %s.", want, friendly(v))
 	}
 	if len(kinds) > 0 && !slices.Contains(kinds, kind) {
@@ -267,6 +331,24 @@ func (l *loader) refCheck(v cty.Value, kinds []string, sc *scope) string {
 		return fmt.Sprintf("The value must be %s; %s.%s does not exist at this point.", want, kind, name)
 	}
 	return ""
+}
+
+// namespaceOf names the block namespace v is (an object of references of
+// one kind, as `model` alone evaluates to), "" for anything else.
+func namespaceOf(v cty.Value) string {
+	if v.IsNull() || !v.IsWhollyKnown() || !v.Type().IsObjectType() || v.LengthInt() == 0 {
+		return ""
+	}
+	ns := ""
+	for it := v.ElementIterator(); it.Next(); {
+		_, e := it.Element()
+		kind, _, ok := refParts(e)
+		if !ok || ns != "" && kind != ns {
+			return ""
+		}
+		ns = kind
+	}
+	return ns
 }
 
 // refParts splits a reference value; ok is false for anything else.

@@ -37,6 +37,13 @@ locals {
   stories = "${var.data}/models/stories260K"
   seq_len = 128
   batch   = 16
+  selections = {
+    "individual-lm-loss"         = { scores = "layers1", metric = "lm_loss", selection = "individual", slot = "individual_lm_loss" }
+    "individual-block-influence" = { scores = "layers1", metric = "block_influence", selection = "individual", slot = "individual_block_influence" }
+    "individual-accuracy"        = { scores = "layers1", metric = "accuracy", selection = "individual", slot = "individual_accuracy" }
+    "block-lm-loss"              = { scores = "layers2", metric = "lm_loss", selection = "block", slot = "block_lm_loss" }
+    "block-accuracy"             = { scores = "layers2", metric = "accuracy", selection = "block", slot = "block_accuracy" }
+  }
 }
 
 model "teacher" {
@@ -95,206 +102,49 @@ pass "score" {
   seed        = var.seed
 }
 
+# The five selections, by name: which ranking (scores slot, metric) and
+# whether the two layers are chosen one by one or as a contiguous block.
+# Each is pruned, evaluated, distilled and evaluated again.
 pass "prune-depth" {
-  name      = "prune-individual-lm-loss"
+  for_each  = local.selections
+  name      = "prune-${each.key}"
   model     = model.teacher
-  scores    = scores.layers1
-  into      = "individual_lm_loss"
+  scores    = scores[each.value.scores]
+  into      = each.value.slot
   remove    = 2
-  metric    = "lm_loss"
-  selection = "individual"
+  metric    = each.value.metric
+  selection = each.value.selection
 }
 
 pass "eval" {
-  name     = "eval-individual-lm-loss-pruned"
-  model    = model.individual_lm_loss
+  for_each = local.selections
+  name     = "eval-${each.key}-pruned"
+  model    = model[each.value.slot]
   datasets = [dataset.tinystories]
   tasks    = [task.winogrande, task.copa]
   seq_len  = local.seq_len
 }
 
 pass "distill" {
-  name    = "kd-individual-lm-loss"
-  student = model.individual_lm_loss
-  teacher = model.teacher
-  dataset = dataset.tinystories
-  into    = "individual_lm_loss_kd"
-  tokens  = var.tokens
-  batch   = local.batch
-  seq_len = local.seq_len
-  lr      = 3e-3
-  min_lr  = 3e-4
-  warmup  = 20
-  seed    = var.seed
-}
-
-pass "eval" {
-  name     = "eval-individual-lm-loss-distilled"
-  model    = model.individual_lm_loss_kd
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
+  for_each = local.selections
+  name     = "kd-${each.key}"
+  student  = model[each.value.slot]
+  teacher  = model.teacher
+  dataset  = dataset.tinystories
+  into     = "${each.value.slot}_kd"
+  tokens   = var.tokens
+  batch    = local.batch
   seq_len  = local.seq_len
-}
-
-pass "prune-depth" {
-  name      = "prune-individual-block-influence"
-  model     = model.teacher
-  scores    = scores.layers1
-  into      = "individual_block_influence"
-  remove    = 2
-  metric    = "block_influence"
-  selection = "individual"
+  lr       = 3e-3
+  min_lr   = 3e-4
+  warmup   = 20
+  seed     = var.seed
 }
 
 pass "eval" {
-  name     = "eval-individual-block-influence-pruned"
-  model    = model.individual_block_influence
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
-  seq_len  = local.seq_len
-}
-
-pass "distill" {
-  name    = "kd-individual-block-influence"
-  student = model.individual_block_influence
-  teacher = model.teacher
-  dataset = dataset.tinystories
-  into    = "individual_block_influence_kd"
-  tokens  = var.tokens
-  batch   = local.batch
-  seq_len = local.seq_len
-  lr      = 3e-3
-  min_lr  = 3e-4
-  warmup  = 20
-  seed    = var.seed
-}
-
-pass "eval" {
-  name     = "eval-individual-block-influence-distilled"
-  model    = model.individual_block_influence_kd
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
-  seq_len  = local.seq_len
-}
-
-pass "prune-depth" {
-  name      = "prune-individual-accuracy"
-  model     = model.teacher
-  scores    = scores.layers1
-  into      = "individual_accuracy"
-  remove    = 2
-  metric    = "accuracy"
-  selection = "individual"
-}
-
-pass "eval" {
-  name     = "eval-individual-accuracy-pruned"
-  model    = model.individual_accuracy
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
-  seq_len  = local.seq_len
-}
-
-pass "distill" {
-  name    = "kd-individual-accuracy"
-  student = model.individual_accuracy
-  teacher = model.teacher
-  dataset = dataset.tinystories
-  into    = "individual_accuracy_kd"
-  tokens  = var.tokens
-  batch   = local.batch
-  seq_len = local.seq_len
-  lr      = 3e-3
-  min_lr  = 3e-4
-  warmup  = 20
-  seed    = var.seed
-}
-
-pass "eval" {
-  name     = "eval-individual-accuracy-distilled"
-  model    = model.individual_accuracy_kd
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
-  seq_len  = local.seq_len
-}
-
-pass "prune-depth" {
-  name      = "prune-block-lm-loss"
-  model     = model.teacher
-  scores    = scores.layers2
-  into      = "block_lm_loss"
-  remove    = 2
-  metric    = "lm_loss"
-  selection = "block"
-}
-
-pass "eval" {
-  name     = "eval-block-lm-loss-pruned"
-  model    = model.block_lm_loss
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
-  seq_len  = local.seq_len
-}
-
-pass "distill" {
-  name    = "kd-block-lm-loss"
-  student = model.block_lm_loss
-  teacher = model.teacher
-  dataset = dataset.tinystories
-  into    = "block_lm_loss_kd"
-  tokens  = var.tokens
-  batch   = local.batch
-  seq_len = local.seq_len
-  lr      = 3e-3
-  min_lr  = 3e-4
-  warmup  = 20
-  seed    = var.seed
-}
-
-pass "eval" {
-  name     = "eval-block-lm-loss-distilled"
-  model    = model.block_lm_loss_kd
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
-  seq_len  = local.seq_len
-}
-
-pass "prune-depth" {
-  name      = "prune-block-accuracy"
-  model     = model.teacher
-  scores    = scores.layers2
-  into      = "block_accuracy"
-  remove    = 2
-  metric    = "accuracy"
-  selection = "block"
-}
-
-pass "eval" {
-  name     = "eval-block-accuracy-pruned"
-  model    = model.block_accuracy
-  datasets = [dataset.tinystories]
-  tasks    = [task.winogrande, task.copa]
-  seq_len  = local.seq_len
-}
-
-pass "distill" {
-  name    = "kd-block-accuracy"
-  student = model.block_accuracy
-  teacher = model.teacher
-  dataset = dataset.tinystories
-  into    = "block_accuracy_kd"
-  tokens  = var.tokens
-  batch   = local.batch
-  seq_len = local.seq_len
-  lr      = 3e-3
-  min_lr  = 3e-4
-  warmup  = 20
-  seed    = var.seed
-}
-
-pass "eval" {
-  name     = "eval-block-accuracy-distilled"
-  model    = model.block_accuracy_kd
+  for_each = local.selections
+  name     = "eval-${each.key}-distilled"
+  model    = model["${each.value.slot}_kd"]
   datasets = [dataset.tinystories]
   tasks    = [task.winogrande, task.copa]
   seq_len  = local.seq_len

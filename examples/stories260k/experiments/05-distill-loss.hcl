@@ -40,6 +40,13 @@ locals {
   stories = "${var.data}/models/stories260K"
   seq_len = 128
   batch   = 16
+  objectives = {
+    "kl"       = { into = "kl", ce_weight = 0, top_k = null }
+    "ce"       = { into = "ce", ce_weight = 1, top_k = null }
+    "mix-0.5"  = { into = "mix_05", ce_weight = 0.5, top_k = null }
+    "kl-top64" = { into = "kl_top64", ce_weight = null, top_k = 64 }
+    "kl-top8"  = { into = "kl_top8", ce_weight = null, top_k = 8 }
+  }
 }
 
 model "teacher" {
@@ -92,12 +99,16 @@ pass "prune-width" {
   mlp    = 128
 }
 
+# The five objectives, by pass name: ce_weight mixes in next-token
+# cross-entropy (0: forward KL alone), top_k cuts the teacher's softmax
+# (null: every logit).
 pass "distill" {
-  name       = "kl"
+  for_each   = local.objectives
+  name       = each.key
   student    = model.student
   teacher    = model.corrected
   dataset    = dataset.shakespeare
-  into       = "kl"
+  into       = each.value.into
   tokens     = var.tokens
   batch      = local.batch
   seq_len    = local.seq_len
@@ -106,75 +117,8 @@ pass "distill" {
   warmup     = 20
   seed       = var.seed
   eval_every = 100
-  ce_weight  = 0
-}
-
-pass "distill" {
-  name       = "ce"
-  student    = model.student
-  teacher    = model.corrected
-  dataset    = dataset.shakespeare
-  into       = "ce"
-  tokens     = var.tokens
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 100
-  ce_weight  = 1
-}
-
-pass "distill" {
-  name       = "mix-0.5"
-  student    = model.student
-  teacher    = model.corrected
-  dataset    = dataset.shakespeare
-  into       = "mix_05"
-  tokens     = var.tokens
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 100
-  ce_weight  = 0.5
-}
-
-pass "distill" {
-  name       = "kl-top64"
-  student    = model.student
-  teacher    = model.corrected
-  dataset    = dataset.shakespeare
-  into       = "kl_top64"
-  tokens     = var.tokens
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 100
-  top_k      = 64
-}
-
-pass "distill" {
-  name       = "kl-top8"
-  student    = model.student
-  teacher    = model.corrected
-  dataset    = dataset.shakespeare
-  into       = "kl_top8"
-  tokens     = var.tokens
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 100
-  top_k      = 8
+  ce_weight  = each.value.ce_weight
+  top_k      = each.value.top_k
 }
 
 # In domain: the original teacher on TinyStories.
@@ -198,11 +142,12 @@ pass "prune-width" {
 }
 
 pass "distill" {
-  name       = "ts-kl"
+  for_each   = local.objectives
+  name       = "ts-${each.key}"
   student    = model.ts_student
   teacher    = model.teacher
   dataset    = dataset.tinystories
-  into       = "ts_kl"
+  into       = "ts_${each.value.into}"
   tokens     = var.tokens_in_domain
   batch      = local.batch
   seq_len    = local.seq_len
@@ -211,73 +156,6 @@ pass "distill" {
   warmup     = 20
   seed       = var.seed
   eval_every = 50
-  ce_weight  = 0
-}
-
-pass "distill" {
-  name       = "ts-ce"
-  student    = model.ts_student
-  teacher    = model.teacher
-  dataset    = dataset.tinystories
-  into       = "ts_ce"
-  tokens     = var.tokens_in_domain
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 50
-  ce_weight  = 1
-}
-
-pass "distill" {
-  name       = "ts-mix-0.5"
-  student    = model.ts_student
-  teacher    = model.teacher
-  dataset    = dataset.tinystories
-  into       = "ts_mix_05"
-  tokens     = var.tokens_in_domain
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 50
-  ce_weight  = 0.5
-}
-
-pass "distill" {
-  name       = "ts-kl-top64"
-  student    = model.ts_student
-  teacher    = model.teacher
-  dataset    = dataset.tinystories
-  into       = "ts_kl_top64"
-  tokens     = var.tokens_in_domain
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 50
-  top_k      = 64
-}
-
-pass "distill" {
-  name       = "ts-kl-top8"
-  student    = model.ts_student
-  teacher    = model.teacher
-  dataset    = dataset.tinystories
-  into       = "ts_kl_top8"
-  tokens     = var.tokens_in_domain
-  batch      = local.batch
-  seq_len    = local.seq_len
-  lr         = 3e-3
-  min_lr     = 3e-4
-  warmup     = 20
-  seed       = var.seed
-  eval_every = 50
-  top_k      = 8
+  ce_weight  = each.value.ce_weight
+  top_k      = each.value.top_k
 }
