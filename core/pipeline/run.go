@@ -129,7 +129,7 @@ type runner struct {
 	slots    map[string]*slot
 	backends map[string]backend.Backend
 	man      *Manifest
-	prev     map[int]PassRecord
+	prev     map[string]PassRecord // the previous run's passes, by name
 }
 
 // Events let a caller show progress.
@@ -154,10 +154,10 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	if err != nil {
 		return nil, fmt.Errorf("reading the previous run's manifest: %w", err)
 	}
-	run := &runner{r: r, reg: reg, opts: opts, log: opts.Log, slots: map[string]*slot{}, backends: map[string]backend.Backend{}, prev: map[int]PassRecord{}}
+	run := &runner{r: r, reg: reg, opts: opts, log: opts.Log, slots: map[string]*slot{}, backends: map[string]backend.Backend{}, prev: map[string]PassRecord{}}
 	if prevMan != nil {
 		for _, p := range prevMan.Passes {
-			run.prev[p.Index] = p
+			run.prev[p.Name] = p
 		}
 	}
 	run.man = &Manifest{
@@ -286,6 +286,36 @@ func (run *runner) closeModels() {
 	}
 }
 
+// move takes over the directory of a pass that an earlier run recorded at
+// another position (the recipe's passes were reordered): it renames
+// passes/<old>-<name> to dir and rewrites the record's artifact paths.
+// Pass names are unique, so the new name cannot be another pass's.
+func (run *runner) move(prev *PassRecord, index int, dir string) error {
+	if prev.Index == index {
+		return nil
+	}
+	old := filepath.Join(run.opts.Dir, "passes", fmt.Sprintf("%02d-%s", prev.Index, sanitize(prev.Name)))
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	if err := os.Rename(old, dir); err != nil {
+		return fmt.Errorf("moving the pass's directory: %w", err)
+	}
+	oldRel, err1 := filepath.Rel(run.opts.Dir, old)
+	newRel, err2 := filepath.Rel(run.opts.Dir, dir)
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	for i, a := range prev.Artifacts {
+		if rest, ok := strings.CutPrefix(filepath.Clean(a.Path), oldRel+string(filepath.Separator)); ok {
+			prev.Artifacts[i].Path = filepath.Join(newRel, rest)
+		}
+	}
+	run.log.Info("pass moved in the recipe, reusing its artifacts", "pass", prev.Name, "from", oldRel, "to", newRel)
+	prev.Index = index
+	return nil
+}
+
 // passKey hashes everything a pass's result depends on: its kind, its
 // decoded configuration and the content of every slot it references.
 func (run *runner) passKey(p *recipe.Pass, config []byte) string {
@@ -317,8 +347,12 @@ func (run *runner) runPass(ctx context.Context, p *recipe.Pass, ev Events) (Pass
 	dir := filepath.Join(run.opts.Dir, "passes", fmt.Sprintf("%02d-%s", p.Index, sanitize(p.Name)))
 	produces := impl.Spec().Produces
 
-	if prev, ok := run.prev[p.Index]; ok && prev.Status == StatusDone && prev.Key == rec.Key && prev.Name == rec.Name {
-		if err := run.restore(p, produces, dir, prev); err == nil {
+	if prev, ok := run.prev[p.Name]; ok && prev.Status == StatusDone && prev.Key == rec.Key {
+		err := run.move(&prev, p.Index, dir)
+		if err == nil {
+			err = run.restore(p, produces, dir, prev)
+		}
+		if err == nil {
 			prev.Resumed = true
 			run.log.Info("pass unchanged, reusing its artifacts", "pass", p.Name, "dir", dir)
 			return prev, nil

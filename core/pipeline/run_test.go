@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/recipe"
@@ -214,5 +215,79 @@ func TestRunManifestAndResume(t *testing.T) {
 		if p.Status != StatusDone {
 			t.Errorf("pass %s: status %s", p.Name, p.Status)
 		}
+	}
+}
+
+// TestResumeReordered: passes that moved in the recipe (here: a new pass
+// inserted before them) are reused from their old directories, which are
+// renamed to their new positions, artifacts and all.
+func TestResumeReordered(t *testing.T) {
+	work := t.TempDir()
+	tinyModel(t, filepath.Join(work, "base"))
+	runs, fail := 0, ""
+	reg := NewRegistry()
+	if err := reg.Register(scalePass{runs: &runs, fail: &fail}); err != nil {
+		t.Fatal(err)
+	}
+	load := func(src string) *recipe.Recipe {
+		path := filepath.Join(work, "r.hcl")
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, diags := recipe.Load(path, nil, reg.Language())
+		if diags.HasErrors() {
+			t.Fatal(diags)
+		}
+		return r
+	}
+	runDir := filepath.Join(work, "run")
+	ctx := context.Background()
+	if _, err := Run(ctx, load(testRecipe), reg, Options{Dir: runDir}, Events{}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(filepath.Join(runDir, "passes", "01-second", "model", "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inserted := strings.Replace(testRecipe, `pass "scale" {
+  name   = "first"`, `pass "scale" {
+  name   = "zeroth"
+  model  = model.base
+  into   = "z"
+  factor = 10
+}
+pass "scale" {
+  name   = "first"`, 1)
+	man, err := Run(ctx, load(inserted), reg, Options{Dir: runDir}, Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs != 3 {
+		t.Errorf("%d passes ran after the insertion, want the new one alone", runs-2)
+	}
+	for i, want := range []struct {
+		name    string
+		resumed bool
+	}{{"zeroth", false}, {"first", true}, {"second", true}} {
+		p := man.Passes[i]
+		if p.Name != want.name || p.Index != i || p.Resumed != want.resumed {
+			t.Errorf("pass %d: %s index %d resumed %v, want %s resumed %v", i, p.Name, p.Index, p.Resumed, want.name, want.resumed)
+		}
+		for _, a := range p.Artifacts {
+			if got, err := HashPath(filepath.Join(runDir, a.Path)); err != nil || got.SHA256 != a.SHA256 {
+				t.Errorf("pass %s artifact %s: %v", p.Name, a.Path, err)
+			}
+		}
+	}
+	after, err := os.ReadFile(filepath.Join(runDir, "passes", "02-second", "model", "model.safetensors"))
+	if err != nil || string(after) != string(before) {
+		t.Errorf("the moved pass's model: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(runDir, "passes", "01-second")); !os.IsNotExist(err) {
+		t.Errorf("the old directory is still there: %v", err)
+	}
+	// Once more: everything is reused where it now is.
+	if _, err := Run(ctx, load(inserted), reg, Options{Dir: runDir}, Events{}); err != nil || runs != 3 {
+		t.Errorf("third run: %v, %d passes ran", err, runs-3)
 	}
 }
