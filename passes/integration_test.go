@@ -270,7 +270,7 @@ pass "distill" {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted run: %v, want context.Canceled", err)
 	}
-	ckpts, _ := filepath.Glob(filepath.Join(dir, "run", "checkpoints", "01-distill-*", cpu.CheckpointFile))
+	ckpts, _ := filepath.Glob(filepath.Join(dir, "run", "checkpoints", "distill@*", cpu.CheckpointFile))
 	if len(ckpts) != 1 {
 		t.Fatalf("checkpoints after the interruption: %v", ckpts)
 	}

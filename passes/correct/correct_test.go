@@ -174,7 +174,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("%d Train calls", len(trains))
 	}
 	tr := trains[0].Req.(backend.TrainRequest)
-	if !strings.HasPrefix(tr.CheckpointDir, filepath.Join(run, "checkpoints", "00-correct-")) {
+	if !strings.HasPrefix(tr.CheckpointDir, filepath.Join(run, "checkpoints", "correct@")) {
 		t.Errorf("checkpoint dir %s is not under the run's checkpoints", tr.CheckpointDir)
 	}
 	origShape, orig := passtest.ReadInt32(t, trainPath)

@@ -156,7 +156,7 @@ func TestRun(t *testing.T) {
 	if !reflect.DeepEqual(tr, want) {
 		t.Errorf("train request\n%+v\nwant\n%+v", tr, want)
 	}
-	if !strings.HasPrefix(tr.CheckpointDir, filepath.Join(run, "checkpoints", "01-distill-")) {
+	if !strings.HasPrefix(tr.CheckpointDir, filepath.Join(run, "checkpoints", "distill@")) {
 		t.Errorf("checkpoint dir %s", tr.CheckpointDir)
 	}
 	if !strings.Contains(filepath.Base(tr.Data.Path), "-shuffled-") || fake.CallsOf("Train")[0].SeqLen != 16 {

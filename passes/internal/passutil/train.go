@@ -537,7 +537,9 @@ func checkpointDir(rc *pipeline.RunContext, p *recipe.Pass, modelDirs []string, 
 	}
 	key := hex.EncodeToString(h.Sum(nil))[:16]
 	root = filepath.Join(rc.RunDir, "checkpoints")
-	prefix := fmt.Sprintf("%02d-%s-", p.Index, p.Name)
+	// By name, not position, as the pipeline resumes passes; '@' cannot
+	// occur in a pass name, so one pass's prefix is no other's.
+	prefix := p.Name + "@"
 	dir = filepath.Join(root, prefix+key)
 	if entries, err := os.ReadDir(root); err == nil {
 		for _, e := range entries {
