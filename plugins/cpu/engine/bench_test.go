@@ -64,3 +64,51 @@ func BenchmarkTrainStep(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAttentionRecompute times a training step of stories15M's shape
+// at a long context with the attention probabilities kept for the
+// backward pass and recomputed in it (what a budget too small for them
+// chooses), reporting tokens/s and the activation memory each needs.
+func BenchmarkAttentionRecompute(b *testing.B) {
+	cfg := benchShapes[1].cfg
+	cfg.MaxSeq = 1024
+	const bsz, t = 2, 1024
+	for _, c := range []struct {
+		name   string
+		budget int64
+	}{{"keep", 1 << 40}, {"recompute", -1}} {
+		b.Run(c.name, func(b *testing.B) {
+			p, err := NewParams(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.InitRandom(1)
+			e, err := New(p, Options{AttentionBudget: c.budget})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tr, err := NewTrainer(e, nil, DefaultTrainConfig())
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(1, 2))
+			toks := randomTokens(r, bsz*t, cfg.Vocab)
+			ids := append(append([]int32(nil), toks[1:]...), -1)
+			batch := []Batch{{Tokens: toks, B: bsz, T: t, Targets: Targets{IDs: ids}}}
+			for b.Loop() {
+				if _, err := tr.Step(batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(bsz*t*b.N)/b.Elapsed().Seconds(), "tokens/s")
+			var probs int
+			for _, a := range e.acts {
+				probs += len(a.att)
+			}
+			for _, s := range e.scratch.probs {
+				probs += len(s)
+			}
+			b.ReportMetric(float64(probs*4)/(1<<20), "prob-MiB")
+		})
+	}
+}

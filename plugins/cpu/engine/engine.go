@@ -37,7 +37,17 @@ type Options struct {
 	// its activations, valid until the call returns (not for layers that
 	// SetSkip bypasses). Importance scoring reads them here.
 	OnLayer func(layer int, a *Activations) error
+	// AttentionBudget bounds the bytes of attention probabilities
+	// ([B, heads, T, T] per layer) kept from the forward pass for the
+	// backward one; past it the backward recomputes them, one (sequence,
+	// head) at a time, bit for bit. 0 means DefaultAttentionBudget; a
+	// negative budget always recomputes.
+	AttentionBudget int64
 }
+
+// DefaultAttentionBudget keeps attention probabilities up to 256 MiB: short
+// contexts skip the recomputation, long ones fit in memory.
+const DefaultAttentionBudget = 256 << 20
 
 // Activations are one layer's forward activations over the N = B·T rows
 // of the batch, row-major.
@@ -62,7 +72,7 @@ type Activations struct {
 type layerActs struct {
 	ln1, q, k, v, ao, mid, ln2, gate, up, act []float32
 	rstd1, rstd2                              []float32
-	att                                       []float32 // [B, H, T, T] softmax probabilities
+	att                                       []float32 // [B, H, T, T] softmax probabilities, when kept
 }
 
 // Engine runs one model. It is not safe for concurrent use.
@@ -78,6 +88,9 @@ type Engine struct {
 
 	// Shape of the last Forward.
 	b, t, n int
+	// keepProbs: the forward keeps attention probabilities in layerActs.att
+	// for the backward; otherwise both compute them in scratch.probs.
+	keepProbs bool
 	tokens  []int32
 
 	resid  [][]float32 // L+1 residual streams [N, hidden]
@@ -103,6 +116,8 @@ type Engine struct {
 type scratch struct {
 	dres, dln, dq, dk, dv, dao, dgate, dup, dact []float32
 	att                                          [][]float32 // per worker [T, T]
+	// probs are per-worker [T, T] probabilities when they are not kept.
+	probs [][]float32
 }
 
 // New builds an engine over p, which must come from NewParams, FromIR or
@@ -176,13 +191,34 @@ func (e *Engine) alloc(b, t int) {
 	e.b, e.t, e.n = b, t, n
 	e.resid = make([][]float32, len(cfg.Layers)+1)
 	e.acts = make([]layerActs, len(cfg.Layers))
+	// Keep the attention probabilities when they fit the budget.
+	var probBytes int64 // inference shares one layer's buffers
+	for _, lc := range cfg.Layers {
+		layer := int64(b) * int64(lc.Heads) * int64(t) * int64(t) * 4
+		if e.opts.Inference {
+			probBytes = max(probBytes, layer)
+		} else {
+			probBytes += layer
+		}
+	}
+	budget := e.opts.AttentionBudget
+	if budget == 0 {
+		budget = DefaultAttentionBudget
+	}
+	e.keepProbs = probBytes <= budget
+	attSize := func(heads int) int {
+		if !e.keepProbs {
+			return 0
+		}
+		return b * heads * t * t
+	}
 	if e.opts.Inference {
 		// One set of buffers, sized for the widest layer, for all layers.
 		var mq, mkv, mm, mh int
 		for _, lc := range cfg.Layers {
 			mq, mkv, mm, mh = max(mq, lc.Heads*lc.HeadDim), max(mkv, lc.KVHeads*lc.HeadDim), max(mm, lc.MLP), max(mh, lc.Heads)
 		}
-		shared := newLayerActs(n, d, mq, mkv, mm, b*mh*t*t)
+		shared := newLayerActs(n, d, mq, mkv, mm, attSize(mh))
 		a, c := make([]float32, n*d), make([]float32, n*d)
 		for l := range e.acts {
 			e.acts[l] = shared
@@ -192,7 +228,7 @@ func (e *Engine) alloc(b, t int) {
 		e.resid[len(cfg.Layers)] = a
 	} else {
 		for l, lc := range cfg.Layers {
-			e.acts[l] = newLayerActs(n, d, lc.Heads*lc.HeadDim, lc.KVHeads*lc.HeadDim, lc.MLP, b*lc.Heads*t*t)
+			e.acts[l] = newLayerActs(n, d, lc.Heads*lc.HeadDim, lc.KVHeads*lc.HeadDim, lc.MLP, attSize(lc.Heads))
 			e.resid[l] = make([]float32, n*d)
 		}
 		e.resid[len(cfg.Layers)] = make([]float32, n*d)
@@ -213,8 +249,12 @@ func (e *Engine) alloc(b, t int) {
 		e.dlnf = make([]float32, n*d)
 	}
 	e.scratch.att = make([][]float32, e.threads)
+	e.scratch.probs = nil
 	for i := range e.scratch.att {
 		e.scratch.att[i] = make([]float32, t*t)
+		if !e.keepProbs {
+			e.scratch.probs = append(e.scratch.probs, make([]float32, t*t))
+		}
 	}
 }
 

@@ -111,33 +111,62 @@ func ropeRow(v []float32, hd int, cos, sin []float32, inverse bool) {
 const attnBlock = 64
 
 // attentionForward computes, for every sequence and head, the causal
-// softmax of Q·Kᵀ/sqrt(head_dim) (kept in a.att) and its product with V
-// (into a.ao). Query head h reads KV head h/(Heads/KVHeads).
+// softmax of Q·Kᵀ/sqrt(head_dim) (kept in a.att when the engine keeps
+// probabilities, else in a per-worker buffer) and its product with V (into
+// a.ao). Query head h reads KV head h/(Heads/KVHeads).
 func (e *Engine) attentionForward(p *Layer, a *layerActs) {
 	bsz, t := e.b, e.t
 	hd := p.HeadDim
 	qd, kvd := p.Heads*hd, p.KVHeads*hd
-	gs := p.GroupSize()
-	scale := float32(1 / math.Sqrt(float64(hd)))
+	var next sync.Mutex
+	worker := 0
 	parallel(e.threads, bsz*p.Heads, func(lo, hi int) {
+		var buf []float32
+		if !e.keepProbs {
+			next.Lock()
+			buf = e.scratch.probs[worker]
+			worker++
+			next.Unlock()
+		}
 		for task := lo; task < hi; task++ {
 			b, h := task/p.Heads, task%p.Heads
-			g := h / gs
-			qoff, koff := b*t*qd+h*hd, b*t*kvd+g*hd
-			pr := a.att[task*t*t : (task+1)*t*t]
-			for r0 := 0; r0 < t; r0 += attnBlock {
-				r1 := min(t, r0+attnBlock)
-				blas.SgemmThreads(1, false, true, r1-r0, r1, hd, scale, a.q[qoff+r0*qd:], qd, a.k[koff:], kvd, 0, pr[r0*t:], t)
-			}
-			for i := 0; i < t; i++ {
-				softmaxCausal(pr[i*t:(i+1)*t], i)
-			}
+			qoff, koff := b*t*qd+h*hd, b*t*kvd+(h/p.GroupSize())*hd
+			pr := e.attnProbs(p, a, b, h, buf, true)
 			for r0 := 0; r0 < t; r0 += attnBlock {
 				r1 := min(t, r0+attnBlock)
 				blas.SgemmThreads(1, false, false, r1-r0, hd, r1, 1, pr[r0*t:], t, a.v[koff:], kvd, 0, a.ao[qoff+r0*qd:], qd)
 			}
 		}
 	})
+}
+
+// attnProbs returns the causal attention probabilities [T, T] of sequence
+// b, query head h. When the engine keeps them they live in a.att: the
+// forward pass (fresh) computes them there and the backward reads them
+// back. Otherwise they are computed into buf on every call; the
+// computation is the same, so recomputed probabilities equal the
+// forward's bit for bit.
+func (e *Engine) attnProbs(p *Layer, a *layerActs, b, h int, buf []float32, fresh bool) []float32 {
+	t, hd := e.t, p.HeadDim
+	qd, kvd := p.Heads*hd, p.KVHeads*hd
+	task := b*p.Heads + h
+	pr := buf
+	if e.keepProbs {
+		pr = a.att[task*t*t : (task+1)*t*t]
+		if !fresh {
+			return pr
+		}
+	}
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	qoff, koff := b*t*qd+h*hd, b*t*kvd+(h/p.GroupSize())*hd
+	for r0 := 0; r0 < t; r0 += attnBlock {
+		r1 := min(t, r0+attnBlock)
+		blas.SgemmThreads(1, false, true, r1-r0, r1, hd, scale, a.q[qoff+r0*qd:], qd, a.k[koff:], kvd, 0, pr[r0*t:], t)
+	}
+	for i := 0; i < t; i++ {
+		softmaxCausal(pr[i*t:(i+1)*t], i)
+	}
+	return pr
 }
 
 // softmaxCausal turns row[0..i] into probabilities and zeroes the rest.
@@ -163,6 +192,10 @@ func (e *Engine) attentionBackward(p *Layer, a *layerActs, dao, dq, dk, dv []flo
 	parallel(e.threads, bsz*p.KVHeads, func(lo, hi int) {
 		next.Lock()
 		dp := e.scratch.att[worker]
+		var buf []float32
+		if !e.keepProbs {
+			buf = e.scratch.probs[worker]
+		}
 		worker++
 		next.Unlock()
 		for task := lo; task < hi; task++ {
@@ -171,7 +204,7 @@ func (e *Engine) attentionBackward(p *Layer, a *layerActs, dao, dq, dk, dv []flo
 			for j := 0; j < gs; j++ {
 				h := g*gs + j
 				qoff := b*t*qd + h*hd
-				pr := a.att[(b*p.Heads+h)*t*t : (b*p.Heads+h+1)*t*t]
+				pr := e.attnProbs(p, a, b, h, buf, false)
 				beta := float32(1)
 				if j == 0 {
 					beta = 0

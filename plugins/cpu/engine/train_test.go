@@ -83,7 +83,7 @@ func TestAdamW(t *testing.T) {
 
 // trainSetup builds a student trainer distilling from a teacher of another
 // architecture, with CE mixed in, clipping, and two micro-batches per step.
-func trainSetup(t *testing.T, threads int) (*Trainer, []Batch) {
+func trainSetup(t *testing.T, threads int, attBudget int64) (*Trainer, []Batch) {
 	t.Helper()
 	cfg := tinyConfig(false)
 	sp, err := NewParams(cfg)
@@ -94,11 +94,11 @@ func trainSetup(t *testing.T, threads int) (*Trainer, []Batch) {
 	tcfg := tinyConfig(true)
 	tcfg.Layers = append(tcfg.Layers, ir.LayerConfig{Heads: 2, KVHeads: 2, HeadDim: 4, MLP: 16})
 	tp := randomParams(t, tcfg, 9, 0.3)
-	student, err := New(sp, Options{Threads: threads, LossChunk: 5})
+	student, err := New(sp, Options{Threads: threads, LossChunk: 5, AttentionBudget: attBudget})
 	if err != nil {
 		t.Fatal(err)
 	}
-	teacher, err := New(tp, Options{Threads: threads, Inference: true})
+	teacher, err := New(tp, Options{Threads: threads, Inference: true, AttentionBudget: attBudget})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +120,11 @@ func trainSetup(t *testing.T, threads int) (*Trainer, []Batch) {
 }
 
 // TestDeterminism: the same seed gives bitwise the same weights after
-// several steps, at the same and at different thread counts.
+// several steps, at the same and at different thread counts, and whether
+// the attention probabilities are kept or recomputed in the backward pass.
 func TestDeterminism(t *testing.T) {
-	run := func(threads int) ([]float32, []StepStats) {
-		tr, batches := trainSetup(t, threads)
+	run := func(threads int, attBudget int64) ([]float32, []StepStats) {
+		tr, batches := trainSetup(t, threads, attBudget)
 		var stats []StepStats
 		for i := 0; i < 3; i++ {
 			st, err := tr.Step(batches)
@@ -134,9 +135,11 @@ func TestDeterminism(t *testing.T) {
 		}
 		return tr.Student.P.Flat(), stats
 	}
-	a, sa := run(2)
-	b, sb := run(2)
-	c, _ := run(1)
+	a, sa := run(2, 0)
+	b, sb := run(2, 0)
+	c, _ := run(1, 0)
+	d, sd := run(2, -1)
+	e, _ := run(1, -1)
 	for i := range a {
 		if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
 			t.Fatalf("element %d differs between identical runs: %v vs %v", i, a[i], b[i])
@@ -144,10 +147,13 @@ func TestDeterminism(t *testing.T) {
 		if math.Float32bits(a[i]) != math.Float32bits(c[i]) {
 			t.Fatalf("element %d differs between 2 and 1 threads: %v vs %v", i, a[i], c[i])
 		}
+		if math.Float32bits(a[i]) != math.Float32bits(d[i]) || math.Float32bits(a[i]) != math.Float32bits(e[i]) {
+			t.Fatalf("element %d differs when attention is recomputed: %v vs %v, %v", i, a[i], d[i], e[i])
+		}
 	}
 	for i := range sa {
-		if sa[i] != sb[i] {
-			t.Fatalf("step %d stats differ: %+v vs %+v", i, sa[i], sb[i])
+		if sa[i] != sb[i] || sa[i] != sd[i] {
+			t.Fatalf("step %d stats differ: %+v vs %+v vs %+v (recomputed)", i, sa[i], sb[i], sd[i])
 		}
 	}
 }
