@@ -91,7 +91,7 @@ type Engine struct {
 	// keepProbs: the forward keeps attention probabilities in layerActs.att
 	// for the backward; otherwise both compute them in scratch.probs.
 	keepProbs bool
-	tokens  []int32
+	tokens    []int32
 
 	resid  [][]float32 // L+1 residual streams [N, hidden]
 	acts   []layerActs
