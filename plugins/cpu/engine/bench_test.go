@@ -72,11 +72,12 @@ func BenchmarkTrainStep(b *testing.B) {
 func BenchmarkAttentionRecompute(b *testing.B) {
 	cfg := benchShapes[1].cfg
 	cfg.MaxSeq = 1024
-	const bsz, t = 2, 1024
 	for _, c := range []struct {
 		name   string
+		bsz, t int
 		budget int64
-	}{{"keep", 1 << 40}, {"recompute", -1}} {
+	}{{"t1024/keep", 2, 1024, 1 << 40}, {"t1024/recompute", 2, 1024, -1}, {"t256/keep", 8, 256, 1 << 40}, {"t256/recompute", 8, 256, -1}} {
+		bsz, t := c.bsz, c.t
 		b.Run(c.name, func(b *testing.B) {
 			p, err := NewParams(cfg)
 			if err != nil {
