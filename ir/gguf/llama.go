@@ -45,6 +45,8 @@ const (
 	KeyTokUNK       = "tokenizer.ggml.unknown_token_id"
 	KeyTokAddBOS    = "tokenizer.ggml.add_bos_token"
 	KeyTokAddEOS    = "tokenizer.ggml.add_eos_token"
+	KeyTokAddSpace  = "tokenizer.ggml.add_space_prefix"
+	KeyTokFoldSpace = "tokenizer.ggml.remove_extra_whitespaces"
 	archLlama       = "llama"
 	tokModelLlama   = "llama" // SentencePiece BPE with byte fallback
 	defaultRopeBase = 10000
@@ -479,6 +481,20 @@ func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
 	if t.UNK, err = f.tokenID(KeyTokUNK, 0); err != nil {
 		return nil, err
 	}
+	// llama.cpp's defaults: a space prefix, spaces kept.
+	for _, flag := range []struct {
+		key    string
+		dst    *bool
+		invert bool
+	}{{KeyTokAddSpace, &t.NoDummyPrefix, true}, {KeyTokFoldSpace, &t.FoldSpaces, false}} {
+		if v, ok := f.Get(flag.key); ok {
+			b, ok := v.Bool()
+			if !ok {
+				return nil, f.keyErr(flag.key, "want a bool, got %s %s", v.Type, v)
+			}
+			*flag.dst = b != flag.invert
+		}
+	}
 	if err := t.Check(); err != nil {
 		return nil, fmt.Errorf("%s: tokenizer: %w", f.Path, err)
 	}
@@ -837,6 +853,14 @@ func tokenizerKVs(t *tokenizer.Tokenizer, c *ir.Config) ([]KV, error) {
 		}
 	}
 	kvs = append(kvs, KV{KeyTokAddBOS, Of(true)}, KV{KeyTokAddEOS, Of(false)})
+	// Written only when not llama.cpp's defaults, so that Llama-style
+	// vocabularies give the same bytes as before these keys were known.
+	if t.NoDummyPrefix {
+		kvs = append(kvs, KV{KeyTokAddSpace, Of(false)})
+	}
+	if t.FoldSpaces {
+		kvs = append(kvs, KV{KeyTokFoldSpace, Of(true)})
+	}
 	return kvs, nil
 }
 

@@ -480,6 +480,43 @@ func TestSaveLoadTinyUntied(t *testing.T) {
 	}
 }
 
+// TestSaveLoadNormalizerFlags: a vocabulary without the dummy prefix and
+// with space folding keeps both through a GGUF file, under llama.cpp's
+// keys, which Llama-style vocabularies leave out.
+func TestSaveLoadNormalizerFlags(t *testing.T) {
+	m := tinyModel(t, ir.F32)
+	_, plain := saveLoad(t, m, SaveOptions{})
+	f, err := Open(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, a := f.Get(KeyTokAddSpace)
+	_, b := f.Get(KeyTokFoldSpace)
+	f.Close()
+	if a || b {
+		t.Error("default normalizer flags written")
+	}
+	m.Tokenizer.NoDummyPrefix, m.Tokenizer.FoldSpaces = true, true
+	got, path := saveLoad(t, m, SaveOptions{})
+	if !got.Tokenizer.NoDummyPrefix || !got.Tokenizer.FoldSpaces {
+		t.Errorf("flags after the round trip: NoDummyPrefix %v FoldSpaces %v", got.Tokenizer.NoDummyPrefix, got.Tokenizer.FoldSpaces)
+	}
+	if x, y := got.Tokenizer.Encode("  a  ab ", true, false), m.Tokenizer.Encode("  a  ab ", true, false); !reflect.DeepEqual(x, y) || !reflect.DeepEqual(x, m.Tokenizer.Encode("a ab", true, false)) {
+		t.Errorf("Encode: %v vs %v", x, y)
+	}
+	f, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if v, _ := f.Get(KeyTokAddSpace); !v.Equal(Of(false)) {
+		t.Errorf("%s = %s", KeyTokAddSpace, v)
+	}
+	if v, _ := f.Get(KeyTokFoldSpace); !v.Equal(Of(true)) {
+		t.Errorf("%s = %s", KeyTokFoldSpace, v)
+	}
+}
+
 // Without a tokenizer the file still round-trips (llama.cpp would need
 // the vocabulary), taking the vocabulary size from llama.vocab_size.
 func TestSaveLoadWithoutTokenizer(t *testing.T) {

@@ -12,7 +12,7 @@ func (t *Tokenizer) DecodeToken(prev, id int) string {
 		return ""
 	}
 	ix := t.index()
-	return ix.decode(t.isBOS(prev), int32(id))
+	return ix.decode(t.stripsAfter(prev), int32(id))
 }
 
 func (ix *index) decode(afterBOS bool, id int32) string {
@@ -43,7 +43,7 @@ func (t *Tokenizer) Decode(ids []int) string {
 			continue
 		}
 		if !ix.control[id] {
-			sb.WriteString(ix.decode(t.isBOS(prev), int32(id)))
+			sb.WriteString(ix.decode(t.stripsAfter(prev), int32(id)))
 		}
 		prev = id
 	}
@@ -51,3 +51,7 @@ func (t *Tokenizer) Decode(ids []int) string {
 }
 
 func (t *Tokenizer) isBOS(id int) bool { return id >= 0 && id == t.BOS }
+
+// stripsAfter reports whether the token after prev loses its leading
+// space: after BOS, when Encode put the dummy prefix there.
+func (t *Tokenizer) stripsAfter(prev int) bool { return t.isBOS(prev) && !t.NoDummyPrefix }

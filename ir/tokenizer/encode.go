@@ -1,5 +1,7 @@
 package tokenizer
 
+import "strings"
+
 // Encode tokenizes text exactly as llama2.c's run.c encode does:
 //
 //  1. BOS when bos is set;
@@ -29,11 +31,14 @@ func (t *Tokenizer) Encode(text string, bos, eos bool) []int {
 		return []int{}
 	}
 	ix := t.index()
+	if t.FoldSpaces {
+		text = foldSpaces(text)
+	}
 	syms := make([]int32, 0, len(text)+3)
 	if bos && t.BOS >= 0 && t.BOS < len(t.Pieces) {
 		syms = append(syms, int32(t.BOS))
 	}
-	if text != "" {
+	if text != "" && !t.NoDummyPrefix {
 		syms = append(syms, ix.dummy...)
 	}
 	for i := 0; i < len(text); {
@@ -59,6 +64,28 @@ func (t *Tokenizer) Encode(text string, bos, eos bool) []int {
 		out = append(out, t.EOS)
 	}
 	return out
+}
+
+// foldSpaces is SentencePiece's remove_extra_whitespaces for the identity
+// normalizer: spaces (U+0020 only) at either end are dropped and inner runs
+// become one space.
+func foldSpaces(s string) string {
+	s = strings.Trim(s, " ")
+	if !strings.Contains(s, "  ") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	prevSpace := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == ' ' && prevSpace {
+			continue
+		}
+		prevSpace = c == ' '
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // candidate is a mergeable adjacent pair (left, right) as it was when

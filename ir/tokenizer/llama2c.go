@@ -108,9 +108,18 @@ func ParseLlama2c(data []byte, vocabSize int) (*Tokenizer, error) {
 // in their text form ('▁' as ' ', as llama2.c's export does), and BOS/EOS
 // stored as "<s>"/"</s>" get llama2.c's newline-wrapped spelling, so run.c
 // reads a GGUF vocabulary correctly. max_token_length is the longest piece.
+//
+// The format has no normalizer: run.c always puts the dummy prefix before
+// the text and keeps every space. A vocabulary without the dummy prefix is
+// refused (run.c would encode every text differently); FoldSpaces is
+// dropped, as llama2.c's own export of a tokenizer.model drops it (the two
+// differ only on texts with extra spaces).
 func MarshalLlama2c(t *Tokenizer) ([]byte, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
+	}
+	if t.NoDummyPrefix {
+		return nil, fmt.Errorf("the vocabulary encodes without a dummy-prefix space (add_dummy_prefix = false), which llama2.c's tokenizer.bin cannot express: run.c would tokenize every text differently; keep the tokenizer.model or GGUF vocabulary")
 	}
 	pieces := make([]string, len(t.Pieces))
 	size, maxLen := 4, 0

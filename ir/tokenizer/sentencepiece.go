@@ -89,11 +89,14 @@ func LoadSentencePiece(path string) (*Tokenizer, error) {
 //
 // Only BPE models are supported: Encode is llama2.c's greedy merge, which
 // is SentencePiece's BPE algorithm; unigram (the proto's default model
-// type), word and char models are rejected. The normalizer spec is not
-// applied: Encode matches SentencePiece for the "identity" normalizer with
-// add_dummy_prefix and without remove_extra_whitespaces, the Llama setup.
+// type), word and char models are rejected. Of the normalizer spec,
+// add_dummy_prefix and remove_extra_whitespaces are honored
+// (Tokenizer.NoDummyPrefix, FoldSpaces); its rule (NFKC and the like) is
+// not applied, so Encode matches SentencePiece for the "identity" rule that
+// Llama-family BPE models use.
 func ParseSentencePiece(data []byte) (*Tokenizer, error) {
 	tr := spTrainer{modelType: spUnigram, unk: 0, bos: 1, eos: 2, pad: -1}
+	norm := spNormalizer{addDummyPrefix: true, removeExtraWhitespaces: true} // the proto's defaults
 	t := &Tokenizer{}
 	r := &pbReader{data: data}
 	for !r.done() {
@@ -122,8 +125,19 @@ func ParseSentencePiece(data []byte) (*Tokenizer, error) {
 			if err != nil {
 				return nil, err
 			}
+		case spModelNormalizer:
+			if err := want("ModelProto", num, wire, wireBytes, at); err != nil {
+				return nil, err
+			}
+			msg, base, err := r.bytes()
+			if err != nil {
+				return nil, fmt.Errorf("ModelProto: %w", err)
+			}
+			if err := parseSPNormalizer(&pbReader{data: msg, base: base}, &norm); err != nil {
+				return nil, err
+			}
 		default:
-			// The normalizer spec and anything newer are not needed.
+			// Anything newer is not needed.
 			if err := r.skip(num, wire, 0); err != nil {
 				return nil, fmt.Errorf("ModelProto: %w", err)
 			}
@@ -148,7 +162,46 @@ func ParseSentencePiece(data []byte) (*Tokenizer, error) {
 		}
 	}
 	t.UNK, t.BOS, t.EOS = int(tr.unk), int(tr.bos), int(tr.eos)
+	t.NoDummyPrefix, t.FoldSpaces = !norm.addDummyPrefix, norm.removeExtraWhitespaces
 	return t, nil
+}
+
+// spNormalizer is what Encode takes from a NormalizerSpec.
+type spNormalizer struct {
+	addDummyPrefix, removeExtraWhitespaces bool
+}
+
+// parseSPNormalizer reads the flags Encode honors. The rule name and its
+// precompiled character map are not applied (see ParseSentencePiece).
+func parseSPNormalizer(r *pbReader, n *spNormalizer) error {
+	for !r.done() {
+		at := r.pos()
+		num, wire, err := r.key()
+		if err != nil {
+			return fmt.Errorf("NormalizerSpec: %w", err)
+		}
+		var dst *bool
+		switch num {
+		case spNormAddDummyPrefix:
+			dst = &n.addDummyPrefix
+		case spNormRemoveExtraSpaces:
+			dst = &n.removeExtraWhitespaces
+		default:
+			if err := r.skip(num, wire, 0); err != nil {
+				return fmt.Errorf("NormalizerSpec: %w", err)
+			}
+			continue
+		}
+		if err := want("NormalizerSpec", num, wire, wireVarint, at); err != nil {
+			return err
+		}
+		v, err := r.varint()
+		if err != nil {
+			return fmt.Errorf("NormalizerSpec field %d: %w", num, err)
+		}
+		*dst = v != 0
+	}
+	return nil
 }
 
 // parseSPPiece reads ModelProto.SentencePiece number i and appends it to t.
@@ -299,8 +352,8 @@ func (t *Tokenizer) spPiece(i int) string {
 // encoding agrees with Encode: pieces in SentencePiece spelling (spaces as
 // '▁', BOS/EOS as "<s>"/"</s>" when stored the llama2.c way, an empty UNK
 // as "<unk>"), byte pieces typed BYTE with byte_fallback on, and the
-// identity normalizer with a dummy prefix and no whitespace folding, as in
-// Llama's tokenizer.model. t must have an UNK piece; SentencePiece refuses
+// identity normalizer with t's dummy prefix and whitespace folding (by
+// default a dummy prefix and no folding, as in Llama's tokenizer.model). t must have an UNK piece; SentencePiece refuses
 // models without one.
 func MarshalSentencePiece(t *Tokenizer) ([]byte, error) {
 	if err := t.Check(); err != nil {
@@ -360,8 +413,8 @@ func MarshalSentencePiece(t *Tokenizer) ([]byte, error) {
 
 	var norm pbWriter
 	norm.string(spNormName, "identity")
-	norm.bool(spNormAddDummyPrefix, true)
-	norm.bool(spNormRemoveExtraSpaces, false)
+	norm.bool(spNormAddDummyPrefix, !t.NoDummyPrefix)
+	norm.bool(spNormRemoveExtraSpaces, t.FoldSpaces)
 	norm.bool(spNormEscapeWhitespaces, true)
 	w.bytes(spModelNormalizer, norm.b)
 	return w.b, nil

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -235,9 +236,15 @@ func TestLoadSentencePieceTok512(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("llama2.c export of tok512.model differs from tok512.bin")
 	}
+	// The file leaves remove_extra_whitespaces unset, which SentencePiece
+	// reads as true; llama2.c's tokenizer.bin keeps every space. On folded
+	// text the two agree.
+	if !sp.FoldSpaces || sp.NoDummyPrefix {
+		t.Errorf("normalizer: FoldSpaces %v NoDummyPrefix %v, want true, false", sp.FoldSpaces, sp.NoDummyPrefix)
+	}
 	tok := tok512(t)
 	for _, s := range corpusSample(t, "tinystories_val.txt", 200, 13) {
-		if a, b := tok.Encode(s, true, false), sp.Encode(s, true, false); !slices.Equal(a, b) {
+		if a, b := tok.Encode(foldSpaces(s), true, false), sp.Encode(s, true, false); !slices.Equal(a, b) {
 			t.Fatalf("Encode(%q): tok512.bin %v, tok512.model %v", s, a, b)
 		}
 	}
@@ -392,6 +399,9 @@ func FuzzParseSentencePiece(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse: %v", err)
 		}
+		if back.NoDummyPrefix != tok.NoDummyPrefix || back.FoldSpaces != tok.FoldSpaces {
+			t.Fatalf("normalizer flags %v %v became %v %v", tok.NoDummyPrefix, tok.FoldSpaces, back.NoDummyPrefix, back.FoldSpaces)
+		}
 		if back.Size() != tok.Size() || back.UNK != tok.UNK || back.BOS != tok.BOS || back.EOS != tok.EOS {
 			t.Fatalf("size/UNK/BOS/EOS %d %d %d %d became %d %d %d %d", tok.Size(), tok.UNK, tok.BOS, tok.EOS, back.Size(), back.UNK, back.BOS, back.EOS)
 		}
@@ -436,4 +446,97 @@ func TestFingerprintIgnoresSpelling(t *testing.T) {
 	if changed.Fingerprint() == spm.Fingerprint() {
 		t.Error("a changed score kept the fingerprint")
 	}
+}
+
+// TestNormalizerGolden: four models that differ only in add_dummy_prefix
+// and remove_extra_whitespaces encode texts with awkward spacing exactly as
+// Google's SentencePiece does (testdata/gen_normalizer_golden.py), keep
+// their flags through MarshalSentencePiece, and decode back to the text
+// SentencePiece's normalization leaves.
+func TestNormalizerGolden(t *testing.T) {
+	raw, err := os.ReadFile("testdata/normalizer/normalizer_golden.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var golden struct {
+		Texts []string           `json:"texts"`
+		IDs   map[string][][]int `json:"ids"`
+	}
+	if err := json.Unmarshal(raw, &golden); err != nil {
+		t.Fatal(err)
+	}
+	flags := map[string][2]bool{"llama": {false, false}, "nodummy": {true, false}, "fold": {false, true}, "nodummy_fold": {true, true}}
+	for name, want := range flags {
+		t.Run(name, func(t *testing.T) {
+			tok, err := LoadSentencePiece(filepath.Join("testdata", "normalizer", name+".model"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.NoDummyPrefix != want[0] || tok.FoldSpaces != want[1] {
+				t.Fatalf("NoDummyPrefix %v FoldSpaces %v, want %v", tok.NoDummyPrefix, tok.FoldSpaces, want)
+			}
+			data, err := MarshalSentencePiece(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := ParseSentencePiece(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back.NoDummyPrefix != tok.NoDummyPrefix || back.FoldSpaces != tok.FoldSpaces || back.Fingerprint() != tok.Fingerprint() {
+				t.Errorf("flags lost in MarshalSentencePiece: %v %v", back.NoDummyPrefix, back.FoldSpaces)
+			}
+			if _, err := MarshalLlama2c(tok); (err != nil) != tok.NoDummyPrefix {
+				t.Errorf("MarshalLlama2c: %v (NoDummyPrefix %v)", err, tok.NoDummyPrefix)
+			}
+			for i, text := range golden.Texts {
+				got := tok.Encode(text, false, false)
+				if !slices.Equal(got, golden.IDs[name][i]) {
+					t.Errorf("Encode(%q) = %v, SentencePiece %v", text, got, golden.IDs[name][i])
+				}
+				wantText := text
+				if tok.FoldSpaces {
+					wantText = foldSpaces(text)
+				}
+				if dec := tok.Decode(append([]int{tok.BOS}, got...)); dec != wantText {
+					t.Errorf("Decode(Encode(%q)) = %q, want %q", text, dec, wantText)
+				}
+			}
+		})
+	}
+	// The flags change the encoding, so they change the fingerprint.
+	a, _ := LoadSentencePiece("testdata/normalizer/llama.model")
+	b, _ := LoadSentencePiece("testdata/normalizer/llama.model")
+	b.NoDummyPrefix = true
+	if a.Fingerprint() == b.Fingerprint() {
+		t.Error("NoDummyPrefix does not change the fingerprint")
+	}
+}
+
+// FuzzNormalizerRoundTrip: under every combination of the normalizer
+// flags, decoding what Encode made (after BOS) gives back the text as
+// SentencePiece normalizes it.
+func FuzzNormalizerRoundTrip(f *testing.F) {
+	var toks []*Tokenizer
+	for _, name := range []string{"llama", "nodummy", "fold", "nodummy_fold"} {
+		tok, err := LoadSentencePiece(filepath.Join("testdata", "normalizer", name+".model"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	for _, s := range []string{"", " ", "  a  b  ", "x\t y\n", "é 🙂  ", "\xff \x80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, tok := range toks {
+			want := s
+			if tok.FoldSpaces {
+				want = foldSpaces(s)
+			}
+			if got := tok.Decode(tok.Encode(s, true, false)); got != want {
+				t.Fatalf("NoDummyPrefix %v FoldSpaces %v: Decode(Encode(%q)) = %q, want %q", tok.NoDummyPrefix, tok.FoldSpaces, s, got, want)
+			}
+		}
+	})
 }

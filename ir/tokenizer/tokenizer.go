@@ -47,6 +47,18 @@ type Tokenizer struct {
 	EOS    int
 	UNK    int
 
+	// The text normalization of a SentencePiece model's normalizer spec.
+	// The zero value is llama2.c's encode and Llama's tokenizer.model: a
+	// dummy-prefix space before the text, every space kept.
+	//
+	// NoDummyPrefix is add_dummy_prefix = false: nothing is put before the
+	// text, and decoding after BOS keeps a leading space.
+	NoDummyPrefix bool
+	// FoldSpaces is remove_extra_whitespaces = true: leading and trailing
+	// spaces are dropped and runs of spaces become one (other whitespace
+	// is kept), as SentencePiece does.
+	FoldSpaces bool
+
 	// idx caches the lookup tables; atomic so that concurrent encoders may
 	// race to build it harmlessly.
 	idx atomic.Pointer[index]
@@ -289,6 +301,11 @@ func (t *Tokenizer) Fingerprint() string {
 	}
 	for _, id := range []int{t.BOS, t.EOS, t.UNK} {
 		put(uint64(int64(id)))
+	}
+	// Only when not the default, so that existing fingerprints (cache
+	// keys) stay valid.
+	if t.NoDummyPrefix || t.FoldSpaces {
+		fmt.Fprintf(h, "normalizer dummy=%t fold=%t", !t.NoDummyPrefix, t.FoldSpaces)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
