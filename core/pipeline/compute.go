@@ -116,6 +116,11 @@ func (rc *RunContext) Tokenizer(ref recipe.Ref) (*tokenizer.Tokenizer, error) {
 		return nil, err
 	}
 	if m.Tokenizer == nil {
+		if m.Source != "" {
+			if _, err := os.Stat(filepath.Join(m.Source, "tokenizer.json")); err == nil {
+				return nil, fmt.Errorf("%s has only a tokenizer.json (%s), which whittle cannot read: it reads SentencePiece BPE vocabularies (tokenizer.model, llama2.c tokenizer.bin, GGUF), not byte-level BPE ones such as Llama 3's; give the model block a tokenizer", ref, m.Source)
+			}
+		}
 		return nil, fmt.Errorf("%s has no tokenizer; give the model block a tokenizer", ref)
 	}
 	return m.Tokenizer, nil

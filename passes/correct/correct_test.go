@@ -423,3 +423,33 @@ pass "correct" {
 		t.Errorf("the stale checkpoint of another configuration was not removed: %v", err)
 	}
 }
+
+// TestTokenizerJSONOnly: a model directory whose vocabulary is only a
+// tokenizer.json (byte-level BPE, as Llama 3 ships) is refused with a
+// message that says so, not as a model without a tokenizer.
+func TestTokenizerJSONOnly(t *testing.T) {
+	env := passtest.NewEnv(t)
+	dir := filepath.Join(env.Dir, "model")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "tokenizer") {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	passtest.WriteFile(t, dir, "tokenizer.json", `{"model": {"type": "BPE"}}`)
+	src := passtest.Inputs + `
+pass "correct" {
+  model   = model.base
+  dataset = dataset.corpus
+  into    = "fixed"
+  steps   = 1
+}
+`
+	_, err = env.Run(t, passtest.Registry(t, Pass{}), src, passtest.NewFake(), pipeline.Events{})
+	if err == nil || !strings.Contains(err.Error(), "tokenizer.json") || !strings.Contains(err.Error(), "byte-level BPE") {
+		t.Errorf("error %v should explain that tokenizer.json is not read", err)
+	}
+}
