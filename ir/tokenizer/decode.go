@@ -11,6 +11,9 @@ func (t *Tokenizer) DecodeToken(prev, id int) string {
 	if id < 0 || id >= len(t.Pieces) {
 		return ""
 	}
+	if t.ByteLevel != nil {
+		return string(t.ByteLevel.tokenBytes(t, id))
+	}
 	ix := t.index()
 	return ix.decode(t.stripsAfter(prev), int32(id))
 }
@@ -34,6 +37,16 @@ func (ix *index) decode(afterBOS bool, id int32) string {
 // 256 byte pieces and no merge spells a byte or control piece (true of
 // tok512).
 func (t *Tokenizer) Decode(ids []int) string {
+	if bl := t.ByteLevel; bl != nil {
+		// Bytes first, text last: a character may span tokens.
+		var b []byte
+		for _, id := range ids {
+			if id >= 0 && id < len(t.Pieces) && t.Types[id] != Control && t.Types[id] != Unused {
+				b = append(b, bl.tokenBytes(t, id)...)
+			}
+		}
+		return string(b)
+	}
 	ix := t.index()
 	var sb strings.Builder
 	prev := -1

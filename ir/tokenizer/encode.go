@@ -30,6 +30,9 @@ func (t *Tokenizer) Encode(text string, bos, eos bool) []int {
 	if len(t.Pieces) == 0 {
 		return []int{}
 	}
+	if t.ByteLevel != nil {
+		return t.ByteLevel.encode(t, text, bos, eos)
+	}
 	ix := t.index()
 	if t.FoldSpaces {
 		text = foldSpaces(text)

@@ -118,6 +118,9 @@ func MarshalLlama2c(t *Tokenizer) ([]byte, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
+	if t.ByteLevel != nil {
+		return nil, fmt.Errorf("a byte-level BPE vocabulary (tokenizer.json) cannot be written as llama2.c's tokenizer.bin: run.c encodes with SentencePiece's algorithm")
+	}
 	if t.NoDummyPrefix {
 		return nil, fmt.Errorf("the vocabulary encodes without a dummy-prefix space (add_dummy_prefix = false), which llama2.c's tokenizer.bin cannot express: run.c would tokenize every text differently; keep the tokenizer.model or GGUF vocabulary")
 	}

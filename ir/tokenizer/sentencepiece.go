@@ -359,6 +359,9 @@ func MarshalSentencePiece(t *Tokenizer) ([]byte, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
+	if t.ByteLevel != nil {
+		return nil, fmt.Errorf("a byte-level BPE vocabulary (tokenizer.json) cannot be written as a SentencePiece model")
+	}
 	if t.UNK < 0 {
 		return nil, fmt.Errorf("tokenizer has no UNK piece, which a SentencePiece model needs")
 	}

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 	"sync/atomic"
 )
@@ -58,6 +59,11 @@ type Tokenizer struct {
 	// spaces are dropped and runs of spaces become one (other whitespace
 	// is kept), as SentencePiece does.
 	FoldSpaces bool
+
+	// ByteLevel, when set, is a byte-level BPE model read from a Hugging
+	// Face tokenizer.json, which encodes and decodes instead of the
+	// SentencePiece algorithm.
+	ByteLevel *ByteLevel
 
 	// idx caches the lookup tables; atomic so that concurrent encoders may
 	// race to build it harmlessly.
@@ -301,6 +307,20 @@ func (t *Tokenizer) Fingerprint() string {
 	}
 	for _, id := range []int{t.BOS, t.EOS, t.UNK} {
 		put(uint64(int64(id)))
+	}
+	if bl := t.ByteLevel; bl != nil {
+		fmt.Fprintf(h, "bytelevel pattern=%q prefix=%t nfc=%t ignore=%t\n", bl.patternSrc, bl.prefixSpace, bl.nfc, bl.ignoreMerges)
+		rules := make([][3]int32, 0, len(bl.ranks))
+		for pair, r := range bl.ranks {
+			rules = append(rules, [3]int32{r.rank, pair[0], pair[1]})
+		}
+		sort.Slice(rules, func(i, j int) bool { return rules[i][0] < rules[j][0] })
+		for _, r := range rules {
+			put(uint64(r[0])<<42 | uint64(r[1])<<21 | uint64(r[2]))
+		}
+		for i, typ := range t.Types {
+			put(uint64(i)<<8 | uint64(typ))
+		}
 	}
 	// Only when not the default, so that existing fingerprints (cache
 	// keys) stay valid.
