@@ -145,14 +145,14 @@ func ParseTokenizerJSON(data []byte) (*Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer.json: %w", err)
 	}
 	var model struct {
-		Type         string           `json:"type"`
-		Vocab        map[string]int   `json:"vocab"`
-		Merges       json.RawMessage  `json:"merges"`
-		ByteFallback bool             `json:"byte_fallback"`
-		IgnoreMerges bool             `json:"ignore_merges"`
-		Continuing   *string          `json:"continuing_subword_prefix"`
-		EndOfWord    *string          `json:"end_of_word_suffix"`
-		Dropout      *float64         `json:"dropout"`
+		Type         string          `json:"type"`
+		Vocab        map[string]int  `json:"vocab"`
+		Merges       json.RawMessage `json:"merges"`
+		ByteFallback bool            `json:"byte_fallback"`
+		IgnoreMerges bool            `json:"ignore_merges"`
+		Continuing   *string         `json:"continuing_subword_prefix"`
+		EndOfWord    *string         `json:"end_of_word_suffix"`
+		Dropout      *float64        `json:"dropout"`
 	}
 	if len(doc.Model) == 0 {
 		return nil, fmt.Errorf("tokenizer.json has no model")
