@@ -117,8 +117,10 @@ func (rc *RunContext) Tokenizer(ref recipe.Ref) (*tokenizer.Tokenizer, error) {
 	}
 	if m.Tokenizer == nil {
 		if m.Source != "" {
-			if _, err := os.Stat(filepath.Join(m.Source, "tokenizer.json")); err == nil {
-				return nil, fmt.Errorf("%s has only a tokenizer.json (%s), which whittle cannot read: it reads SentencePiece BPE vocabularies (tokenizer.model, llama2.c tokenizer.bin, GGUF), not byte-level BPE ones such as Llama 3's; give the model block a tokenizer", ref, m.Source)
+			path := filepath.Join(m.Source, "tokenizer.json")
+			if _, err := os.Stat(path); err == nil {
+				_, why := tokenizer.LoadTokenizerJSON(path)
+				return nil, fmt.Errorf("%s has only a tokenizer.json, which whittle cannot read (%v); give the model block a tokenizer (tokenizer.model, llama2.c tokenizer.bin, or a byte-level BPE tokenizer.json)", ref, why)
 			}
 		}
 		return nil, fmt.Errorf("%s has no tokenizer; give the model block a tokenizer", ref)

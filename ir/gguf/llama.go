@@ -49,6 +49,9 @@ const (
 	KeyTokFoldSpace = "tokenizer.ggml.remove_extra_whitespaces"
 	archLlama       = "llama"
 	tokModelLlama   = "llama" // SentencePiece BPE with byte fallback
+	tokModelGPT2    = "gpt2"  // byte-level BPE (Llama 3, GPT-2, Qwen)
+	KeyTokMerges    = "tokenizer.ggml.merges"
+	KeyTokPre       = "tokenizer.ggml.pre"
 	defaultRopeBase = 10000
 )
 
@@ -438,8 +441,11 @@ func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
 	if err != nil || model == "" {
 		return nil, err
 	}
+	if model == tokModelGPT2 {
+		return f.byteLevelTokenizer()
+	}
 	if model != tokModelLlama {
-		return nil, f.keyErr(KeyTokModel, "tokenizer model %q is not supported (whittle reads SentencePiece %q vocabularies)", model, tokModelLlama)
+		return nil, f.keyErr(KeyTokModel, "tokenizer model %q is not supported (whittle reads SentencePiece %q and byte-level %q vocabularies)", model, tokModelLlama, tokModelGPT2)
 	}
 	v, ok := f.Get(KeyTokTokens)
 	if !ok {
@@ -499,6 +505,136 @@ func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
 		return nil, fmt.Errorf("%s: tokenizer: %w", f.Path, err)
 	}
 	return t, nil
+}
+
+// bytePre maps llama.cpp's byte-level pre-tokenizer names to the split
+// pattern and ignore_merges of the Hugging Face tokenizers they stand for.
+var bytePre = []struct {
+	name         string
+	pattern      string
+	ignoreMerges bool
+}{
+	{"llama-bpe", tokenizer.Llama3Pattern, true},
+	{"gpt-2", tokenizer.GPT2Pattern, false},
+	{"default", tokenizer.GPT2Pattern, false},
+}
+
+// byteLevelTokenizer reads a "gpt2" vocabulary: tokens, types, merges and
+// the pre-tokenizer's name.
+func (f *File) byteLevelTokenizer() (*tokenizer.Tokenizer, error) {
+	strs := func(key string) ([]string, error) {
+		v, ok := f.Get(key)
+		if !ok {
+			return nil, fmt.Errorf("%s: tokenizer model %q without %q", f.Path, tokModelGPT2, key)
+		}
+		out, ok := v.Strs()
+		if !ok {
+			return nil, f.keyErr(key, "want an array of strings, got %s", v)
+		}
+		return out, nil
+	}
+	pieces, err := strs(KeyTokTokens)
+	if err != nil {
+		return nil, err
+	}
+	mergeStrs, err := strs(KeyTokMerges)
+	if err != nil {
+		return nil, err
+	}
+	merges := make([][2]string, len(mergeStrs))
+	for i, m := range mergeStrs {
+		a, b, ok := strings.Cut(m, " ")
+		if !ok {
+			return nil, f.keyErr(KeyTokMerges, "merge %d %q is not two tokens", i, m)
+		}
+		merges[i] = [2]string{a, b}
+	}
+	types := make([]tokenizer.TokenType, len(pieces))
+	for i := range types {
+		types[i] = tokenizer.Normal
+	}
+	if v, ok := f.Get(KeyTokTypes); ok {
+		ids, ok := v.Ints()
+		if !ok || len(ids) != len(pieces) {
+			return nil, f.keyErr(KeyTokTypes, "want %d integer token types, got %s", len(pieces), v)
+		}
+		for i, x := range ids {
+			switch tokenizer.TokenType(x) {
+			case tokenizer.Control, tokenizer.Unused:
+				types[i] = tokenizer.TokenType(x)
+			}
+		}
+	}
+	pre, err := f.str(KeyTokPre, false)
+	if err != nil {
+		return nil, err
+	}
+	if pre == "" {
+		pre = "default"
+	}
+	var pattern string
+	ignore := false
+	for _, p := range bytePre {
+		if p.name == pre {
+			pattern, ignore = p.pattern, p.ignoreMerges
+		}
+	}
+	if pattern == "" {
+		return nil, f.keyErr(KeyTokPre, "pre-tokenizer %q is not supported (known: llama-bpe, gpt-2, default)", pre)
+	}
+	bos, err := f.tokenID(KeyTokBOS, -1)
+	if err != nil {
+		return nil, err
+	}
+	eos, err := f.tokenID(KeyTokEOS, -1)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tokenizer.NewByteLevel(pieces, types, merges, pattern, ignore, bos, eos)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tokenizer: %w", f.Path, err)
+	}
+	return t, nil
+}
+
+// byteLevelKVs writes a byte-level vocabulary as llama.cpp's "gpt2" model.
+func byteLevelKVs(t *tokenizer.Tokenizer, c *ir.Config) ([]KV, error) {
+	bl := t.ByteLevel
+	pre := ""
+	for _, p := range bytePre {
+		if p.pattern == bl.Pattern() && p.ignoreMerges == bl.IgnoreMerges() {
+			pre = p.name
+			break
+		}
+	}
+	if pre == "" {
+		return nil, fmt.Errorf("tokenizer: llama.cpp has no pre-tokenizer for the split %q (ignore_merges %v); GGUF export supports Llama 3's and GPT-2's", bl.Pattern(), bl.IgnoreMerges())
+	}
+	types := make([]int32, t.Size())
+	for i, typ := range t.Types {
+		types[i] = int32(typ)
+	}
+	merges := bl.Merges(t)
+	ms := make([]string, len(merges))
+	for i, m := range merges {
+		ms[i] = m[0] + " " + m[1]
+	}
+	kvs := []KV{
+		{KeyTokModel, Of(tokModelGPT2)},
+		{KeyTokPre, Of(pre)},
+		{KeyTokTokens, ArrayOf(append([]string(nil), t.Pieces...))},
+		{KeyTokTypes, ArrayOf(types)},
+		{KeyTokMerges, ArrayOf(ms)},
+	}
+	for _, s := range []struct {
+		key string
+		id  int
+	}{{KeyTokBOS, c.BOS}, {KeyTokEOS, c.EOS}} {
+		if s.id >= 0 {
+			kvs = append(kvs, KV{s.key, Of(uint32(s.id))})
+		}
+	}
+	return append(kvs, KV{KeyTokAddBOS, Of(t.BOS >= 0)}, KV{KeyTokAddEOS, Of(false)}), nil
 }
 
 // tokenID reads a special token id; -1 (however stored, including as
@@ -817,6 +953,9 @@ func fileType(m *ir.Model, d *ir.DType) (uint32, error) {
 func tokenizerKVs(t *tokenizer.Tokenizer, c *ir.Config) ([]KV, error) {
 	if err := t.Check(); err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	if t.ByteLevel != nil {
+		return byteLevelKVs(t, c)
 	}
 	n := t.Size()
 	pieces := make([]string, n)

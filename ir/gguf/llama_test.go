@@ -411,8 +411,12 @@ func TestSaveLoadNonUniform(t *testing.T) {
 
 // tinyModel builds a random untied model with a small vocabulary.
 func tinyModel(t testing.TB, dt ir.DType) *ir.Model {
+	return tinyModelVocab(t, dt, 8)
+}
+
+func tinyModelVocab(t testing.TB, dt ir.DType, vocab int) *ir.Model {
 	cfg := ir.Config{
-		Arch: "llama", Vocab: 8, Hidden: 8, NormEps: 1e-6, RopeTheta: 500000, MaxSeq: 64, BOS: 1, EOS: 2,
+		Arch: "llama", Vocab: vocab, Hidden: 8, NormEps: 1e-6, RopeTheta: 500000, MaxSeq: 64, BOS: 1, EOS: 2,
 		Layers:      []ir.LayerConfig{{Heads: 2, KVHeads: 1, HeadDim: 4, MLP: 12}, {Heads: 2, KVHeads: 2, HeadDim: 4, MLP: 4}},
 		RopeScaling: &ir.RopeScaling{Type: "linear", Factor: 4, OriginalMaxPos: 16},
 	}
@@ -431,10 +435,12 @@ func tinyModel(t testing.TB, dt ir.DType) *ir.Model {
 		}
 		m.Tensors[n] = ir.FromFloat32(dt, s, v)
 	}
-	m.Tokenizer = &tokenizer.Tokenizer{
-		Pieces: []string{"<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "b", " a", "<0x41>"},
-		Scores: []float32{0, 0, 0, -1, -2, -3, -4, 0},
-		BOS:    1, EOS: 2, UNK: 0,
+	if vocab == 8 {
+		m.Tokenizer = &tokenizer.Tokenizer{
+			Pieces: []string{"<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "b", " a", "<0x41>"},
+			Scores: []float32{0, 0, 0, -1, -2, -3, -4, 0},
+			BOS:    1, EOS: 2, UNK: 0,
+		}
 	}
 	if err := m.Validate(); err != nil {
 		t.Fatal(err)
@@ -514,6 +520,41 @@ func TestSaveLoadNormalizerFlags(t *testing.T) {
 	}
 	if v, _ := f.Get(KeyTokFoldSpace); !v.Equal(Of(true)) {
 		t.Errorf("%s = %s", KeyTokFoldSpace, v)
+	}
+}
+
+// TestSaveLoadByteLevel: a byte-level BPE vocabulary (Llama 3's, cut down)
+// goes into GGUF as llama.cpp's "gpt2" model with the "llama-bpe"
+// pre-tokenizer and its merges, and comes back encoding identically.
+func TestSaveLoadByteLevel(t *testing.T) {
+	tok, err := tokenizer.LoadTokenizerJSON(filepath.Join("..", "tokenizer", "testdata", "llama3", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := tinyModelVocab(t, ir.F32, tok.Size())
+	m.Config.BOS, m.Config.EOS = 128000, 128009
+	tok.EOS = 128009
+	m.Tokenizer = tok
+	got, path := saveLoad(t, m, SaveOptions{})
+	if got.Tokenizer == nil || got.Tokenizer.ByteLevel == nil || got.Tokenizer.Fingerprint() != tok.Fingerprint() {
+		t.Fatalf("tokenizer after the round trip: %v", got.Tokenizer)
+	}
+	text := "<|begin_of_text|>I'm sure   they'll go\n\n123456 🦙"
+	if a, b := got.Tokenizer.Encode(text, true, true), tok.Encode(text, true, true); !reflect.DeepEqual(a, b) {
+		t.Errorf("Encode: %v vs %v", a, b)
+	}
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for key, want := range map[string]Value{KeyTokModel: Of("gpt2"), KeyTokPre: Of("llama-bpe"), KeyTokEOS: Of(uint32(128009))} {
+		if v, _ := f.Get(key); !v.Equal(want) {
+			t.Errorf("%s = %s, want %s", key, v, want)
+		}
+	}
+	if v, _ := f.Get(KeyTokMerges); v.Len() != len(tok.ByteLevel.Merges(tok)) {
+		t.Errorf("%d merges written", v.Len())
 	}
 }
 

@@ -73,6 +73,17 @@ func fill(m *ir.Model, dir string, tensors map[string]*ir.Tensor) error {
 	if err != nil {
 		return err
 	}
+	if tok != nil && tok.ByteLevel != nil {
+		// tokenizer.json holds no EOS (tokenizer_config.json or config.json
+		// does), and models pad vocab_size past the tokenizer's ids.
+		if tok.EOS < 0 && m.Config.EOS >= 0 && m.Config.EOS < tok.Size() {
+			tok.EOS = m.Config.EOS
+		}
+		if tok.BOS < 0 && m.Config.BOS >= 0 && m.Config.BOS < tok.Size() {
+			tok.BOS = m.Config.BOS
+		}
+		tok.PadTo(m.Config.Vocab)
+	}
 	if tok != nil && tok.Size() != m.Config.Vocab {
 		return fmt.Errorf("%s has %d pieces, but config.json's vocab_size is %d", tokPath, tok.Size(), m.Config.Vocab)
 	}

@@ -942,3 +942,63 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestByteLevelTokenizerJSON: a directory whose vocabulary is a byte-level
+// BPE tokenizer.json (Llama 3's layout) loads with it, takes EOS from
+// config.json, pads to vocab_size, and saves it back unchanged beside a
+// tokenizer_config.json for transformers' fast tokenizer.
+func TestByteLevelTokenizerJSON(t *testing.T) {
+	src := filepath.Join("..", "tokenizer", "testdata", "llama3", "tokenizer.json")
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tinyConfig()
+	cfg.Vocab, cfg.BOS, cfg.EOS = 128264, 128000, 128009 // vocab_size padded past the tokenizer's 128,256
+	dir := filepath.Join(t.TempDir(), "m")
+	if err := Save(randomModel(cfg, ir.F32, 3), dir, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, TokenizerJSONFile), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tok := m.Tokenizer
+	if tok == nil || tok.ByteLevel == nil || tok.Size() != 128264 || tok.BOS != 128000 || tok.EOS != 128009 {
+		t.Fatalf("tokenizer %v", tok)
+	}
+	body := tok.Encode("This is a test sentence.", false, false)
+	if got := tok.Encode("This is a test sentence.", true, true); !reflect.DeepEqual(got, append(append([]int{128000}, body...), 128009)) || !reflect.DeepEqual(body[:4], []int{2028, 374, 264, 1296}) {
+		t.Errorf("Encode = %v", got)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if err := Save(m, out, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	back, err := os.ReadFile(filepath.Join(out, TokenizerJSONFile))
+	if err != nil || !bytes.Equal(back, raw) {
+		t.Fatalf("tokenizer.json not written back as read: %v", err)
+	}
+	for _, name := range []string{SentencePieceFile, Llama2cTokenizerFile} {
+		if _, err := os.Stat(filepath.Join(out, name)); err == nil {
+			t.Errorf("%s written for a byte-level vocabulary", name)
+		}
+	}
+	var tc map[string]any
+	b, _ := os.ReadFile(filepath.Join(out, TokenizerConfigFile))
+	if err := json.Unmarshal(b, &tc); err != nil || tc["tokenizer_class"] != "PreTrainedTokenizerFast" || tc["eos_token"] != "<|eot_id|>" {
+		t.Errorf("tokenizer_config.json %s (%v)", b, err)
+	}
+	again, err := Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if again.Tokenizer.Fingerprint() != tok.Fingerprint() {
+		t.Error("the reloaded vocabulary differs")
+	}
+}

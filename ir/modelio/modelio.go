@@ -168,12 +168,16 @@ func Save(m *ir.Model, path string, format Format, opts SaveOptions) error {
 	return fmt.Errorf("unknown model format %q", format)
 }
 
-// LoadTokenizer reads a llama2.c tokenizer.bin or a SentencePiece
-// tokenizer.model: by extension when it says ".model", else llama2.c first
-// and SentencePiece when that fails (neither format has a magic number).
+// LoadTokenizer reads a llama2.c tokenizer.bin, a SentencePiece
+// tokenizer.model or a Hugging Face byte-level BPE tokenizer.json: by
+// extension for ".model" and ".json", else llama2.c first and SentencePiece
+// when that fails (neither format has a magic number).
 func LoadTokenizer(path string) (*tokenizer.Tokenizer, error) {
 	if strings.HasSuffix(path, ".model") {
 		return tokenizer.LoadSentencePiece(path)
+	}
+	if strings.HasSuffix(path, ".json") {
+		return tokenizer.LoadTokenizerJSON(path)
 	}
 	t, err := tokenizer.LoadLlama2c(path)
 	if err == nil {

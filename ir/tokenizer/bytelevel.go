@@ -37,6 +37,7 @@ type ByteLevel struct {
 	nfc          bool // an NFC normalizer
 	ignoreMerges bool
 	ranks        map[[2]int32]mergeRule
+	merges       [][2]int32 // the rules in rank order
 	vocab        map[string]int32
 	added        *regexp.Regexp // the added tokens, longest first
 	addedIDs     map[string]int32
@@ -47,9 +48,28 @@ type ByteLevel struct {
 
 type mergeRule struct{ rank, id int32 }
 
-// gpt2Pattern is GPT-2's split, which a ByteLevel pre-tokenizer with
-// use_regex applies.
-const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+// GPT2Pattern is GPT-2's split, which a ByteLevel pre-tokenizer with
+// use_regex applies (llama.cpp's "gpt-2" pre-tokenizer).
+const GPT2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+
+// Llama3Pattern is Llama 3's split (llama.cpp's "llama-bpe").
+const Llama3Pattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+
+// Pattern is the pre-tokenizer's split expression ("" for none), and
+// IgnoreMerges whether a pre-token that is a token is emitted whole.
+func (bl *ByteLevel) Pattern() string { return bl.patternSrc }
+
+// IgnoreMerges reports the model's ignore_merges.
+func (bl *ByteLevel) IgnoreMerges() bool { return bl.ignoreMerges }
+
+// Merges lists the merge rules in rank order, each as two tokens.
+func (bl *ByteLevel) Merges(t *Tokenizer) [][2]string {
+	out := make([][2]string, len(bl.merges))
+	for i, m := range bl.merges {
+		out[i] = [2]string{t.Pieces[m[0]], t.Pieces[m[1]]}
+	}
+	return out
+}
 
 // byteChars is GPT-2's bytes_to_unicode: printable bytes stand for
 // themselves, the others for the code points from 256 up, in order.
@@ -206,7 +226,7 @@ func ParseTokenizerJSON(data []byte) (*Tokenizer, error) {
 				if bl.patternSrc != "" {
 					return nil, fmt.Errorf("tokenizer.json splits both by a Split regex and by ByteLevel's own, which is not supported")
 				}
-				bl.patternSrc = gpt2Pattern
+				bl.patternSrc = GPT2Pattern
 			}
 		default:
 			return nil, fmt.Errorf("tokenizer.json pre-tokenizer %q is not supported (whittle reads byte-level BPE: Split and ByteLevel)", s.Type)
@@ -308,6 +328,7 @@ func ParseTokenizerJSON(data []byte) (*Tokenizer, error) {
 		}
 		if _, dup := bl.ranks[[2]int32{a, b}]; !dup {
 			bl.ranks[[2]int32{a, b}] = mergeRule{rank: int32(rank), id: id}
+			bl.merges = append(bl.merges, [2]int32{a, b})
 		}
 	}
 
@@ -323,6 +344,17 @@ func ParseTokenizerJSON(data []byte) (*Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer.json: %w", err)
 	}
 	return t, nil
+}
+
+// PadTo appends unused pieces up to n (models often round vocab_size up
+// past the tokenizer's ids). It must be called before the tokenizer is
+// used.
+func (t *Tokenizer) PadTo(n int) {
+	for id := len(t.Pieces); id < n; id++ {
+		t.Pieces = append(t.Pieces, fmt.Sprintf("<unused_%d>", id))
+		t.Scores = append(t.Scores, 0)
+		t.Types = append(t.Types, Unused)
+	}
 }
 
 // maxVocab bounds token ids read from files.
@@ -456,4 +488,88 @@ func (bl *ByteLevel) tokenBytes(t *Tokenizer, id int) []byte {
 		}
 	}
 	return out
+}
+
+// NewByteLevel builds a byte-level BPE tokenizer from its parts, as a GGUF
+// "gpt2" vocabulary holds them: tokens by id in byte-level spelling (Control
+// ones are special added tokens, Unused ones placeholders), merge rules in
+// rank order, the pre-tokenizer's split pattern, ignore_merges, and BOS/EOS
+// (-1: none). It goes through the same checks as a tokenizer.json.
+func NewByteLevel(pieces []string, types []TokenType, merges [][2]string, pattern string, ignoreMerges bool, bos, eos int) (*Tokenizer, error) {
+	if len(types) != len(pieces) {
+		return nil, fmt.Errorf("byte-level vocabulary: %d pieces but %d types", len(pieces), len(types))
+	}
+	doc := byteLevelDoc(pieces, types, merges, pattern, ignoreMerges, false, bos)
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	t, err := ParseTokenizerJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	t.PadTo(len(pieces))
+	if eos >= 0 && eos < t.Size() {
+		t.EOS = eos
+	}
+	return t, nil
+}
+
+// MarshalTokenizerJSON writes a byte-level tokenizer as a Hugging Face
+// tokenizer.json: the file it was read from when there is one, else one
+// built from its parts.
+func MarshalTokenizerJSON(t *Tokenizer) ([]byte, error) {
+	bl := t.ByteLevel
+	if bl == nil {
+		return nil, fmt.Errorf("only byte-level BPE vocabularies are written as tokenizer.json")
+	}
+	if bl.Raw != nil {
+		return bl.Raw, nil
+	}
+	return json.Marshal(byteLevelDoc(t.Pieces, t.Types, bl.Merges(t), bl.patternSrc, bl.ignoreMerges, bl.nfc, t.BOS))
+}
+
+// byteLevelDoc is a tokenizer.json document in the layout of Meta's Llama
+// 3 file.
+func byteLevelDoc(pieces []string, types []TokenType, merges [][2]string, pattern string, ignoreMerges, nfc bool, bos int) map[string]any {
+	vocab := map[string]int{}
+	var added []map[string]any
+	for id, p := range pieces {
+		switch types[id] {
+		case Unused:
+		case Control:
+			added = append(added, map[string]any{"id": id, "content": p, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+		default:
+			vocab[p] = id
+		}
+	}
+	ms := make([]string, len(merges))
+	for i, m := range merges {
+		ms[i] = m[0] + " " + m[1]
+	}
+	pre := []any{}
+	if pattern != "" {
+		pre = append(pre, map[string]any{"type": "Split", "pattern": map[string]any{"Regex": pattern}, "behavior": "Isolated", "invert": false})
+	}
+	pre = append(pre, map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false})
+	doc := map[string]any{
+		"version":       "1.0",
+		"added_tokens":  added,
+		"normalizer":    nil,
+		"pre_tokenizer": map[string]any{"type": "Sequence", "pretokenizers": pre},
+		"decoder":       map[string]any{"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+		"model": map[string]any{"type": "BPE", "dropout": nil, "unk_token": nil, "continuing_subword_prefix": nil, "end_of_word_suffix": nil,
+			"fuse_unk": false, "byte_fallback": false, "ignore_merges": ignoreMerges, "vocab": vocab, "merges": ms},
+	}
+	if nfc {
+		doc["normalizer"] = map[string]any{"type": "NFC"}
+	}
+	if bos >= 0 && bos < len(pieces) && types[bos] == Control {
+		name := pieces[bos]
+		doc["post_processor"] = map[string]any{"type": "TemplateProcessing",
+			"single":         []any{map[string]any{"SpecialToken": map[string]any{"id": name, "type_id": 0}}, map[string]any{"Sequence": map[string]any{"id": "A", "type_id": 0}}},
+			"special_tokens": map[string]any{name: map[string]any{"id": name, "ids": []int{bos}, "tokens": []string{name}}},
+		}
+	}
+	return doc
 }

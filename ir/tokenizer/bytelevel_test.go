@@ -167,3 +167,42 @@ func FuzzLlama3RoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// TestByteLevelFromParts: rebuilding the vocabulary from its parts (what a
+// GGUF file holds) and writing it as a fresh tokenizer.json give the same
+// tokenizer.
+func TestByteLevelFromParts(t *testing.T) {
+	tok := llama3(t)
+	bl := tok.ByteLevel
+	if bl.Pattern() != Llama3Pattern || !bl.IgnoreMerges() {
+		t.Fatalf("pattern %q ignore_merges %v", bl.Pattern(), bl.IgnoreMerges())
+	}
+	re, err := NewByteLevel(tok.Pieces, tok.Types, bl.Merges(tok), bl.Pattern(), true, tok.BOS, 128009)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok.EOS = 128009 // tokenizer.json holds no EOS; NewByteLevel takes one
+	if re.Fingerprint() != tok.Fingerprint() || re.EOS != 128009 || re.BOS != tok.BOS {
+		t.Fatalf("rebuilt: BOS %d EOS %d, fingerprints differ: %v", re.BOS, re.EOS, re.Fingerprint() != tok.Fingerprint())
+	}
+	re.ByteLevel.Raw = nil
+	data, err := MarshalTokenizerJSON(re)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseTokenizerJSON(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back.EOS = 128009
+	if back.Fingerprint() != tok.Fingerprint() {
+		t.Error("MarshalTokenizerJSON lost something")
+	}
+	text := "<|begin_of_text|>I'm sure   they'll go\\n\\n123456 🦙"
+	if a, b := back.Encode(text, false, false), tok.Encode(text, false, false); !slices.Equal(a, b) {
+		t.Errorf("Encode: %v vs %v", a, b)
+	}
+	if _, err := NewByteLevel(tok.Pieces[:10], tok.Types[:10], nil, GPT2Pattern, false, -1, -1); err == nil {
+		t.Error("a vocabulary without the 256 byte tokens was accepted")
+	}
+}
