@@ -145,6 +145,7 @@ type inspection struct {
 	DTypes     map[string]int `json:"tensor_dtypes"`
 	Tensors    int            `json:"tensors"`
 	Tokenizer  int            `json:"tokenizer_pieces,omitempty"`
+	TokKind    string         `json:"tokenizer_kind,omitempty"`
 	FLOPsToken int64          `json:"flops_per_token"`
 }
 
@@ -177,6 +178,10 @@ func newInspectCmd() *cobra.Command {
 			}
 			if m.Tokenizer != nil {
 				in.Tokenizer = m.Tokenizer.Size()
+				in.TokKind = "sentencepiece-bpe"
+				if m.Tokenizer.ByteLevel != nil {
+					in.TokKind = "byte-level-bpe"
+				}
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
@@ -208,7 +213,7 @@ func writeInspection(w interface{ Write([]byte) (int, error) }, m *ir.Model, in 
 	fmt.Fprintf(tw, "rope\t%s\n", rope)
 	fmt.Fprintf(tw, "classifier\t%s\n", map[bool]string{true: "tied to the embedding", false: "separate"}[c.Tied])
 	if in.Tokenizer > 0 {
-		fmt.Fprintf(tw, "tokenizer\t%d pieces\n", in.Tokenizer)
+		fmt.Fprintf(tw, "tokenizer\t%d pieces, %s\n", in.Tokenizer, in.TokKind)
 	}
 	fmt.Fprintf(tw, "\t\n")
 	p := in.Params
