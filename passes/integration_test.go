@@ -6,10 +6,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/whittle-ml/whittle/internal/shareddata"
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/ir/modelio"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/pipeline"
@@ -17,6 +22,7 @@ import (
 	"github.com/whittle-ml/whittle/core/scores"
 	"github.com/whittle-ml/whittle/passes"
 	"github.com/whittle-ml/whittle/plugins/cpu"
+	"github.com/whittle-ml/whittle/plugins/cpu/engine"
 )
 
 // sharedData finds shared/data by walking up from the package directory,
@@ -349,5 +355,112 @@ pass "instruction-tune" {
 		if !(after < before) {
 			t.Errorf("%s: validation loss %.4f → %.4f; want a drop", name, before, after)
 		}
+	}
+}
+
+// TestByteLevelVocabulary runs the method on a model with a Llama 3
+// byte-level vocabulary (tokenizer.json, cut down to 6,000 learned tokens
+// in a 128,256-id space) on the CPU backend: correction on text it
+// tokenizes, scoring, pruning, distillation, and GGUF and Hugging Face
+// outputs whose vocabularies encode like the original.
+func TestByteLevelVocabulary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains on the CPU")
+	}
+	sharedData(t) // the corpus; skips without shared data
+	dir := t.TempDir()
+	tok, err := tokenizer.LoadTokenizerJSON(filepath.Join("..", "ir", "tokenizer", "testdata", "llama3", "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ir.Config{Arch: "llama", Vocab: tok.Size(), Hidden: 16, Layers: ir.UniformLayers(2, ir.LayerConfig{Heads: 2, KVHeads: 1, HeadDim: 8, MLP: 32}),
+		NormEps: 1e-5, RopeTheta: 500000, MaxSeq: 64, Tied: true, BOS: 128000, EOS: 128009}
+	p, err := engine.NewParams(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.InitRandom(1)
+	m, err := p.ToIR(ir.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hf.Save(m, filepath.Join(dir, "model"), hf.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(filepath.Join("..", "ir", "tokenizer", "testdata", "llama3", "tokenizer.json"))
+	if err := os.WriteFile(filepath.Join(dir, "model", "tokenizer.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := `
+variable "data" { type = string }
+model "base" {
+  path = "model"
+}
+dataset "text" {
+  path                = "${var.data}/corpora/tinystories_val.txt"
+  validation_fraction = 0.01
+}
+pass "correct" {
+  model   = model.base
+  dataset = dataset.text
+  into    = "corrected"
+  steps   = 3
+  batch   = 2
+  seq_len = 32
+}
+pass "score" {
+  model   = model.corrected
+  dataset = dataset.text
+  into    = "importance"
+  samples = 4
+  seq_len = 32
+}
+pass "prune-width" {
+  model     = model.corrected
+  scores    = scores.importance
+  into      = "student"
+  mlp_ratio = 0.5
+}
+pass "distill" {
+  student = model.student
+  teacher = model.corrected
+  dataset = dataset.text
+  into    = "distilled"
+  steps   = 2
+  batch   = 2
+  seq_len = 32
+}
+output "hf" {
+  model  = model.distilled
+  format = "hf"
+  path   = "out/hf"
+}
+output "gguf" {
+  model  = model.distilled
+  format = "gguf"
+  path   = "out/m.gguf"
+}
+`
+	man, err := runRecipe(t, context.Background(), dir, src, pipeline.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loss := num(t, passRecord(t, man, "correct"), "val_loss"); !(loss > 0) || loss > 12 {
+		t.Errorf("val_loss %g", loss)
+	}
+	text := "Once upon a time, Lily's dog ran   fast!\n\n123456 🦙"
+	want := tok.Encode(text, true, false)
+	for _, out := range []string{"out/hf", "out/m.gguf"} {
+		got, err := modelio.Load(filepath.Join(dir, "run", out), modelio.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Tokenizer == nil || got.Tokenizer.ByteLevel == nil {
+			t.Fatalf("%s: tokenizer %v", out, got.Tokenizer)
+		}
+		if ids := got.Tokenizer.Encode(text, true, false); !slices.Equal(ids, want) {
+			t.Errorf("%s encodes %v, the source %v", out, ids, want)
+		}
+		got.Close()
 	}
 }
