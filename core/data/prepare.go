@@ -20,8 +20,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/data/npy"
@@ -390,15 +393,14 @@ func packText(docs []string, tok *tokenizer.Tokenizer, p *Prepared) (train, val 
 	isVal := splitValidation(len(docs), p.ValidationFraction, p.Seed)
 	train = &split{name: "train", seqLen: p.SeqLen}
 	val = &split{name: "validation", seqLen: p.SeqLen}
-	for i, d := range docs {
+	encoded := encodeAll(docs, tok)
+	for i, ids := range encoded {
 		s := train
 		if isVal[i] {
 			s = val
 		}
 		s.docs++
-		for _, id := range tok.Encode(d, true, false) {
-			s.ids = append(s.ids, int32(id))
-		}
+		s.ids = append(s.ids, ids...)
 	}
 	for _, s := range []*split{train, val} {
 		s.rows = len(s.ids) / s.seqLen
@@ -411,6 +413,34 @@ func packText(docs []string, tok *tokenizer.Tokenizer, p *Prepared) (train, val 
 		s.ids = s.ids[:keep]
 	}
 	return train, val
+}
+
+// encodeAll encodes documents (with BOS) on every core. Tokenizers are safe
+// for concurrent use, and each document's ids land in its own slot, so the
+// result does not depend on the scheduling.
+func encodeAll(docs []string, tok *tokenizer.Tokenizer) [][]int32 {
+	out := make([][]int32, len(docs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), max(1, len(docs))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(docs) {
+					return
+				}
+				ids := tok.Encode(docs[i], true, false)
+				out[i] = make([]int32, len(ids))
+				for j, id := range ids {
+					out[i][j] = int32(id)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // EncodePair tokenizes one instruction pair placed by tmpl: BOS, the

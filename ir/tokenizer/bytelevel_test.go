@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -205,4 +206,30 @@ func TestByteLevelFromParts(t *testing.T) {
 	if _, err := NewByteLevel(tok.Pieces[:10], tok.Types[:10], nil, GPT2Pattern, false, -1, -1); err == nil {
 		t.Error("a vocabulary without the 256 byte tokens was accepted")
 	}
+}
+
+// TestByteLevelConcurrent: goroutines sharing a tokenizer (the dataset
+// preparation encodes documents on every core) get what one alone gets.
+func TestByteLevelConcurrent(t *testing.T) {
+	tok := llama3(t)
+	texts := []string{"Once upon a time", "I'm here   now\n\n", "🦙 12345", "<|eot_id|>x y z"}
+	want := make([][]int, len(texts))
+	for i, s := range texts {
+		want[i] = llama3(t).Encode(s, true, false)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 50; k++ {
+				i := (g + k) % len(texts)
+				if got := tok.Encode(texts[i], true, false); !slices.Equal(got, want[i]) {
+					t.Errorf("concurrent Encode(%q) = %v, want %v", texts[i], got, want[i])
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
