@@ -119,11 +119,14 @@ type tokenizerJSON struct {
 // jsonStep is one normalizer, pre-tokenizer or post-processor, possibly a
 // Sequence of them.
 type jsonStep struct {
-	Type           string     `json:"type"`
-	Normalizers    []jsonStep `json:"normalizers"`
-	Pretokenizers  []jsonStep `json:"pretokenizers"`
-	Processors     []jsonStep `json:"processors"`
-	Pattern        *struct{ Regex, String *string }
+	Type          string     `json:"type"`
+	Normalizers   []jsonStep `json:"normalizers"`
+	Pretokenizers []jsonStep `json:"pretokenizers"`
+	Processors    []jsonStep `json:"processors"`
+	Pattern       *struct {
+		Regex  *string `json:"Regex"`
+		String *string `json:"String"`
+	} `json:"pattern"`
 	Behavior       string `json:"behavior"`
 	Invert         bool   `json:"invert"`
 	AddPrefixSpace bool   `json:"add_prefix_space"`
