@@ -233,3 +233,18 @@ func TestByteLevelConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// BenchmarkEncodeByteLevel encodes 100 kB of TinyStories with the cut-down
+// Llama 3 vocabulary; the pre-token cache is cleared every round, so this
+// is the cold rate a first pass over a corpus sees.
+func BenchmarkEncodeByteLevel(b *testing.B) {
+	tok := llama3(b)
+	text := readText(b, "corpora/tinystories_val.txt")[:100000]
+	b.SetBytes(int64(len(text)))
+	for b.Loop() {
+		tok.ByteLevel.mu.Lock()
+		clear(tok.ByteLevel.cache)
+		tok.ByteLevel.mu.Unlock()
+		tok.Encode(text, true, false)
+	}
+}
