@@ -418,14 +418,24 @@ func (bl *ByteLevel) encodeText(text string) []int32 {
 		i += w
 	}
 	offs = append(offs, len(text))
-	m, err := bl.pattern.FindRunesMatch(runes)
-	for err == nil && m != nil {
-		out = bl.encodePiece(text[offs[m.Index]:offs[m.Index+m.Length]], out)
-		m, err = bl.pattern.FindNextMatch(m)
+	// Split's "Isolated" behavior: every match is a piece, and so is the
+	// text between matches (Llama 3's and GPT-2's patterns leave none).
+	// Without a match timeout, regexp2 returns no error.
+	end := 0
+	m, _ := bl.pattern.FindRunesMatch(runes)
+	for m != nil {
+		if m.Length > 0 {
+			if m.Index > end {
+				out = bl.encodePiece(text[offs[end]:offs[m.Index]], out)
+			}
+			out = bl.encodePiece(text[offs[m.Index]:offs[m.Index+m.Length]], out)
+			end = m.Index + m.Length
+		}
+		m, _ = bl.pattern.FindNextMatch(m)
 	}
-	// The pattern's last alternative matches any whitespace and the others
-	// any other text, so every rune lies in some match; a failing matcher
-	// (a timeout) is the only way to get here with text left.
+	if end < len(runes) {
+		out = bl.encodePiece(text[offs[end]:], out)
+	}
 	return out
 }
 

@@ -248,3 +248,31 @@ func BenchmarkEncodeByteLevel(b *testing.B) {
 		tok.Encode(text, true, false)
 	}
 }
+
+// TestSplitIsolatedGaps: with a Split pattern that does not cover the
+// text, the text between matches is a piece of its own (Hugging Face's
+// "Isolated" behavior), so nothing is lost.
+func TestSplitIsolatedGaps(t *testing.T) {
+	var doc map[string]any
+	raw, _ := os.ReadFile("testdata/llama3/tokenizer.json")
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["pre_tokenizer"].(map[string]any)["pretokenizers"].([]any)[0].(map[string]any)["pattern"] = map[string]any{"Regex": `\p{N}+|x*`}
+	b, _ := json.Marshal(doc)
+	tok, err := ParseTokenizerJSON(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"ab12cd345", "12", "no digits here", ""} {
+		if got := tok.Decode(tok.Encode(s, false, false)); got != s {
+			t.Errorf("Decode(Encode(%q)) = %q", s, got)
+		}
+	}
+	// The pieces are the digit runs and the text between them: "ab" and
+	// "12" never merge across the boundary.
+	ids := tok.Encode("ab12", false, false)
+	if want := append(tok.Encode("ab", false, false), tok.Encode("12", false, false)...); !slices.Equal(ids, want) {
+		t.Errorf("Encode(ab12) = %v, want %v", ids, want)
+	}
+}
