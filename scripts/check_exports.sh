@@ -91,6 +91,12 @@ for m in bin-hf-f16 bin-hf-bf16; do
 	greedy "$W/$m"
 	check hf "$W/$m" "$W/$m.want" "$m vs whittle generate"
 done
+# Q8_0: whittle reads the blocks back as float32, as the checker does in
+# --precision f32; llama.cpp also quantizes the activations (ggml mode).
+run "$WHITTLE" convert "$M/stories260K.gguf" "$W/q8_0.gguf" --to gguf --dtype q8_0
+greedy "$W/q8_0.gguf"
+check gguf "$W/q8_0.gguf" "$W/q8_0.gguf.want" "gguf -> gguf q8_0 vs whittle generate, --precision f32" required --precision f32
+check gguf "$W/q8_0.gguf" "$EXP" "gguf -> gguf q8_0 vs expected" info
 
 # Pruned models: no expected file, so compare with whittle generate.
 run "$WHITTLE" run examples/prune-stories260K.hcl --out "$W/example"

@@ -61,7 +61,7 @@ TYPE_NAMES = {0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "i
 INT_TYPES = {0, 1, 2, 3, 4, 5, 10, 11}
 
 # ggml_type: (name, bytes per element) for the types this checker runs.
-GGML_TYPES = {0: ("F32", 4), 1: ("F16", 2), 30: ("BF16", 2)}
+GGML_TYPES = {0: ("F32", 4), 1: ("F16", 2), 30: ("BF16", 2), 8: ("Q8_0", 34 / 32)}
 
 # llama_token_type
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
@@ -154,11 +154,13 @@ def parse(path):
         if name in tensors:
             raise ExportError(f"{path}: duplicate tensor {name}")
         if typ not in GGML_TYPES:
-            raise ExportError(f"{path}: tensor {name}: ggml type {typ} (this checker runs F32, F16, BF16)")
+            raise ExportError(f"{path}: tensor {name}: ggml type {typ} (this checker runs F32, F16, BF16, Q8_0)")
         tname, size = GGML_TYPES[typ]
         if off % align:
             raise ExportError(f"{path}: tensor {name}: offset {off} is not a multiple of the alignment {align}")
-        nbytes = math.prod(ne) * size
+        if tname == "Q8_0" and ne[0] % 32:
+            raise ExportError(f"{path}: tensor {name}: Q8_0 rows of {ne[0]} values are not whole 32-value blocks")
+        nbytes = int(math.prod(ne) * size)
         start = data_start + off
         if start + nbytes > len(data):
             raise ExportError(f"{path}: tensor {name}: bytes [{start}, {start + nbytes}) past the end ({len(data)})")
@@ -178,6 +180,12 @@ def tensor_f32(data, t):
         a = np.frombuffer(data, dtype="<f4", count=n, offset=start)
     elif tname == "F16":
         a = np.frombuffer(data, dtype="<f2", count=n, offset=start).astype(np.float32)
+    elif tname == "Q8_0":
+        # ggml's block_q8_0: a float16 scale d, then 32 int8 q; x = d*q.
+        blocks = np.frombuffer(data, dtype=np.uint8, count=n // 32 * 34, offset=start).reshape(-1, 34)
+        d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+        q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
+        a = (d * q).reshape(-1)
     else:
         a = (np.frombuffer(data, dtype="<u2", count=n, offset=start).astype(np.uint32) << 16).view(np.float32)
     # ne is innermost first; a row-major numpy array has the reverse shape.
@@ -329,6 +337,15 @@ def round_to(x, tname):
     vec_dot type: F16 weights multiply F16-rounded activations."""
     if tname == "F16":
         return x.astype(np.float16).astype(np.float32)
+    if tname == "Q8_0":
+        # Q8_0 weights multiply Q8_0-quantized activations (ggml's AVX2
+        # quantize_row_q8_0: id = 127/amax, round half to even, d as F16).
+        b = x.astype(np.float32).reshape(-1, 32)
+        amax = np.abs(b).max(axis=1, keepdims=True)
+        idv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+        q = np.round(b * idv)
+        d = (amax / np.float32(127)).astype(np.float16).astype(np.float32)
+        return (q * d).reshape(x.shape).astype(np.float32)
     if tname == "BF16":
         u = x.astype(np.float32).view(np.uint32)
         # ggml_compute_fp32_to_bf16: round to nearest even (NaN kept quiet).

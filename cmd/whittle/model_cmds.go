@@ -110,13 +110,9 @@ func newConvertCmd() *cobra.Command {
 			if err != nil {
 				return usageErr("--to: %v", err)
 			}
-			var opts modelio.SaveOptions
-			if dtype != "" {
-				d, err := ir.ParseDType(dtype)
-				if err != nil {
-					return usageErr("--dtype: %v", err)
-				}
-				opts.DType = &d
+			opts, err := modelio.ParseStorage(format, dtype)
+			if err != nil {
+				return usageErr("--dtype: %v", err)
 			}
 			m, err := mf.load(args[0])
 			if err != nil {
@@ -132,7 +128,7 @@ func newConvertCmd() *cobra.Command {
 	}
 	mf.register(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf or llama2c")
-	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16 (default: keep)")
+	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16, or quantize GGUF matrices to q8_0 (default: keep)")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }

@@ -529,13 +529,9 @@ func Export(m *ir.Model, path, format, dtype string) error {
 	if err != nil {
 		return err
 	}
-	var opts modelio.SaveOptions
-	if dtype != "" {
-		d, err := ir.ParseDType(dtype)
-		if err != nil {
-			return err
-		}
-		opts.DType = &d
+	opts, err := modelio.ParseStorage(f, dtype)
+	if err != nil {
+		return err
 	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {

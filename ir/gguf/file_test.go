@@ -109,9 +109,9 @@ func TestWriteParseRoundTrip(t *testing.T) {
 		if align != 0 {
 			kvs = append(kvs, KV{KeyAlignment, Of(align)})
 		}
-		q40 := make([]byte, 18*2) // two Q4_0 blocks of 32 elements
-		for i := range q40 {
-			q40[i] = byte(i * 7)
+		q4k := make([]byte, 144) // one Q4_K block of 256 elements
+		for i := range q4k {
+			q4k[i] = byte(i * 7)
 		}
 		f32 := make([]byte, 4*3*5)
 		for i := range f32 {
@@ -119,7 +119,7 @@ func TestWriteParseRoundTrip(t *testing.T) {
 		}
 		tensors := []WriteTensor{
 			{Name: "m", Type: GGMLF32, Shape: []int{3, 5}, Data: func() ([]byte, error) { return f32, nil }},
-			{Name: "q", Type: GGMLQ4_0, Shape: []int{64}, Data: func() ([]byte, error) { return q40, nil }},
+			{Name: "q", Type: GGMLQ4_K, Shape: []int{256}, Data: func() ([]byte, error) { return q4k, nil }},
 			{Name: "h", Type: GGMLF16, Shape: []int{1, 1, 1, 3}, Data: func() ([]byte, error) { return []byte{1, 2, 3, 4, 5, 6}, nil }},
 			{Name: "z", Type: GGMLBF16, Shape: []int{0, 4}, Data: func() ([]byte, error) { return nil, nil }},
 		}
@@ -166,8 +166,8 @@ func TestWriteParseRoundTrip(t *testing.T) {
 		if st.Size() != f.DataOffset+int64(end) {
 			t.Errorf("align %d: file is %d bytes, want data offset %d + %d", align, st.Size(), f.DataOffset, end)
 		}
-		if _, err := f.Tensor("q"); err == nil || !strings.Contains(err.Error(), "Q4_0") {
-			t.Errorf("reading a Q4_0 tensor: got %v, want an error naming Q4_0", err)
+		if _, err := f.Tensor("q"); err == nil || !strings.Contains(err.Error(), "Q4_K") {
+			t.Errorf("reading a Q4_K tensor: got %v, want an error naming Q4_K", err)
 		}
 	}
 }

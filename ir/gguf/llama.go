@@ -60,6 +60,7 @@ const (
 	fileTypeF32  = 0
 	fileTypeF16  = 1
 	fileTypeBF16 = 32
+	fileTypeQ8_0 = 7 // LLAMA_FTYPE_MOSTLY_Q8_0
 )
 
 func archKey(k string) string { return archLlama + "." + k }
@@ -759,10 +760,17 @@ type SaveOptions struct {
 	// Norm weights are always F32, which llama.cpp requires of 1-D
 	// tensors.
 	DType *ir.DType
+	// Quantize, when "q8_0", stores every matrix whose rows are a multiple
+	// of 32 long as ggml's Q8_0 (the others as F16), as llama.cpp's
+	// quantize does for its Q8_0 file type. It overrides DType for them.
+	Quantize string
 	// Name is general.name; empty means the file name without its
 	// extension.
 	Name string
 }
+
+// Quantizations lists the Quantize values Save accepts.
+var Quantizations = []string{"q8_0"}
 
 // Save writes m as a GGUF v3 llama model that llama.cpp loads: the llama.*
 // metadata, the tokenizer in SentencePiece form when m has one, and the
@@ -811,6 +819,13 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 	ft, err := fileType(m, opts.DType)
 	if err != nil {
 		return nil, nil, err
+	}
+	switch opts.Quantize {
+	case "":
+	case "q8_0":
+		ft = fileTypeQ8_0
+	default:
+		return nil, nil, fmt.Errorf("unknown quantization %q (known: %s)", opts.Quantize, strings.Join(Quantizations, ", "))
 	}
 	kvs := []KV{
 		{KeyArchitecture, Of(archLlama)},
@@ -875,6 +890,13 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		} else if opts.DType != nil {
 			dt = *opts.DType
 		}
+		if opts.Quantize == "q8_0" && len(t.Shape) == 2 {
+			if t.Shape[1]%qk == 0 {
+				tensors = append(tensors, WriteTensor{Name: gname, Type: GGMLQ8_0, Shape: t.Shape, Data: quantizer(t, perms[n])})
+				continue
+			}
+			dt = ir.F16
+		}
 		gt, err := GGMLTypeOf(dt)
 		if err != nil {
 			return nil, nil, fmt.Errorf("tensor %q: %w", n, err)
@@ -899,6 +921,24 @@ func converter(t *ir.Tensor, perm []int, dt ir.DType) func() ([]byte, error) {
 			return nil, err
 		}
 		return out.Bytes()
+	}
+}
+
+// quantizer is converter for Q8_0 storage.
+func quantizer(t *ir.Tensor, perm []int) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		var err error
+		out := t
+		if perm != nil {
+			if out, err = out.PermuteRows(perm); err != nil {
+				return nil, err
+			}
+		}
+		v, err := out.Float32()
+		if err != nil {
+			return nil, err
+		}
+		return quantizeQ8_0(v)
 	}
 }
 

@@ -635,13 +635,13 @@ func TestLoadErrors(t *testing.T) {
 		{"quantized", func(k []KV, ts []WriteTensor) ([]KV, []WriteTensor) {
 			for i := range ts {
 				if ts[i].Name == "blk.1.ffn_up.weight" {
-					ts[i].Type = GGMLQ8_0 // 4x8 floats = 128 bytes; Q8_0 needs 32 elements per row
-					ts[i].Shape = []int{1, 32}
-					ts[i].Data = func() ([]byte, error) { return make([]byte, 34), nil }
+					ts[i].Type = GGMLQ4_K // a type whittle does not dequantize
+					ts[i].Shape = []int{1, 256}
+					ts[i].Data = func() ([]byte, error) { return make([]byte, 144), nil }
 				}
 			}
 			return k, ts
-		}, `tensor "blk.1.ffn_up.weight" is stored as Q8_0`},
+		}, `tensor "blk.1.ffn_up.weight" is stored as Q4_K`},
 		{"missing key", func(k []KV, ts []WriteTensor) ([]KV, []WriteTensor) {
 			return dropKV(k, archKey(keyRMSEps)), ts
 		}, `missing metadata key "llama.attention.layer_norm_rms_epsilon"`},

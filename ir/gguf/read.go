@@ -140,9 +140,28 @@ func (f *File) Tensor(name string) (*ir.Tensor, error) {
 }
 
 func (f *File) tensor(ti *TensorInfo) (*ir.Tensor, error) {
+	if dequantizable(ti.Type) {
+		// Read as float32: the IR computes in float32 whatever the storage.
+		load, shape, path := f.loader(ti), ti.Shape(), f.Path
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		return ir.LazyTensor(ir.F32, shape, func() ([]byte, error) {
+			raw, err := load()
+			if err != nil {
+				return nil, err
+			}
+			out, err := dequantize(ti.Type, raw, n)
+			if err != nil {
+				return nil, fmt.Errorf("%s: tensor %q: %w", path, ti.Name, err)
+			}
+			return out, nil
+		}), nil
+	}
 	d, ok := ti.Type.DType()
 	if !ok {
-		return nil, fmt.Errorf("%s: offset %d: tensor %q is stored as %s; whittle reads only F32, F16 and BF16 tensors (convert or dequantize the file first)",
+		return nil, fmt.Errorf("%s: offset %d: tensor %q is stored as %s; whittle reads F32, F16, BF16, Q8_0 and Q4_0 tensors (convert the file first)",
 			f.Path, ti.InfoOffset, ti.Name, ti.Type)
 	}
 	return ir.LazyTensor(d, ti.Shape(), f.loader(ti)), nil

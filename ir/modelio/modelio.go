@@ -142,6 +142,30 @@ type SaveOptions struct {
 	// DType converts every tensor; nil keeps each tensor's dtype
 	// (llama2.c checkpoints are always float32).
 	DType *ir.DType
+	// Quantize is a GGUF block quantization of the matrices ("q8_0").
+	Quantize string
+}
+
+// ParseStorage reads a storage name for format: a dtype (f32, f16, bf16)
+// for any format, or a quantization (q8_0) for GGUF.
+func ParseStorage(format Format, s string) (SaveOptions, error) {
+	var o SaveOptions
+	if s == "" {
+		return o, nil
+	}
+	if strings.EqualFold(s, "q8_0") {
+		if format != GGUF {
+			return o, fmt.Errorf("q8_0 is a GGUF quantization; %s files hold f32, f16 or bf16", format)
+		}
+		o.Quantize = "q8_0"
+		return o, nil
+	}
+	d, err := ir.ParseDType(s)
+	if err != nil {
+		return o, fmt.Errorf("%w, or q8_0 for gguf", err)
+	}
+	o.DType = &d
+	return o, nil
 }
 
 // Save writes m to path in the given format. For llama2.c a tokenizer is
@@ -153,9 +177,12 @@ func Save(m *ir.Model, path string, format Format, opts SaveOptions) error {
 	}
 	switch format {
 	case HF:
+		if opts.Quantize != "" {
+			return fmt.Errorf("%s quantization is for GGUF files only", opts.Quantize)
+		}
 		return hf.Save(m, path, hf.SaveOptions{DType: opts.DType})
 	case GGUF:
-		return gguf.Save(m, path, gguf.SaveOptions{DType: opts.DType})
+		return gguf.Save(m, path, gguf.SaveOptions{DType: opts.DType, Quantize: opts.Quantize})
 	case Llama2c:
 		if err := llama2c.Save(m, path); err != nil {
 			return err

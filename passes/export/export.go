@@ -19,7 +19,8 @@ type Config struct {
 	Format string `hcl:"format"`
 	// Path is relative to the run directory unless absolute.
 	Path string `hcl:"path"`
-	// DType converts tensors (f32, f16, bf16); empty keeps them.
+	// DType converts tensors (f32, f16, bf16) or, for gguf, quantizes the
+	// matrices (q8_0); empty keeps them.
 	DType string `hcl:"dtype,optional"`
 }
 
@@ -37,13 +38,12 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if _, err := pc.Model(c.Model); err != nil {
 		return nil, err
 	}
-	if _, err := modelio.ParseFormat(c.Format); err != nil {
+	f, err := modelio.ParseFormat(c.Format)
+	if err != nil {
 		return nil, err
 	}
-	if c.DType != "" {
-		if _, err := ir.ParseDType(c.DType); err != nil {
-			return nil, err
-		}
+	if _, err := modelio.ParseStorage(f, c.DType); err != nil {
+		return nil, err
 	}
 	return nil, nil
 }

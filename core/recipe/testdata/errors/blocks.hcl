@@ -32,3 +32,10 @@ output "o" {
 output "p" {
   format = "hf"
 }
+
+output "q" {
+  model  = model.teacher
+  format = "hf"
+  path   = "q"
+  dtype  = "q8_0"
+}

@@ -1,0 +1,154 @@
+package gguf
+
+import (
+	"encoding/binary"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/x448/float16"
+
+	"github.com/whittle-ml/whittle/internal/shareddata"
+)
+
+// TestQuantizeQ8_0Block works one block by hand: values −16..15 have
+// max |x| = 16, so d = 16/127 and q = round(127·x/16), halves away from
+// zero as C's roundf (x = 8 gives 63.5 → 64).
+func TestQuantizeQ8_0Block(t *testing.T) {
+	x := make([]float32, 32)
+	for i := range x {
+		x[i] = float32(i - 16)
+	}
+	b, err := quantizeQ8_0(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 34 {
+		t.Fatalf("%d bytes", len(b))
+	}
+	if d := float16.Frombits(binary.LittleEndian.Uint16(b)); d != float16.Fromfloat32(16.0/127) {
+		t.Errorf("scale %v", d)
+	}
+	for i, v := range x {
+		want := int8(math.Round(float64(v) * 127 / 16))
+		if got := int8(b[2+i]); got != want {
+			t.Errorf("q[%d] = %d, want %d", i, got, want)
+		}
+	}
+	if got := int8(b[2+24]); got != 64 { // x = 8
+		t.Errorf("q for 8 = %d, want 64 (half away from zero)", got)
+	}
+	zero, _ := quantizeQ8_0(make([]float32, 32))
+	for _, c := range zero {
+		if c != 0 {
+			t.Fatal("an all-zero block must quantize to zeros")
+		}
+	}
+	if _, err := quantizeQ8_0(make([]float32, 31)); err == nil {
+		t.Error("a partial block was accepted")
+	}
+}
+
+// TestDequantize checks Q8_0 and Q4_0 against their definitions on
+// hand-built blocks.
+func TestDequantize(t *testing.T) {
+	d := float16.Fromfloat32(0.5)
+	q8 := binary.LittleEndian.AppendUint16(nil, d.Bits())
+	q4 := binary.LittleEndian.AppendUint16(nil, d.Bits())
+	for j := 0; j < 32; j++ {
+		q8 = append(q8, byte(int8(j-16)))
+	}
+	for j := 0; j < 16; j++ {
+		q4 = append(q4, byte(j)|byte(15-j)<<4)
+	}
+	f8, err := dequantize(GGMLQ8_0, q8, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f4, err := dequantize(GGMLQ4_0, q4, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(b []byte, i int) float32 { return math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])) }
+	for j := 0; j < 32; j++ {
+		if got := at(f8, j); got != 0.5*float32(j-16) {
+			t.Errorf("Q8_0[%d] = %g", j, got)
+		}
+		want := float32(j - 8) // low nibbles j, high nibbles 15−j
+		if j >= 16 {
+			want = float32(15 - (j - 16) - 8)
+		}
+		if got := at(f4, j); got != 0.5*want {
+			t.Errorf("Q4_0[%d] = %g, want %g", j, got, 0.5*want)
+		}
+	}
+	if _, err := dequantize(GGMLQ8_0, q8[:33], 32); err == nil {
+		t.Error("a short block was accepted")
+	}
+}
+
+// TestSaveLoadQ8_0: stories260K saved with Q8_0 matrices loads back
+// within half a quantization step (and the scale's rounding) of every weight (matrices whose rows
+// are not whole blocks stay F16), under llama.cpp's Q8_0 file type.
+func TestSaveLoadQ8_0(t *testing.T) {
+	src, err := Load(shareddata.Path(t, "models/stories260K/stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	path := filepath.Join(t.TempDir(), "q8.gguf")
+	if err := Save(src, path, SaveOptions{Quantize: "q8_0"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if v, _ := f.Get(KeyFileType); !v.Equal(Of(uint32(fileTypeQ8_0))) {
+		t.Errorf("file type %s", v)
+	}
+	q8 := 0
+	for _, ti := range f.Tensors {
+		if ti.Type == GGMLQ8_0 {
+			q8++
+		} else if len(ti.Dims) == 2 && ti.Dims[0]%32 == 0 {
+			t.Errorf("%s stored as %s", ti.Name, ti.Type)
+		}
+	}
+	if q8 == 0 {
+		t.Fatal("no Q8_0 tensor written")
+	}
+	for name, want := range src.Tensors {
+		a, _ := want.Float32()
+		b, err := got.Tensors[name].Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want.Shape) == 1 || want.Shape[1]%32 != 0 {
+			continue
+		}
+		for blk := 0; blk < len(a); blk += 32 {
+			var amax float64
+			for _, v := range a[blk : blk+32] {
+				amax = math.Max(amax, math.Abs(float64(v)))
+			}
+			step := amax / 127
+			for i := blk; i < blk+32; i++ {
+				// Half a step, plus the scale's float16 rounding (2⁻¹¹
+				// relative) times the largest |q|, 127.
+				if diff := math.Abs(float64(a[i] - b[i])); diff > step*(0.5+127.0/2048)+1e-9 {
+					t.Fatalf("%s[%d]: %g became %g (step %g)", name, i, a[i], b[i], step)
+				}
+			}
+		}
+	}
+	if err := Save(src, path, SaveOptions{Quantize: "q4_k"}); err == nil {
+		t.Error("an unknown quantization was accepted")
+	}
+}
