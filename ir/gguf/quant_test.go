@@ -152,3 +152,52 @@ func TestSaveLoadQ8_0(t *testing.T) {
 		t.Error("an unknown quantization was accepted")
 	}
 }
+
+// FuzzQuantRoundTrip: any block of floats quantizes, and dequantizes
+// within half a step (plus the scale's rounding) of where it started;
+// arbitrary bytes dequantize without panicking.
+func FuzzQuantRoundTrip(f *testing.F) {
+	f.Add(make([]byte, 128), uint8(0))
+	f.Add([]byte("the quick brown fox jumps over the lazy dog, twice over: the quick brown fox jumps over the lazy dog...."), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
+		typ := []GGMLType{GGMLQ8_0, GGMLQ4_0}[which%2]
+		_, size, _ := typ.Block()
+		if n := len(data) / int(size); n > 0 {
+			if _, err := dequantize(typ, data[:n*int(size)], n*32); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(data) < 128 {
+			return
+		}
+		x := make([]float32, 32)
+		for i := range x {
+			x[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
+			if math.IsNaN(float64(x[i])) || math.IsInf(float64(x[i]), 0) || math.Abs(float64(x[i])) > 6e4 {
+				return // beyond float16's range the scale saturates
+			}
+		}
+		q, err := quantizeQ8_0(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := dequantize(GGMLQ8_0, q, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var amax float64
+		for _, v := range x {
+			amax = math.Max(amax, math.Abs(float64(v)))
+		}
+		step := amax / 127
+		if step < 6.2e-5 {
+			return // a scale below float16's normal range loses precision: the format's limit, ggml's too
+		}
+		for i, v := range x {
+			got := math.Float32frombits(binary.LittleEndian.Uint32(back[4*i:]))
+			if diff := math.Abs(float64(got - v)); diff > step*(0.5+127.0/2048)+1e-6*amax+1e-30 {
+				t.Fatalf("x[%d] = %g came back %g (step %g)", i, v, got, step)
+			}
+		}
+	})
+}
