@@ -12,7 +12,9 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
+	"gonum.org/v1/plot/vg"
 
+	"github.com/whittle-ml/whittle/core/curves"
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/fsutil"
@@ -217,11 +219,18 @@ func progressEvents(w io.Writer) pipeline.Events {
 }
 
 func newReportCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "report RUN_DIR",
-		Short: "Summarize a run directory: evaluations, parameters, outputs",
+	var (
+		plotPath      string
+		width, height float64
+	)
+	cmd := &cobra.Command{
+		Use:   "report RUN_DIR [--plot curves.png]",
+		Short: "Summarize a run directory: evaluations, parameters, outputs; optionally plot training curves",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !(width > 0) || !(height > 0) {
+				return usageErr("report: --width and --height must be positive")
+			}
 			man, err := pipeline.ReadManifest(filepath.Join(args[0], pipeline.ManifestName))
 			if err != nil {
 				return err
@@ -229,9 +238,28 @@ func newReportCmd() *cobra.Command {
 			if man == nil {
 				return fmt.Errorf("%s: no %s (not a run directory)", args[0], pipeline.ManifestName)
 			}
-			return man.Summary(cmd.OutOrStdout())
+			if err := man.Summary(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if plotPath == "" {
+				return nil
+			}
+			series, err := curves.Read(args[0], man)
+			if err != nil {
+				return err
+			}
+			title := "training curves: " + filepath.Base(filepath.Clean(args[0]))
+			if err := curves.Draw(series, title, plotPath, vg.Length(width)*vg.Inch, vg.Length(height)*vg.Inch); err != nil {
+				return fmt.Errorf("report: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "\nplot        %s (%d training passes)\n", plotPath, len(series))
+			return nil
 		},
 	}
+	cmd.Flags().StringVar(&plotPath, "plot", "", "draw the training passes' loss curves to this file (.png, .svg or .pdf)")
+	cmd.Flags().Float64Var(&width, "width", 8, "plot width in inches")
+	cmd.Flags().Float64Var(&height, "height", 5, "plot height in inches")
+	return cmd
 }
 
 func newPassesCmd() *cobra.Command {

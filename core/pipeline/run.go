@@ -294,7 +294,7 @@ func (run *runner) move(prev *PassRecord, index int, dir string) error {
 	if prev.Index == index {
 		return nil
 	}
-	old := filepath.Join(run.opts.Dir, "passes", fmt.Sprintf("%02d-%s", prev.Index, sanitize(prev.Name)))
+	old := PassDir(run.opts.Dir, prev.Index, prev.Name)
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
@@ -344,7 +344,7 @@ func (run *runner) runPass(ctx context.Context, p *recipe.Pass, ev Events) (Pass
 	}
 	rec := PassRecord{Index: p.Index, Name: p.Name, Kind: p.Kind, Into: p.Into, Config: config,
 		Key: run.passKey(p, config), Started: time.Now().UTC(), Metrics: map[string]any{}}
-	dir := filepath.Join(run.opts.Dir, "passes", fmt.Sprintf("%02d-%s", p.Index, sanitize(p.Name)))
+	dir := PassDir(run.opts.Dir, p.Index, p.Name)
 	produces := impl.Spec().Produces
 
 	if prev, ok := run.prev[p.Name]; ok && prev.Status == StatusDone && prev.Key == rec.Key {
@@ -593,6 +593,12 @@ func hashTree(root, base string) ([]FileRecord, error) {
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, err
+}
+
+// PassDir is the directory of the pass at index with name in a run
+// directory.
+func PassDir(runDir string, index int, name string) string {
+	return filepath.Join(runDir, "passes", fmt.Sprintf("%02d-%s", index, sanitize(name)))
 }
 
 func sanitize(name string) string {

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/curves"
 	"github.com/whittle-ml/whittle/core/data"
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
@@ -284,8 +285,9 @@ type Job struct {
 	Train     Train
 }
 
-// HistoryFile is the per-step training log a training pass writes.
-const HistoryFile = "history.csv"
+// HistoryFile is the per-step training log a training pass writes (core/curves
+// draws it).
+const HistoryFile = curves.HistoryFile
 
 // ValPoint is one evaluation during training, as recorded in metrics.
 type ValPoint struct {
