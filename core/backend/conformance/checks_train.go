@@ -418,7 +418,10 @@ func (s *suite) checkValidation(t *testing.T) {
 
 // checkResume: a run cancelled after a checkpoint leaves the weights
 // untouched, and the same request then resumes and ends where an
-// uninterrupted run does.
+// uninterrupted run does. The cancellation comes from the step-2 event;
+// an out-of-process backend sees it a little later (the events stream
+// ahead of the client), so the run is long enough for it to land before
+// the end, and the resume point is any checkpoint from step 2 on.
 func (s *suite) checkResume(t *testing.T) {
 	for _, mode := range []string{backend.ModeFull, backend.ModeLoRA} {
 		t.Run(mode, func(t *testing.T) {
@@ -433,7 +436,7 @@ func (s *suite) checkResume(t *testing.T) {
 func (s *suite) checkResumeMode(t *testing.T, mode string) {
 	f, teacher := s.tiny, s.teacher
 	base := backend.TrainRequest{Objective: backend.ObjectiveKL, Loss: backend.LossConfig{Temperature: 2, TopK: 6}, Mode: mode,
-		Data: f.data, Steps: 4, BatchSize: 2, GradAccum: 2, CheckpointEvery: 2, Seed: 3,
+		Data: f.data, Steps: 16, BatchSize: 2, GradAccum: 2, CheckpointEvery: 2, Seed: 3,
 		Optim: backend.OptimConfig{LR: 3e-3, MinLR: 1e-4, WarmupSteps: 1, WeightDecay: 0.1, GradClip: 1}}
 	if mode == backend.ModeLoRA {
 		base.LoRA = &backend.LoRAConfig{Rank: 2, Targets: []string{"v_proj", "up_proj"}}
@@ -469,8 +472,8 @@ func (s *suite) checkResumeMode(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatalf("resuming: %v", err)
 	}
-	if res.ResumedFrom != 2 {
-		t.Errorf("resumed from step %d, want 2", res.ResumedFrom)
+	if res.ResumedFrom < 2 || res.ResumedFrom%2 != 0 || res.ResumedFrom >= base.Steps {
+		t.Errorf("resumed from step %d, want a checkpoint (every 2 steps) from step 2 on, before step %d", res.ResumedFrom, base.Steps)
 	}
 	if len(res.History) != len(want.History) {
 		t.Fatalf("history of %d steps, want %d", len(res.History), len(want.History))
