@@ -97,6 +97,9 @@ run "$WHITTLE" convert "$M/stories260K.gguf" "$W/q8_0.gguf" --to gguf --dtype q8
 greedy "$W/q8_0.gguf"
 check gguf "$W/q8_0.gguf" "$W/q8_0.gguf.want" "gguf -> gguf q8_0 vs whittle generate, --precision f32" required --precision f32
 check gguf "$W/q8_0.gguf" "$EXP" "gguf -> gguf q8_0 vs expected" info
+run "$WHITTLE" convert "$M/stories260K.gguf" "$W/q4_0.gguf" --to gguf --dtype q4_0
+greedy "$W/q4_0.gguf"
+check gguf "$W/q4_0.gguf" "$W/q4_0.gguf.want" "gguf -> gguf q4_0 vs whittle generate, --precision f32" required --precision f32
 
 # Pruned models: no expected file, so compare with whittle generate.
 run "$WHITTLE" run examples/prune-stories260K.hcl --out "$W/example"

@@ -61,7 +61,7 @@ TYPE_NAMES = {0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "i
 INT_TYPES = {0, 1, 2, 3, 4, 5, 10, 11}
 
 # ggml_type: (name, bytes per element) for the types this checker runs.
-GGML_TYPES = {0: ("F32", 4), 1: ("F16", 2), 30: ("BF16", 2), 8: ("Q8_0", 34 / 32)}
+GGML_TYPES = {0: ("F32", 4), 1: ("F16", 2), 30: ("BF16", 2), 8: ("Q8_0", 34 / 32), 2: ("Q4_0", 18 / 32)}
 
 # llama_token_type
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
@@ -154,12 +154,12 @@ def parse(path):
         if name in tensors:
             raise ExportError(f"{path}: duplicate tensor {name}")
         if typ not in GGML_TYPES:
-            raise ExportError(f"{path}: tensor {name}: ggml type {typ} (this checker runs F32, F16, BF16, Q8_0)")
+            raise ExportError(f"{path}: tensor {name}: ggml type {typ} (this checker runs F32, F16, BF16, Q8_0, Q4_0)")
         tname, size = GGML_TYPES[typ]
         if off % align:
             raise ExportError(f"{path}: tensor {name}: offset {off} is not a multiple of the alignment {align}")
-        if tname == "Q8_0" and ne[0] % 32:
-            raise ExportError(f"{path}: tensor {name}: Q8_0 rows of {ne[0]} values are not whole 32-value blocks")
+        if tname in ("Q8_0", "Q4_0") and ne[0] % 32:
+            raise ExportError(f"{path}: tensor {name}: {tname} rows of {ne[0]} values are not whole 32-value blocks")
         nbytes = int(math.prod(ne) * size)
         start = data_start + off
         if start + nbytes > len(data):
@@ -185,6 +185,15 @@ def tensor_f32(data, t):
         blocks = np.frombuffer(data, dtype=np.uint8, count=n // 32 * 34, offset=start).reshape(-1, 34)
         d = blocks[:, :2].copy().view("<f2").astype(np.float32)
         q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
+        a = (d * q).reshape(-1)
+    elif tname == "Q4_0":
+        # ggml's block_q4_0: a float16 scale d, then 16 bytes of nibbles: the
+        # block's first 16 values in the low nibbles, the last 16 in the high
+        # ones; x = d*(q - 8).
+        blocks = np.frombuffer(data, dtype=np.uint8, count=n // 32 * 18, offset=start).reshape(-1, 18)
+        d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+        qs = blocks[:, 2:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32) - 8
         a = (d * q).reshape(-1)
     else:
         a = (np.frombuffer(data, dtype="<u2", count=n, offset=start).astype(np.uint32) << 16).view(np.float32)
@@ -337,8 +346,8 @@ def round_to(x, tname):
     vec_dot type: F16 weights multiply F16-rounded activations."""
     if tname == "F16":
         return x.astype(np.float16).astype(np.float32)
-    if tname == "Q8_0":
-        # Q8_0 weights multiply Q8_0-quantized activations (ggml's AVX2
+    if tname in ("Q8_0", "Q4_0"):
+        # Q8_0 and Q4_0 weights multiply Q8_0-quantized activations (ggml's AVX2
         # quantize_row_q8_0: id = 127/amax, round half to even, d as F16).
         b = x.astype(np.float32).reshape(-1, 32)
         amax = np.abs(b).max(axis=1, keepdims=True)

@@ -128,7 +128,7 @@ func newConvertCmd() *cobra.Command {
 	}
 	mf.register(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf or llama2c")
-	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16, or quantize GGUF matrices to q8_0 (default: keep)")
+	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16, or quantize GGUF matrices to q8_0 or q4_0 (default: keep)")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }

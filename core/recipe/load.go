@@ -51,7 +51,7 @@ var (
 var (
 	modelFormats   = map[string]string{"hf": "hf", "gguf": "gguf", "llama2c": "llama2c", "safetensors": "hf", "huggingface": "hf", "bin": "llama2c"}
 	datasetFormats = map[string]string{"text": "text", "jsonl": "jsonl", "instruct": "instruct"}
-	dtypes         = map[string]string{"f32": "f32", "f16": "f16", "bf16": "bf16", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "q8_0": "q8_0"}
+	dtypes         = map[string]string{"f32": "f32", "f16": "f16", "bf16": "bf16", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "q8_0": "q8_0", "q4_0": "q4_0"}
 )
 
 // DefaultValidationFraction is a dataset's held-out share when the block does
@@ -585,9 +585,9 @@ func (l *loader) output(b *hcl.Block) {
 	}
 	if a := content.Attributes["dtype"]; a != nil {
 		var ok bool
-		o.DType, ok = l.enumAttr(a, sc, dtypes, []string{"f32", "f16", "bf16", "q8_0"})
-		if ok && o.DType == "q8_0" && o.Format != "" && o.Format != "gguf" {
-			l.errorf(a.Expr.Range(), `Invalid value for "dtype"`, "q8_0 is a GGUF quantization; format %q holds f32, f16 or bf16.", o.Format)
+		o.DType, ok = l.enumAttr(a, sc, dtypes, []string{"f32", "f16", "bf16", "q8_0", "q4_0"})
+		if ok && strings.HasPrefix(o.DType, "q") && o.Format != "" && o.Format != "gguf" {
+			l.errorf(a.Expr.Range(), `Invalid value for "dtype"`, "%s is a GGUF quantization; format %q holds f32, f16 or bf16.", o.DType, o.Format)
 		}
 	}
 	l.r.Outputs = append(l.r.Outputs, o)

@@ -61,6 +61,7 @@ const (
 	fileTypeF16  = 1
 	fileTypeBF16 = 32
 	fileTypeQ8_0 = 7 // LLAMA_FTYPE_MOSTLY_Q8_0
+	fileTypeQ4_0 = 2 // LLAMA_FTYPE_MOSTLY_Q4_0
 )
 
 func archKey(k string) string { return archLlama + "." + k }
@@ -760,9 +761,9 @@ type SaveOptions struct {
 	// Norm weights are always F32, which llama.cpp requires of 1-D
 	// tensors.
 	DType *ir.DType
-	// Quantize, when "q8_0", stores every matrix whose rows are a multiple
-	// of 32 long as ggml's Q8_0 (the others as F16), as llama.cpp's
-	// quantize does for its Q8_0 file type. It overrides DType for them.
+	// Quantize, "q8_0" or "q4_0", stores every matrix whose rows are a
+	// multiple of 32 long in that ggml block format (the others as F16).
+	// It overrides DType for them.
 	Quantize string
 	// Name is general.name; empty means the file name without its
 	// extension.
@@ -770,7 +771,17 @@ type SaveOptions struct {
 }
 
 // Quantizations lists the Quantize values Save accepts.
-var Quantizations = []string{"q8_0"}
+var Quantizations = []string{"q8_0", "q4_0"}
+
+// quantTypes maps Quantize values to their ggml type and file type.
+var quantTypes = map[string]struct {
+	typ      GGMLType
+	fileType uint32
+	encode   func([]float32) ([]byte, error)
+}{
+	"q8_0": {GGMLQ8_0, fileTypeQ8_0, quantizeQ8_0},
+	"q4_0": {GGMLQ4_0, fileTypeQ4_0, quantizeQ4_0},
+}
 
 // Save writes m as a GGUF v3 llama model that llama.cpp loads: the llama.*
 // metadata, the tokenizer in SentencePiece form when m has one, and the
@@ -820,11 +831,10 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 	if err != nil {
 		return nil, nil, err
 	}
-	switch opts.Quantize {
-	case "":
-	case "q8_0":
-		ft = fileTypeQ8_0
-	default:
+	quant, quantized := quantTypes[opts.Quantize]
+	if quantized {
+		ft = quant.fileType
+	} else if opts.Quantize != "" {
 		return nil, nil, fmt.Errorf("unknown quantization %q (known: %s)", opts.Quantize, strings.Join(Quantizations, ", "))
 	}
 	kvs := []KV{
@@ -890,9 +900,9 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		} else if opts.DType != nil {
 			dt = *opts.DType
 		}
-		if opts.Quantize == "q8_0" && len(t.Shape) == 2 {
+		if quantized && len(t.Shape) == 2 {
 			if t.Shape[1]%qk == 0 {
-				tensors = append(tensors, WriteTensor{Name: gname, Type: GGMLQ8_0, Shape: t.Shape, Data: quantizer(t, perms[n])})
+				tensors = append(tensors, WriteTensor{Name: gname, Type: quant.typ, Shape: t.Shape, Data: quantizer(t, perms[n], quant.encode)})
 				continue
 			}
 			dt = ir.F16
@@ -924,8 +934,8 @@ func converter(t *ir.Tensor, perm []int, dt ir.DType) func() ([]byte, error) {
 	}
 }
 
-// quantizer is converter for Q8_0 storage.
-func quantizer(t *ir.Tensor, perm []int) func() ([]byte, error) {
+// quantizer is converter for block-quantized storage.
+func quantizer(t *ir.Tensor, perm []int, encode func([]float32) ([]byte, error)) func() ([]byte, error) {
 	return func() ([]byte, error) {
 		var err error
 		out := t
@@ -938,7 +948,7 @@ func quantizer(t *ir.Tensor, perm []int) func() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		return quantizeQ8_0(v)
+		return encode(v)
 	}
 }
 

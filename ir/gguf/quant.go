@@ -71,5 +71,36 @@ func quantizeQ8_0(x []float32) ([]byte, error) {
 	return out, nil
 }
 
+// quantizeQ4_0 is ggml's quantize_row_q4_0_ref: per block, the value of
+// largest magnitude m (sign kept) sets d = m/−8, and each value becomes
+// min(15, trunc(x/d + 8.5)), packed two to a byte (the first 16 values in
+// the low nibbles).
+func quantizeQ4_0(x []float32) ([]byte, error) {
+	if len(x)%qk != 0 {
+		return nil, fmt.Errorf("Q4_0 needs a multiple of %d values, got %d", qk, len(x))
+	}
+	out := make([]byte, 0, len(x)/qk*18)
+	for b := 0; b < len(x); b += qk {
+		blk := x[b : b+qk]
+		var amax, m float32
+		for _, v := range blk {
+			if a := float32(math.Abs(float64(v))); a > amax {
+				amax, m = a, v
+			}
+		}
+		d := m / -8
+		id := float32(0)
+		if d != 0 {
+			id = 1 / d
+		}
+		out = binary.LittleEndian.AppendUint16(out, float16.Fromfloat32(d).Bits())
+		q := func(v float32) byte { return byte(min(15, int8(v*id+8.5))) }
+		for j := 0; j < qk/2; j++ {
+			out = append(out, q(blk[j])|q(blk[j+qk/2])<<4)
+		}
+	}
+	return out, nil
+}
+
 // dequantizable reports the quantized types whittle reads.
 func dequantizable(t GGMLType) bool { return t == GGMLQ8_0 || t == GGMLQ4_0 }

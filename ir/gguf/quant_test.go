@@ -201,3 +201,92 @@ func FuzzQuantRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// TestQuantizeQ4_0Block works one block by hand: the value of largest
+// magnitude, m = −16, gives d = m/−8 = 2; x becomes min(15, trunc(x/2 +
+// 8.5)), so −16 → 0, 0 → 8, 15 → 15 (clamped from 16), and decoding gives
+// d·(q − 8).
+func TestQuantizeQ4_0Block(t *testing.T) {
+	x := make([]float32, 32)
+	for i := range x {
+		x[i] = float32(i - 16)
+	}
+	b, err := quantizeQ4_0(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 18 || float16.Frombits(binary.LittleEndian.Uint16(b)).Float32() != 2 {
+		t.Fatalf("block %x", b)
+	}
+	nib := func(j int) int {
+		if j < 16 {
+			return int(b[2+j] & 0x0F)
+		}
+		return int(b[2+j-16] >> 4)
+	}
+	for j, v := range x {
+		want := min(15, int(math.Trunc(float64(v)/2+8.5)))
+		if got := nib(j); got != want {
+			t.Errorf("q[%d] (x = %g) = %d, want %d", j, v, got, want)
+		}
+	}
+	back, err := dequantize(GGMLQ4_0, b, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j, v := range x {
+		got := math.Float32frombits(binary.LittleEndian.Uint32(back[4*j:]))
+		if math.Abs(float64(got-v)) > 2 { // one step at most (the clamped end), half a step elsewhere
+			t.Errorf("x[%d] = %g came back %g", j, v, got)
+		}
+	}
+}
+
+// TestSaveLoadQ4_0: Q4_0 storage loads back within one quantization step
+// (|max|/8) of every weight, under llama.cpp's Q4_0 file type.
+func TestSaveLoadQ4_0(t *testing.T) {
+	src, err := Load(shareddata.Path(t, "models/stories260K/stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	path := filepath.Join(t.TempDir(), "q4.gguf")
+	if err := Save(src, path, SaveOptions{Quantize: "q4_0"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if v, _ := f.Get(KeyFileType); !v.Equal(Of(uint32(fileTypeQ4_0))) {
+		t.Errorf("file type %s", v)
+	}
+	for name, want := range src.Tensors {
+		if len(want.Shape) == 1 || want.Shape[1]%32 != 0 {
+			continue
+		}
+		a, _ := want.Float32()
+		b, err := got.Tensors[name].Float32()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for blk := 0; blk < len(a); blk += 32 {
+			var amax float64
+			for _, v := range a[blk : blk+32] {
+				amax = math.Max(amax, math.Abs(float64(v)))
+			}
+			step := amax / 8
+			for i := blk; i < blk+32; i++ {
+				if diff := math.Abs(float64(a[i] - b[i])); diff > step*(1+8.0/2048)+1e-9 {
+					t.Fatalf("%s[%d]: %g became %g (step %g)", name, i, a[i], b[i], step)
+				}
+			}
+		}
+	}
+}

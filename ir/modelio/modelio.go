@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/whittle-ml/whittle/ir"
@@ -142,27 +143,28 @@ type SaveOptions struct {
 	// DType converts every tensor; nil keeps each tensor's dtype
 	// (llama2.c checkpoints are always float32).
 	DType *ir.DType
-	// Quantize is a GGUF block quantization of the matrices ("q8_0").
+	// Quantize is a GGUF block quantization of the matrices ("q8_0",
+	// "q4_0").
 	Quantize string
 }
 
 // ParseStorage reads a storage name for format: a dtype (f32, f16, bf16)
-// for any format, or a quantization (q8_0) for GGUF.
+// for any format, or a quantization (q8_0, q4_0) for GGUF.
 func ParseStorage(format Format, s string) (SaveOptions, error) {
 	var o SaveOptions
 	if s == "" {
 		return o, nil
 	}
-	if strings.EqualFold(s, "q8_0") {
+	if q := strings.ToLower(s); slices.Contains(gguf.Quantizations, q) {
 		if format != GGUF {
-			return o, fmt.Errorf("q8_0 is a GGUF quantization; %s files hold f32, f16 or bf16", format)
+			return o, fmt.Errorf("%s is a GGUF quantization; %s files hold f32, f16 or bf16", q, format)
 		}
-		o.Quantize = "q8_0"
+		o.Quantize = q
 		return o, nil
 	}
 	d, err := ir.ParseDType(s)
 	if err != nil {
-		return o, fmt.Errorf("%w, or q8_0 for gguf", err)
+		return o, fmt.Errorf("%w, or %s for gguf", err, strings.Join(gguf.Quantizations, " or "))
 	}
 	o.DType = &d
 	return o, nil
