@@ -20,7 +20,7 @@ type Config struct {
 	// Path is relative to the run directory unless absolute.
 	Path string `hcl:"path"`
 	// DType converts tensors (f32, f16, bf16) or, for gguf, quantizes the
-	// matrices (q8_0); empty keeps them.
+	// matrices (q8_0, q4_0); empty keeps them.
 	DType string `hcl:"dtype,optional"`
 }
 
