@@ -449,13 +449,9 @@ func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
 	if model != tokModelLlama {
 		return nil, f.keyErr(KeyTokModel, "tokenizer model %q is not supported (whittle reads SentencePiece %q and byte-level %q vocabularies)", model, tokModelLlama, tokModelGPT2)
 	}
-	v, ok := f.Get(KeyTokTokens)
-	if !ok {
-		return nil, fmt.Errorf("%s: tokenizer model %q without %q", f.Path, model, KeyTokTokens)
-	}
-	pieces, ok := v.Strs()
-	if !ok {
-		return nil, f.keyErr(KeyTokTokens, "want an array of strings, got %s", v)
+	pieces, err := f.strs(model, KeyTokTokens)
+	if err != nil {
+		return nil, err
 	}
 	n := len(pieces)
 	t := &tokenizer.Tokenizer{Pieces: pieces, Scores: make([]float32, n)}
@@ -466,18 +462,8 @@ func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
 		}
 		t.Scores = s
 	}
-	if v, ok := f.Get(KeyTokTypes); ok {
-		ids, ok := v.Ints()
-		if !ok || len(ids) != n {
-			return nil, f.keyErr(KeyTokTypes, "want %d integer token types, got %s", n, v)
-		}
-		t.Types = make([]tokenizer.TokenType, n)
-		for i, x := range ids {
-			if x < math.MinInt32 || x > math.MaxInt32 {
-				return nil, f.keyErr(KeyTokTypes, "token %d: type %d out of range", i, x)
-			}
-			t.Types[i] = tokenizer.TokenType(x)
-		}
+	if t.Types, err = f.tokenTypes(n); err != nil {
+		return nil, err
 	}
 	// llama.cpp's defaults for SentencePiece vocabularies.
 	if t.BOS, err = f.tokenID(KeyTokBOS, 1); err != nil {
@@ -509,6 +495,39 @@ func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
 	return t, nil
 }
 
+// strs reads a tokenizer model's required string-array key.
+func (f *File) strs(model, key string) ([]string, error) {
+	v, ok := f.Get(key)
+	if !ok {
+		return nil, fmt.Errorf("%s: tokenizer model %q without %q", f.Path, model, key)
+	}
+	out, ok := v.Strs()
+	if !ok {
+		return nil, f.keyErr(key, "want an array of strings, got %s", v)
+	}
+	return out, nil
+}
+
+// tokenTypes reads the types of n tokens; nil when the file has none.
+func (f *File) tokenTypes(n int) ([]tokenizer.TokenType, error) {
+	v, ok := f.Get(KeyTokTypes)
+	if !ok {
+		return nil, nil
+	}
+	ids, ok := v.Ints()
+	if !ok || len(ids) != n {
+		return nil, f.keyErr(KeyTokTypes, "want %d integer token types, got %s", n, v)
+	}
+	types := make([]tokenizer.TokenType, n)
+	for i, x := range ids {
+		if x < math.MinInt32 || x > math.MaxInt32 {
+			return nil, f.keyErr(KeyTokTypes, "token %d: type %d out of range", i, x)
+		}
+		types[i] = tokenizer.TokenType(x)
+	}
+	return types, nil
+}
+
 // bytePre maps llama.cpp's byte-level pre-tokenizer names to the split
 // pattern and ignore_merges of the Hugging Face tokenizers they stand for.
 var bytePre = []struct {
@@ -524,22 +543,11 @@ var bytePre = []struct {
 // byteLevelTokenizer reads a "gpt2" vocabulary: tokens, types, merges and
 // the pre-tokenizer's name.
 func (f *File) byteLevelTokenizer() (*tokenizer.Tokenizer, error) {
-	strs := func(key string) ([]string, error) {
-		v, ok := f.Get(key)
-		if !ok {
-			return nil, fmt.Errorf("%s: tokenizer model %q without %q", f.Path, tokModelGPT2, key)
-		}
-		out, ok := v.Strs()
-		if !ok {
-			return nil, f.keyErr(key, "want an array of strings, got %s", v)
-		}
-		return out, nil
-	}
-	pieces, err := strs(KeyTokTokens)
+	pieces, err := f.strs(tokModelGPT2, KeyTokTokens)
 	if err != nil {
 		return nil, err
 	}
-	mergeStrs, err := strs(KeyTokMerges)
+	mergeStrs, err := f.strs(tokModelGPT2, KeyTokMerges)
 	if err != nil {
 		return nil, err
 	}
@@ -551,20 +559,17 @@ func (f *File) byteLevelTokenizer() (*tokenizer.Tokenizer, error) {
 		}
 		merges[i] = [2]string{a, b}
 	}
+	read, err := f.tokenTypes(len(pieces))
+	if err != nil {
+		return nil, err
+	}
+	// Of the types, a byte-level vocabulary needs only which tokens are
+	// special (added) and which are placeholders.
 	types := make([]tokenizer.TokenType, len(pieces))
 	for i := range types {
 		types[i] = tokenizer.Normal
-	}
-	if v, ok := f.Get(KeyTokTypes); ok {
-		ids, ok := v.Ints()
-		if !ok || len(ids) != len(pieces) {
-			return nil, f.keyErr(KeyTokTypes, "want %d integer token types, got %s", len(pieces), v)
-		}
-		for i, x := range ids {
-			switch tokenizer.TokenType(x) {
-			case tokenizer.Control, tokenizer.Unused:
-				types[i] = tokenizer.TokenType(x)
-			}
+		if read != nil && (read[i] == tokenizer.Control || read[i] == tokenizer.Unused) {
+			types[i] = read[i]
 		}
 	}
 	pre, err := f.str(KeyTokPre, false)

@@ -87,68 +87,82 @@ func TestDequantize(t *testing.T) {
 	}
 }
 
-// TestSaveLoadQ8_0: stories260K saved with Q8_0 matrices loads back
-// within half a quantization step (and the scale's rounding) of every weight (matrices whose rows
-// are not whole blocks stay F16), under llama.cpp's Q8_0 file type.
-func TestSaveLoadQ8_0(t *testing.T) {
+// TestSaveLoadQuantized: stories260K saved with Q8_0 or Q4_0 matrices
+// loads back within the format's error of every weight: half a step
+// (|max|/127 for Q8_0), or a whole one (|max|/8 for Q4_0, whose code range
+// is one short on the far side), plus the scale's float16 rounding (2⁻¹¹
+// relative) times the largest |q|. Matrices whose rows are not whole
+// blocks stay F16; the file type is llama.cpp's.
+func TestSaveLoadQuantized(t *testing.T) {
 	src, err := Load(shareddata.Path(t, "models/stories260K/stories260K.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	path := filepath.Join(t.TempDir(), "q8.gguf")
-	if err := Save(src, path, SaveOptions{Quantize: "q8_0"}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer got.Close()
-	f, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if v, _ := f.Get(KeyFileType); !v.Equal(Of(uint32(fileTypeQ8_0))) {
-		t.Errorf("file type %s", v)
-	}
-	q8 := 0
-	for _, ti := range f.Tensors {
-		if ti.Type == GGMLQ8_0 {
-			q8++
-		} else if len(ti.Dims) == 2 && ti.Dims[0]%32 == 0 {
-			t.Errorf("%s stored as %s", ti.Name, ti.Type)
-		}
-	}
-	if q8 == 0 {
-		t.Fatal("no Q8_0 tensor written")
-	}
-	for name, want := range src.Tensors {
-		a, _ := want.Float32()
-		b, err := got.Tensors[name].Float32()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(want.Shape) == 1 || want.Shape[1]%32 != 0 {
-			continue
-		}
-		for blk := 0; blk < len(a); blk += 32 {
-			var amax float64
-			for _, v := range a[blk : blk+32] {
-				amax = math.Max(amax, math.Abs(float64(v)))
+	for _, c := range []struct {
+		quant    string
+		typ      GGMLType
+		fileType uint32
+		levels   float64 // |max| / step
+		steps    float64 // the error bound in steps
+	}{
+		{"q8_0", GGMLQ8_0, fileTypeQ8_0, 127, 0.5 + 127.0/2048},
+		{"q4_0", GGMLQ4_0, fileTypeQ4_0, 8, 1 + 8.0/2048},
+	} {
+		t.Run(c.quant, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), c.quant+".gguf")
+			if err := Save(src, path, SaveOptions{Quantize: c.quant}); err != nil {
+				t.Fatal(err)
 			}
-			step := amax / 127
-			for i := blk; i < blk+32; i++ {
-				// Half a step, plus the scale's float16 rounding (2⁻¹¹
-				// relative) times the largest |q|, 127.
-				if diff := math.Abs(float64(a[i] - b[i])); diff > step*(0.5+127.0/2048)+1e-9 {
-					t.Fatalf("%s[%d]: %g became %g (step %g)", name, i, a[i], b[i], step)
+			got, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer got.Close()
+			f, err := Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if v, _ := f.Get(KeyFileType); !v.Equal(Of(c.fileType)) {
+				t.Errorf("file type %s", v)
+			}
+			quantized := 0
+			for _, ti := range f.Tensors {
+				if ti.Type == c.typ {
+					quantized++
+				} else if len(ti.Dims) == 2 && ti.Dims[0]%32 == 0 {
+					t.Errorf("%s stored as %s", ti.Name, ti.Type)
 				}
 			}
-		}
+			if quantized == 0 {
+				t.Fatalf("no %s tensor written", c.typ)
+			}
+			for name, want := range src.Tensors {
+				if len(want.Shape) == 1 || want.Shape[1]%32 != 0 {
+					continue
+				}
+				a, _ := want.Float32()
+				b, err := got.Tensors[name].Float32()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for blk := 0; blk < len(a); blk += 32 {
+					var amax float64
+					for _, v := range a[blk : blk+32] {
+						amax = math.Max(amax, math.Abs(float64(v)))
+					}
+					step := amax / c.levels
+					for i := blk; i < blk+32; i++ {
+						if diff := math.Abs(float64(a[i] - b[i])); diff > step*c.steps+1e-9 {
+							t.Fatalf("%s[%d]: %g became %g (step %g)", name, i, a[i], b[i], step)
+						}
+					}
+				}
+			}
+		})
 	}
-	if err := Save(src, path, SaveOptions{Quantize: "q4_k"}); err == nil {
+	if err := Save(src, filepath.Join(t.TempDir(), "x.gguf"), SaveOptions{Quantize: "q4_k"}); err == nil {
 		t.Error("an unknown quantization was accepted")
 	}
 }
@@ -238,55 +252,6 @@ func TestQuantizeQ4_0Block(t *testing.T) {
 		got := math.Float32frombits(binary.LittleEndian.Uint32(back[4*j:]))
 		if math.Abs(float64(got-v)) > 2 { // one step at most (the clamped end), half a step elsewhere
 			t.Errorf("x[%d] = %g came back %g", j, v, got)
-		}
-	}
-}
-
-// TestSaveLoadQ4_0: Q4_0 storage loads back within one quantization step
-// (|max|/8) of every weight, under llama.cpp's Q4_0 file type.
-func TestSaveLoadQ4_0(t *testing.T) {
-	src, err := Load(shareddata.Path(t, "models/stories260K/stories260K.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	path := filepath.Join(t.TempDir(), "q4.gguf")
-	if err := Save(src, path, SaveOptions{Quantize: "q4_0"}); err != nil {
-		t.Fatal(err)
-	}
-	got, err := Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer got.Close()
-	f, err := Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if v, _ := f.Get(KeyFileType); !v.Equal(Of(uint32(fileTypeQ4_0))) {
-		t.Errorf("file type %s", v)
-	}
-	for name, want := range src.Tensors {
-		if len(want.Shape) == 1 || want.Shape[1]%32 != 0 {
-			continue
-		}
-		a, _ := want.Float32()
-		b, err := got.Tensors[name].Float32()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for blk := 0; blk < len(a); blk += 32 {
-			var amax float64
-			for _, v := range a[blk : blk+32] {
-				amax = math.Max(amax, math.Abs(float64(v)))
-			}
-			step := amax / 8
-			for i := blk; i < blk+32; i++ {
-				if diff := math.Abs(float64(a[i] - b[i])); diff > step*(1+8.0/2048)+1e-9 {
-					t.Fatalf("%s[%d]: %g became %g (step %g)", name, i, a[i], b[i], step)
-				}
-			}
 		}
 	}
 }
