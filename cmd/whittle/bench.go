@@ -34,6 +34,14 @@ type benchFlags struct {
 	peak              float64
 }
 
+// peakTFLOPS is MFU's denominator: --peak-tflops, else the card's.
+func (f *benchFlags) peakTFLOPS() float64 {
+	if f.peak > 0 {
+		return f.peak
+	}
+	return corebench.PeakTFLOPS(f.card)
+}
+
 func newBenchCmd() *cobra.Command {
 	var (
 		q corebench.Request
@@ -194,22 +202,14 @@ func runBench(ctx context.Context, w io.Writer, q corebench.Request, f benchFlag
 			if row.Err == nil && f.card == "" && corebench.PeerDevice(row.Result.Device) == "cuda" {
 				f.card = corebench.DetectCard(ctx)
 			}
-			peak := f.peak
-			if peak == 0 {
-				peak = corebench.PeakTFLOPS(f.card)
-			}
-			if err := printBenchRow(w, f.asJSON, len(shapes)*len(workloads) > 1, row, peak); err != nil {
+			if err := printBenchRow(w, f.asJSON, len(shapes)*len(workloads) > 1, row, f.peakTFLOPS()); err != nil {
 				return err
 			}
 			rows = append(rows, row)
 		}
 	}
 	if f.markdown != "" {
-		peak := f.peak
-		if peak == 0 {
-			peak = corebench.PeakTFLOPS(f.card)
-		}
-		table := corebench.Markdown(rows, corebench.TableInfo{Backend: name, Card: f.card, PeakTFLOPS: peak})
+		table := corebench.Markdown(rows, corebench.TableInfo{Backend: name, Card: f.card, PeakTFLOPS: f.peakTFLOPS()})
 		if err := fsutil.WriteFile(f.markdown, []byte(table)); err != nil {
 			return fmt.Errorf("bench: writing %s: %w", f.markdown, err)
 		}
