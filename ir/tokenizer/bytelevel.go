@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -165,7 +166,7 @@ func (s *jsonStep) flatten() []jsonStep {
 func ParseTokenizerJSON(data []byte) (*Tokenizer, error) {
 	var doc tokenizerJSON
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("tokenizer.json: %w", err)
+		return nil, jsonErr(data, err, 0)
 	}
 	var model struct {
 		Type         string          `json:"type"`
@@ -181,7 +182,8 @@ func ParseTokenizerJSON(data []byte) (*Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer.json has no model")
 	}
 	if err := json.Unmarshal(doc.Model, &model); err != nil {
-		return nil, fmt.Errorf("tokenizer.json model: %w", err)
+		// doc.Model aliases data, so its offset within data locates it.
+		return nil, jsonErr(data, err, int64(bytes.Index(data, doc.Model)))
 	}
 	if model.Type != "BPE" {
 		return nil, fmt.Errorf("tokenizer.json model type %q is not supported: whittle reads byte-level BPE (or a tokenizer.model)", model.Type)
@@ -358,6 +360,28 @@ func (t *Tokenizer) PadTo(n int) {
 		t.Scores = append(t.Scores, 0)
 		t.Types = append(t.Types, Unused)
 	}
+}
+
+// jsonErr places a JSON decoding error in the file: line, column and byte
+// offset (base is where the decoded part starts in data). A type error is
+// placed just after the value at fault, where encoding/json reports it.
+func jsonErr(data []byte, err error, base int64) error {
+	var off int64 = -1
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		off = base + max(0, syn.Offset-1) // Offset counts the offending byte
+
+	case errors.As(err, &typ):
+		off = base + typ.Offset
+	}
+	if off < 0 || off > int64(len(data)) {
+		return fmt.Errorf("tokenizer.json: %w", err)
+	}
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
+	return fmt.Errorf("tokenizer.json:%d:%d (byte %d): %w", line, col, off, err)
 }
 
 // maxVocab bounds token ids read from files.

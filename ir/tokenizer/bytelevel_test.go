@@ -276,3 +276,15 @@ func TestSplitIsolatedGaps(t *testing.T) {
 		t.Errorf("Encode(ab12) = %v, want %v", ids, want)
 	}
 }
+
+// TestTokenizerJSONErrorPosition: a malformed file's error says where.
+func TestTokenizerJSONErrorPosition(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"{\n  \"model\": {\n    \"type\": 7\n  }\n}", "tokenizer.json:3:"},
+		{"{\n  \"added_tokens\": [,]\n}", "tokenizer.json:2:20"},
+	} {
+		if _, err := ParseTokenizerJSON([]byte(c.in)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v, want one containing %q", c.in, err, c.want)
+		}
+	}
+}
