@@ -3,8 +3,10 @@ package gguf
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -776,7 +778,7 @@ type SaveOptions struct {
 }
 
 // Quantizations lists the Quantize values Save accepts.
-var Quantizations = []string{"q8_0", "q4_0"}
+var Quantizations = slices.Sorted(maps.Keys(quantTypes))
 
 // quantTypes maps Quantize values to their ggml type and file type.
 var quantTypes = map[string]struct {

@@ -40,6 +40,7 @@ type ByteLevel struct {
 	ranks        map[[2]int32]mergeRule
 	merges       [][2]int32 // the rules in rank order
 	vocab        map[string]int32
+	byteIDs      [256]int32     // each byte's single-character token
 	added        *regexp.Regexp // the added tokens, longest first
 	addedIDs     map[string]int32
 
@@ -291,7 +292,9 @@ func ParseTokenizerJSON(data []byte) (*Tokenizer, error) {
 		}
 	}
 	for b := 0; b < 256; b++ {
-		if _, ok := bl.vocab[string(byteChars[b])]; !ok {
+		id, ok := bl.vocab[string(byteChars[b])]
+		bl.byteIDs[b] = id
+		if !ok {
 			return nil, fmt.Errorf("tokenizer.json vocabulary lacks the token for byte 0x%02X (%q): not a byte-level BPE", b, string(byteChars[b]))
 		}
 	}
@@ -483,7 +486,7 @@ func (bl *ByteLevel) encodePiece(piece string, out []int32) []int32 {
 	}
 	syms := make([]int32, len(piece))
 	for i := 0; i < len(piece); i++ {
-		syms[i] = bl.vocab[string(byteChars[piece[i]])]
+		syms[i] = bl.byteIDs[piece[i]]
 	}
 	// Merge the lowest-ranked adjacent pair, leftmost first, until none
 	// merges. Pre-tokens are short (words, digit triples, whitespace runs),
@@ -513,7 +516,7 @@ func (bl *ByteLevel) encodePiece(piece string, out []int32) []int32 {
 // token's content.
 func (bl *ByteLevel) tokenBytes(t *Tokenizer, id int) []byte {
 	p := t.Pieces[id]
-	if _, ok := bl.addedIDs[p]; ok && bl.addedIDs[p] == int32(id) {
+	if added, ok := bl.addedIDs[p]; ok && added == int32(id) {
 		return []byte(p)
 	}
 	out := make([]byte, 0, len(p))

@@ -17,7 +17,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 	"sync/atomic"
 )
@@ -310,16 +309,14 @@ func (t *Tokenizer) Fingerprint() string {
 	}
 	if bl := t.ByteLevel; bl != nil {
 		fmt.Fprintf(h, "bytelevel pattern=%q prefix=%t nfc=%t ignore=%t\n", bl.patternSrc, bl.prefixSpace, bl.nfc, bl.ignoreMerges)
-		rules := make([][3]int32, 0, len(bl.ranks))
-		for pair, r := range bl.ranks {
-			rules = append(rules, [3]int32{r.rank, pair[0], pair[1]})
+		// The rules in rank order: their order is what encoding depends on.
+		put(uint64(len(bl.merges)))
+		for _, m := range bl.merges {
+			put(uint64(m[0]))
+			put(uint64(m[1]))
 		}
-		sort.Slice(rules, func(i, j int) bool { return rules[i][0] < rules[j][0] })
-		for _, r := range rules {
-			put(uint64(r[0])<<42 | uint64(r[1])<<21 | uint64(r[2]))
-		}
-		for i, typ := range t.Types {
-			put(uint64(i)<<8 | uint64(typ))
+		for _, typ := range t.Types {
+			put(uint64(typ))
 		}
 	}
 	// Only when not the default, so that existing fingerprints (cache
