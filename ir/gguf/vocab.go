@@ -1,0 +1,193 @@
+package gguf
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/whittle-ml/whittle/ir/tokenizer"
+)
+
+// tokenizer reads a SentencePiece vocabulary; nil when the file has none.
+func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
+	model, err := f.str(KeyTokModel, false)
+	if err != nil || model == "" {
+		return nil, err
+	}
+	if model == tokModelGPT2 {
+		return f.byteLevelTokenizer()
+	}
+	if model != tokModelLlama {
+		return nil, f.keyErr(KeyTokModel, "tokenizer model %q is not supported (whittle reads SentencePiece %q and byte-level %q vocabularies)", model, tokModelLlama, tokModelGPT2)
+	}
+	pieces, err := f.strs(model, KeyTokTokens)
+	if err != nil {
+		return nil, err
+	}
+	n := len(pieces)
+	t := &tokenizer.Tokenizer{Pieces: pieces, Scores: make([]float32, n)}
+	if v, ok := f.Get(KeyTokScores); ok {
+		s, ok := v.Float32s()
+		if !ok || len(s) != n {
+			return nil, f.keyErr(KeyTokScores, "want %d float32 scores, got %s", n, v)
+		}
+		t.Scores = s
+	}
+	if t.Types, err = f.tokenTypes(n); err != nil {
+		return nil, err
+	}
+	// llama.cpp's defaults for SentencePiece vocabularies.
+	if t.BOS, err = f.tokenID(KeyTokBOS, 1); err != nil {
+		return nil, err
+	}
+	if t.EOS, err = f.tokenID(KeyTokEOS, 2); err != nil {
+		return nil, err
+	}
+	if t.UNK, err = f.tokenID(KeyTokUNK, 0); err != nil {
+		return nil, err
+	}
+	// llama.cpp's defaults: a space prefix, spaces kept.
+	for _, flag := range []struct {
+		key    string
+		dst    *bool
+		invert bool
+	}{{KeyTokAddSpace, &t.NoDummyPrefix, true}, {KeyTokFoldSpace, &t.FoldSpaces, false}} {
+		if v, ok := f.Get(flag.key); ok {
+			b, ok := v.Bool()
+			if !ok {
+				return nil, f.keyErr(flag.key, "want a bool, got %s %s", v.Type, v)
+			}
+			*flag.dst = b != flag.invert
+		}
+	}
+	if err := t.Check(); err != nil {
+		return nil, fmt.Errorf("%s: tokenizer: %w", f.Path, err)
+	}
+	return t, nil
+}
+
+// strs reads a tokenizer model's required string-array key.
+func (f *File) strs(model, key string) ([]string, error) {
+	v, ok := f.Get(key)
+	if !ok {
+		return nil, fmt.Errorf("%s: tokenizer model %q without %q", f.Path, model, key)
+	}
+	out, ok := v.Strs()
+	if !ok {
+		return nil, f.keyErr(key, "want an array of strings, got %s", v)
+	}
+	return out, nil
+}
+
+// tokenTypes reads the types of n tokens; nil when the file has none.
+func (f *File) tokenTypes(n int) ([]tokenizer.TokenType, error) {
+	v, ok := f.Get(KeyTokTypes)
+	if !ok {
+		return nil, nil
+	}
+	ids, ok := v.Ints()
+	if !ok || len(ids) != n {
+		return nil, f.keyErr(KeyTokTypes, "want %d integer token types, got %s", n, v)
+	}
+	types := make([]tokenizer.TokenType, n)
+	for i, x := range ids {
+		if x < math.MinInt32 || x > math.MaxInt32 {
+			return nil, f.keyErr(KeyTokTypes, "token %d: type %d out of range", i, x)
+		}
+		types[i] = tokenizer.TokenType(x)
+	}
+	return types, nil
+}
+
+// bytePre maps llama.cpp's byte-level pre-tokenizer names to the split
+// pattern and ignore_merges of the Hugging Face tokenizers they stand for.
+var bytePre = []struct {
+	name         string
+	pattern      string
+	ignoreMerges bool
+}{
+	{"llama-bpe", tokenizer.Llama3Pattern, true},
+	{"gpt-2", tokenizer.GPT2Pattern, false},
+	{"default", tokenizer.GPT2Pattern, false},
+}
+
+// byteLevelTokenizer reads a "gpt2" vocabulary: tokens, types, merges and
+// the pre-tokenizer's name.
+func (f *File) byteLevelTokenizer() (*tokenizer.Tokenizer, error) {
+	pieces, err := f.strs(tokModelGPT2, KeyTokTokens)
+	if err != nil {
+		return nil, err
+	}
+	mergeStrs, err := f.strs(tokModelGPT2, KeyTokMerges)
+	if err != nil {
+		return nil, err
+	}
+	merges := make([][2]string, len(mergeStrs))
+	for i, m := range mergeStrs {
+		a, b, ok := strings.Cut(m, " ")
+		if !ok {
+			return nil, f.keyErr(KeyTokMerges, "merge %d %q is not two tokens", i, m)
+		}
+		merges[i] = [2]string{a, b}
+	}
+	read, err := f.tokenTypes(len(pieces))
+	if err != nil {
+		return nil, err
+	}
+	// Of the types, a byte-level vocabulary needs only which tokens are
+	// special (added) and which are placeholders.
+	types := make([]tokenizer.TokenType, len(pieces))
+	for i := range types {
+		types[i] = tokenizer.Normal
+		if read != nil && (read[i] == tokenizer.Control || read[i] == tokenizer.Unused) {
+			types[i] = read[i]
+		}
+	}
+	pre, err := f.str(KeyTokPre, false)
+	if err != nil {
+		return nil, err
+	}
+	if pre == "" {
+		pre = "default"
+	}
+	var pattern string
+	ignore := false
+	for _, p := range bytePre {
+		if p.name == pre {
+			pattern, ignore = p.pattern, p.ignoreMerges
+		}
+	}
+	if pattern == "" {
+		return nil, f.keyErr(KeyTokPre, "pre-tokenizer %q is not supported (known: llama-bpe, gpt-2, default)", pre)
+	}
+	bos, err := f.tokenID(KeyTokBOS, -1)
+	if err != nil {
+		return nil, err
+	}
+	eos, err := f.tokenID(KeyTokEOS, -1)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tokenizer.NewByteLevel(pieces, types, merges, pattern, ignore, bos, eos)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tokenizer: %w", f.Path, err)
+	}
+	return t, nil
+}
+
+// tokenID reads a special token id; -1 (however stored, including as
+// uint32 0xFFFFFFFF) means none.
+func (f *File) tokenID(key string, def int) (int, error) {
+	v, ok := f.Get(key)
+	if !ok {
+		return def, nil
+	}
+	if u, ok := v.Uint(); ok && (u == math.MaxUint32 || u == math.MaxUint64) {
+		return -1, nil
+	}
+	i, ok := v.Int()
+	if !ok || i < -1 || i > maxSize {
+		return 0, f.keyErr(key, "want a token id, got %s %s", v.Type, v)
+	}
+	return int(i), nil
+}
