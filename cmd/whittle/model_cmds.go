@@ -23,7 +23,7 @@ type modelFlags struct {
 
 func (f *modelFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.format, "format", "", "model format: hf, gguf or llama2c (default: detect)")
-	cmd.Flags().StringVar(&f.tokenizer, "tokenizer", "", "tokenizer file (llama2.c tokenizer.bin, SentencePiece tokenizer.model or Hugging Face tokenizer.json)")
+	cmd.Flags().StringVar(&f.tokenizer, "tokenizer", "", "tokenizer file (llama2.c tokenizer.bin, SentencePiece tokenizer.model, Hugging Face tokenizer.json, or any GGUF file's vocabulary)")
 }
 
 func (f *modelFlags) load(path string) (*ir.Model, error) {

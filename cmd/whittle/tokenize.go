@@ -27,14 +27,28 @@ func newTokenizeCmd() *cobra.Command {
 		Long: `tokenize encodes text as the passes do when they prepare data, and prints
 one token per line: its id and its text. --ids prints the ids alone, --json
 one object with ids and pieces. The tokenizer is a file (--tokenizer:
-tokenizer.model, tokenizer.bin or tokenizer.json), or a model's own
-(--model; with --tokenizer too, the file overrides it as for the model).`,
+tokenizer.model, tokenizer.bin, tokenizer.json, or any GGUF file, told
+by its magic), or a model's own (--model, which may also be a
+vocabulary-only GGUF such as llama.cpp's ggml-vocab-*.gguf; with
+--tokenizer too, the file overrides it as for the model).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if modelPath == "" && mf.tokenizer == "" {
 				return usageErr("tokenize: give --model or --tokenizer")
 			}
 			var tok *tokenizer.Tokenizer
-			if modelPath != "" {
+			switch {
+			case modelPath != "" && modelio.VocabOnly(modelPath):
+				// A vocabulary-only GGUF is a tokenizer, not a model;
+				// --tokenizer still overrides it.
+				path := modelPath
+				if mf.tokenizer != "" {
+					path = mf.tokenizer
+				}
+				var err error
+				if tok, err = modelio.LoadTokenizer(path); err != nil {
+					return fmt.Errorf("tokenize: %w", err)
+				}
+			case modelPath != "":
 				m, err := mf.load(modelPath)
 				if err != nil {
 					return err
@@ -43,7 +57,7 @@ tokenizer.model, tokenizer.bin or tokenizer.json), or a model's own
 				if tok = m.Tokenizer; tok == nil {
 					return fmt.Errorf("tokenize: %s carries no tokenizer; pass --tokenizer", modelPath)
 				}
-			} else {
+			default:
 				var err error
 				if tok, err = modelio.LoadTokenizer(mf.tokenizer); err != nil {
 					return fmt.Errorf("tokenize: %w", err)
@@ -87,7 +101,7 @@ tokenizer.model, tokenizer.bin or tokenizer.json), or a model's own
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&modelPath, "model", "", "model whose tokenizer to use (HF directory, .gguf or llama2.c .bin)")
+	cmd.Flags().StringVar(&modelPath, "model", "", "model whose tokenizer to use (HF directory, .gguf, vocabulary-only .gguf or llama2.c .bin)")
 	cmd.Flags().BoolVar(&bos, "bos", false, "put BOS first, as data preparation does")
 	cmd.Flags().BoolVar(&eos, "eos", false, "put EOS last")
 	cmd.Flags().BoolVar(&idsOnly, "ids", false, "print the ids alone, on one line")

@@ -35,6 +35,12 @@ func Load(path string) (*ir.Model, error) {
 // An output.weight byte-identical to token_embd.weight (as llama2.c's
 // converter writes for tied models) is read as a tied classifier.
 func (f *File) Model() (*ir.Model, error) {
+	// Checked first: a vocabulary-only file's architecture keys describe
+	// weights it does not hold (32 blocks and no tensors).
+	if f.VocabOnly() {
+		model, _ := f.str(KeyTokModel, false)
+		return nil, fmt.Errorf("%s holds a vocabulary (tokenizer model %q) but no weights; use it as a tokenizer (--tokenizer, or whittle tokenize --model)", f.Path, model)
+	}
 	arch, err := f.str(KeyArchitecture, true)
 	if err != nil {
 		return nil, err

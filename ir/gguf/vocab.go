@@ -8,7 +8,43 @@ import (
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
-// tokenizer reads a SentencePiece vocabulary; nil when the file has none.
+// LoadTokenizer reads the vocabulary of any GGUF file: a model's, or a
+// vocabulary-only file such as llama.cpp's ggml-vocab-*.gguf (the
+// architecture's metadata and the tokenizer.ggml.* keys, no tensors).
+// The architecture does not matter; the tokenizer model must be one
+// whittle reads.
+func LoadTokenizer(path string) (*tokenizer.Tokenizer, error) {
+	f, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Tokenizer()
+}
+
+// Tokenizer reads the file's vocabulary, whatever the architecture; an
+// error names the file when it has none or one whittle cannot read. The
+// result holds no reference to the file's memory.
+func (f *File) Tokenizer() (*tokenizer.Tokenizer, error) {
+	t, err := f.tokenizer()
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return nil, fmt.Errorf("%s: no vocabulary (metadata key %q is absent)", f.Path, KeyTokModel)
+	}
+	return t, nil
+}
+
+// VocabOnly reports whether the file holds a vocabulary and no tensors,
+// as llama.cpp's tokenizer-test files do.
+func (f *File) VocabOnly() bool {
+	_, ok := f.Get(KeyTokModel)
+	return ok && len(f.Tensors) == 0
+}
+
+// tokenizer reads a SentencePiece or byte-level vocabulary; nil when the
+// file has none.
 func (f *File) tokenizer() (*tokenizer.Tokenizer, error) {
 	model, err := f.str(KeyTokModel, false)
 	if err != nil || model == "" {

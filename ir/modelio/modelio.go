@@ -3,8 +3,8 @@
 package modelio
 
 import (
-	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,14 +54,11 @@ func Detect(path string) (Format, error) {
 	if strings.HasSuffix(path, ".safetensors") || filepath.Base(path) == "config.json" {
 		return HF, nil
 	}
-	f, err := os.Open(path)
+	isGGUF, err := hasGGUFMagic(path)
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	magic := make([]byte, 4)
-	n, _ := f.Read(magic)
-	if bytes.Equal(magic[:n], []byte("GGUF")) {
+	if isGGUF {
 		return GGUF, nil
 	}
 	if strings.HasSuffix(path, ".gguf") {
@@ -197,15 +194,26 @@ func Save(m *ir.Model, path string, format Format, opts SaveOptions) error {
 	return fmt.Errorf("unknown model format %q", format)
 }
 
-// LoadTokenizer reads a llama2.c tokenizer.bin, a SentencePiece
-// tokenizer.model or a Hugging Face byte-level BPE tokenizer.json: by
-// extension for ".model" and ".json", else llama2.c first and SentencePiece
-// when that fails (neither format has a magic number).
+// LoadTokenizer reads a tokenizer file: any GGUF file's vocabulary
+// (recognized by its magic, whatever the name: a model or a
+// vocabulary-only file), a SentencePiece tokenizer.model, a Hugging Face
+// byte-level BPE tokenizer.json, or a llama2.c tokenizer.bin. Without the
+// GGUF magic it goes by extension for ".model" and ".json", else tries
+// llama2.c first and SentencePiece when that fails (neither format has a
+// magic number).
 func LoadTokenizer(path string) (*tokenizer.Tokenizer, error) {
-	if strings.HasSuffix(path, ".model") {
-		return tokenizer.LoadSentencePiece(path)
+	isGGUF, err := hasGGUFMagic(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	if strings.HasSuffix(path, ".json") {
+	switch {
+	case isGGUF:
+		return gguf.LoadTokenizer(path)
+	case strings.HasSuffix(path, ".gguf"):
+		return nil, fmt.Errorf("tokenizer %s: file does not start with the GGUF magic", path)
+	case strings.HasSuffix(path, ".model"):
+		return tokenizer.LoadSentencePiece(path)
+	case strings.HasSuffix(path, ".json"):
 		return tokenizer.LoadTokenizerJSON(path)
 	}
 	t, err := tokenizer.LoadLlama2c(path)
@@ -216,4 +224,33 @@ func LoadTokenizer(path string) (*tokenizer.Tokenizer, error) {
 		return t2, nil
 	}
 	return nil, err
+}
+
+// VocabOnly reports whether path is a GGUF file holding a vocabulary and
+// no weights (llama.cpp's ggml-vocab-*.gguf); false when it cannot tell.
+func VocabOnly(path string) bool {
+	if ok, err := hasGGUFMagic(path); err != nil || !ok {
+		return false
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return f.VocabOnly()
+}
+
+// hasGGUFMagic reports whether the file at path starts with "GGUF".
+func hasGGUFMagic(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	magic := make([]byte, len(gguf.Magic))
+	n, err := io.ReadFull(f, magic)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	return string(magic[:n]) == gguf.Magic, nil
 }
