@@ -135,16 +135,42 @@ func (f *File) tokenTypes(n int) ([]tokenizer.TokenType, error) {
 	return types, nil
 }
 
+// qwen2Pattern is Qwen2's split: Llama 3's with single digits.
+const qwen2Pattern = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+
 // bytePre maps llama.cpp's byte-level pre-tokenizer names to the split
-// pattern and ignore_merges of the Hugging Face tokenizers they stand for.
+// pattern and ignore_merges of the Hugging Face tokenizers they stand for:
+// the names whose llama.cpp split is one expression whittle runs (checked
+// against llama-tokenize by TestVocabMatchesLlamaCpp). The first name of
+// a pattern is the one Save writes. llama.cpp's "default" (and a missing
+// name) chains four splits and is not among them.
 var bytePre = []struct {
 	name         string
 	pattern      string
 	ignoreMerges bool
 }{
 	{"llama-bpe", tokenizer.Llama3Pattern, true},
+	{"llama3", tokenizer.Llama3Pattern, true},
+	{"llama-v3", tokenizer.Llama3Pattern, true},
+	{"dbrx", tokenizer.Llama3Pattern, false},
+	{"smaug-bpe", tokenizer.Llama3Pattern, false},
 	{"gpt-2", tokenizer.GPT2Pattern, false},
-	{"default", tokenizer.GPT2Pattern, false},
+	{"phi-2", tokenizer.GPT2Pattern, false},
+	{"roberta-bpe", tokenizer.GPT2Pattern, false},
+	{"mpt", tokenizer.GPT2Pattern, false},
+	{"olmo", tokenizer.GPT2Pattern, false},
+	{"jais", tokenizer.GPT2Pattern, false},
+	{"qwen2", qwen2Pattern, false},
+	{"stablelm2", qwen2Pattern, false},
+}
+
+// bytePreNames lists bytePre's names for error messages.
+func bytePreNames() string {
+	names := make([]string, len(bytePre))
+	for i, p := range bytePre {
+		names[i] = p.name
+	}
+	return strings.Join(names, ", ")
 }
 
 // byteLevelTokenizer reads a "gpt2" vocabulary: tokens, types, merges and
@@ -184,17 +210,18 @@ func (f *File) byteLevelTokenizer() (*tokenizer.Tokenizer, error) {
 		return nil, err
 	}
 	if pre == "" {
-		pre = "default"
+		return nil, fmt.Errorf("%s: byte-level (%q) vocabulary without %q: llama.cpp then uses its \"default\" pre-tokenizer, which whittle does not support (supported: %s)", f.Path, tokModelGPT2, KeyTokPre, bytePreNames())
 	}
 	var pattern string
 	ignore := false
 	for _, p := range bytePre {
 		if p.name == pre {
 			pattern, ignore = p.pattern, p.ignoreMerges
+			break
 		}
 	}
 	if pattern == "" {
-		return nil, f.keyErr(KeyTokPre, "pre-tokenizer %q is not supported (known: llama-bpe, gpt-2, default)", pre)
+		return nil, f.keyErr(KeyTokPre, "byte-level (%q) pre-tokenizer %q is not supported (supported: %s)", tokModelGPT2, pre, bytePreNames())
 	}
 	bos, err := f.tokenID(KeyTokBOS, -1)
 	if err != nil {

@@ -3,6 +3,7 @@ package modelio
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/whittle-ml/whittle/internal/shareddata"
@@ -103,7 +104,12 @@ func TestLoadTokenizerBothFormats(t *testing.T) {
 	noExt := filepath.Join(t.TempDir(), "tok")
 	b, _ := os.ReadFile(spm)
 	os.WriteFile(noExt, b, 0o644)
-	for _, p := range []string{bin, spm, noExt} {
+	// A GGUF file is told by its magic, whatever its name.
+	ggufFile := filepath.Join(dir, "stories260K.gguf")
+	ggufNoExt := filepath.Join(t.TempDir(), "vocab")
+	g, _ := os.ReadFile(ggufFile)
+	os.WriteFile(ggufNoExt, g, 0o644)
+	for _, p := range []string{bin, spm, noExt, ggufFile, ggufNoExt} {
 		got, err := LoadTokenizer(p)
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
@@ -113,8 +119,10 @@ func TestLoadTokenizerBothFormats(t *testing.T) {
 			t.Errorf("%s: encodes %v, want %v", p, b, a)
 		}
 	}
-	if _, err := LoadTokenizer(filepath.Join(dir, "stories260K.gguf")); err == nil {
-		t.Error("a GGUF file loaded as a tokenizer")
+	fake := filepath.Join(t.TempDir(), "fake.gguf")
+	os.WriteFile(fake, b, 0o644)
+	if _, err := LoadTokenizer(fake); err == nil || !strings.Contains(err.Error(), "GGUF magic") {
+		t.Errorf("a .gguf without the magic: %v, want an error naming the magic", err)
 	}
 }
 
