@@ -2,9 +2,12 @@ package gguf
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
 // FuzzParse feeds arbitrary bytes to the parser and, when they parse, to
@@ -87,4 +90,93 @@ func checkParse(t *testing.T, data []byte) {
 			t.Fatalf("tensor %q changed", file.Tensors[i].Name)
 		}
 	}
+}
+
+// FuzzVocab feeds arbitrary bytes to the vocabulary-only path: parsing,
+// Tokenizer and Model. Nothing may panic; a vocabulary-only file must not
+// read as a model; a vocabulary that loads must encode and decode text.
+func FuzzVocab(f *testing.F) {
+	spm, err := os.ReadFile(filepath.Join("testdata", "vocab-llama-spm.gguf"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(spm)
+	for _, n := range []int{24, 100, len(spm) / 2, len(spm) - 1} {
+		f.Add(spm[:n])
+	}
+	// A small byte-level vocabulary: the 256 byte tokens, one merge, one
+	// special token.
+	pieces := make([]string, 0, 258)
+	for b := range 256 {
+		pieces = append(pieces, gpt2BytePiece(byte(b)))
+	}
+	pieces = append(pieces, "ab", "<|end|>")
+	types := make([]int32, len(pieces))
+	types[len(types)-1] = int32(tokenizer.Control)
+	var bpe bytes.Buffer
+	err = Encode(&bpe, []KV{
+		{KeyArchitecture, Of("gpt2")},
+		{KeyTokModel, Of("gpt2")},
+		{KeyTokPre, Of("gpt-2")},
+		{KeyTokTokens, ArrayOf(pieces)},
+		{KeyTokTypes, ArrayOf(types)},
+		{KeyTokMerges, ArrayOf([]string{"a b"})},
+		{KeyTokEOS, Of(uint32(len(pieces) - 1))},
+	}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range [][]byte{spm, bpe.Bytes()} {
+		file, err := Parse("seed", seed)
+		if err != nil {
+			f.Fatal(err)
+		}
+		if _, err := file.Tokenizer(); err != nil {
+			f.Fatal(err) // the seeds must reach the tokenizer path
+		}
+	}
+	f.Add(bpe.Bytes())
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse("fuzz", data)
+		if err != nil {
+			return
+		}
+		if file.VocabOnly() {
+			if _, err := file.Model(); err == nil {
+				t.Fatal("a vocabulary-only file read as a model")
+			}
+		}
+		tok, err := file.Tokenizer()
+		if err != nil {
+			return
+		}
+		for _, text := range []string{"", "ab ab", "Hello, world! 123 <|end|> <s>", "\xff\xfe"} {
+			ids := tok.Encode(text, true, true)
+			for _, id := range ids {
+				if id < 0 || id >= tok.Size() {
+					t.Fatalf("%q: id %d outside the vocabulary of %d", text, id, tok.Size())
+				}
+			}
+			tok.Decode(ids)
+		}
+	})
+}
+
+// gpt2BytePiece is GPT-2's bytes_to_unicode: printable Latin-1 bytes
+// stand for themselves, the others for U+0100 onwards in byte order.
+func gpt2BytePiece(b byte) string {
+	printable := func(c int) bool {
+		return (c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF)
+	}
+	if printable(int(b)) {
+		return string(rune(b))
+	}
+	n := 0
+	for c := 0; c < int(b); c++ {
+		if !printable(c) {
+			n++
+		}
+	}
+	return string(rune(256 + n))
 }
