@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/ir/gguf"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
@@ -43,5 +44,37 @@ func TestTokenize(t *testing.T) {
 	}
 	if _, _, err := whittle(t, "tokenize", "x"); err == nil {
 		t.Error("no tokenizer given, yet it ran")
+	}
+}
+
+// TestTokenizeVocabOnlyGGUF: a vocabulary-only GGUF works as --model and
+// as --tokenizer of tokenize, giving the ids of its own tokenizer; model
+// commands say it holds no weights.
+func TestTokenizeVocabOnlyGGUF(t *testing.T) {
+	text := "Hello world, it's 12345 cats   here 🐈"
+	for _, name := range []string{"vocab-llama-spm.gguf", "vocab-llama-bpe.gguf", "vocab-gpt-2.gguf"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join("..", "..", "ir", "gguf", "testdata", name)
+			tok, err := gguf.LoadTokenizer(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, id := range tok.Encode(text, false, false) {
+				want = append(want, strconv.Itoa(id))
+			}
+			for _, flag := range []string{"--model", "--tokenizer"} {
+				out := mustWhittle(t, "tokenize", flag, path, "--ids", text)
+				if strings.TrimSpace(out) != strings.Join(want, " ") {
+					t.Errorf("%s: %q, want %q", flag, out, strings.Join(want, " "))
+				}
+			}
+			for _, args := range [][]string{{"generate", "--model", path, "--steps", "1"}, {"inspect", path}} {
+				_, _, err := whittle(t, args...)
+				if err == nil || !strings.Contains(err.Error(), "no weights") || !strings.Contains(err.Error(), name) {
+					t.Errorf("%s: %v, want an error naming the file and saying it holds no weights", args[0], err)
+				}
+			}
+		})
 	}
 }

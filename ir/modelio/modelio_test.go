@@ -137,3 +137,44 @@ func equal(a, b []int) bool {
 	}
 	return true
 }
+
+// TestVocabOnlyGGUF: a vocabulary-only GGUF serves wherever a tokenizer
+// path is taken (here, attached to a llama2.c checkpoint as a recipe's
+// tokenizer = "x.gguf" is), is told by its magic under any name, and
+// refuses to load as a model with an error saying it holds no weights.
+func TestVocabOnlyGGUF(t *testing.T) {
+	vocab := filepath.Join("..", "gguf", "testdata", "vocab-llama-spm.gguf")
+	if !VocabOnly(vocab) {
+		t.Error("VocabOnly is false for a vocabulary-only file")
+	}
+	dir := stories(t)
+	for _, p := range []string{filepath.Join(dir, "stories260K.gguf"), filepath.Join(dir, "tok512.bin")} {
+		if VocabOnly(p) {
+			t.Errorf("VocabOnly(%s) is true", p)
+		}
+	}
+	renamed := filepath.Join(t.TempDir(), "tokenizer.bin")
+	b, err := os.ReadFile(vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(renamed, b, 0o644)
+	want, err := tokenizer.LoadLlama2c(filepath.Join(dir, "tok512.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{vocab, renamed} {
+		m, err := Load(filepath.Join(dir, "stories260K.bin"), LoadOptions{Tokenizer: tok})
+		if err != nil {
+			t.Fatalf("tokenizer %s: %v", tok, err)
+		}
+		text := "Once upon a time, a cat sat. 🐈"
+		if a, b := want.Encode(text, true, false), m.Tokenizer.Encode(text, true, false); !equal(a, b) {
+			t.Errorf("tokenizer %s: encodes %v, want %v", tok, b, a)
+		}
+		m.Close()
+	}
+	if _, err := Load(vocab, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "no weights") {
+		t.Errorf("loading a vocabulary-only file as a model: %v, want an error saying it holds no weights", err)
+	}
+}
