@@ -1,6 +1,7 @@
 package gguf
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/whittle-ml/whittle/internal/shareddata"
+	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
@@ -203,6 +205,53 @@ func TestVocabUnsupported(t *testing.T) {
 			for _, w := range append(c.want, path) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// TestVocabPreRoundTrip: a byte-level vocabulary read under any accepted
+// pre-tokenizer name is written back under the first name of its split
+// and reads back encoding the same ids.
+func TestVocabPreRoundTrip(t *testing.T) {
+	for _, p := range bytePre {
+		t.Run(p.name, func(t *testing.T) {
+			src := filepath.Join(t.TempDir(), "in.gguf")
+			rewriteVocab(t, filepath.Join("testdata", "vocab-llama-bpe.gguf"), src, map[string]Value{KeyTokPre: Of(p.name)})
+			tok, err := LoadTokenizer(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kvs, err := tokenizerKVs(tok, &ir.Config{BOS: tok.BOS, EOS: tok.EOS})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if err := Encode(&buf, kvs, nil); err != nil {
+				t.Fatal(err)
+			}
+			f, err := Parse("out.gguf", buf.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := ""
+			for _, q := range bytePre {
+				if q.pattern == p.pattern && q.ignoreMerges == p.ignoreMerges {
+					want = q.name
+					break
+				}
+			}
+			if got, _ := f.str(KeyTokPre, true); got != want {
+				t.Errorf("written as %q, want %q", got, want)
+			}
+			back, err := f.Tokenizer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, text := range tokenizeTexts {
+				if a, b := tok.Encode(text, false, false), back.Encode(text, false, false); !slices.Equal(a, b) {
+					t.Errorf("%q: %v after the round trip, %v before", text, b, a)
 				}
 			}
 		})

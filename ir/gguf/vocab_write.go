@@ -20,7 +20,7 @@ func byteLevelKVs(t *tokenizer.Tokenizer, c *ir.Config) ([]KV, error) {
 		}
 	}
 	if pre == "" {
-		return nil, fmt.Errorf("tokenizer: llama.cpp has no pre-tokenizer for the split %q (ignore_merges %v); GGUF export supports Llama 3's and GPT-2's", bl.Pattern(), bl.IgnoreMerges())
+		return nil, fmt.Errorf("tokenizer: llama.cpp has no pre-tokenizer for the split %q (ignore_merges %v); GGUF export supports Llama 3's, GPT-2's and Qwen2's", bl.Pattern(), bl.IgnoreMerges())
 	}
 	types := make([]int32, t.Size())
 	for i, typ := range t.Types {
