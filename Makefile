@@ -44,7 +44,7 @@ demo: build
 # Reproduce issue 5's findings on stories260K and regenerate docs/results.md;
 # re-running resumes.
 results:
-	$(GO) run ./examples/stories260k/experiments/results
+	$(GO) run ./examples/stories260k/experiments/results $(RESULTS_FLAGS)
 
 # Optional system packages: OpenBLAS (go build -tags openblas) and Debian's
 # PyTorch with OpenBLAS, used by fixture generators and the benchmark peer.

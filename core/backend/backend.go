@@ -177,12 +177,20 @@ type EvalRequest struct {
 
 // ChoiceItem is one multiple-choice question, already tokenized: option i
 // is Contexts[i] followed by Continuations[i], and only the continuation's
-// tokens are scored. Contexts must not be empty (they start with BOS);
-// an option longer than the model's context keeps its last tokens.
+// tokens are scored. Contexts must not be empty (they start with BOS).
+// An option longer than the model's context is cut on the left as
+// lm-evaluation-harness does: the last MaxSeq+1 tokens are kept and the
+// model reads all but the last, so the continuation (at most MaxSeq
+// tokens) is scored whole.
 type ChoiceItem struct {
 	Contexts      [][]int `json:"contexts"`
 	Continuations [][]int `json:"continuations"`
 	Gold          int     `json:"gold"`
+	// ContinuationChars[i] is the length in characters (Unicode code
+	// points) of option i's continuation text without the delimiter,
+	// lm-evaluation-harness's acc_norm divisor. Nil: each option's token
+	// count stands in, and AccuracyNorm equals AccuracyNormTokens.
+	ContinuationChars []int `json:"continuation_chars,omitempty"`
 }
 
 // LastWordItem is a context and the continuation greedy decoding must
@@ -199,13 +207,18 @@ type LMResult struct {
 	Tokens int     `json:"tokens"`
 }
 
-// ChoiceResult is a multiple-choice evaluation.
+// ChoiceResult is a multiple-choice evaluation; ties go to the first
+// option.
 type ChoiceResult struct {
-	// Accuracy picks the option with the lowest summed continuation NLL;
-	// AccuracyNorm the lowest NLL per continuation token.
-	Accuracy     float64 `json:"accuracy"`
-	AccuracyNorm float64 `json:"accuracy_norm"`
-	Items        int     `json:"items"`
+	// Accuracy picks the option with the lowest summed continuation NLL
+	// (lm-evaluation-harness's acc); AccuracyNorm the lowest NLL per
+	// character of the continuation (its acc_norm, see
+	// ChoiceItem.ContinuationChars); AccuracyNormTokens the lowest NLL per
+	// continuation token.
+	Accuracy           float64 `json:"accuracy"`
+	AccuracyNorm       float64 `json:"accuracy_norm"`
+	AccuracyNormTokens float64 `json:"accuracy_norm_tokens"`
+	Items              int     `json:"items"`
 	// Predictions[i] is the chosen option of item i (summed NLL).
 	Predictions []int `json:"predictions"`
 }

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/recipe"
@@ -199,7 +201,12 @@ func PrepareTask(rt *recipe.Task, tok *tokenizer.Tokenizer, seed uint64) (*Task,
 // BOS plus the few-shot prefix and Contexts[i]; its continuation is the
 // delimiter (see Join) and Continuations[i], split from the context by
 // SplitTokens, so context ⧺ continuation tokens are exactly the
-// tokenization of the joined text.
+// tokenization of the joined text. Whitespace ending the context moves to
+// the start of the continuation, as lm-evaluation-harness's _encode_pair
+// does (n_spaces = len(context) - len(context.rstrip())), so a context
+// ending in a space does not end in a lone space token. Each choice
+// option records its continuation's length in characters (without the
+// delimiter) for acc_norm.
 func (d *TaskData) Tokenize(tok *tokenizer.Tokenizer, opts TaskOptions) (*Task, error) {
 	if opts.Limit < 0 || opts.FewShot < 0 {
 		return nil, errorf("%s: negative limit or few-shot count", d.Path)
@@ -215,20 +222,35 @@ func (d *TaskData) Tokenize(tok *tokenizer.Tokenizer, opts TaskOptions) (*Task, 
 	for i, ex := range d.Examples[:n] {
 		prefix := d.fewShotPrefix(i, opts)
 		if d.Schema == SchemaLastWord {
-			c := ex.Contexts[0]
-			ctx, cont := SplitTokens(tok, prefix+c, delimiter(c, ex.Continuations[0])+ex.Continuations[0])
+			ctx, cont := splitPair(tok, prefix+ex.Contexts[0], delimiter(ex.Contexts[0], ex.Continuations[0])+ex.Continuations[0])
 			t.LastWord = append(t.LastWord, backend.LastWordItem{Context: ctx, Continuation: cont})
 			continue
 		}
 		item := backend.ChoiceItem{Gold: ex.Gold}
 		for j, c := range ex.Contexts {
-			ctx, cont := SplitTokens(tok, prefix+c, delimiter(c, ex.Continuations[j])+ex.Continuations[j])
+			ctx, cont := splitPair(tok, prefix+c, delimiter(c, ex.Continuations[j])+ex.Continuations[j])
 			item.Contexts = append(item.Contexts, ctx)
 			item.Continuations = append(item.Continuations, cont)
+			item.ContinuationChars = append(item.ContinuationChars, utf8.RuneCountInString(ex.Continuations[j]))
 		}
 		t.Choices = append(t.Choices, item)
 	}
 	return t, nil
+}
+
+// encodePair moves the whitespace that ends context to the start of
+// continuation (lm-evaluation-harness's _encode_pair; Go's unicode.IsSpace
+// stands in for Python's str.isspace, which agrees on every character but
+// the ASCII separators U+001C–U+001F).
+func encodePair(context, continuation string) (string, string) {
+	trimmed := strings.TrimRightFunc(context, unicode.IsSpace)
+	return trimmed, context[len(trimmed):] + continuation
+}
+
+// splitPair is SplitTokens of the pair as encodePair rearranges it.
+func splitPair(tok *tokenizer.Tokenizer, context, continuation string) (ctx, cont []int) {
+	context, continuation = encodePair(context, continuation)
+	return SplitTokens(tok, context, continuation)
 }
 
 // fewShotPrefix is the text of item i's few-shot examples followed by the

@@ -54,6 +54,15 @@ func TestShippedTasks(t *testing.T) {
 					}
 					ctxs, conts = it.Contexts, it.Continuations
 				}
+				if tt.schema != SchemaLastWord {
+					want := make([]int, len(ex.Continuations))
+					for j, c := range ex.Continuations {
+						want[j] = len([]rune(c))
+					}
+					if got := task.Choices[i].ContinuationChars; !slices.Equal(got, want) {
+						t.Fatalf("item %d: continuation characters %v, want %v", i, got, want)
+					}
+				}
 				if tt.options > 0 && len(ctxs) != tt.options {
 					t.Fatalf("item %d has %d options, want %d", i, len(ctxs), tt.options)
 				}
@@ -79,6 +88,58 @@ func TestShippedTasks(t *testing.T) {
 			// at a space is never crossed by a merge.
 			if straddles != 0 {
 				t.Errorf("%d continuations took tokens from their context", straddles)
+			}
+		})
+	}
+}
+
+// TestTokenizeWhitespace checks items whose context ends in whitespace
+// against lm-evaluation-harness's _encode_pair, written out here: the
+// context's trailing whitespace moves to the continuation, context_enc =
+// encode(context), continuation_enc = encode(context + continuation)
+// [len(context_enc):].
+func TestTokenizeWhitespace(t *testing.T) {
+	tok := tok512(t)
+	for _, tt := range []struct {
+		name, line      string
+		context, cont   string // the pair before the move
+		movedWhitespace string
+		chars           int // of the gold choice
+	}{
+		{"space", `{"query": "The cat sat on the ", "choices": ["mat.", "moon."], "gold": 0}`, "The cat sat on the ", "mat.", " ", 4},
+		{"newline and spaces", `{"query": "Question: Where is Lily?\nAnswer: \n ", "choices": ["park", "Zoo ü"], "gold": 1}`, "Question: Where is Lily?\nAnswer: \n ", "Zoo ü", " \n ", 5},
+		{"last word", `{"context": "Once upon a time there was a ", "continuation": "dog"}`, "Once upon a time there was a ", "dog", " ", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := ParseTask("t.jsonl", []byte(tt.line+"\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			task, err := d.Tokenize(tok, TaskOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctxText := strings.TrimRight(tt.context, " \n")
+			if ctxText+tt.movedWhitespace != tt.context {
+				t.Fatalf("bad test: %q + %q != %q", ctxText, tt.movedWhitespace, tt.context)
+			}
+			wantCtx := tok.Encode(ctxText, true, false)
+			wantCont := tok.Encode(tt.context+tt.cont, true, false)[len(wantCtx):]
+			var gotCtx, gotCont []int
+			if d.Schema == SchemaLastWord {
+				gotCtx, gotCont = task.LastWord[0].Context, task.LastWord[0].Continuation
+			} else {
+				it := task.Choices[0]
+				gotCtx, gotCont = it.Contexts[it.Gold], it.Continuations[it.Gold]
+				if it.ContinuationChars[it.Gold] != tt.chars {
+					t.Errorf("continuation characters %d, want %d", it.ContinuationChars[it.Gold], tt.chars)
+				}
+			}
+			if !slices.Equal(gotCtx, wantCtx) || !slices.Equal(gotCont, wantCont) {
+				t.Errorf("split %v | %v, want %v | %v", gotCtx, gotCont, wantCtx, wantCont)
+			}
+			if got := tok.Decode(gotCont); !strings.HasSuffix(got, tt.cont) || !strings.Contains(got, strings.Trim(tt.movedWhitespace, " ")) {
+				t.Errorf("continuation %q does not carry the moved whitespace %q before %q", got, tt.movedWhitespace, tt.cont)
 			}
 		})
 	}

@@ -184,11 +184,15 @@ type TaskScore struct {
 	Schema  string `json:"schema"`
 	FewShot int    `json:"few_shot"`
 	Items   int    `json:"items"`
-	// Accuracy is multiple-choice accuracy (lowest summed NLL) or
-	// last-word accuracy (exact greedy reproduction).
+	// Accuracy is multiple-choice accuracy (lowest summed NLL,
+	// lm-evaluation-harness's acc) or last-word accuracy (exact greedy
+	// reproduction).
 	Accuracy float64 `json:"accuracy"`
-	// AccuracyNorm (multiple choice) uses the NLL per continuation token.
-	AccuracyNorm *float64 `json:"accuracy_norm,omitempty"`
+	// AccuracyNorm (multiple choice) uses the NLL per character of the
+	// continuation (lm-evaluation-harness's acc_norm); AccuracyNormTokens
+	// the NLL per continuation token.
+	AccuracyNorm       *float64 `json:"accuracy_norm,omitempty"`
+	AccuracyNormTokens *float64 `json:"accuracy_norm_tokens,omitempty"`
 	// Loss (last word) is the NLL per continuation token.
 	Loss *float64 `json:"loss,omitempty"`
 }
@@ -295,6 +299,9 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		if ts.AccuracyNorm != nil {
 			rc.Metric("task."+ref.Name+".acc_norm", *ts.AccuracyNorm)
 		}
+		if ts.AccuracyNormTokens != nil {
+			rc.Metric("task."+ref.Name+".acc_norm_tokens", *ts.AccuracyNormTokens)
+		}
 		if ts.Loss != nil {
 			rc.Metric("task."+ref.Name+".loss", *ts.Loss)
 		}
@@ -349,8 +356,8 @@ func evalTask(ctx context.Context, rc *pipeline.RunContext, be backend.Backend, 
 		ts.Loss = &loss
 	case task.Schema != data.SchemaLastWord && ev.Choices != nil:
 		ts.Items, ts.Accuracy = ev.Choices.Items, ev.Choices.Accuracy
-		norm := ev.Choices.AccuracyNorm
-		ts.AccuracyNorm = &norm
+		norm, normTok := ev.Choices.AccuracyNorm, ev.Choices.AccuracyNormTokens
+		ts.AccuracyNorm, ts.AccuracyNormTokens = &norm, &normTok
 	default:
 		return ts, fmt.Errorf("evaluating %s: the backend returned no %s result", ref, task.Schema)
 	}

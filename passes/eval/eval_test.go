@@ -157,7 +157,7 @@ func TestRun(t *testing.T) {
 	m := passtest.Pass(t, man, "eval").Metrics
 	for k, v := range map[string]any{
 		"dataset.corpus.loss": 2.0, "dataset.corpus.ppl": math.Exp(2), "dataset.corpus.tokens": 6 * 15,
-		"dataset.corpus.tokens_per_s": 6 * 15 / 0.25, "task.choice.acc": 0.75, "task.choice.acc_norm": 0.75 - 0.1,
+		"dataset.corpus.tokens_per_s": 6 * 15 / 0.25, "task.choice.acc": 0.75, "task.choice.acc_norm": 0.75 - 0.1, "task.choice.acc_norm_tokens": 0.75 - 0.2,
 		"task.choice.items": 6, "task.lambada.acc": 0.5, "task.lambada.loss": 1.25, "task.lambada.items": 5,
 	} {
 		if !reflect.DeepEqual(m[k], v) {

@@ -14,7 +14,9 @@ import (
 // repeats LM and multiple-choice scoring for each SkipLayers entry.
 //
 // A choice option or last-word item longer than the model's context keeps
-// its last MaxSeq tokens (the continuation must fit). Options are scored
+// its last MaxSeq+1 tokens as lm-evaluation-harness does (see
+// batch.NewOption; the continuation must be at most MaxSeq tokens).
+// Options are scored
 // in batches of BatchSize sequences, right-padded to the longest one.
 func (b *Backend) Evaluate(ctx context.Context, req backend.EvalRequest) (*backend.EvalResult, error) {
 	if err := b.lock(ctx); err != nil {

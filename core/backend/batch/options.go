@@ -11,15 +11,20 @@ import (
 
 // Option is one scored sequence of a multiple-choice or last-word
 // evaluation: the positions First … First+Count−1 of Tokens predict the
-// continuation, the Count tokens after them.
+// continuation, the Count tokens after them. The model reads all tokens
+// but the last (which is only predicted): at most maxSeq.
 type Option struct {
 	Tokens       []int32
 	First, Count int
 }
 
-// NewOption joins context tokens and a continuation, keeping the last maxSeq
-// tokens (maxSeq ≤ 0: no limit); the continuation must fit after at least
-// one context token.
+// NewOption joins context tokens and a continuation. Longer than maxSeq+1
+// tokens (maxSeq ≤ 0: no limit), it keeps the last maxSeq+1, as
+// lm-evaluation-harness does (lm_eval/models/huggingface.py,
+// _loglikelihood_tokens: inp = (context_enc + continuation_enc)
+// [-(max_length+1):][:-1]): the model reads maxSeq tokens and every
+// continuation token is scored. The continuation must be at most maxSeq
+// tokens.
 func NewOption(ctxTokens, cont []int, vocab, maxSeq int) (Option, error) {
 	if len(ctxTokens) == 0 {
 		return Option{}, errors.New("empty context (it needs at least BOS)")
@@ -37,11 +42,11 @@ func NewOption(ctxTokens, cont []int, vocab, maxSeq int) (Option, error) {
 		}
 	}
 	first := len(ctxTokens) - 1
-	if maxSeq > 0 && len(all) > maxSeq {
-		if len(cont) >= maxSeq {
-			return Option{}, fmt.Errorf("continuation of %d tokens does not fit the model's %d positions after a context token", len(cont), maxSeq)
+	if maxSeq > 0 && len(all) > maxSeq+1 {
+		if len(cont) > maxSeq {
+			return Option{}, fmt.Errorf("continuation of %d tokens does not fit the model's %d positions", len(cont), maxSeq)
 		}
-		cut := len(all) - maxSeq
+		cut := len(all) - (maxSeq + 1)
 		all, first = all[cut:], first-cut
 	}
 	return Option{Tokens: all, First: first, Count: len(cont)}, nil
@@ -57,6 +62,16 @@ func ChoiceOptions(items []backend.ChoiceItem, vocab, maxSeq int) ([]Option, err
 		}
 		if it.Gold < 0 || it.Gold >= len(it.Contexts) {
 			return nil, fmt.Errorf("choices[%d]: gold %d outside the %d options", i, it.Gold, len(it.Contexts))
+		}
+		if it.ContinuationChars != nil {
+			if len(it.ContinuationChars) != len(it.Contexts) {
+				return nil, fmt.Errorf("choices[%d]: %d continuation_chars for %d options", i, len(it.ContinuationChars), len(it.Contexts))
+			}
+			for j, n := range it.ContinuationChars {
+				if n < 1 {
+					return nil, fmt.Errorf("choices[%d] option %d: continuation_chars = %d must be at least 1", i, j, n)
+				}
+			}
 		}
 		for j := range it.Contexts {
 			o, err := NewOption(it.Contexts[j], it.Continuations[j], vocab, maxSeq)
@@ -91,7 +106,7 @@ type Score struct {
 
 // ScoreOptions scores opts in batches of at most bs, longest first so that
 // a batch's sequences have similar lengths. Each batch is rows sequences
-// of cols tokens, right-padded with token 0 (causal attention keeps the
+// of cols tokens (an option's tokens but its last), right-padded with token 0 (causal attention keeps the
 // padding from affecting the positions before it); targets holds, per
 // position, the token it must predict, or −1 where nothing is scored.
 //
@@ -115,7 +130,7 @@ func ScoreOptions[A int32 | int64](ctx context.Context, opts []Option, bs int, r
 			return nil, err
 		}
 		batch := order[start:min(len(order), start+bs)]
-		t := len(opts[batch[0]].Tokens)
+		t := len(opts[batch[0]].Tokens) - 1
 		n := len(batch) * t
 		tokens, targets = grow(tokens, n), grow(targets, n)
 		clear(tokens)
@@ -124,7 +139,7 @@ func ScoreOptions[A int32 | int64](ctx context.Context, opts []Option, bs int, r
 		}
 		for bi, oi := range batch {
 			o := &opts[oi]
-			copy(tokens[bi*t:], o.Tokens)
+			copy(tokens[bi*t:], o.Tokens[:len(o.Tokens)-1])
 			for k := 0; k < o.Count; k++ {
 				p := o.First + k
 				targets[bi*t+p] = o.Tokens[p+1]
@@ -153,38 +168,59 @@ func ScoreOptions[A int32 | int64](ctx context.Context, opts []Option, bs int, r
 	return out, nil
 }
 
-// ChoiceResult picks, per item, the option of lowest summed NLL and of
-// lowest NLL per continuation token (the first on ties). opts and sc are
-// laid out as ChoiceOptions returns them.
+// ChoiceResult picks, per item, the option of lowest summed NLL, of
+// lowest NLL per continuation character and of lowest NLL per
+// continuation token (the first on ties, as numpy's argmax). opts and sc
+// are laid out as ChoiceOptions returns them.
+//
+// The character normalization is lm-evaluation-harness's acc_norm:
+// lm_eval/api/task.py divides each choice's loglikelihood by
+// completion_len = np.array([float(len(i)) for i in choices]), Python's
+// len of the choice string, which counts code points (not UTF-8 bytes),
+// without the target delimiter.
 func ChoiceResult(items []backend.ChoiceItem, opts []Option, sc []Score) *backend.ChoiceResult {
 	res := &backend.ChoiceResult{Items: len(items), Predictions: make([]int, len(items))}
-	var correct, correctNorm int
+	var correct, correctNorm, correctTok int
 	k := 0
 	for i, it := range items {
-		best, bestNorm := 0, 0
+		chars := func(j int) float64 {
+			if it.ContinuationChars == nil {
+				return float64(opts[k+j].Count)
+			}
+			return float64(it.ContinuationChars[j])
+		}
+		best, bestNorm, bestTok := 0, 0, 0
 		for j := range it.Contexts {
-			s := sc[k+j]
-			if s.NLL < sc[k+best].NLL {
+			nll := sc[k+j].NLL
+			if nll < sc[k+best].NLL {
 				best = j
 			}
-			if s.NLL/float64(opts[k+j].Count) < sc[k+bestNorm].NLL/float64(opts[k+bestNorm].Count) {
+			if nll/chars(j) < sc[k+bestNorm].NLL/chars(bestNorm) {
 				bestNorm = j
+			}
+			if nll/float64(opts[k+j].Count) < sc[k+bestTok].NLL/float64(opts[k+bestTok].Count) {
+				bestTok = j
 			}
 		}
 		res.Predictions[i] = best
-		if best == it.Gold {
-			correct++
-		}
-		if bestNorm == it.Gold {
-			correctNorm++
-		}
+		correct += b2i(best == it.Gold)
+		correctNorm += b2i(bestNorm == it.Gold)
+		correctTok += b2i(bestTok == it.Gold)
 		k += len(it.Contexts)
 	}
-	if len(items) > 0 {
-		res.Accuracy = float64(correct) / float64(len(items))
-		res.AccuracyNorm = float64(correctNorm) / float64(len(items))
+	if n := float64(len(items)); n > 0 {
+		res.Accuracy = float64(correct) / n
+		res.AccuracyNorm = float64(correctNorm) / n
+		res.AccuracyNormTokens = float64(correctTok) / n
 	}
 	return res
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // LastWordResult is the share of options greedy decoding reproduces and

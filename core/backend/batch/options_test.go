@@ -19,10 +19,12 @@ func TestNewOption(t *testing.T) {
 		err       string
 	}{
 		{"fits", []int{1, 2, 3}, []int{4, 5}, 0, Option{Tokens: []int32{1, 2, 3, 4, 5}, First: 2, Count: 2}, ""},
-		{"exactly the context", []int{1, 2, 3}, []int{4, 5}, 5, Option{Tokens: []int32{1, 2, 3, 4, 5}, First: 2, Count: 2}, ""},
-		{"keeps the last tokens", []int{1, 2, 3}, []int{4, 5}, 4, Option{Tokens: []int32{2, 3, 4, 5}, First: 1, Count: 2}, ""},
-		{"one context token left", []int{1, 2, 3}, []int{4, 5}, 3, Option{Tokens: []int32{3, 4, 5}, First: 0, Count: 2}, ""},
-		{"continuation too long", []int{1, 2, 3}, []int{4, 5}, 2, Option{}, "continuation of 2 tokens does not fit the model's 2 positions"},
+		// lm-evaluation-harness keeps (ctx+cont)[-(maxSeq+1):] and feeds all
+		// but the last token: maxSeq+1 tokens fit.
+		{"exactly the context", []int{1, 2, 3}, []int{4, 5}, 4, Option{Tokens: []int32{1, 2, 3, 4, 5}, First: 2, Count: 2}, ""},
+		{"keeps the last tokens", []int{1, 2, 3}, []int{4, 5}, 3, Option{Tokens: []int32{2, 3, 4, 5}, First: 1, Count: 2}, ""},
+		{"continuation of maxSeq tokens", []int{1, 2, 3}, []int{4, 5}, 2, Option{Tokens: []int32{3, 4, 5}, First: 0, Count: 2}, ""},
+		{"continuation too long", []int{1, 2, 3}, []int{4, 5}, 1, Option{}, "continuation of 2 tokens does not fit the model's 1 positions"},
 		{"empty context", nil, []int{4}, 0, Option{}, "empty context"},
 		{"empty continuation", []int{1}, nil, 0, Option{}, "empty continuation"},
 		{"negative token", []int{1, -1}, []int{4}, 0, Option{}, "token -1 outside vocabulary of 10"},
@@ -58,6 +60,8 @@ func TestItemErrors(t *testing.T) {
 		{"gold past the options", []backend.ChoiceItem{{Contexts: ok, Continuations: ok, Gold: 2}}, "choices[0]: gold 2 outside the 2 options"},
 		{"negative gold", []backend.ChoiceItem{{Contexts: ok, Continuations: ok, Gold: -1}}, "gold -1"},
 		{"bad option", []backend.ChoiceItem{{Contexts: ok, Continuations: [][]int{{1}, {}}}}, "choices[0] option 1: empty continuation"},
+		{"chars per option", []backend.ChoiceItem{{Contexts: ok, Continuations: ok, ContinuationChars: []int{3}}}, "choices[0]: 1 continuation_chars for 2 options"},
+		{"zero chars", []backend.ChoiceItem{{Contexts: ok, Continuations: ok, ContinuationChars: []int{3, 0}}}, "choices[0] option 1: continuation_chars = 0"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := ChoiceOptions(c.items, 10, 0); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -140,15 +144,16 @@ func TestScoreOptions(t *testing.T) {
 	if !slices.Equal(sc, want) {
 		t.Errorf("scores %v, want %v", sc, want)
 	}
-	// Longest first, two to a batch, right-padded with token 0 and target −1.
-	wantShapes := [][2]int{{2, 5}, {2, 3}}
+	// Longest first, two to a batch, each option without its last token
+	// (only a target), right-padded with token 0 and target −1.
+	wantShapes := [][2]int{{2, 4}, {2, 2}}
 	wantTokens := [][]int32{
-		{1, 2, 3, 4, 5, 4, 5, 6, 7, 0},
-		{1, 2, 3, 8, 9, 0},
+		{1, 2, 3, 4, 4, 5, 6, 0},
+		{1, 2, 8, 0},
 	}
 	wantTargets := [][]int32{
-		{2, 3, 4, 5, -1, -1, 6, 7, -1, -1},
-		{-1, 3, -1, 9, -1, -1},
+		{2, 3, 4, 5, -1, 6, 7, -1},
+		{-1, 3, 9, -1},
 	}
 	if !slices.Equal(f.shapes, wantShapes) {
 		t.Fatalf("batches of %v, want %v", f.shapes, wantShapes)
@@ -172,7 +177,7 @@ func TestScoreOptions(t *testing.T) {
 
 	// int32 argmax works the same.
 	sc, err = ScoreOptions(context.Background(), opts[:1], 8, func(tokens, targets []int32, rows, cols int) ([]float64, []int32, error) {
-		return []float64{0, 0.5, 0}, []int32{0, 3, 0}, nil
+		return []float64{0, 0.5}, []int32{0, 3}, nil
 	})
 	if err != nil || !slices.Equal(sc, []Score{{0.5, true}}) {
 		t.Errorf("int32 argmax: %v, %v", sc, err)
@@ -180,7 +185,7 @@ func TestScoreOptions(t *testing.T) {
 }
 
 func TestScoreOptionsErrors(t *testing.T) {
-	opts := []Option{{Tokens: []int32{1, 2}, First: 0, Count: 1}}
+	opts := []Option{{Tokens: []int32{1, 2, 3}, First: 1, Count: 1}}
 	boom := errors.New("boom")
 	for _, c := range []struct {
 		name string
@@ -211,21 +216,71 @@ func TestScoreOptionsErrors(t *testing.T) {
 	}
 }
 
+// TestChoiceResult checks the three accuracies against values worked out
+// by hand with lm-evaluation-harness's rules: acc = argmax of the summed
+// loglikelihood, acc_norm = argmax of loglikelihood / len(choice), both
+// taking the first option on ties (numpy's argmax).
 func TestChoiceResult(t *testing.T) {
+	type option struct {
+		nll           float64
+		tokens, chars int
+	}
+	for _, c := range []struct {
+		name                 string
+		gold                 int
+		opts                 []option
+		noChars              bool
+		pred, norm, normToks int // by hand: the chosen options
+	}{
+		// Sums 6 vs 5 → option 1; per token 6 vs 2.5 → 1; per character
+		// 0.6 vs 1.0 → 0 (the long choice wins once length counts).
+		{"characters differ from tokens", 0, []option{{6, 1, 10}, {5, 2, 5}}, false, 1, 0, 1},
+		// Per token 2 vs 1.5 → 1; per character 0.5 vs 0.5: a tie → 0.
+		{"tie goes to the first", 1, []option{{4, 2, 8}, {3, 2, 6}}, false, 1, 0, 1},
+		// Sums 9, 8, 12 → 1; per character 3, 4, 2 → 2; per token 3, 8, 4 → 0.
+		{"three options", 2, []option{{9, 3, 3}, {8, 1, 2}, {12, 3, 6}}, false, 1, 2, 0},
+		// Without character counts the token counts stand in.
+		{"no character counts", 0, []option{{6, 1, 10}, {5, 2, 5}}, true, 1, 1, 1},
+		{"one option", 0, []option{{7, 2, 3}}, false, 0, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			it := backend.ChoiceItem{Contexts: make([][]int, len(c.opts)), Gold: c.gold}
+			var opts []Option
+			var sc []Score
+			for _, o := range c.opts {
+				opts = append(opts, Option{Count: o.tokens})
+				sc = append(sc, Score{NLL: o.nll})
+				if !c.noChars {
+					it.ContinuationChars = append(it.ContinuationChars, o.chars)
+				}
+			}
+			res := ChoiceResult([]backend.ChoiceItem{it}, opts, sc)
+			acc := func(p int) float64 {
+				if p == c.gold {
+					return 1
+				}
+				return 0
+			}
+			if res.Items != 1 || !slices.Equal(res.Predictions, []int{c.pred}) || res.Accuracy != acc(c.pred) ||
+				res.AccuracyNorm != acc(c.norm) || res.AccuracyNormTokens != acc(c.normToks) {
+				t.Errorf("got %+v; want prediction %d, accuracy %g, normalized %g, per token %g", res, c.pred, acc(c.pred), acc(c.norm), acc(c.normToks))
+			}
+		})
+	}
+
+	// Items are laid out one after another and averaged.
 	items := []backend.ChoiceItem{
-		// Summed NLL picks option 1 (3 < 4); per token option 0 (1 < 3).
-		{Contexts: make([][]int, 2), Gold: 0},
-		// A tie goes to the first option, which is not gold.
-		{Contexts: make([][]int, 3), Gold: 1},
-		{Contexts: make([][]int, 1), Gold: 0},
+		{Contexts: make([][]int, 2), Gold: 0, ContinuationChars: []int{10, 5}},
+		{Contexts: make([][]int, 1), Gold: 0, ContinuationChars: []int{1}},
+		{Contexts: make([][]int, 2), Gold: 1, ContinuationChars: []int{1, 1}},
 	}
-	opts := []Option{{Count: 4}, {Count: 1}, {Count: 1}, {Count: 1}, {Count: 1}, {Count: 2}}
-	sc := []Score{{NLL: 4}, {NLL: 3}, {NLL: 2}, {NLL: 2}, {NLL: 5}, {NLL: 7}}
+	opts := []Option{{Count: 1}, {Count: 2}, {Count: 1}, {Count: 1}, {Count: 1}}
+	sc := []Score{{NLL: 6}, {NLL: 5}, {NLL: 1}, {NLL: 2}, {NLL: 3}}
 	res := ChoiceResult(items, opts, sc)
-	if res.Items != 3 || res.Accuracy != 1.0/3 || res.AccuracyNorm != 2.0/3 || !slices.Equal(res.Predictions, []int{1, 0, 0}) {
-		t.Errorf("got %+v; want 3 items, accuracy 1/3, normalized 2/3, predictions [1 0 0]", res)
+	if res.Items != 3 || res.Accuracy != 1.0/3 || res.AccuracyNorm != 2.0/3 || res.AccuracyNormTokens != 1.0/3 || !slices.Equal(res.Predictions, []int{1, 0, 0}) {
+		t.Errorf("got %+v; want 3 items, accuracy 1/3, normalized 2/3, per token 1/3, predictions [1 0 0]", res)
 	}
-	if res := ChoiceResult(nil, nil, nil); res.Items != 0 || res.Accuracy != 0 || res.AccuracyNorm != 0 {
+	if res := ChoiceResult(nil, nil, nil); res.Items != 0 || res.Accuracy != 0 || res.AccuracyNorm != 0 || res.AccuracyNormTokens != 0 {
 		t.Errorf("no items: %+v", res)
 	}
 }
@@ -263,7 +318,7 @@ func FuzzNewOption(f *testing.F) {
 			return
 		}
 		n := len(o.Tokens)
-		if len(ctx) == 0 || len(cont) == 0 || (maxSeq > 0 && n > int(maxSeq)) || n > len(ctx)+len(cont) {
+		if len(ctx) == 0 || len(cont) == 0 || (maxSeq > 0 && n > int(maxSeq)+1) || n > len(ctx)+len(cont) {
 			t.Fatalf("option %+v from %d+%d tokens within %d", o, len(ctx), len(cont), maxSeq)
 		}
 		if o.Count != len(cont) || o.First < 0 || o.First+o.Count != n-1 {

@@ -172,13 +172,15 @@ func (s *suite) checkSkip(t *testing.T, f *fixture) {
 // (keeping the last MaxSeq tokens) and whether greedy decoding
 // reproduces it.
 func goldenOption(g *golden, ctxTok, cont []int, skip map[int]bool) (float64, bool) {
+	// lm-evaluation-harness: inp = (context_enc + continuation_enc)
+	// [-(max_length+1):][:-1], the continuation scored at the last
+	// len(continuation_enc) positions.
 	all := append(slices.Clone(ctxTok), cont...)
-	first := len(ctxTok) - 1
-	if m := g.cfg.MaxSeq; m > 0 && len(all) > m {
-		cut := len(all) - m
-		all, first = all[cut:], first-cut
+	if m := g.cfg.MaxSeq; m > 0 && len(all) > m+1 {
+		all = all[len(all)-(m+1):]
 	}
-	z := g.forward(all, skip, nil)
+	first := len(all) - 1 - len(cont)
+	z := g.forward(all[:len(all)-1], skip, nil)
 	var nll float64
 	greedy := true
 	for k := range cont {
@@ -200,25 +202,36 @@ type goldenChoices struct {
 	pred, predNorm []int
 	margin         []float64 // relative gap between the best two summed NLLs
 	acc, accNorm   float64
+	accNormTokens  float64
 }
 
 func goldenChoice(g *golden, items []backend.ChoiceItem, skip map[int]bool) goldenChoices {
 	var r goldenChoices
-	var c, cn int
+	var c, cn, ct int
 	for _, it := range items {
 		nll := make([]float64, len(it.Contexts))
 		norm := make([]float64, len(it.Contexts))
+		normTok := make([]float64, len(it.Contexts))
 		for j := range it.Contexts {
 			nll[j], _ = goldenOption(g, it.Contexts[j], it.Continuations[j], skip)
-			norm[j] = nll[j] / float64(len(it.Continuations[j]))
+			// lm-evaluation-harness's acc_norm: per character of the choice.
+			n := len(it.Continuations[j])
+			if it.ContinuationChars != nil {
+				n = it.ContinuationChars[j]
+			}
+			norm[j] = nll[j] / float64(n)
+			normTok[j] = nll[j] / float64(len(it.Continuations[j]))
 		}
-		best, bn := 0, 0
+		best, bn, bt := 0, 0, 0
 		for j := range nll {
 			if nll[j] < nll[best] {
 				best = j
 			}
 			if norm[j] < norm[bn] {
 				bn = j
+			}
+			if normTok[j] < normTok[bt] {
+				bt = j
 			}
 		}
 		gap := math.Inf(1)
@@ -231,6 +244,9 @@ func goldenChoice(g *golden, items []backend.ChoiceItem, skip map[int]bool) gold
 			if j != bn {
 				gap = math.Min(gap, (norm[j]-norm[bn])/math.Max(math.Abs(norm[bn]), 1))
 			}
+			if j != bt {
+				gap = math.Min(gap, (normTok[j]-normTok[bt])/math.Max(math.Abs(normTok[bt]), 1))
+			}
 		}
 		r.pred, r.predNorm, r.margin = append(r.pred, best), append(r.predNorm, bn), append(r.margin, gap)
 		if best == it.Gold {
@@ -239,8 +255,12 @@ func goldenChoice(g *golden, items []backend.ChoiceItem, skip map[int]bool) gold
 		if bn == it.Gold {
 			cn++
 		}
+		if bt == it.Gold {
+			ct++
+		}
 	}
-	r.acc, r.accNorm = float64(c)/float64(len(items)), float64(cn)/float64(len(items))
+	n := float64(len(items))
+	r.acc, r.accNorm, r.accNormTokens = float64(c)/n, float64(cn)/n, float64(ct)/n
 	return r
 }
 
@@ -264,8 +284,9 @@ func (s *suite) expectChoices(t *testing.T, what string, got *backend.ChoiceResu
 			t.Errorf("%s: item %d predicted option %d, want %d", what, i, got.Predictions[i], want.pred[i])
 		}
 	}
-	if !ties && (got.Accuracy != want.acc || got.AccuracyNorm != want.accNorm) {
-		t.Errorf("%s: accuracy %g / normalized %g, want %g / %g", what, got.Accuracy, got.AccuracyNorm, want.acc, want.accNorm)
+	if !ties && (got.Accuracy != want.acc || got.AccuracyNorm != want.accNorm || got.AccuracyNormTokens != want.accNormTokens) {
+		t.Errorf("%s: accuracy %g / per character %g / per token %g, want %g / %g / %g", what,
+			got.Accuracy, got.AccuracyNorm, got.AccuracyNormTokens, want.acc, want.accNorm, want.accNormTokens)
 	}
 }
 

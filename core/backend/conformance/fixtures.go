@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/data/npy"
@@ -169,16 +170,23 @@ func tinyFixtures(root string) (student, tiedStudent, teacher *fixture, err erro
 		if err != nil {
 			return nil, fmt.Errorf("fixture %s: %w", name, err)
 		}
-		// Options of different lengths, one longer than the 16 positions.
+		// Options of different lengths, one longer than the 16 positions
+		// and one whose continuation fills all 16; character counts (the
+		// acc_norm divisor) on all but the last item.
 		for i := 0; i < 5; i++ {
 			it := backend.ChoiceItem{Gold: rng.IntN(3)}
 			for j := 0; j < 3; j++ {
 				it.Contexts = append(it.Contexts, randomTokens(rng, 1+rng.IntN(6), 32))
 				it.Continuations = append(it.Continuations, randomTokens(rng, 1+rng.IntN(4), 32))
+				if i < 4 {
+					it.ContinuationChars = append(it.ContinuationChars, 1+rng.IntN(20))
+				}
 			}
 			f.choices = append(f.choices, it)
 		}
 		f.choices[0].Contexts[1] = randomTokens(rng, 18, 32)
+		f.choices[1].Contexts[2] = randomTokens(rng, 5, 32)
+		f.choices[1].Continuations[2] = randomTokens(rng, 16, 32)
 		for i := 0; i < 6; i++ {
 			f.lastWord = append(f.lastWord, backend.LastWordItem{Context: randomTokens(rng, 2+rng.IntN(8), 32), Continuation: randomTokens(rng, 1+rng.IntN(3), 32)})
 		}
@@ -253,6 +261,8 @@ func storiesFixture(root, dataDir string, nRows, seqLen int) (*fixture, error) {
 			x, y := pair(ctx, c)
 			it.Contexts = append(it.Contexts, x)
 			it.Continuations = append(it.Continuations, y)
+			// The choice without its " " delimiter, counted as Python's len.
+			it.ContinuationChars = append(it.ContinuationChars, utf8.RuneCountInString(strings.TrimPrefix(c, " ")))
 		}
 		return it
 	}

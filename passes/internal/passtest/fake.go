@@ -259,7 +259,7 @@ func (f *Fake) LMLoss(fm *fakeModel, skip []int) float64 {
 }
 
 // ChoiceAccuracy is the fake's accuracy: 0.75 less 0.05·(l+1) for every
-// skipped layer l; AccuracyNorm is 0.1 lower.
+// skipped layer l; AccuracyNorm is 0.1 lower, AccuracyNormTokens 0.2.
 func ChoiceAccuracy(skip []int) float64 {
 	acc := 0.75
 	for _, l := range skip {
@@ -291,7 +291,7 @@ func (f *Fake) Evaluate(ctx context.Context, req backend.EvalRequest) (*backend.
 		for i, it := range req.Choices {
 			pred[i] = it.Gold
 		}
-		return &backend.ChoiceResult{Accuracy: a, AccuracyNorm: a - 0.1, Items: len(req.Choices), Predictions: pred}
+		return &backend.ChoiceResult{Accuracy: a, AccuracyNorm: a - 0.1, AccuracyNormTokens: a - 0.2, Items: len(req.Choices), Predictions: pred}
 	}
 	if req.LM != nil {
 		res.LM = &backend.LMResult{Loss: f.LMLoss(fm, nil), Tokens: c.Rows * (c.SeqLen - 1)}

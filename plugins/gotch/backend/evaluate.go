@@ -14,8 +14,8 @@ import (
 // repeats LM and multiple-choice scoring for each SkipLayers entry.
 //
 // As in the CPU backend: a choice option or last-word item longer than the
-// model's context keeps its last MaxSeq tokens (the continuation must
-// fit), and options are scored in batches of BatchSize sequences, longest
+// model's context keeps its last MaxSeq+1 tokens as lm-evaluation-harness
+// does (see batch.NewOption), and options are scored in batches of BatchSize sequences, longest
 // first, right-padded.
 func (b *Backend) Evaluate(ctx context.Context, req api.EvalRequest) (*api.EvalResult, error) {
 	var res *api.EvalResult

@@ -1,7 +1,10 @@
 // Command results runs the experiment recipes beside it (or resumes them)
-// into runs/experiments/<name> and writes docs/results.md: one table per
-// Minitron finding, with the token budgets, seeds, machine and wall time,
-// and a reading of each table derived from the measured numbers.
+// once per seed into runs/experiments/<name>/seed-<n> and writes
+// docs/results.md: one table per Minitron finding giving each number as
+// the mean ± sample standard deviation over the seeds, with the token
+// budgets, machine and wall time, and a reading of each table derived
+// from the measured numbers that only calls a difference when it exceeds
+// the seed-to-seed spread.
 //
 // Run it from the repository root:
 //
@@ -25,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,16 +67,52 @@ func main() {
 		out     = flag.String("out", "docs/results.md", "report to write")
 		threads = flag.Int("threads", 2, "CPU backend threads")
 		only    = flag.String("only", "", "comma-separated experiment names to run (the report covers all)")
+		dataDir = flag.String("data", "", "directory of the shared models, corpora and tasks (var.data; default: the recipes' own)")
+		seedArg = flag.String("seeds", "1,2,3", "comma-separated seeds; every recipe runs once per seed (at least 3 for a spread)")
 		report  = flag.Bool("report", false, "write the report from existing run directories without running")
 	)
 	flag.Parse()
-	if err := run(*recipes, *runs, *out, *threads, *only, *report); err != nil {
+	seeds, err := parseSeeds(*seedArg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "results: -seeds:", err)
+		os.Exit(2)
+	}
+	if err := run(*recipes, *runs, *out, *threads, *only, *dataDir, seeds, *report); err != nil {
 		fmt.Fprintln(os.Stderr, "results:", err)
 		os.Exit(1)
 	}
 }
 
-func run(recipeDir, runsDir, out string, threads int, only string, reportOnly bool) error {
+// parseSeeds reads -seeds: distinct non-negative integers.
+func parseSeeds(s string) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q is not a non-negative integer", f)
+		}
+		if seen[n] {
+			return nil, fmt.Errorf("seed %d given twice", n)
+		}
+		seen[n] = true
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no seeds")
+	}
+	return out, nil
+}
+
+// seedDir is where one seed of an experiment runs.
+func seedDir(runsDir, name string, seed int) string {
+	return filepath.Join(runsDir, name, "seed-"+strconv.Itoa(seed))
+}
+
+func run(recipeDir, runsDir, out string, threads int, only, dataDir string, seeds []int, reportOnly bool) error {
 	if threads < 1 {
 		return fmt.Errorf("-threads %d: want at least 1", threads)
 	}
@@ -97,13 +137,15 @@ func run(recipeDir, runsDir, out string, threads int, only string, reportOnly bo
 			if len(want) > 0 && !want[name] {
 				continue
 			}
-			if err := runExperiment(ctx, p, filepath.Join(runsDir, name), threads); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
+			for _, seed := range seeds {
+				if err := runExperiment(ctx, p, seedDir(runsDir, name, seed), runVars(seed, dataDir), threads); err != nil {
+					return fmt.Errorf("%s seed %d: %w", name, seed, err)
+				}
 			}
 		}
 	}
 	var buf bytes.Buffer
-	if err := writeReport(&buf, recipeDir, runsDir, paths); err != nil {
+	if err := writeReport(&buf, recipeDir, runsDir, paths, seeds); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
@@ -127,14 +169,14 @@ func (p provider) Open(ctx context.Context, b *recipe.Backend) (backend.Backend,
 	return cpu.New(cpu.Options{Threads: p.threads})
 }
 
-// runExperiment runs (or resumes) one recipe and, when any pass actually
-// ran, records the machine beside the manifest.
-func runExperiment(ctx context.Context, path, dir string, threads int) error {
+// runExperiment runs (or resumes) one recipe with vars and, when any pass
+// actually ran, records the machine beside the manifest.
+func runExperiment(ctx context.Context, path, dir string, vars map[string]string, threads int) error {
 	reg, err := passes.Registry()
 	if err != nil {
 		return err
 	}
-	r, diags := recipe.Load(path, nil, reg.Language())
+	r, diags := recipe.Load(path, vars, reg.Language())
 	if r != nil {
 		diags = append(diags, recipe.CheckFiles(r)...)
 	}
@@ -178,6 +220,16 @@ func runExperiment(ctx context.Context, path, dir string, threads int) error {
 		return err
 	}
 	return fsutil.WriteFile(filepath.Join(dir, MachineFile), append(b, '\n'))
+}
+
+// runVars sets the recipe variable every experiment draws its seeds from
+// and, when given, the data directory.
+func runVars(seed int, dataDir string) map[string]string {
+	v := map[string]string{"seed": strconv.Itoa(seed)}
+	if dataDir != "" {
+		v["data"] = dataDir
+	}
+	return v
 }
 
 // cpuModel is the processor's name as Linux reports it, or the

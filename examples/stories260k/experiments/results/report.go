@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,9 +31,10 @@ type experiment struct {
 	stale  bool
 }
 
-func loadExperiment(recipePath, runsDir string) (*experiment, error) {
+// loadExperiment reads the run of recipePath in dir (one seed's).
+func loadExperiment(recipePath, dir string) (*experiment, error) {
 	name := strings.TrimSuffix(filepath.Base(recipePath), ".hcl")
-	e := &experiment{name: name, recipe: recipePath, dir: filepath.Join(runsDir, name)}
+	e := &experiment{name: name, recipe: recipePath, dir: dir}
 	man, err := pipeline.ReadManifest(filepath.Join(e.dir, pipeline.ManifestName))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", e.dir, err)
@@ -183,16 +184,6 @@ func (e *experiment) seconds() float64 {
 	return s
 }
 
-func (e *experiment) variable(name string) string {
-	if e.man == nil {
-		return "?"
-	}
-	if v, ok := e.man.Variables[name]; ok {
-		return string(v)
-	}
-	return "?"
-}
-
 // arch is the architecture and size of the model a pass produced.
 type arch struct {
 	layers, hidden, mlp int
@@ -307,12 +298,12 @@ func (t *table) write(w io.Writer) {
 	fmt.Fprintln(w)
 }
 
-// section renders one finding from its experiment.
+// section renders one finding from its experiment's complete seeds.
 type section struct {
 	recipe string // file name without .hcl
 	title  string
 	claim  string // the paper's claim, as docs/minitron.md states it
-	write  func(w io.Writer, e *experiment) error
+	write  func(w io.Writer, x seeded) error
 }
 
 var sections = []section{
@@ -333,18 +324,41 @@ var sections = []section{
 		writeDistillLoss},
 }
 
-func writeReport(w io.Writer, recipeDir, runsDir string, recipes []string) error {
-	exps := map[string]*experiment{}
-	var names []string
+// loadSeeds reads every seed's run of a recipe, adds each to the runs
+// table, and returns the complete ones with the compute time of all.
+func loadSeeds(mt *table, recipePath, runsDir string, seeds []int) (seeded, float64, error) {
+	name := strings.TrimSuffix(filepath.Base(recipePath), ".hcl")
+	var done seeded
+	var total float64
+	for _, seed := range seeds {
+		e, err := loadExperiment(recipePath, seedDir(runsDir, name, seed))
+		if err != nil {
+			return seeded{}, 0, err
+		}
+		total += mt.addRun(name, seed, e)
+		if e.complete() {
+			done.runs = append(done.runs, e)
+			done.seeds = append(done.seeds, seed)
+		}
+	}
+	return done, total, nil
+}
+
+func writeReport(w io.Writer, recipeDir, runsDir string, recipes []string, seeds []int) error {
+	recipes = slices.Sorted(slices.Values(recipes))
+	mt := table{head: []string{"experiment", "seed", "machine", "threads", "load (1 min) before → after", "compute time", "state"}, left: []int{2, 6}}
+	bySeed := map[string]seeded{}
+	paths := map[string]string{}
+	var total float64
 	for _, p := range recipes {
-		e, err := loadExperiment(p, runsDir)
+		x, s, err := loadSeeds(&mt, p, runsDir, seeds)
 		if err != nil {
 			return err
 		}
-		exps[e.name] = e
-		names = append(names, e.name)
+		name := strings.TrimSuffix(filepath.Base(p), ".hcl")
+		bySeed[name], paths[name] = x, p
+		total += s
 	}
-	sort.Strings(names)
 
 	fmt.Fprint(w, `# Minitron findings, reproduced at small scale
 
@@ -358,219 +372,277 @@ teacher. Every student trains with AdamW, batch 16 × 128 tokens, LR 3e-3 → 3e
 steps. Losses are next-token cross-entropy in nats per token on the held-out split of the data named (31,369
 scored tokens of shakespeare, 37,846 of TinyStories). A uniform guess scores ln 512 = 6.24.
 
+Every experiment runs once per seed (`+seedWords(seeds)+`); the seed draws the data split, the sampled batches and
+the random initializations. Each number below is the mean ± sample standard deviation (n − 1) over the seeds
+whose run completed, n given per section; a number alone had one seed. A reading calls one number better than
+another only when their means differ by more than the sum of their standard deviations, and otherwise says the
+difference is within the seed-to-seed spread.
+
 `)
-	mt := table{head: []string{"experiment", "seed", "machine", "threads", "load (1 min) before → after", "compute time", "state"}, left: []int{2, 6}}
-	var total float64
-	for _, n := range names {
-		e := exps[n]
-		state := "not run"
-		switch {
-		case e.complete() && e.stale:
-			state = "stale: the recipe changed since"
-		case e.complete():
-			state = "complete"
-		case e.man != nil:
-			state = "incomplete"
-		}
-		mach, threads, load := "n/a", "n/a", "n/a"
-		if m := e.machine; m != nil {
-			mach = fmt.Sprintf("%s, %d cores, %s, %s, %s", m.CPU, m.Cores, m.OS, m.Go, m.Date.Format(time.DateOnly))
-			threads = fmt.Sprint(m.Threads)
-			load = fmt.Sprintf("%.1f → %.1f", m.LoadBefore, m.LoadAfter)
-		}
-		s := e.seconds()
-		total += s
-		mt.add("`"+n+"`", e.variable("seed"), mach, threads, load, dur(s), state)
-	}
 	fmt.Fprintf(w, "## Runs\n\n")
 	mt.write(w)
 	fmt.Fprintf(w, "Total compute time %s (the sum of the passes' wall times; a resumed pass keeps the time it first took).\n"+
-		"Quality numbers are bitwise repeatable on the CPU backend for the same seeds, machine and build; timings\n"+
+		"Quality numbers are bitwise repeatable on the CPU backend for the same seed, machine and build; timings\n"+
 		"are not, and a load above the core count means other work shared the CPU while they were taken.\n\n",
 		dur(total))
 
 	for _, s := range sections {
 		fmt.Fprintf(w, "## %s\n\n*Paper:* %s\n\n", s.title, s.claim)
-		e, ok := exps[s.recipe]
+		x, ok := bySeed[s.recipe]
 		if !ok {
 			fmt.Fprintf(w, "*No recipe %s.hcl.*\n\n", s.recipe)
 			continue
 		}
-		fmt.Fprintf(w, "Recipe: `%s`; run: `%s`.\n\n", filepath.ToSlash(e.recipe), filepath.ToSlash(e.dir))
-		if !e.complete() {
+		fmt.Fprintf(w, "Recipe: `%s`; runs: `%s`.\n\n", filepath.ToSlash(paths[s.recipe]), filepath.ToSlash(filepath.Join(runsDir, s.recipe, "seed-<n>")))
+		if len(x.runs) == 0 {
 			fmt.Fprintf(w, "*Not run yet (or unfinished): run the generator to complete it.*\n\n")
 			continue
 		}
-		if e.stale {
-			fmt.Fprintf(w, "*The recipe changed after this run; run the generator again to bring it up to date.*\n\n")
+		fmt.Fprintf(w, "**n = %d** (%s %s).", len(x.runs), plural(len(x.runs), "seed", "seeds"), x.seedList())
+		if len(x.runs) < len(seeds) {
+			fmt.Fprintf(w, " *Only %d of the %d seeds %s completed; run the generator to complete the rest.*", len(x.runs), len(seeds), plural(len(x.runs), "has", "have"))
 		}
-		if err := s.write(w, e); err != nil {
+		if len(x.runs) < 2 {
+			fmt.Fprintf(w, " *With one seed there is no spread: no difference below is resolved.*")
+		}
+		var stale []string
+		for i, e := range x.runs {
+			if e.stale {
+				stale = append(stale, fmt.Sprint(x.seeds[i]))
+			}
+		}
+		if len(stale) > 0 {
+			fmt.Fprintf(w, " *The recipe changed after the run of %s %s; run the generator again to bring it up to date.*", plural(len(stale), "seed", "seeds"), strings.Join(stale, ", "))
+		}
+		fmt.Fprintf(w, "\n\n")
+		if err := s.write(w, x); err != nil {
 			return fmt.Errorf("%s: %w", s.recipe, err)
 		}
 	}
 	return nil
 }
 
-func writePruneVsScratch(w io.Writer, e *experiment) error {
-	a, err := e.arch("prune-width")
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// seedWords is "seeds 1, 2 and 3".
+func seedWords(seeds []int) string {
+	return plural(len(seeds), "seed", "seeds") + " " + seeded{seeds: seeds}.seedList()
+}
+
+// curveTable tabulates the mean validation curves of passes, one column
+// each, at the first pass's evaluations.
+func curveTable(x seeded, labels, passes []string) table {
+	curves := make([][]curvePoint, len(passes))
+	for i, p := range passes {
+		curves[i] = x.curve(p)
+	}
+	t := table{head: append([]string{"tokens"}, labels...)}
+	for i, p := range curves[0] {
+		row := []string{count(p.tokens)}
+		for _, c := range curves {
+			cell := "n/a"
+			if i < len(c) && c[i].tokens == p.tokens {
+				cell = lossCell(c[i].loss)
+			}
+			row = append(row, cell)
+		}
+		t.add(row...)
+	}
+	return t
+}
+
+// trainArm is a training pass of finding 1 and its table row.
+type trainArm struct{ label, pass, init, objective string }
+
+// trainTable tabulates training arms against the teacher loss recorded
+// by teacherPass.
+func trainTable(x seeded, teacherLabel, teacherPass string, arms []trainArm) table {
+	t := table{head: []string{"student", "initialization", "objective", "training tokens", "val loss before", "val loss after", "val ppl after", "gap to teacher"}, left: []int{1, 2}}
+	t.add(teacherLabel, "-", "-", "-", "-", lossCell(x.num(teacherPass, "teacher_val_loss")), pplCell(x.exp(teacherPass, "teacher_val_loss")), "-")
+	for _, r := range arms {
+		gap := x.of(func(e *experiment) float64 { return e.num(r.pass, "val_loss") - e.num(teacherPass, "teacher_val_loss") })
+		t.add(r.label, r.init, r.objective, countCell(x.num(r.pass, "tokens")), lossCell(x.num(r.pass, "val_loss_before")),
+			lossCell(x.num(r.pass, "val_loss")), pplCell(x.exp(r.pass, "val_loss")), lossCell(gap))
+	}
+	return t
+}
+
+func writePruneVsScratch(w io.Writer, x seeded) error {
+	a, err := x.first().arch("prune-width")
 	if err != nil {
 		return err
 	}
-	teacher := e.num("pruned-kd", "teacher_val_loss")
-	type arm struct{ label, pass, init, objective string }
-	arms := []arm{
+	fmt.Fprintf(w, "Student: %d layers, hidden %d, MLP %d, %s parameters (%.0f%% of the teacher).\n\n",
+		a.layers, a.hidden, a.mlp, count(float64(a.params)), 100*float64(a.params)/260032)
+	tt := trainTable(x, "teacher (corrected)", "pruned-kd", []trainArm{
 		{"pruned + distilled", "pruned-kd", "pruned teacher", "forward KL"},
 		{"random init + CE", "scratch-ce", "N(0, 0.02²)", "cross-entropy"},
 		{"random init + distilled", "scratch-kd", "N(0, 0.02²)", "forward KL"},
 		{"random init + CE, 4× tokens", "scratch-ce-4x", "N(0, 0.02²)", "cross-entropy"},
-	}
-	fmt.Fprintf(w, "Student: %d layers, hidden %d, MLP %d, %s parameters (%.0f%% of the teacher). Seed %s.\n\n",
-		a.layers, a.hidden, a.mlp, count(float64(a.params)), 100*float64(a.params)/260032, e.variable("seed"))
-	t := table{head: []string{"student", "initialization", "objective", "training tokens", "val loss before", "val loss after", "val ppl after", "gap to teacher"}, left: []int{1, 2}}
-	t.add("teacher (corrected)", "-", "-", "-", "-", f4(teacher), f2(math.Exp(teacher)), "-")
-	for _, r := range arms {
-		after := e.num(r.pass, "val_loss")
-		t.add(r.label, r.init, r.objective, count(e.num(r.pass, "tokens")), f4(e.num(r.pass, "val_loss_before")), f4(after), f2(math.Exp(after)), f4(after-teacher))
-	}
-	t.write(w)
-
-	kd, ce, kdScratch := e.curve("pruned-kd"), e.curve("scratch-ce"), e.curve("scratch-kd")
-	c := table{head: []string{"tokens", "pruned + distilled", "random init + CE", "random init + distilled"}}
-	for i := range kd {
-		row := []string{count(kd[i].tokens), f4(kd[i].valLoss), "n/a", "n/a"}
-		if i < len(ce) && ce[i].tokens == kd[i].tokens {
-			row[2] = f4(ce[i].valLoss)
-		}
-		if i < len(kdScratch) && kdScratch[i].tokens == kd[i].tokens {
-			row[3] = f4(kdScratch[i].valLoss)
-		}
-		c.add(row...)
-	}
+	})
+	tt.write(w)
 	fmt.Fprintf(w, "Validation loss during training:\n\n")
+	c := curveTable(x, []string{"pruned + distilled", "random init + CE", "random init + distilled"}, []string{"pruned-kd", "scratch-ce", "scratch-kd"})
 	c.write(w)
-	c4 := table{head: []string{"tokens", "random init + CE, 4× tokens"}}
-	for _, p := range e.curve("scratch-ce-4x") {
-		c4.add(count(p.tokens), f4(p.valLoss))
-	}
 	fmt.Fprintf(w, "The 4× run (its cosine schedule stretched over 4× the steps):\n\n")
+	c4 := curveTable(x, []string{"random init + CE, 4× tokens"}, []string{"scratch-ce-4x"})
 	c4.write(w)
-
-	ts := table{head: []string{"student", "initialization", "objective", "training tokens", "val loss before", "val loss after", "val ppl after", "gap to teacher"}, left: []int{1, 2}}
-	tteacher := e.num("ts-pruned-kd", "teacher_val_loss")
-	ts.add("teacher (original)", "-", "-", "-", "-", f4(tteacher), f2(math.Exp(tteacher)), "-")
-	for _, r := range []arm{{"pruned + distilled", "ts-pruned-kd", "pruned teacher", "forward KL"}, {"random init + CE", "ts-scratch-ce", "N(0, 0.02²)", "cross-entropy"}} {
-		after := e.num(r.pass, "val_loss")
-		ts.add(r.label, r.init, r.objective, count(e.num(r.pass, "tokens")), f4(e.num(r.pass, "val_loss_before")), f4(after), f2(math.Exp(after)), f4(after-tteacher))
-	}
 	fmt.Fprintf(w, "In the teacher's own domain — the original teacher, the student pruned by TinyStories importance, 10%% of `tinystories_val.txt` held out; the random student is the same draw:\n\n")
+	ts := trainTable(x, "teacher (original)", "ts-pruned-kd", []trainArm{
+		{"pruned + distilled", "ts-pruned-kd", "pruned teacher", "forward KL"},
+		{"random init + CE", "ts-scratch-ce", "N(0, 0.02²)", "cross-entropy"},
+	})
 	ts.write(w)
-	tc := table{head: []string{"tokens", "pruned + distilled", "random init + CE"}}
-	tkd, tce := e.curve("ts-pruned-kd"), e.curve("ts-scratch-ce")
-	for i := range tkd {
-		row := []string{count(tkd[i].tokens), f4(tkd[i].valLoss), "n/a"}
-		if i < len(tce) && tce[i].tokens == tkd[i].tokens {
-			row[2] = f4(tce[i].valLoss)
-		}
-		tc.add(row...)
-	}
+	tc := curveTable(x, []string{"pruned + distilled", "random init + CE"}, []string{"ts-pruned-kd", "ts-scratch-ce"})
 	tc.write(w)
 
-	pk, sc, sk, s4 := e.num("pruned-kd", "val_loss"), e.num("scratch-ce", "val_loss"), e.num("scratch-kd", "val_loss"), e.num("scratch-ce-4x", "val_loss")
-	budget := e.num("pruned-kd", "tokens")
-	if anyNaN(pk, sc, sk, s4, teacher, budget) {
+	teacher := x.num("pruned-kd", "teacher_val_loss")
+	pk, sc, sk, s4 := x.num("pruned-kd", "val_loss"), x.num("scratch-ce", "val_loss"), x.num("scratch-kd", "val_loss"), x.num("scratch-ce-4x", "val_loss")
+	budget := x.num("pruned-kd", "tokens").mean
+	if anyNaN(pk.mean, sc.mean, sk.mean, s4.mean, teacher.mean, budget) {
 		fmt.Fprintf(w, "*Incomplete metrics; no reading.*\n\n")
 		return nil
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "**Reading.** On the same %s tokens the pruned + distilled student ends at %.4f, %.2f nats above the teacher, while the same architecture from random initialization ends at %.4f with cross-entropy and %.4f with the same distillation loss.",
-		count(budget), pk, pk-teacher, sc, sk)
-	if pk < math.Min(sc, sk) {
-		fmt.Fprintf(&b, " Starting from the pruned weights is worth %.2f nats over the better random-init run.", math.Min(sc, sk)-pk)
-		if reach := tokensToReach(kd, math.Min(sc, sk)); !math.IsNaN(reach) {
-			if reach == kd[0].tokens {
-				fmt.Fprintf(&b, " The pruned student is below that run's final loss already at its first evaluation, after %s tokens: at least %.0f× fewer.", count(reach), budget/reach)
-			} else {
-				fmt.Fprintf(&b, " The pruned student is below that run's final loss after %s tokens (evaluations every %s), %.0f× fewer.", count(reach), count(kd[0].tokens), budget/reach)
-			}
-		}
-	} else {
-		fmt.Fprintf(&b, " Random initialization does as well or better here, contrary to the papers.")
+	fmt.Fprintf(&b, "**Reading.** On the same %s tokens the pruned + distilled student ends at %s (the teacher: %s), while the same architecture from random initialization ends at %s with cross-entropy and %s with the same distillation loss.",
+		count(budget), lossCell(pk), lossCell(teacher), lossCell(sc), lossCell(sk))
+	rand, randName := sc, "random init + CE"
+	if sk.mean < sc.mean {
+		rand, randName = sk, "random init + distilled"
 	}
-	s4Curve := e.curve("scratch-ce-4x")
-	if reach := tokensToReach(s4Curve, pk); !math.IsNaN(reach) {
-		fmt.Fprintf(&b, " Given more tokens, though, the random-init student catches up: it matches the pruned student's final loss after %s tokens (%.1f× the budget; evaluations every %s tokens) and ends its 4× run at %.4f",
-			count(reach), reach/budget, count(s4Curve[0].tokens), s4)
-		if s4 < teacher {
-			fmt.Fprintf(&b, ", below even the teacher (%.4f). The corrected teacher has itself seen only %s shakespeare tokens; a distilled student converges towards its teacher, while a student trained on the data has no such ceiling, so the advantage of pruning + distillation here is a head start, worth about %.1f× in tokens, not the papers' 40×.",
-				teacher, count(e.num("teacher-correction", "tokens")), reach/budget)
+	prunedWins := judge(pk, rand, nats)
+	fmt.Fprintf(&b, " Against the better random-init run, %s.", compare("pruned + distilled", pk, randName, rand, nats))
+	kd := means(x.curve("pruned-kd"))
+	if reach := tokensToReach(kd, rand.mean); prunedWins > 0 && !math.IsNaN(reach) {
+		if reach == kd[0].tokens {
+			fmt.Fprintf(&b, " The pruned student's mean curve is below that run's final mean already at its first evaluation, after %s tokens: at least %.0f× fewer.", count(reach), budget/reach)
 		} else {
-			fmt.Fprintf(&b, ". The advantage of pruning + distillation here is a head start worth about %.1f× in tokens, not the papers' 40×.", reach/budget)
+			fmt.Fprintf(&b, " The pruned student's mean curve is below that run's final mean after %s tokens (evaluations every %s), %.0f× fewer.", count(reach), count(kd[0].tokens), budget/reach)
+		}
+	}
+	s4Curve := means(x.curve("scratch-ce-4x"))
+	if reach := tokensToReach(s4Curve, pk.mean); !math.IsNaN(reach) {
+		fmt.Fprintf(&b, " Given more tokens the random-init student catches up: its mean curve reaches the pruned student's final mean after %s tokens (%.1f× the budget; evaluations every %s tokens), and at the end of its 4× run %s.",
+			count(reach), reach/budget, count(s4Curve[0].tokens), compare("random init + CE, 4× tokens", s4, "the teacher", teacher, nats))
+		if judge(s4, teacher, nats) > 0 {
+			fmt.Fprintf(&b, " The corrected teacher has itself seen only %s shakespeare tokens; a distilled student converges towards its teacher, while a student trained on the data has no such ceiling.", count(x.num("teacher-correction", "tokens").mean))
+		}
+		if prunedWins > 0 {
+			fmt.Fprintf(&b, " The advantage of pruning + distillation here is a head start, worth about %.1f× in tokens, not the papers' 40×.", reach/budget)
 		}
 	} else {
-		fmt.Fprintf(&b, " Even with 4× the tokens (%s) the random-init student only reaches %.4f, still %.2f nats behind.", count(e.num("scratch-ce-4x", "tokens")), s4, s4-pk)
+		fmt.Fprintf(&b, " With 4× the tokens (%s), %s.", count(x.num("scratch-ce-4x", "tokens").mean), compare("pruned + distilled", pk, "random init + CE", s4, nats))
 	}
-	if sk < sc {
-		fmt.Fprintf(&b, " Distillation also helps the random student (%.4f vs %.4f with plain cross-entropy), so part of the gain is the teacher's soft targets and part the inherited weights.", sk, sc)
-	} else {
-		fmt.Fprintf(&b, " For the random student distillation does not beat plain cross-entropy (%.4f vs %.4f), so the gain comes from the inherited weights.", sk, sc)
+	fmt.Fprintf(&b, " For the random student, %s", compare("distillation", sk, "plain cross-entropy", sc, nats))
+	switch judge(sk, sc, nats) {
+	case 1:
+		fmt.Fprintf(&b, ", so part of the gain is the teacher's soft targets and part the inherited weights.")
+	case -1:
+		fmt.Fprintf(&b, ", so the gain comes from the inherited weights.")
+	default:
+		fmt.Fprintf(&b, ", so the teacher's soft targets alone are not shown to help.")
 	}
-	tpk, tsc := e.num("ts-pruned-kd", "val_loss"), e.num("ts-scratch-ce", "val_loss")
-	if !anyNaN(tpk, tsc, tteacher) && len(tkd) > 0 {
-		tb := e.num("ts-pruned-kd", "tokens")
-		fmt.Fprintf(&b, " In the teacher's own domain, where its pretraining taught it far more than the student's %s tokens hold, the pruned + distilled student ends at %.4f (teacher %.4f) against %.4f from random initialization, %.2f nats apart",
-			count(tb), tpk, tteacher, tsc, tsc-tpk)
-		if reach := tokensToReach(tkd, tsc); !math.IsNaN(reach) && reach == tkd[0].tokens {
-			fmt.Fprintf(&b, "; it passes the random student's final loss already at its first evaluation (%s tokens, at least %.0f× fewer): there the head start is worth much more than on shakespeare.", count(reach), tb/reach)
+	tteacher, tpk, tsc := x.num("ts-pruned-kd", "teacher_val_loss"), x.num("ts-pruned-kd", "val_loss"), x.num("ts-scratch-ce", "val_loss")
+	inDomainWins := 0
+	if tkd := means(x.curve("ts-pruned-kd")); !anyNaN(tpk.mean, tsc.mean, tteacher.mean) && len(tkd) > 0 {
+		inDomainWins = judge(tpk, tsc, nats)
+		tb := x.num("ts-pruned-kd", "tokens").mean
+		fmt.Fprintf(&b, " In the teacher's own domain, where its pretraining taught it far more than the student's %s tokens hold, the pruned + distilled student ends at %s (the teacher: %s) and the random-init one at %s: %s",
+			count(tb), lossCell(tpk), lossCell(tteacher), lossCell(tsc), compare("pruned + distilled", tpk, "random init", tsc, nats))
+		if reach := tokensToReach(tkd, tsc.mean); inDomainWins > 0 && !math.IsNaN(reach) && reach == tkd[0].tokens {
+			fmt.Fprintf(&b, "; its mean curve passes the random student's final mean already at its first evaluation (%s tokens, at least %.0f× fewer).", count(reach), tb/reach)
 		} else {
 			fmt.Fprintf(&b, ".")
 		}
 	}
-	fmt.Fprintf(&b, " At equal tokens the papers' central claim holds in both settings; the size of the saving is not comparable to theirs (a 163K-parameter model, a 1 MB corpus seen for 1.25 epochs at 1× and 5 at 4×, one seed, one learning rate tuned for neither arm).\n\n")
+	if prunedWins > 0 && inDomainWins > 0 {
+		fmt.Fprintf(&b, " At equal tokens the papers' central claim holds in both settings, beyond the spread;")
+	} else {
+		fmt.Fprintf(&b, " At equal tokens the papers' central claim is not resolved in both settings here;")
+	}
+	fmt.Fprintf(&b, " the size of the saving is not comparable to theirs (a %s-parameter model, a 1 MB corpus seen for 1.25 epochs at 1× and 5 at 4×, %d %s, one learning rate tuned for neither arm).\n\n",
+		count(float64(a.params)), len(x.runs), plural(len(x.runs), "seed", "seeds"))
 	_, err = io.WriteString(w, b.String())
 	return err
 }
 
-func writeTeacherCorrection(w io.Writer, e *experiment) error {
-	ts, tt := e.num("eval-teacher", "dataset.shakespeare.loss"), e.num("eval-teacher", "dataset.tinystories.loss")
-	cs, ct := e.num("eval-corrected", "dataset.shakespeare.loss"), e.num("eval-corrected", "dataset.tinystories.loss")
-	fmt.Fprintf(w, "Correction: %s tokens of shakespeare (full fine-tune); TinyStories validation: %s scored tokens held out from `tinystories_val.txt`. Seed %s.\n\n",
-		count(e.num("teacher-correction", "tokens")), count(e.num("eval-teacher", "dataset.tinystories.tokens")), e.variable("seed"))
+func writeTeacherCorrection(w io.Writer, x seeded) error {
+	ts, tt := x.num("eval-teacher", "dataset.shakespeare.loss"), x.num("eval-teacher", "dataset.tinystories.loss")
+	cs, ct := x.num("eval-corrected", "dataset.shakespeare.loss"), x.num("eval-corrected", "dataset.tinystories.loss")
+	change := func(data string) stat {
+		return x.of(func(e *experiment) float64 {
+			return e.num("eval-corrected", "dataset."+data+".loss")/e.num("eval-teacher", "dataset."+data+".loss") - 1
+		})
+	}
+	dS, dT := change("shakespeare"), change("tinystories")
+	fmt.Fprintf(w, "Correction: %s tokens of shakespeare (full fine-tune); TinyStories validation: %s scored tokens held out from `tinystories_val.txt`.\n\n",
+		countCell(x.num("teacher-correction", "tokens")), countCell(x.num("eval-teacher", "dataset.tinystories.tokens")))
 	t := table{head: []string{"teacher", "shakespeare loss", "shakespeare ppl", "TinyStories loss", "TinyStories ppl"}}
-	t.add("original stories260K", f4(ts), f2(math.Exp(ts)), f4(tt), f2(math.Exp(tt)))
-	t.add("corrected", f4(cs), f2(math.Exp(cs)), f4(ct), f2(math.Exp(ct)))
-	t.add("change", signedPct(cs/ts-1), "", signedPct(ct/tt-1), "")
+	t.add("original stories260K", lossCell(ts), pplCell(x.exp("eval-teacher", "dataset.shakespeare.loss")), lossCell(tt), pplCell(x.exp("eval-teacher", "dataset.tinystories.loss")))
+	t.add("corrected", lossCell(cs), pplCell(x.exp("eval-corrected", "dataset.shakespeare.loss")), lossCell(ct), pplCell(x.exp("eval-corrected", "dataset.tinystories.loss")))
+	t.add("change", changeCell(dS), "", changeCell(dT), "")
 	t.write(w)
 
-	a, err := e.arch("prune-width")
+	a, err := x.first().arch("prune-width")
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "Student: width-pruned to hidden %d, MLP %d (%s parameters) using importance from the original teacher, then distilled (forward KL) for %s tokens.\n\n",
-		a.hidden, a.mlp, count(float64(a.params)), count(e.num("kd-from-corrected", "tokens")))
+		a.hidden, a.mlp, count(float64(a.params)), countCell(x.num("kd-from-corrected", "tokens")))
 	s := table{head: []string{"distilled from", "student shakespeare loss", "ppl", "student TinyStories loss", "KL to its teacher (val)"}}
-	os_, ot := e.num("eval-from-original", "dataset.shakespeare.loss"), e.num("eval-from-original", "dataset.tinystories.loss")
-	xs, xt := e.num("eval-from-corrected", "dataset.shakespeare.loss"), e.num("eval-from-corrected", "dataset.tinystories.loss")
-	s.add("original teacher", f4(os_), f2(math.Exp(os_)), f4(ot), f4(e.num("kd-from-original", "val_kl")))
-	s.add("corrected teacher", f4(xs), f2(math.Exp(xs)), f4(xt), f4(e.num("kd-from-corrected", "val_kl")))
+	os_, ot := x.num("eval-from-original", "dataset.shakespeare.loss"), x.num("eval-from-original", "dataset.tinystories.loss")
+	xs, xt := x.num("eval-from-corrected", "dataset.shakespeare.loss"), x.num("eval-from-corrected", "dataset.tinystories.loss")
+	s.add("original teacher", lossCell(os_), pplCell(x.exp("eval-from-original", "dataset.shakespeare.loss")), lossCell(ot), lossCell(x.num("kd-from-original", "val_kl")))
+	s.add("corrected teacher", lossCell(xs), pplCell(x.exp("eval-from-corrected", "dataset.shakespeare.loss")), lossCell(xt), lossCell(x.num("kd-from-corrected", "val_kl")))
 	s.write(w)
-	if anyNaN(ts, tt, cs, ct, os_, ot, xs, xt) {
+	if anyNaN(ts.mean, tt.mean, cs.mean, ct.mean, os_.mean, ot.mean, xs.mean, xt.mean) {
 		fmt.Fprintf(w, "*Incomplete metrics; no reading.*\n\n")
 		return nil
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "**Reading.** Correction moves the teacher's shakespeare loss from %.4f to %.4f (%s)", ts, cs, signedPct(cs/ts-1))
-	fmt.Fprintf(&b, ", far more than the paper's −6%%: the domain gap between children's stories and Shakespeare is much wider than between Llama's pretraining data and the paper's distillation corpus. It costs the teacher its own domain: TinyStories loss goes from %.4f to %.4f.", tt, ct)
-	if xs < os_ {
-		fmt.Fprintf(&b, " The student distilled from the corrected teacher ends at %.4f on shakespeare against %.4f from the original teacher (%.2f nats lower), as the paper claims;", xs, os_, os_-xs)
+	fmt.Fprintf(&b, "**Reading.** Correction changes the teacher's shakespeare loss by %s (the paper: −6%%): %s", changeCell(dS), compare("the corrected teacher", cs, "the original", ts, nats))
+	if judge(cs, ts, nats) > 0 && dS.mean < -2*0.06 {
+		fmt.Fprintf(&b, ", a far larger gain than the paper's: the domain gap between children's stories and Shakespeare is much wider than between Llama's pretraining data and the paper's distillation corpus.")
 	} else {
-		fmt.Fprintf(&b, " The student distilled from the corrected teacher ends at %.4f on shakespeare against %.4f from the original teacher — not lower, contrary to the paper;", xs, os_)
+		fmt.Fprintf(&b, ".")
 	}
-	fmt.Fprintf(&b, " the student of the original teacher imitates a model that is itself poor on this data, so it keeps more TinyStories ability (%.4f vs %.4f) instead.\n\n", ot, xt)
+	fmt.Fprintf(&b, " On TinyStories, %s", compare("the original teacher", tt, "the corrected one", ct, nats))
+	if judge(tt, ct, nats) > 0 {
+		fmt.Fprintf(&b, ": correction costs the teacher its own domain.")
+	} else {
+		fmt.Fprintf(&b, ".")
+	}
+	j := judge(xs, os_, nats)
+	fmt.Fprintf(&b, " Of the students, on shakespeare %s, %s.", compare("the student of the corrected teacher", xs, "the student of the original teacher", os_, nats), paperAgrees(j))
+	fmt.Fprintf(&b, " On TinyStories %s", compare("the student of the original teacher", ot, "the student of the corrected teacher", xt, nats))
+	if judge(ot, xt, nats) > 0 {
+		fmt.Fprintf(&b, ": it imitates a teacher that is itself poor on shakespeare and keeps more of the TinyStories ability instead.\n\n")
+	} else {
+		fmt.Fprintf(&b, ".\n\n")
+	}
 	_, err = io.WriteString(w, b.String())
 	return err
 }
 
-func writeWidthVsDepth(w io.Writer, e *experiment) error {
+// bestRound is a model's best throughput over the speed rounds of one
+// seed's run: the round least disturbed by other work.
+func bestRound(e *experiment, speed string, rounds int) float64 {
+	b := math.NaN()
+	for r := 1; r <= rounds; r++ {
+		v := e.num(fmt.Sprintf("speed-%s-%d", speed, r), "dataset.shakespeare.tokens_per_s")
+		if math.IsNaN(b) || v > b {
+			b = v
+		}
+	}
+	return b
+}
+
+func writeWidthVsDepth(w io.Writer, x seeded) error {
 	type arm struct{ label, pass, kd, speed string }
 	arms := []arm{
 		{"teacher (corrected)", "teacher-correction", "", "teacher"},
@@ -578,74 +650,69 @@ func writeWidthVsDepth(w io.Writer, e *experiment) error {
 		{"depth-pruned", "prune-depth", "kd-depth", "depth"},
 	}
 	const rounds = 3
-	fmt.Fprintf(w, "Both students distilled (forward KL) for %s tokens from the corrected teacher; depth pruning removed layers %s (the two least important by LM loss with the layer removed). Throughput: LM evaluation (a forward pass scoring every position) of the same %s tokens (1,024 training sequences of 128, batch 16) on %s thread(s), %d rounds in alternation; the best round counts. FLOPs per token are the forward matmul cost at context 128. Seed %s.\n\n",
-		count(e.num("kd-width", "tokens")), layerList(e.ints("prune-depth", "dropped_layers")), count(e.num("speed-teacher-1", "dataset.shakespeare.tokens")),
-		threadsOf(e), rounds, e.variable("seed"))
+	fmt.Fprintf(w, "Both students distilled (forward KL) for %s tokens from the corrected teacher; depth pruning removed layers %s (the two least important by LM loss with the layer removed). Throughput: LM evaluation (a forward pass scoring every position) of the same %s tokens (1,024 training sequences of 128, batch 16) on %s thread(s), %d rounds in alternation; the best round of each seed counts. FLOPs per token are the forward matmul cost at context 128.\n\n",
+		countCell(x.num("kd-width", "tokens")), x.choices("prune-depth", "dropped_layers"), countCell(x.num("speed-teacher-1", "dataset.shakespeare.tokens")),
+		threadsOf(x.first()), rounds)
 	head := []string{"model", "layers", "hidden", "MLP", "params", "loss pruned", "loss distilled"}
 	for r := 1; r <= rounds; r++ {
 		head = append(head, fmt.Sprintf("tokens/s round %d", r))
 	}
 	t := table{head: append(head, "best vs teacher", "MFLOPs/token")}
-	best := func(speed string) float64 {
-		b := math.NaN()
-		for r := 1; r <= rounds; r++ {
-			v := e.num(fmt.Sprintf("speed-%s-%d", speed, r), "dataset.shakespeare.tokens_per_s")
-			if math.IsNaN(b) || v > b {
-				b = v
-			}
-		}
-		return b
+	type result struct {
+		before, after, ratio stat
+		flops                float64
+		hidden               int
 	}
-	teacherBest := best("teacher")
-	res := map[string][3]float64{} // loss distilled, best tokens/s, flops
+	res := map[string]result{}
 	for _, r := range arms {
-		a, err := e.arch(r.pass)
+		a, err := x.first().arch(r.pass)
 		if err != nil {
 			return err
 		}
-		before, after := e.num(r.kd, "val_loss_before"), e.num(r.kd, "val_loss")
+		before, after := x.num(r.kd, "val_loss_before"), x.num(r.kd, "val_loss")
 		if r.kd == "" {
-			before, after = math.NaN(), e.num(r.pass, "val_loss")
+			before, after = meanSD(nil), x.num(r.pass, "val_loss")
 		}
-		row := []string{r.label, fmt.Sprint(a.layers), fmt.Sprint(a.hidden), fmt.Sprint(a.mlp), count(float64(a.params)), f4(before), f4(after)}
+		row := []string{r.label, fmt.Sprint(a.layers), fmt.Sprint(a.hidden), fmt.Sprint(a.mlp), count(float64(a.params)), lossCell(before), lossCell(after)}
 		for i := 1; i <= rounds; i++ {
-			row = append(row, count(e.num(fmt.Sprintf("speed-%s-%d", r.speed, i), "dataset.shakespeare.tokens_per_s")))
+			row = append(row, countCell(x.num(fmt.Sprintf("speed-%s-%d", r.speed, i), "dataset.shakespeare.tokens_per_s")))
 		}
-		b := best(r.speed)
-		t.add(append(row, fmt.Sprintf("%.2f×", b/teacherBest), fmt.Sprintf("%.2f", float64(a.flops)/1e6))...)
-		res[r.speed] = [3]float64{after, b, float64(a.flops)}
+		ratio := x.of(func(e *experiment) float64 { return bestRound(e, r.speed, rounds) / bestRound(e, "teacher", rounds) })
+		t.add(append(row, ratio.render(times, times), fmt.Sprintf("%.2f", float64(a.flops)/1e6))...)
+		res[r.speed] = result{before, after, ratio, float64(a.flops), a.hidden}
 	}
 	t.write(w)
 	wd, dp, th := res["width"], res["depth"], res["teacher"]
-	if anyNaN(wd[0], dp[0], wd[1], dp[1], th[1]) {
+	if anyNaN(wd.before.mean, dp.before.mean, wd.after.mean, dp.after.mean, wd.ratio.mean, dp.ratio.mean) {
 		fmt.Fprintf(w, "*Incomplete metrics; no reading.*\n\n")
 		return nil
 	}
 	var b strings.Builder
-	wp, dpp := e.num("kd-width", "val_loss_before"), e.num("kd-depth", "val_loss_before")
-	fmt.Fprintf(&b, "**Reading.** Right after pruning, width keeps more (%.4f vs %.4f for depth). After distillation the width-pruned student ends at %.4f and the depth-pruned one at %.4f", wp, dpp, wd[0], dp[0])
-	switch diff := dp[0] - wd[0]; {
-	case math.Abs(diff) < 0.02:
-		fmt.Fprintf(&b, ": %.3f nats apart, a tie at one seed, so the paper's advantage for width (73.5 vs 72.1 Winogrande at 4B) does not show after distillation at this scale.", math.Abs(diff))
-	case diff > 0:
-		fmt.Fprintf(&b, ": width keeps more quality (by %.3f nats), as in the paper.", diff)
+	fmt.Fprintf(&b, "**Reading.** Right after pruning, %s.", compare("width", wd.before, "depth", dp.before, nats))
+	j := judge(wd.after, dp.after, nats)
+	fmt.Fprintf(&b, " After distillation %s", compare("the width-pruned student", wd.after, "the depth-pruned one", dp.after, nats))
+	switch j {
+	case 1:
+		fmt.Fprintf(&b, ", as in the paper.")
+	case -1:
+		fmt.Fprintf(&b, ", unlike the paper.")
 	default:
-		fmt.Fprintf(&b, ": depth ends ahead by %.3f nats, unlike the paper.", -diff)
+		fmt.Fprintf(&b, ", so the paper's advantage for width (73.5 vs 72.1 Winogrande at 4B) does not show after distillation at this scale.")
 	}
-	fmt.Fprintf(&b, " Forward throughput: depth %.2f×, width %.2f× the teacher's (best of %d rounds)", dp[1]/th[1], wd[1]/th[1], rounds)
-	if dp[1] > wd[1] {
-		fmt.Fprintf(&b, ", so depth pruning is the faster one, as the paper found (2.7× vs 1.8× on an H100).")
-	} else {
-		fmt.Fprintf(&b, ", so depth pruning is not faster here, unlike the paper (2.7× vs 1.8× on an H100).")
+	fmt.Fprintf(&b, " Forward throughput (each seed's best of %d rounds): depth %s, width %s the teacher's; %s, %s (2.7× vs 1.8× on an H100).",
+		rounds, dp.ratio.render(times, times), wd.ratio.render(times, times), compare("depth pruning", dp.ratio, "width pruning", wd.ratio, speedup), paperAgrees(judge(dp.ratio, wd.ratio, speedup)))
+	fmt.Fprintf(&b, " By FLOP count depth needs %.2f and width %.2f MFLOPs per token (teacher %.2f): removing layers also removes their attention-score work, which narrowing the hidden size leaves untouched because the heads are kept.", dp.flops/1e6, wd.flops/1e6, th.flops/1e6)
+	// The speed-up falls short when even its upper end is below half
+	// the FLOP saving.
+	if gain, speed := th.flops/wd.flops, wd.ratio; speed.mean+math.Max(speed.sd, 0) < 1+(gain-1)/2 {
+		fmt.Fprintf(&b, " The width-pruned model's measured speed-up (%s) falls well short of its FLOP saving (%.2f×): at hidden %d the kernels do fewer operations but not proportionally less time (not investigated further).", speed.render(times, times), gain, wd.hidden)
 	}
-	fmt.Fprintf(&b, " By FLOP count depth needs %.2f and width %.2f MFLOPs per token (teacher %.2f): removing layers also removes their attention-score work, which narrowing the hidden size leaves untouched because the heads are kept.", dp[2]/1e6, wd[2]/1e6, th[2]/1e6)
-	if flopsGain, speed := th[2]/wd[2], wd[1]/th[1]; speed < 1+(flopsGain-1)/2 {
-		fmt.Fprintf(&b, " The width-pruned model's measured speed-up (%.2f×) falls well short of its FLOP saving (%.2f×): at hidden 48 and MLP 136 the kernels do fewer operations but not proportionally less time (not investigated further).", speed, flopsGain)
-	}
-	fmt.Fprintf(&b, " At this size per-layer overheads (norms, RoPE, softmax, goroutine hand-offs) weigh more than in a GPU-sized model, and a shared CPU makes timings noisy: compare the rounds before trusting a difference.\n\n")
+	fmt.Fprintf(&b, " At this size per-layer overheads (norms, RoPE, softmax, goroutine hand-offs) weigh more than in a GPU-sized model, and a shared CPU makes timings noisy; their spread over seeds includes that noise.\n\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+func times(v float64) string { return fmt.Sprintf("%.2f×", v) }
 
 func threadsOf(e *experiment) string {
 	if e.machine == nil {
@@ -654,22 +721,22 @@ func threadsOf(e *experiment) string {
 	return fmt.Sprint(e.machine.Threads)
 }
 
-func writeDepthSelection(w io.Writer, e *experiment) error {
+func writeDepthSelection(w io.Writer, x seeded) error {
 	// Per-layer and per-block rankings.
-	lm1, bi, acc1 := e.floats("score-layers", "layers.lm_loss"), e.floats("score-layers", "layers.block_influence"), e.floats("score-layers", "layers.accuracy")
-	lm2, acc2 := e.floats("score-blocks", "layers.lm_loss"), e.floats("score-blocks", "layers.accuracy")
-	wItems, cItems := e.num("eval-teacher", "task.winogrande.items"), e.num("eval-teacher", "task.copa.items")
-	fmt.Fprintf(w, "Teacher: the original stories260K in its own domain — TinyStories validation text, 10%% held out (%s scored tokens), the rest for calibration and distillation. Importance of each layer (higher = more important): LM-loss increase on 256 held-out sequences with the layer (block) removed, Block Influence 1 − cos(x_in, x_out) on 256 training sequences, and the COPA accuracy drop (%s items) with the layer (block) removed. Blocks of two start at layer l; the last row's block is cut short and is no candidate. Seed %s.\n\n",
-		count(e.num("eval-teacher", "dataset.tinystories.tokens")), count(cItems), e.variable("seed"))
+	lm1, bi, acc1 := x.floats("score-layers", "layers.lm_loss"), x.floats("score-layers", "layers.block_influence"), x.floats("score-layers", "layers.accuracy")
+	lm2, acc2 := x.floats("score-blocks", "layers.lm_loss"), x.floats("score-blocks", "layers.accuracy")
+	wItems, cItems := x.num("eval-teacher", "task.winogrande.items").mean, x.num("eval-teacher", "task.copa.items").mean
+	fmt.Fprintf(w, "Teacher: the original stories260K in its own domain — TinyStories validation text, 10%% held out (%s scored tokens), the rest for calibration and distillation. Importance of each layer (higher = more important): LM-loss increase on 256 held-out sequences with the layer (block) removed, Block Influence 1 − cos(x_in, x_out) on 256 training sequences, and the COPA accuracy drop (%s items) with the layer (block) removed. Blocks of two start at layer l; the last row's block is cut short and is no candidate.\n\n",
+		countCell(x.num("eval-teacher", "dataset.tinystories.tokens")), count(cItems))
 	t := table{head: []string{"layer l", "LM loss Δ, layer l", "Block Influence", "COPA Δ, layer l", "LM loss Δ, layers l..l+1", "COPA Δ, layers l..l+1"}}
 	for l := range lm1 {
-		at := func(v []float64, f func(float64) string) string {
+		at := func(v []stat, f func(stat) string) string {
 			if l < len(v) {
 				return f(v[l])
 			}
 			return "n/a"
 		}
-		t.add(fmt.Sprint(l), at(lm1, f4), at(bi, f4), at(acc1, signedPctPoints), at(lm2, f4), at(acc2, signedPctPoints))
+		t.add(fmt.Sprint(l), at(lm1, lossCell), at(bi, lossCell), at(acc1, pointsCell), at(lm2, lossCell), at(acc2, pointsCell))
 	}
 	t.write(w)
 
@@ -681,72 +748,97 @@ func writeDepthSelection(w io.Writer, e *experiment) error {
 		{"contiguous block, LM loss", "block-lm-loss"},
 		{"contiguous block, COPA", "block-accuracy"},
 	}
-	fmt.Fprintf(w, "Two of five layers removed (169,152 parameters), then distilled for %s tokens (forward KL). Loss: held-out TinyStories.\n\n", count(e.num("kd-block-lm-loss", "tokens")))
+	fmt.Fprintf(w, "Two of five layers removed (169,152 parameters), then distilled for %s tokens (forward KL). Loss: held-out TinyStories.\n\n", countCell(x.num("kd-block-lm-loss", "tokens")))
 	r := table{left: []int{1}, head: []string{"selection", "layers removed", "loss pruned", "COPA pruned", "Winogrande pruned", "loss distilled", "COPA distilled", "Winogrande distilled"}}
-	r.add("teacher (5 layers)", "-", f4(e.num("eval-teacher", "dataset.tinystories.loss")), pct(e.num("eval-teacher", "task.copa.acc")), pct(e.num("eval-teacher", "task.winogrande.acc")), "-", "-", "-")
+	teacherWino := x.num("eval-teacher", "task.winogrande.acc")
+	r.add("teacher (5 layers)", "-", lossCell(x.num("eval-teacher", "dataset.tinystories.loss")), pctCell(x.num("eval-teacher", "task.copa.acc")), pctCell(teacherWino), "-", "-", "-")
 	type outcome struct {
 		label, layers            string
-		loss, copa, pLoss, pCopa float64
+		loss, copa, pLoss, pCopa stat
 	}
 	var outs []outcome
 	for _, v := range vs {
 		p, d := "eval-"+v.name+"-pruned", "eval-"+v.name+"-distilled"
-		layers := layerList(e.ints("prune-"+v.name, "dropped_layers"))
-		r.add(v.label, layers, f4(e.num(p, "dataset.tinystories.loss")), pct(e.num(p, "task.copa.acc")), pct(e.num(p, "task.winogrande.acc")),
-			f4(e.num(d, "dataset.tinystories.loss")), pct(e.num(d, "task.copa.acc")), pct(e.num(d, "task.winogrande.acc")))
-		outs = append(outs, outcome{v.label, layers, e.num(d, "dataset.tinystories.loss"), e.num(d, "task.copa.acc"), e.num(p, "dataset.tinystories.loss"), e.num(p, "task.copa.acc")})
+		o := outcome{v.label, x.choices("prune-"+v.name, "dropped_layers"),
+			x.num(d, "dataset.tinystories.loss"), x.num(d, "task.copa.acc"), x.num(p, "dataset.tinystories.loss"), x.num(p, "task.copa.acc")}
+		r.add(v.label, o.layers, lossCell(o.pLoss), pctCell(o.pCopa), pctCell(x.num(p, "task.winogrande.acc")),
+			lossCell(o.loss), pctCell(o.copa), pctCell(x.num(d, "task.winogrande.acc")))
+		outs = append(outs, o)
 	}
 	r.write(w)
 	for _, o := range outs {
-		if anyNaN(o.loss, o.copa, o.pLoss, o.pCopa, wItems, cItems) {
+		if anyNaN(o.loss.mean, o.copa.mean, o.pLoss.mean, o.pCopa.mean, wItems, cItems, teacherWino.mean) {
 			fmt.Fprintf(w, "*Incomplete metrics; no reading.*\n\n")
 			return nil
 		}
 	}
 
 	// Group the variants by the layers they chose: identical choices give
-	// identical models.
+	// identical models, so only distinct choices are compared.
 	groups := map[string][]string{}
-	var order []string
+	var distinct []outcome
 	for _, o := range outs {
 		if _, ok := groups[o.layers]; !ok {
-			order = append(order, o.layers)
+			distinct = append(distinct, o)
 		}
 		groups[o.layers] = append(groups[o.layers], o.label)
 	}
-	best, bestCopa := outs[0], outs[0]
-	for _, o := range outs[1:] {
-		if o.loss < best.loss {
-			best = o
-		}
-		if o.copa > bestCopa.copa {
-			bestCopa = o
-		}
-	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "**Reading.** The five rankings chose %d distinct sets of layers:", len(order))
-	for i, l := range order {
+	fmt.Fprintf(&b, "**Reading.** The five rankings chose %d distinct %s of layers:", len(distinct), plural(len(distinct), "set", "sets"))
+	for i, o := range distinct {
 		sep := ";"
-		if i == len(order)-1 {
+		if i == len(distinct)-1 {
 			sep = "."
 		}
-		fmt.Fprintf(&b, " %s by %s%s", l, strings.Join(groups[l], " and "), sep)
+		fmt.Fprintf(&b, " %s by %s%s", o.layers, strings.Join(groups[o.layers], " and "), sep)
 	}
-	fmt.Fprintf(&b, " By held-out LM loss after distillation the best choice is %s (%s: %.4f); by COPA after distillation %s (%s: %s).",
-		best.layers, best.label, best.loss, bestCopa.layers, bestCopa.label, pct(bestCopa.copa))
-	lo, hi := outs[0].copa, outs[0].copa
-	loP, hiP := outs[0].pCopa, outs[0].pCopa
+	byLoss := slices.Clone(distinct)
+	slices.SortStableFunc(byLoss, func(p, q outcome) int { return cmpFloat(p.loss.mean, q.loss.mean) })
+	byCopa := slices.Clone(distinct)
+	slices.SortStableFunc(byCopa, func(p, q outcome) int { return cmpFloat(q.copa.mean, p.copa.mean) })
+	fmt.Fprintf(&b, " By held-out LM loss after distillation the lowest mean is %s's (%s, %s)", byLoss[0].layers, byLoss[0].label, lossCell(byLoss[0].loss))
+	if len(byLoss) > 1 {
+		fmt.Fprintf(&b, "; against the runner-up %s", compare(byLoss[0].layers, byLoss[0].loss, byLoss[1].layers, byLoss[1].loss, nats))
+	}
+	fmt.Fprintf(&b, ". By COPA after distillation the highest mean is %s's (%s, %s)", byCopa[0].layers, byCopa[0].label, pctCell(byCopa[0].copa))
+	if len(byCopa) > 1 {
+		fmt.Fprintf(&b, "; against the runner-up %s", compare(byCopa[0].layers, byCopa[0].copa, byCopa[1].layers, byCopa[1].copa, accuracy))
+	}
+	fmt.Fprintf(&b, ".")
+	lo, hi, loP, hiP := outs[0].copa.mean, outs[0].copa.mean, outs[0].pCopa.mean, outs[0].pCopa.mean
 	for _, o := range outs {
-		lo, hi = math.Min(lo, o.copa), math.Max(hi, o.copa)
-		loP, hiP = math.Min(loP, o.pCopa), math.Max(hiP, o.pCopa)
+		lo, hi = math.Min(lo, o.copa.mean), math.Max(hi, o.copa.mean)
+		loP, hiP = math.Min(loP, o.pCopa.mean), math.Max(hiP, o.pCopa.mean)
 	}
-	se := math.Sqrt(0.25 / cItems)
-	fmt.Fprintf(&b, " COPA spreads over %.0f points right after pruning (%.1f standard errors) and %.0f points after distillation (%.1f).", 100*(hiP-loP), (hiP-loP)/se, 100*(hi-lo), (hi-lo)/se)
-	fmt.Fprintf(&b, " The downstream scores are weak evidence at this scale: one standard error is %.1f points on COPA's %s items and %.1f on Winogrande's %s, the teacher is at chance on Winogrande (%s), and ranking and evaluating on the same COPA items favours the COPA-ranked variants.",
-		100*se, count(cItems), 100*math.Sqrt(0.25/wItems), count(wItems), pct(e.num("eval-teacher", "task.winogrande.acc")))
+	se, seW := math.Sqrt(0.25/cItems), math.Sqrt(0.25/wItems)
+	fmt.Fprintf(&b, " The mean COPA scores spread over %.0f points right after pruning (%.1f standard errors) and %.0f points after distillation (%.1f).", 100*(hiP-loP), (hiP-loP)/se, 100*(hi-lo), (hi-lo)/se)
+	chance := "at chance on Winogrande (%s, within two standard errors of 50%%)"
+	if math.Abs(teacherWino.mean-0.5) > 2*seW {
+		chance = "off chance on Winogrande (%s, more than two standard errors from 50%%)"
+	}
+	chance = fmt.Sprintf(chance, pctCell(teacherWino))
+	fmt.Fprintf(&b, " The downstream scores are weak evidence at this scale: one standard error is %.1f points on COPA's %s items and %.1f on Winogrande's %s, the teacher is %s, and ranking and evaluating on the same COPA items favours the COPA-ranked variants.",
+		100*se, count(cItems), 100*seW, count(wItems), chance)
 	fmt.Fprintf(&b, " The paper's result (contiguous block 0.595 vs individual 0.50 Winogrande on Llama-3.1-8B, 32→16 layers) concerns a model with 32 layers to choose from; with 5 layers and 2 removed the candidate sets overlap heavily. What carries over is the method: `score` with `block = 2` measures removing a block as a whole, and `prune-depth` with `selection = \"block\"` removes the measured best block instead of summing single-layer scores.\n\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// cmpFloat orders numbers with missing ones (NaN) last.
+func cmpFloat(a, b float64) int {
+	switch {
+	case math.IsNaN(a) && math.IsNaN(b):
+		return 0
+	case math.IsNaN(a):
+		return 1
+	case math.IsNaN(b):
+		return -1
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func signedPctPoints(v float64) string {
@@ -756,20 +848,20 @@ func signedPctPoints(v float64) string {
 	return fmt.Sprintf("%+.1f pt", 100*v)
 }
 
-func writeDistillLoss(w io.Writer, e *experiment) error {
-	a, err := e.arch("prune-width")
+func writeDistillLoss(w io.Writer, x seeded) error {
+	a, err := x.first().arch("prune-width")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "Student: width-pruned to hidden %d, MLP %d (%s parameters). Val KL is the full-vocabulary forward KL from the teacher on the held-out split, whatever the training loss. One learning rate (3e-3) for every arm. Seed %s.\n\n",
-		a.hidden, a.mlp, count(float64(a.params)), e.variable("seed"))
-	ood, err := distillArms(w, e, "", "Out of domain: the corrected teacher on tiny-shakespeare")
-	if err != nil || ood == nil {
-		return err
+	fmt.Fprintf(w, "Student: width-pruned to hidden %d, MLP %d (%s parameters). Val KL is the full-vocabulary forward KL from the teacher on the held-out split, whatever the training loss. One learning rate (3e-3) for every arm.\n\n",
+		a.hidden, a.mlp, count(float64(a.params)))
+	ood := distillArms(w, x, "", "Out of domain: the corrected teacher on tiny-shakespeare")
+	if ood == nil {
+		return nil
 	}
-	in, err := distillArms(w, e, "ts-", "In domain: the original teacher on TinyStories")
-	if err != nil || in == nil {
-		return err
+	in := distillArms(w, x, "ts-", "In domain: the original teacher on TinyStories")
+	if in == nil {
+		return nil
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "**Reading.**")
@@ -777,54 +869,67 @@ func writeDistillLoss(w io.Writer, e *experiment) error {
 		name string
 		r    []distillResult
 	}{{"Out of domain", ood}, {"In domain", in}} {
-		byLoss := append([]distillResult(nil), st.r...)
-		sort.SliceStable(byLoss, func(i, j int) bool { return byLoss[i].loss < byLoss[j].loss })
-		fmt.Fprintf(&b, " %s, ranked by held-out loss:", st.name)
+		byLoss := slices.Clone(st.r)
+		slices.SortStableFunc(byLoss, func(p, q distillResult) int { return cmpFloat(p.loss.mean, q.loss.mean) })
+		fmt.Fprintf(&b, " %s, ranked by mean held-out loss:", st.name)
 		for i, r := range byLoss {
 			sep := ";"
 			if i == len(byLoss)-1 {
 				sep = "."
 			}
-			fmt.Fprintf(&b, " %s %.4f%s", r.label, r.loss, sep)
+			fmt.Fprintf(&b, " %s %s%s", r.label, lossCell(r.loss), sep)
 		}
 	}
 	kl, ce, mix := in[0], in[1], in[2]
-	oKL, oCE := ood[0], ood[1]
+	oKL, oCE, oMix := ood[0], ood[1], ood[2]
+	jIn, jOut := judge(kl.loss, ce.loss, nats), judge(oKL.loss, oCE.loss, nats)
+	fmt.Fprintf(&b, " In domain %s; out of domain %s.", compare("forward KL", kl.loss, "cross-entropy on the data", ce.loss, nats), compare("forward KL", oKL.loss, "cross-entropy on the data", oCE.loss, nats))
 	switch {
-	case kl.loss < ce.loss && oKL.loss < oCE.loss:
-		fmt.Fprintf(&b, " Forward KL beats cross-entropy on the data in both settings, in line with the Minitron choice of logit-only KL.")
-	case kl.loss < ce.loss:
-		fmt.Fprintf(&b, " Forward KL beats cross-entropy in domain (%.4f vs %.4f) but not out of domain (%.4f vs %.4f).", kl.loss, ce.loss, oKL.loss, oCE.loss)
-	case oKL.loss < oCE.loss:
-		fmt.Fprintf(&b, " Forward KL beats cross-entropy out of domain (%.4f vs %.4f) but not in domain (%.4f vs %.4f).", oKL.loss, oCE.loss, kl.loss, ce.loss)
+	case jIn > 0 && jOut > 0:
+		fmt.Fprintf(&b, " Forward KL wins in both settings, in line with the Minitron choice of logit-only KL.")
+	case jIn < 0 && jOut < 0:
+		fmt.Fprintf(&b, " On the data's own loss pure forward KL loses in both settings, contrary to the Minitron choice of logit-only KL: the KL student is pulled towards its teacher rather than the data (in domain, val KL %s against %s for the cross-entropy student), and out of domain %s. Whether KL catches up with longer training (the papers distil for billions of tokens) was not measured.",
+			lossCell(kl.kl), lossCell(ce.kl), compare("the corrected teacher", x.num("kl", "teacher_val_loss"), "the cross-entropy student", oCE.loss, nats))
 	default:
-		fmt.Fprintf(&b, " On the data's own loss, pure forward KL does not beat plain cross-entropy here, in domain (%.4f vs %.4f) or out of it (%.4f vs %.4f), contrary to the Minitron choice of logit-only KL;", kl.loss, ce.loss, oKL.loss, oCE.loss)
-		fmt.Fprintf(&b, " the KL student is pulled towards its teacher rather than the data (val KL %.4f vs %.4f for the cross-entropy student in domain), and out of domain the corrected teacher (%.4f) is itself no better than a student trained on the data (%.4f). Whether KL catches up with longer training (the papers distil for billions of tokens) was not measured.", kl.kl, ce.kl, e.num("kl", "teacher_val_loss"), oCE.loss)
+		fmt.Fprintf(&b, " Forward KL does not beat cross-entropy beyond the spread in both settings, so these runs do not confirm the Minitron choice of logit-only KL.")
 	}
-	if mix.loss < math.Min(kl.loss, ce.loss) {
-		fmt.Fprintf(&b, " The equal mix is the best in domain (%.4f): the teacher's soft targets and the data's hard ones help together", mix.loss)
-		if oMix := ood[2].loss; oMix < math.Min(oKL.loss, oCE.loss) {
-			fmt.Fprintf(&b, ", and out of domain too (%.4f).", oMix)
-		} else {
-			fmt.Fprintf(&b, "; out of domain it is %.4f, %.4f behind the best arm.", oMix, oMix-math.Min(oKL.loss, oCE.loss))
-		}
+	best, bestName := kl.loss, "forward KL"
+	if ce.loss.mean < kl.loss.mean {
+		best, bestName = ce.loss, "cross-entropy"
 	}
-	fmt.Fprintf(&b, " Keeping only the teacher's top-64 of 512 logits is nearly free (%+.4f in domain, %+.4f out of domain, relative to the full softmax); top-8 costs %+.4f and %+.4f, because the student then never sees the tail of the teacher's distribution.",
-		in[3].loss-kl.loss, ood[3].loss-oKL.loss, in[4].loss-kl.loss, ood[4].loss-oKL.loss)
-	fmt.Fprintf(&b, " Each arm is one seed and one learning rate; seed-to-seed variation was not measured, so differences of a few thousandths of a nat are unresolved.\n\n")
+	oBest, oBestName := oKL.loss, "forward KL"
+	if oCE.loss.mean < oKL.loss.mean {
+		oBest, oBestName = oCE.loss, "cross-entropy"
+	}
+	fmt.Fprintf(&b, " Against the better pure objective, in domain %s; out of domain %s.", compare("the equal mix", mix.loss, bestName, best, nats), compare("the equal mix", oMix.loss, oBestName, oBest, nats))
+	if judge(mix.loss, best, nats) > 0 {
+		fmt.Fprintf(&b, " In domain the teacher's soft targets and the data's hard ones help together.")
+	}
+	for _, k := range []struct {
+		label string
+		in    distillResult
+		ood   distillResult
+	}{{"top-64", in[3], ood[3]}, {"top-8", in[4], ood[4]}} {
+		fmt.Fprintf(&b, " Keeping only the teacher's %s of 512 logits: in domain %s; out of domain %s.", k.label,
+			compare(k.label, k.in.loss, "the full softmax", kl.loss, nats), compare(k.label, k.ood.loss, "the full softmax", oKL.loss, nats))
+	}
+	if judge(in[4].loss, kl.loss, nats) < 0 || judge(ood[4].loss, oKL.loss, nats) < 0 {
+		fmt.Fprintf(&b, " Where truncation costs, the student never sees the tail of the teacher's distribution.")
+	}
+	fmt.Fprintf(&b, " Each arm ran %d %s at one learning rate.\n\n", len(x.runs), plural(len(x.runs), "seed", "seeds"))
 	_, err = io.WriteString(w, b.String())
 	return err
 }
 
 type distillResult struct {
 	label    string
-	loss, kl float64
+	loss, kl stat
 }
 
 // distillArms writes the table of one setting's five arms (pass names
 // prefixed by prefix) and returns their results, or nil when a number is
 // missing.
-func distillArms(w io.Writer, e *experiment, prefix, title string) ([]distillResult, error) {
+func distillArms(w io.Writer, x seeded, prefix, title string) []distillResult {
 	type arm struct{ label, pass, ce, topk string }
 	arms := []arm{
 		{"forward KL", "kl", "0", "all 512"},
@@ -835,20 +940,43 @@ func distillArms(w io.Writer, e *experiment, prefix, title string) ([]distillRes
 	}
 	first := prefix + arms[0].pass
 	fmt.Fprintf(w, "%s — %s training tokens per arm; student val loss %s before training, teacher %s:\n\n",
-		title, count(e.num(first, "tokens")), f4(e.num(first, "val_loss_before")), f4(e.num(first, "teacher_val_loss")))
+		title, countCell(x.num(first, "tokens")), lossCell(x.num(first, "val_loss_before")), lossCell(x.num(first, "teacher_val_loss")))
 	t := table{left: []int{2}, head: []string{"training loss", "ce_weight", "teacher logits", "val loss (CE)", "val ppl", "val KL to teacher"}}
 	var rs []distillResult
 	missing := false
 	for _, r := range arms {
-		l, kl := e.num(prefix+r.pass, "val_loss"), e.num(prefix+r.pass, "val_kl")
-		t.add(r.label, r.ce, r.topk, f4(l), f2(math.Exp(l)), f4(kl))
+		l, kl := x.num(prefix+r.pass, "val_loss"), x.num(prefix+r.pass, "val_kl")
+		t.add(r.label, r.ce, r.topk, lossCell(l), pplCell(x.exp(prefix+r.pass, "val_loss")), lossCell(kl))
 		rs = append(rs, distillResult{r.label, l, kl})
-		missing = missing || anyNaN(l, kl)
+		missing = missing || anyNaN(l.mean, kl.mean)
 	}
 	t.write(w)
 	if missing {
 		fmt.Fprintf(w, "*Incomplete metrics; no reading.*\n\n")
-		return nil, nil
+		return nil
 	}
-	return rs, nil
+	return rs
+}
+
+// addRun adds one seed's run of experiment name to the runs table and
+// returns its compute time.
+func (t *table) addRun(name string, seed int, e *experiment) float64 {
+	state := "not run"
+	switch {
+	case e.complete() && e.stale:
+		state = "stale: the recipe changed since"
+	case e.complete():
+		state = "complete"
+	case e.man != nil:
+		state = "incomplete"
+	}
+	mach, threads, load := "n/a", "n/a", "n/a"
+	if m := e.machine; m != nil {
+		mach = fmt.Sprintf("%s, %d cores, %s, %s, %s", m.CPU, m.Cores, m.OS, m.Go, m.Date.Format(time.DateOnly))
+		threads = fmt.Sprint(m.Threads)
+		load = fmt.Sprintf("%.1f → %.1f", m.LoadBefore, m.LoadAfter)
+	}
+	s := e.seconds()
+	t.add("`"+name+"`", strconv.Itoa(seed), mach, threads, load, dur(s), state)
+	return s
 }
