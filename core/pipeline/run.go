@@ -146,9 +146,14 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if _, err := Check(r, reg); err != nil {
 		return nil, err
 	}
+	lock, err := LockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
 	manPath := filepath.Join(opts.Dir, ManifestName)
 	prevMan, err := ReadManifest(manPath)
 	if err != nil {
