@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/plugin"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/version"
@@ -45,19 +46,62 @@ func main() {
 	if err == nil {
 		return
 	}
-	code := 1
-	var ee *exitError
-	if errors.As(err, &ee) {
-		code = ee.code
-	}
-	var de *recipe.DiagnosticsError
-	if errors.As(err, &de) {
-		code = 2
-	}
 	if msg := err.Error(); msg != "" {
 		fmt.Fprintln(os.Stderr, "whittle:", msg)
 	}
-	os.Exit(code)
+	os.Exit(exitCode(err))
+}
+
+// exitCode maps an error to whittle's exit status: 2 for usage errors
+// (unknown commands and flags, bad flag values and argument counts) and
+// recipe errors (diagnostics, failed checks), 3 for `fmt -check`
+// differences, 1 for every other failure.
+func exitCode(err error) int {
+	var ee *exitError
+	var de *recipe.DiagnosticsError
+	var ce *pipeline.CheckError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &de), errors.As(err, &ce):
+		return 2
+	}
+	return 1
+}
+
+// usageErrors makes cobra's own errors usage errors: cobra returns flag
+// parse errors and argument-count errors as plain errors, which would exit 1.
+func usageErrors(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &exitError{code: 2, err: fmt.Errorf("%w (usage: %s)", err, cmd.UseLine())}
+	})
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: %w (usage: %s)", cmd.CommandPath(), err, cmd.UseLine())}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageErrors(sub)
+	}
+}
+
+// unknownCommand is the root's action: with no arguments it shows help;
+// anything else is a command that does not exist. (Without an action,
+// cobra reports unknown commands as plain errors.)
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return cmd.Help()
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
+	}
+	return usageErr("%s (see %s --help)", msg, cmd.CommandPath())
 }
 
 // goStyleFlags rewrites Go-style single-dash long flags (-check, -var k=v)
@@ -98,9 +142,12 @@ func newRootCmd() *cobra.Command {
 		Long: `whittle prunes and distills Llama-family language models with NVIDIA's
 Minitron method. Recipes (HCL) declare the models, data and ordered passes;
 whittle plans, runs and records them.`,
-		Version:       version.String(),
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Version:                    version.String(),
+		SilenceUsage:               true,
+		SilenceErrors:              true,
+		Args:                       cobra.ArbitraryArgs,
+		RunE:                       unknownCommand,
+		SuggestionsMinimumDistance: 2,
 	}
 	root.AddCommand(
 		newRunCmd(),
@@ -117,5 +164,6 @@ whittle plans, runs and records them.`,
 		newPluginsCmd(),
 		newPluginServeCmd(),
 	)
+	usageErrors(root)
 	return root
 }

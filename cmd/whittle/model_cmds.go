@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -100,12 +103,16 @@ func newConvertCmd() *cobra.Command {
 		mf    modelFlags
 		to    string
 		dtype string
+		force bool
 	)
 	cmd := &cobra.Command{
 		Use:   "convert IN OUT --to hf|gguf|llama2c",
 		Short: "Convert a model between Hugging Face, GGUF and llama2.c formats",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return usageErr("convert: --to is required (hf, gguf or llama2c)")
+			}
 			format, err := modelio.ParseFormat(to)
 			if err != nil {
 				return usageErr("--to: %v", err)
@@ -119,6 +126,11 @@ func newConvertCmd() *cobra.Command {
 				return err
 			}
 			defer m.Close()
+			if !force {
+				if err := refuseExisting(convertTargets(m, args[1], format)); err != nil {
+					return err
+				}
+			}
 			if err := modelio.Save(m, args[1], format, opts); err != nil {
 				return err
 			}
@@ -129,8 +141,39 @@ func newConvertCmd() *cobra.Command {
 	mf.register(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf or llama2c")
 	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16, or quantize GGUF matrices to q8_0 or q4_0 (default: keep)")
-	_ = cmd.MarkFlagRequired("to")
+	cmd.Flags().BoolVar(&force, "force", false, "replace OUT (and a llama2.c tokenizer beside it) when it exists")
 	return cmd
+}
+
+// convertTargets lists the paths convert writes: OUT, and for llama2.c the
+// tokenizer file modelio.Save puts beside it.
+func convertTargets(m *ir.Model, out string, format modelio.Format) []string {
+	paths := []string{out}
+	if format == modelio.Llama2c && m.Tokenizer != nil {
+		paths = append(paths, filepath.Join(filepath.Dir(out), fmt.Sprintf("tok%d.bin", m.Config.Vocab)))
+	}
+	return paths
+}
+
+// refuseExisting fails when any path exists: convert replaces nothing
+// without --force, whatever the path holds (a model, or a file a typo
+// named).
+func refuseExisting(paths []string) error {
+	for _, p := range paths {
+		st, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("checking %s: %w", p, err)
+		}
+		what := "a file"
+		if st.IsDir() {
+			what = "a directory"
+		}
+		return fmt.Errorf("convert: %s already exists (%s); pass --force to replace it", p, what)
+	}
+	return nil
 }
 
 // inspection is `whittle inspect --json`'s document.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,9 +40,9 @@ func (v varFlags) parse() (map[string]string, error) {
 	return out, nil
 }
 
-// loadRecipe loads, checks and reports a recipe. Diagnostics go to stderr
-// with source excerpts; the returned error is then a bare summary.
-func loadRecipe(cmd *cobra.Command, path string, vars varFlags, checkFiles bool) (*recipe.Recipe, *pipeline.Registry, error) {
+// loadRecipe loads and reports a recipe. Diagnostics go to stderr with
+// source excerpts; the returned error is then a bare summary.
+func loadRecipe(cmd *cobra.Command, path string, vars varFlags) (*recipe.Recipe, *pipeline.Registry, error) {
 	overrides, err := vars.parse()
 	if err != nil {
 		return nil, nil, err
@@ -51,9 +52,6 @@ func loadRecipe(cmd *cobra.Command, path string, vars varFlags, checkFiles bool)
 		return nil, nil, err
 	}
 	r, diags := recipe.Load(path, overrides, reg.Language())
-	if r != nil && checkFiles {
-		diags = append(diags, recipe.CheckFiles(r)...)
-	}
 	if len(diags) > 0 {
 		var files map[string]*hcl.File
 		if r != nil {
@@ -73,14 +71,34 @@ func loadRecipe(cmd *cobra.Command, path string, vars varFlags, checkFiles bool)
 	return r, reg, nil
 }
 
+// checkRecipe loads a recipe and makes pipeline.Check, the one static
+// check validate, plan and run share: input files, model headers and every
+// pass's plan.
+func checkRecipe(cmd *cobra.Command, path string, vars varFlags) (*recipe.Recipe, *pipeline.Registry, *pipeline.Plan, error) {
+	r, reg, err := loadRecipe(cmd, path, vars)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	plan, err := pipeline.Check(r, reg)
+	var de *recipe.DiagnosticsError
+	if errors.As(err, &de) {
+		_ = recipe.WriteDiagnostics(cmd.ErrOrStderr(), de.Diags, r.Files)
+		return nil, nil, nil, &exitError{code: 2, err: fmt.Errorf("%s: %d error(s)", path, len(de.Diags))}
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return r, reg, plan, nil
+}
+
 func newValidateCmd() *cobra.Command {
 	var vars varFlags
 	cmd := &cobra.Command{
 		Use:   "validate RECIPE",
-		Short: "Check a recipe: syntax, types, references and input files",
+		Short: "Check a recipe: syntax, types, references, values, input files and every pass's plan",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, _, err := loadRecipe(cmd, args[0], vars, true)
+			r, _, _, err := checkRecipe(cmd, args[0], vars)
 			if err != nil {
 				return err
 			}
@@ -100,11 +118,7 @@ func newPlanCmd() *cobra.Command {
 		Short: "Dry run: each stage's architecture and parameter count, from headers only",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, reg, err := loadRecipe(cmd, args[0], vars, true)
-			if err != nil {
-				return err
-			}
-			plan, err := pipeline.MakePlan(r, reg)
+			_, _, plan, err := checkRecipe(cmd, args[0], vars)
 			if err != nil {
 				return err
 			}
@@ -166,7 +180,9 @@ func newRunCmd() *cobra.Command {
 		Short: "Run a recipe's passes; an existing run directory is resumed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, reg, err := loadRecipe(cmd, args[0], vars, true)
+			// Checked here for the diagnostics' source excerpts; Run checks
+			// again (model headers only) before its first pass.
+			r, reg, _, err := checkRecipe(cmd, args[0], vars)
 			if err != nil {
 				return err
 			}
@@ -225,7 +241,7 @@ func newReportCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "report RUN_DIR [--plot curves.png]",
-		Short: "Summarize a run directory: evaluations, parameters, outputs; optionally plot training curves",
+		Short: "Summarize a run directory: each pass's status, evaluations, outputs; optionally plot training curves (exits 1 when the run failed or did not finish)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !(width > 0) || !(height > 0) {
@@ -238,11 +254,20 @@ func newReportCmd() *cobra.Command {
 			if man == nil {
 				return fmt.Errorf("%s: no %s (not a run directory)", args[0], pipeline.ManifestName)
 			}
-			if err := man.Summary(cmd.OutOrStdout()); err != nil {
+			w := cmd.OutOrStdout()
+			if err := man.WritePassStates(w); err != nil {
 				return err
 			}
+			fmt.Fprintln(w)
+			if err := man.Summary(w); err != nil {
+				return err
+			}
+			incomplete := man.Incomplete()
+			if incomplete != nil {
+				incomplete = fmt.Errorf("%s: %w", args[0], incomplete)
+			}
 			if plotPath == "" {
-				return nil
+				return incomplete
 			}
 			series, err := curves.Read(args[0], man)
 			if err != nil {
@@ -253,7 +278,7 @@ func newReportCmd() *cobra.Command {
 				return fmt.Errorf("report: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "\nplot        %s (%d training passes)\n", plotPath, len(series))
-			return nil
+			return incomplete
 		},
 	}
 	cmd.Flags().StringVar(&plotPath, "plot", "", "draw the training passes' loss curves to this file (.png, .svg or .pdf)")

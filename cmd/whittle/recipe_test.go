@@ -61,6 +61,13 @@ func TestDemoRecipe(t *testing.T) {
 			t.Errorf("pass %s ran again on an unchanged re-run", p.Name)
 		}
 	}
+	// report says so, and succeeds on a finished run.
+	rep := mustWhittle(t, "report", out)
+	for _, p := range man.Passes {
+		if want := p.Name + " " + p.Kind + " reused"; !strings.Contains(strings.Join(strings.Fields(rep), " "), want) {
+			t.Errorf("report lacks %q:\n%s", want, rep)
+		}
+	}
 }
 
 func TestBadRecipesAreLocated(t *testing.T) {

@@ -116,16 +116,22 @@ func (rc *RunContext) Tokenizer(ref recipe.Ref) (*tokenizer.Tokenizer, error) {
 		return nil, err
 	}
 	if m.Tokenizer == nil {
-		if m.Source != "" {
-			path := filepath.Join(m.Source, "tokenizer.json")
-			if _, err := os.Stat(path); err == nil {
-				_, why := tokenizer.LoadTokenizerJSON(path)
-				return nil, fmt.Errorf("%s has only a tokenizer.json, which whittle cannot read (%v); give the model block a tokenizer (tokenizer.model, llama2.c tokenizer.bin, or a byte-level BPE tokenizer.json)", ref, why)
-			}
-		}
-		return nil, fmt.Errorf("%s has no tokenizer; give the model block a tokenizer", ref)
+		return nil, missingTokenizer(ref, m.Source)
 	}
 	return m.Tokenizer, nil
+}
+
+// missingTokenizer explains why the model in ref, read from source, has no
+// tokenizer.
+func missingTokenizer(ref recipe.Ref, source string) error {
+	if source != "" {
+		path := filepath.Join(source, "tokenizer.json")
+		if _, err := os.Stat(path); err == nil {
+			_, why := tokenizer.LoadTokenizerJSON(path)
+			return fmt.Errorf("%s has only a tokenizer.json, which whittle cannot read (%v); give the model block a tokenizer (tokenizer.model, llama2.c tokenizer.bin, or a byte-level BPE tokenizer.json)", ref, why)
+		}
+	}
+	return fmt.Errorf("%s has no tokenizer; give the model block a tokenizer", ref)
 }
 
 // PrepareDataset tokenizes a declared dataset into train/validation

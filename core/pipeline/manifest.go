@@ -22,9 +22,14 @@ type Manifest struct {
 	Updated   time.Time                  `json:"updated"`
 	Recipe    FileRecord                 `json:"recipe"`
 	Variables map[string]json.RawMessage `json:"variables"`
-	Inputs    []FileRecord               `json:"inputs"`
-	Passes    []PassRecord               `json:"passes"`
-	Outputs   []FileRecord               `json:"outputs"`
+	// Status is the run's: running until it ends (and after it is
+	// killed), then done or failed.
+	Status string `json:"status,omitempty"`
+	// Planned names the recipe's passes in order, run or not.
+	Planned []string     `json:"planned,omitempty"`
+	Inputs  []FileRecord `json:"inputs"`
+	Passes  []PassRecord `json:"passes"`
+	Outputs []FileRecord `json:"outputs"`
 }
 
 // FileRecord names a file (or directory of files) by content.

@@ -11,13 +11,25 @@ import (
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/modelio"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
-// PlanContext is what a pass sees while planning: architectures only.
+// PlanContext is what a pass sees while planning: architectures and
+// tokenizers, no weights.
 type PlanContext struct {
 	Recipe *recipe.Recipe
 	models map[string]ir.Config
-	scores map[string]bool
+	// toks holds each model slot's tokenizer (nil when the model has none)
+	// and its source directory, for the error saying why.
+	toks    map[string]planTokenizer
+	scores  map[string]bool
+	metrics map[string]map[string]int // scores slot → layer metric → block size
+	pass    *recipe.Pass              // the pass being planned
+}
+
+type planTokenizer struct {
+	tok    *tokenizer.Tokenizer
+	source string
 }
 
 // Model returns the architecture in a model slot.
@@ -35,6 +47,36 @@ func (pc *PlanContext) Model(ref recipe.Ref) (ir.Config, error) {
 // HasScores reports whether a scores slot exists at this point.
 func (pc *PlanContext) HasScores(ref recipe.Ref) bool { return pc.scores[ref.Name] }
 
+// Tokenizer returns the tokenizer of a model slot, or the error a run would
+// give for a model without one. A pass's output model keeps the tokenizer of
+// the first model its configuration names (the student of a distillation).
+func (pc *PlanContext) Tokenizer(ref recipe.Ref) (*tokenizer.Tokenizer, error) {
+	if _, err := pc.Model(ref); err != nil {
+		return nil, err
+	}
+	t := pc.toks[ref.Name]
+	if t.tok == nil {
+		return nil, missingTokenizer(ref, t.source)
+	}
+	return t.tok, nil
+}
+
+// SetLayerMetrics declares, for the scores-producing pass being planned,
+// the layer metrics its table will hold and the block size each was
+// measured with, so that later passes can check the names they use.
+func (pc *PlanContext) SetLayerMetrics(blocks map[string]int) {
+	if pc.pass != nil {
+		pc.metrics[pc.pass.Into] = blocks
+	}
+}
+
+// LayerMetrics returns what SetLayerMetrics declared for a scores slot;
+// ok is false when its pass declared nothing (a plugin's pass, say).
+func (pc *PlanContext) LayerMetrics(ref recipe.Ref) (blocks map[string]int, ok bool) {
+	blocks, ok = pc.metrics[ref.Name]
+	return blocks, ok
+}
+
 // Stage is one line of a plan: a declared model or a pass's result.
 type Stage struct {
 	Name   string
@@ -50,9 +92,12 @@ type Plan struct {
 }
 
 // MakePlan derives every stage's architecture from model headers and the
-// passes' static rules; no weights are read.
+// passes' static rules; no weights are read. Every check a pass can make
+// without running lives in its Plan, so that a plan that succeeds does not
+// fail later for a reason known now.
 func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
-	pc := &PlanContext{Recipe: r, models: map[string]ir.Config{}, scores: map[string]bool{}}
+	pc := &PlanContext{Recipe: r, models: map[string]ir.Config{}, toks: map[string]planTokenizer{},
+		scores: map[string]bool{}, metrics: map[string]map[string]int{}}
 	plan := &Plan{}
 	for _, m := range r.Models {
 		model, err := modelio.Load(m.Path, loadOptions(m))
@@ -60,6 +105,7 @@ func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 			return nil, fmt.Errorf("%s: model %q: %w", At(m.DeclRange), m.Name, err)
 		}
 		cfg := model.Config.Clone()
+		pc.toks[m.Name] = planTokenizer{tok: model.Tokenizer, source: model.Source}
 		model.Close()
 		pc.models[m.Name] = cfg
 		plan.Stages = append(plan.Stages, Stage{Name: m.Name, Kind: "model", Slot: "model." + m.Name, Config: &cfg, Params: cfg.Params()})
@@ -69,7 +115,9 @@ func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: unknown pass kind %q", At(p.DeclRange), p.Kind)
 		}
+		pc.pass = p
 		cfg, err := impl.Plan(pc, p)
+		pc.pass = nil
 		if err != nil {
 			return nil, fmt.Errorf("%s: pass %q: %w", At(p.DeclRange), p.Name, err)
 		}
@@ -79,6 +127,10 @@ func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 			if cfg == nil {
 				return nil, fmt.Errorf("%s: pass %q planned no model", At(p.DeclRange), p.Name)
 			}
+			if err := cfg.Check(); err != nil {
+				return nil, fmt.Errorf("%s: pass %q would produce an invalid model: %w", At(p.DeclRange), p.Name, err)
+			}
+			pc.toks[p.Into] = pc.inheritedTokenizer(p)
 			pc.models[p.Into] = cfg.Clone()
 			st.Slot = "model." + p.Into
 		case recipe.SlotScores:
@@ -92,6 +144,19 @@ func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 		plan.Stages = append(plan.Stages, st)
 	}
 	return plan, nil
+}
+
+// inheritedTokenizer is the tokenizer of the first model slot p's
+// configuration names (computed before p's output replaces any slot).
+func (pc *PlanContext) inheritedTokenizer(p *recipe.Pass) planTokenizer {
+	for _, ref := range collectRefs(p.Config) {
+		if ref.Kind == string(recipe.SlotModel) {
+			if t, ok := pc.toks[ref.Name]; ok {
+				return t
+			}
+		}
+	}
+	return planTokenizer{}
 }
 
 func loadOptions(m *recipe.Model) modelio.LoadOptions {

@@ -146,9 +146,14 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+	if _, err := Check(r, reg); err != nil {
 		return nil, err
 	}
+	lock, err := LockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
 	manPath := filepath.Join(opts.Dir, ManifestName)
 	prevMan, err := ReadManifest(manPath)
 	if err != nil {
@@ -167,6 +172,8 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 		Started:   time.Now().UTC(),
 		Recipe:    FileRecord{Path: r.Path, SHA256: fsutil.HashBytes(r.Source), Bytes: int64(len(r.Source))},
 		Variables: map[string]json.RawMessage{},
+		Status:    StatusRunning,
+		Planned:   plannedNames(r),
 	}
 	for name, v := range r.Variables {
 		b, err := ctyjson.Marshal(v, v.Type())
@@ -188,6 +195,9 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 		}
 		rec, err := run.runPass(ctx, p, ev)
 		run.man.Passes = append(run.man.Passes, rec)
+		if err != nil {
+			run.man.Status = StatusFailed
+		}
 		if werr := run.man.write(manPath); werr != nil && err == nil {
 			err = werr
 		}
@@ -201,10 +211,13 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	for _, o := range r.Outputs {
 		rec, err := run.writeOutput(o)
 		if err != nil {
+			run.man.Status = StatusFailed
+			_ = run.man.write(manPath) // best effort: the output's error matters more
 			return run.man, fmt.Errorf("%s: output %q: %w", At(o.DeclRange), o.Name, err)
 		}
 		run.man.Outputs = append(run.man.Outputs, rec)
 	}
+	run.man.Status = StatusDone
 	return run.man, run.man.write(manPath)
 }
 

@@ -202,6 +202,20 @@ func TestRunManifestAndResume(t *testing.T) {
 	if _, err := Run(ctx, load(vars), reg, Options{Dir: runDir}, Events{}); err == nil {
 		t.Fatal("injected failure did not fail the run")
 	}
+	// The manifest on disk says the run failed, where, and that the first
+	// pass was done.
+	failed, err := ReadManifest(filepath.Join(runDir, ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := failed.PassStates()
+	if failed.Status != StatusFailed || len(states) != 2 || states[0].State != StateDone || states[1].State != StateFailed ||
+		!strings.Contains(states[1].Error, "injected failure") {
+		t.Errorf("failed run recorded status %q and passes %+v", failed.Status, states)
+	}
+	if err := failed.Incomplete(); err == nil || !strings.Contains(err.Error(), `pass "second"`) {
+		t.Errorf("Incomplete = %v, want the failed pass", err)
+	}
 	fail = ""
 	before := runs
 	man, err = Run(ctx, load(vars), reg, Options{Dir: runDir}, Events{})
@@ -215,6 +229,10 @@ func TestRunManifestAndResume(t *testing.T) {
 		if p.Status != StatusDone {
 			t.Errorf("pass %s: status %s", p.Name, p.Status)
 		}
+	}
+	if states := man.PassStates(); man.Status != StatusDone || man.Incomplete() != nil ||
+		states[0].State+" "+states[1].State != StateReused+" "+StateDone {
+		t.Errorf("resumed run: status %q, passes %+v", man.Status, states)
 	}
 }
 

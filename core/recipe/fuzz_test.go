@@ -48,3 +48,27 @@ func FuzzParse(f *testing.F) {
 		Format(src)
 	})
 }
+
+// FuzzVarOverride feeds arbitrary -var values for variables of every kind
+// of type: Load never panics, and an accepted value has the declared type.
+func FuzzVarOverride(f *testing.F) {
+	for _, s := range []string{"x", `["a", "b"]`, "[a", "{ a = 1 }", "1e400", "true", `"q"`, "${x}", "[for x in y: x]", "\xff"} {
+		f.Add("ls", s)
+		f.Add("obj", s)
+	}
+	reg := testRegistry(f)
+	want := map[string]string{"s": "string", "n": "number", "b": "bool", "ls": "list of string", "mn": "map of number"}
+	f.Fuzz(func(t *testing.T, name, raw string) {
+		if _, ok := want[name]; !ok && name != "obj" {
+			name = "ls"
+		}
+		r, diags := Load("testdata/vars.hcl", map[string]string{"untyped_none": "v", name: raw}, reg)
+		if diags.HasErrors() {
+			return
+		}
+		got := r.Variables[name].Type().FriendlyName()
+		if w, ok := want[name]; ok && got != w {
+			t.Fatalf("-var %s=%q gave a %s, want a %s", name, raw, got, w)
+		}
+	})
+}

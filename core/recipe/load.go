@@ -268,7 +268,11 @@ func (l *loader) variable(b *hcl.Block) (cty.Value, bool) {
 	if raw, over := l.vars[name]; over {
 		v, err := parseOverride(raw, ty, typed, def, hasDef)
 		if err != nil {
-			l.errorf(b.DefRange, "Invalid value for variable", "-var %s=%s: %s.", name, raw, strings.TrimSuffix(err.Error(), "."))
+			want := ty
+			if want == cty.DynamicPseudoType && hasDef && !def.IsNull() {
+				want = def.Type()
+			}
+			l.errorf(b.DefRange, "Invalid value for variable", "-var %s=%s: %s; %s.", name, raw, strings.TrimSuffix(err.Error(), "."), overrideHint(name, want))
 			return cty.NilVal, false
 		}
 		return v, ok
@@ -303,13 +307,19 @@ func parseOverride(raw string, ty cty.Type, typed bool, def cty.Value, hasDef bo
 		}
 		return v, nil
 	}
+	// What a complex value must be, said first: "x" for a list parses as
+	// a variable reference, and HCL's own message about that misleads.
+	want := "a value"
+	if ty != cty.DynamicPseudoType {
+		want = "a " + typeexpr.TypeString(ty) + " value"
+	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), "-var", hcl.InitialPos)
 	if diags.HasErrors() {
-		return cty.NilVal, fmt.Errorf("not a valid HCL value: %s", oneLine(diags[0].Summary+"; "+diags[0].Detail))
+		return cty.NilVal, fmt.Errorf("expected %s in HCL syntax, which this is not (%s)", want, oneLine(diags[0].Summary+": "+diags[0].Detail))
 	}
 	v, diags := expr.Value(nil)
 	if diags.HasErrors() {
-		return cty.NilVal, fmt.Errorf("not a constant value: %s", oneLine(diags[0].Detail))
+		return cty.NilVal, fmt.Errorf("expected %s in HCL syntax; this is not a constant (strings inside lists and maps need quotes)", want)
 	}
 	if ty == cty.DynamicPseudoType {
 		return v, nil

@@ -1,6 +1,7 @@
 package recipe
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/zclconf/go-cty/cty"
@@ -55,5 +56,48 @@ func TestVarOverrides(t *testing.T) {
 		if got := r.Variables[name]; !got.RawEquals(want) {
 			t.Errorf("default var.%s = %#v, want %#v", name, got, want)
 		}
+	}
+}
+
+// TestVarOverrideErrors: a value that does not parse as the variable's
+// type says which type and shows an example, and the example it shows is
+// itself accepted.
+func TestVarOverrideErrors(t *testing.T) {
+	reg := testRegistry(t)
+	cases := []struct {
+		name, raw, want string
+	}{
+		{"ls", "x", "expected a list(string) value in HCL syntax"},
+		{"ls", `[a, b]`, "strings inside lists and maps need quotes"},
+		{"ls", `["a"`, "expected a list(string) value in HCL syntax, which this is not"},
+		{"mn", `{ a = "x" }`, "variable has type map(number)"},
+		{"obj", `{ name = "m" }`, "variable has type object"},
+		{"n", "ten", "variable has type number"},
+		{"untyped_list", "[p]", "expected a value in HCL syntax"},
+	}
+	for _, c := range cases {
+		t.Run(c.name+"="+c.raw, func(t *testing.T) {
+			_, diags := Load("testdata/vars.hcl", map[string]string{"untyped_none": "v", c.name: c.raw}, reg)
+			if !diags.HasErrors() {
+				t.Fatalf("-var %s=%s accepted", c.name, c.raw)
+			}
+			msg := diagLines(diags)
+			if !strings.Contains(msg, c.want) {
+				t.Errorf("diagnostics %q do not say %q", msg, c.want)
+			}
+			_, example, ok := strings.Cut(msg, "for example -var ")
+			if !ok {
+				t.Fatalf("diagnostics %q show no example", msg)
+			}
+			example = strings.TrimSuffix(strings.TrimSpace(example), ".")
+			example = strings.Trim(example, "'")
+			name, value, _ := strings.Cut(example, "=")
+			if name != c.name {
+				t.Fatalf("example %q sets another variable", example)
+			}
+			if _, diags := Load("testdata/vars.hcl", map[string]string{"untyped_none": "v", name: value}, reg); diags.HasErrors() {
+				t.Errorf("the example -var %s=%s is rejected:\n%s", name, value, diagLines(diags))
+			}
+		})
 	}
 }

@@ -45,6 +45,9 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := pc.Tokenizer(c.Model); err != nil {
+		return nil, err
+	}
 	if _, err := passutil.CheckTrain(p, pc.Recipe, cfg, c.TrainOptions, c.Dataset, false); err != nil {
 		return nil, err
 	}

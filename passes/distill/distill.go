@@ -8,6 +8,7 @@ package distill
 
 import (
 	"context"
+	"errors"
 	"math"
 
 	"github.com/whittle-ml/whittle/core/backend"
@@ -78,6 +79,30 @@ func (c *Config) loss(p *recipe.Pass, student, teacher ir.Config) (backend.LossC
 	return l, nil
 }
 
+// sameTokenizer requires the student and teacher to encode text alike:
+// distillation compares their distributions token by token, so equal
+// vocabulary sizes are not enough. Tokenizers are compared by fingerprint
+// (pieces, scores, merges, special ids), which ignores how a format spells
+// them.
+func sameTokenizer(pc *pipeline.PlanContext, p *recipe.Pass, student, teacher recipe.Ref) error {
+	st, err := pc.Tokenizer(student)
+	if err != nil {
+		return err
+	}
+	tt, err := pc.Tokenizer(teacher)
+	if err != nil {
+		return err
+	}
+	if st.Fingerprint() == tt.Fingerprint() {
+		return nil
+	}
+	why := passutil.SameVocabulary(tt, st)
+	if why == nil {
+		why = errors.New("their pieces decode alike but their scores, merges or normalization differ")
+	}
+	return passutil.Errorf(p, "teacher", "%s and %s must share a tokenizer: %v", teacher, student, why)
+}
+
 // Plan checks the options; the student's architecture is unchanged.
 func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	c := p.Config.(*Config)
@@ -90,6 +115,9 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 		return nil, err
 	}
 	if _, err := c.loss(p, cfg, tcfg); err != nil {
+		return nil, err
+	}
+	if err := sameTokenizer(pc, p, c.Student, c.Teacher); err != nil {
 		return nil, err
 	}
 	if _, err := passutil.CheckTrain(p, pc.Recipe, cfg, c.TrainOptions, c.Dataset, false); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
 	"github.com/whittle-ml/whittle/passes/internal/passtest"
 	"github.com/whittle-ml/whittle/passes/internal/passutil"
 	"github.com/whittle-ml/whittle/passes/prunewidth"
@@ -179,15 +180,27 @@ func TestRun(t *testing.T) {
 	}
 }
 
+// TestTokenizerMismatch: tokenizers of the same size that encode text
+// differently are rejected by the plan (so by validate, plan and run alike,
+// before any training), naming the difference when a piece differs.
 func TestTokenizerMismatch(t *testing.T) {
-	env := passtest.NewEnv(t)
-	// Same size, one piece different: the plan cannot see it, the run must.
-	tok := passtest.Tokenizer()
-	tok.Pieces[len(tok.Pieces)-1] = "qq"
-	passtest.WriteModelTok(t, filepath.Join(env.Dir, "other"), env.Config, 2, tok)
-	reg := registry(t)
-	fake := passtest.NewFake()
-	src := passtest.Inputs + `
+	tests := []struct {
+		name   string
+		change func(tok *tokenizer.Tokenizer)
+		want   string
+	}{
+		{"piece differs", func(tok *tokenizer.Tokenizer) { tok.Pieces[len(tok.Pieces)-1] = "qq" }, `"qq"`},
+		{"score differs", func(tok *tokenizer.Tokenizer) { tok.Scores[len(tok.Scores)-1] -= 5 }, "scores, merges or normalization differ"},
+		{"same tokenizer", func(*tokenizer.Tokenizer) {}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := passtest.NewEnv(t)
+			tok := passtest.Tokenizer()
+			tc.change(tok)
+			passtest.WriteModelTok(t, filepath.Join(env.Dir, "other"), env.Config, 2, tok)
+			reg := registry(t)
+			src := passtest.Inputs + `
 model "other" {
   path = "other"
 }
@@ -200,11 +213,24 @@ pass "distill" {
   seq_len = 16
 }
 `
-	_, err := env.Run(t, reg, src, fake, pipeline.Events{})
-	if err == nil || !strings.Contains(err.Error(), "must share a tokenizer") || !strings.Contains(err.Error(), `"qq"`) {
-		t.Fatalf("error %v, want a tokenizer mismatch naming the token", err)
-	}
-	if len(fake.CallsOf("Train")) != 0 {
-		t.Error("trained despite the mismatch")
+			_, err := pipeline.MakePlan(env.MustLoad(t, reg, src), reg)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("plan: %v", err)
+				}
+				return
+			}
+			at := passtest.Pos(t, src, "model.other\n  dataset")
+			if err == nil || !strings.Contains(err.Error(), "must share a tokenizer") || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), at) {
+				t.Fatalf("plan error %v, want a tokenizer mismatch at %s naming %s", err, at, tc.want)
+			}
+			fake := passtest.NewFake()
+			if _, err := env.Run(t, reg, src, fake, pipeline.Events{}); err == nil || !strings.Contains(err.Error(), "must share a tokenizer") {
+				t.Fatalf("run error %v, want the tokenizer mismatch", err)
+			}
+			if len(fake.Calls) != 0 {
+				t.Error("the run used the backend despite the mismatch")
+			}
+		})
 	}
 }

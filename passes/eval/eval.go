@@ -155,6 +155,9 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := pc.Tokenizer(c.Model); err != nil {
+		return nil, err
+	}
 	_, err = c.check(p, pc.Recipe, cfg)
 	return nil, err
 }

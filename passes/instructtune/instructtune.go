@@ -52,6 +52,9 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := pc.Tokenizer(c.Model); err != nil {
+		return nil, err
+	}
 	if _, err := passutil.CheckTrain(p, pc.Recipe, cfg, c.TrainOptions, c.Dataset, true); err != nil {
 		return nil, err
 	}

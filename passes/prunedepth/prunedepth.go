@@ -69,6 +69,43 @@ func (c *Config) check(layers int) error {
 	return nil
 }
 
+// checkScores checks the scores a removal ranks layers by: produced by an
+// earlier pass, holding the metric, measured by blocks of Remove layers
+// for selection = "block". Passes that do not declare their metrics
+// (plugins) are checked when the table is read.
+func (c *Config) checkScores(pc *pipeline.PlanContext) error {
+	if c.Scores == nil {
+		return nil
+	}
+	if !pc.HasScores(*c.Scores) {
+		return fmt.Errorf("scores.%s is not produced by an earlier pass", c.Scores.Name)
+	}
+	if c.Remove == 0 {
+		return nil
+	}
+	if c.Metric == "" {
+		return fmt.Errorf("remove = N needs metric = \"<name>\": the layer metric of scores.%s to rank layers by", c.Scores.Name)
+	}
+	blocks, ok := pc.LayerMetrics(*c.Scores)
+	if !ok {
+		return nil
+	}
+	n, has := blocks[c.Metric]
+	if !has {
+		names := make([]string, 0, len(blocks))
+		for m := range blocks {
+			names = append(names, m)
+		}
+		sort.Strings(names)
+		return fmt.Errorf("scores.%s will have no layer metric %q (its score pass computes %v)", c.Scores.Name, c.Metric, names)
+	}
+	if c.Selection == "block" && n != c.Remove {
+		return fmt.Errorf("selection = \"block\" with remove = %d needs scores.%s's %q measured by removing blocks of %d layers (score pass block = %d); it is measured with blocks of %d",
+			c.Remove, c.Scores.Name, c.Metric, c.Remove, c.Remove, n)
+	}
+	return nil
+}
+
 // Plan computes the remaining layers.
 func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	c := p.Config.(*Config)
@@ -79,8 +116,8 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if err := c.check(len(cfg.Layers)); err != nil {
 		return nil, err
 	}
-	if c.Scores != nil && !pc.HasScores(*c.Scores) {
-		return nil, fmt.Errorf("scores.%s is not produced by an earlier pass", c.Scores.Name)
+	if err := c.checkScores(pc); err != nil {
+		return nil, err
 	}
 	drop := c.Layers
 	if c.Remove > 0 {
@@ -95,6 +132,9 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 			return nil, fmt.Errorf("layer %d is out of range [0,%d) or listed twice", l, len(cfg.Layers))
 		}
 		dropSet[l] = true
+	}
+	if len(dropSet) == len(cfg.Layers) {
+		return nil, fmt.Errorf("layers = %v lists all %d layers; at least one must remain", c.Layers, len(cfg.Layers))
 	}
 	kept := cfg.Layers[:0]
 	for i, l := range cfg.Layers {

@@ -242,3 +242,48 @@ func FuzzBlockSize(f *testing.F) {
 		}
 	})
 }
+
+// TestPlanErrors checks that what a run would reject for reasons known
+// before it starts is rejected by the plan, at the pass's position, and
+// that the plan rejects nothing a run accepts.
+func TestPlanErrors(t *testing.T) {
+	reg := passtest.Registry(t, score.Pass{}, Pass{})
+	explicit := func(layers string) string {
+		return passtest.Inputs + fmt.Sprintf("pass \"prune-depth\" {\n  model  = model.base\n  into   = \"short\"\n  layers = %s\n}\n", layers)
+	}
+	tests := []struct {
+		name, src, want string
+	}{
+		{"keeps one layer", explicit("[0, 1, 2]"), ""},
+		{"removes every layer", explicit("[3, 1, 0, 2]"), "lists all 4 layers"},
+		{"metric computed", depthRecipe(2, "block", 2), ""},
+		{"block size differs", depthRecipe(1, "block", 2), "measured with blocks of 1"},
+		{"metric not computed", strings.Replace(depthRecipe(1, "contiguous", 2), `metric    = "lm_loss"`, `metric = "accuracy"`, 1), `no layer metric "accuracy"`},
+		{"metric missing", strings.Replace(depthRecipe(1, "contiguous", 2), `metric    = "lm_loss"`, "", 1), "needs metric"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := passtest.NewEnv(t)
+			r := env.MustLoad(t, reg, tc.src)
+			_, err := pipeline.MakePlan(r, reg)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("plan: %v", err)
+				}
+				return
+			}
+			at := pipeline.At(r.Passes[len(r.Passes)-1].DeclRange)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), at) {
+				t.Fatalf("plan error %v, want %q at %s", err, tc.want, at)
+			}
+			// A run makes the same check before any pass runs.
+			fake := passtest.NewFake()
+			if _, err := env.Run(t, reg, tc.src, fake, pipeline.Events{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run error %v, want %q", err, tc.want)
+			}
+			if len(fake.Calls) != 0 {
+				t.Errorf("the run called the backend %d times before failing its check", len(fake.Calls))
+			}
+		})
+	}
+}

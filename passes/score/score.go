@@ -167,8 +167,24 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = c.check(p, pc.Recipe, cfg)
-	return nil, err
+	s, err := c.check(p, pc.Recipe, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pc.Tokenizer(c.Model); err != nil {
+		return nil, err
+	}
+	// The block each layer metric is measured with, as Run records it in
+	// the table's method (see prunedepth.BlockSize).
+	blocks := map[string]int{}
+	for _, m := range s.metrics {
+		blocks[m] = 1
+		if m != MetricBlockInfluence {
+			blocks[m] = s.block
+		}
+	}
+	pc.SetLayerMetrics(blocks)
+	return nil, nil
 }
 
 // blocks lists the layer sets a removal sweep bypasses: the block of n

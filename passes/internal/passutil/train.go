@@ -318,15 +318,8 @@ func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
 	if err != nil {
 		return err
 	}
-	if job.Teacher != nil {
-		ttok, err := rc.Tokenizer(*job.Teacher)
-		if err != nil {
-			return err
-		}
-		if err := SameVocabulary(ttok, tok); err != nil {
-			return fmt.Errorf("%s and %s must share a tokenizer: %w", *job.Teacher, job.Model, err)
-		}
-	}
+	// A teacher's tokenizer matches the model's: the pass's Plan checked
+	// it, and pipeline.Run plans every pass before running any.
 	opts := job.Data
 	opts.SeqLen = t.SeqLen
 	prep, err := rc.PrepareDataset(job.Dataset, tok, opts)
