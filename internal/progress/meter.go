@@ -94,7 +94,8 @@ func (m *Meter) Estimate(total int) Estimate {
 }
 
 // String reads as "1.52k tok/s, ETA 4m05s" (steps per second stand in
-// for tokens when none are counted), or "" before there is an estimate.
+// for tokens when none are counted; no ETA once nothing is left), or ""
+// before there is an estimate.
 func (e Estimate) String() string {
 	if !e.OK {
 		return ""
@@ -102,6 +103,9 @@ func (e Estimate) String() string {
 	rate := FormatCount(e.UnitsPerS) + " steps/s"
 	if e.TokensPerS > 0 {
 		rate = FormatCount(e.TokensPerS) + " tok/s"
+	}
+	if e.ETA <= 0 {
+		return rate // finished
 	}
 	return rate + ", ETA " + FormatDuration(e.ETA)
 }

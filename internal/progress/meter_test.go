@@ -101,6 +101,7 @@ func TestEstimateString(t *testing.T) {
 		{Estimate{}, ""},
 		{Estimate{OK: true, UnitsPerS: 0.5, TokensPerS: 1520, ETA: 245 * time.Second}, "1.52k tok/s, ETA 4m05s"},
 		{Estimate{OK: true, UnitsPerS: 2.25, ETA: 3 * time.Second}, "2.25 steps/s, ETA 3.0s"},
+		{Estimate{OK: true, UnitsPerS: 2.25, TokensPerS: 288}, "288 tok/s"},
 	}
 	for _, tc := range cases {
 		if got := tc.e.String(); got != tc.want {
