@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
@@ -194,9 +192,11 @@ func newRunCmd() *cobra.Command {
 			if verbose {
 				level = slog.LevelInfo
 			}
-			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
-			ev := progressEvents(cmd.ErrOrStderr())
-			man, err := pipeline.Run(cmd.Context(), r, reg, pipeline.Options{Dir: out, Log: log, Backends: backendProvider()}, ev)
+			// Log records go through the display, above its bar.
+			disp := newDisplay(cmd.ErrOrStderr())
+			defer disp.close()
+			log := slog.New(slog.NewTextHandler(disp, &slog.HandlerOptions{Level: level}))
+			man, err := pipeline.Run(cmd.Context(), r, reg, pipeline.Options{Dir: out, Log: log, Backends: backendProvider()}, disp.events())
 			if err != nil {
 				return err
 			}
@@ -209,29 +209,6 @@ func newRunCmd() *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "run directory (default runs/<recipe name>)")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "log what each pass does")
 	return cmd
-}
-
-// progressEvents prints one line per pass start and end.
-func progressEvents(w io.Writer) pipeline.Events {
-	var start time.Time
-	return pipeline.Events{
-		PassStart: func(i, n int, p *recipe.Pass) {
-			start = time.Now()
-			fmt.Fprintf(w, "[%d/%d] %s (%s)\n", i+1, n, p.Name, p.Kind)
-		},
-		Progress: func(p *recipe.Pass, done, total int, msg string) {
-			frac := fmt.Sprintf("%d/%d", done, total)
-			if strings.Contains(msg, frac) {
-				frac = ""
-			} else {
-				frac += " "
-			}
-			fmt.Fprintf(w, "      %s: %s%s\n", p.Name, frac, msg)
-		},
-		PassEnd: func(i int, p *recipe.Pass, rec pipeline.PassRecord) {
-			fmt.Fprintf(w, "[%d] %s: %s in %s\n", i+1, p.Name, rec.Status, time.Since(start).Round(time.Millisecond))
-		},
-	}
 }
 
 func newReportCmd() *cobra.Command {

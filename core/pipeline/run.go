@@ -66,7 +66,7 @@ type RunContext struct {
 	model    *ir.Model
 	scores   *scores.Table
 	extra    []string
-	progress func(done, total int, msg string)
+	report   func(Update)
 }
 
 // Model returns the model in a slot, loading a declared model on first use.
@@ -114,13 +114,6 @@ func (rc *RunContext) Metric(name string, v any) { rc.metrics[name] = v }
 // the manifest should hash.
 func (rc *RunContext) Artifact(path string) { rc.extra = append(rc.extra, path) }
 
-// Progress reports progress within the pass to whoever watches the run.
-func (rc *RunContext) Progress(done, total int, msg string) {
-	if rc.progress != nil {
-		rc.progress(done, total, msg)
-	}
-}
-
 type runner struct {
 	r        *recipe.Recipe
 	reg      *Registry
@@ -136,7 +129,10 @@ type runner struct {
 type Events struct {
 	PassStart func(index, total int, p *recipe.Pass)
 	PassEnd   func(index int, p *recipe.Pass, rec PassRecord)
-	Progress  func(p *recipe.Pass, done, total int, msg string)
+	// Progress gets the updates worth a log line; Update gets them all
+	// (every training step), for a live display.
+	Progress func(p *recipe.Pass, done, total int, msg string)
+	Update   func(p *recipe.Pass, u Update)
 }
 
 // Run executes the recipe's passes in order and then its outputs. The
@@ -380,10 +376,8 @@ func (run *runner) runPass(ctx context.Context, p *recipe.Pass, ev Events) (Pass
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return rec, err
 	}
-	rc := &RunContext{Recipe: run.r, Dir: dir, RunDir: run.opts.Dir, Log: run.log.With("pass", p.Name), run: run, pass: p, metrics: rec.Metrics}
-	if ev.Progress != nil {
-		rc.progress = func(done, total int, msg string) { ev.Progress(p, done, total, msg) }
-	}
+	rc := &RunContext{Recipe: run.r, Dir: dir, RunDir: run.opts.Dir, Log: run.log.With("pass", p.Name), run: run, pass: p, metrics: rec.Metrics,
+		report: reporter(p, ev)}
 	start := time.Now()
 	err = impl.Run(ctx, rc, p)
 	if err == nil {

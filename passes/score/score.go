@@ -22,6 +22,7 @@ import (
 	"github.com/whittle-ml/whittle/core/scores"
 	"github.com/whittle-ml/whittle/internal/fsutil"
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
 	"github.com/whittle-ml/whittle/passes/internal/passutil"
 )
 
@@ -206,12 +207,74 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	if err != nil {
 		return err
 	}
-	cfg := m.Config
-	s, err := c.check(p, rc.Recipe, cfg)
+	sc := &scoring{rc: rc, p: p, c: c, cfg: m.Config, raw: map[string][]float64{}}
+	if sc.s, err = c.check(p, rc.Recipe, sc.cfg); err != nil {
+		return err
+	}
+	if err := sc.openBackend(ctx); err != nil {
+		return err
+	}
+	if err := sc.prepareData(); err != nil {
+		return err
+	}
+	id, _, release, err := passutil.LoadModel(ctx, rc, sc.be, c.Model, false)
 	if err != nil {
 		return err
 	}
-	be, err := rc.Backend(ctx)
+	defer release()
+	sc.id = id
+	sc.t = &scores.Table{Samples: sc.calibRows}
+	sc.countStages()
+
+	s := sc.s
+	if s.activations || s.has(MetricBlockInfluence) {
+		if err := sc.statistics(ctx); err != nil {
+			return err
+		}
+	}
+	sweep := blocks(len(sc.cfg.Layers), s.block)
+	if s.has(MetricLMLoss) {
+		if err := sc.lossSweep(ctx, sweep); err != nil {
+			return err
+		}
+	}
+	if s.has(MetricAccuracy) {
+		if err := sc.accuracySweep(ctx, sweep); err != nil {
+			return err
+		}
+	}
+	rc.Progress(sc.stages, sc.stages, "done")
+	return sc.finish()
+}
+
+// scoring is one Run in progress: what its stages share.
+type scoring struct {
+	rc  *pipeline.RunContext
+	p   *recipe.Pass
+	c   *Config
+	cfg ir.Config
+	s   settings
+	be  backend.Backend
+	tok *tokenizer.Tokenizer
+	id  backend.ModelID
+
+	// calib holds the calibration rows drawn from the train split;
+	// lmData the LM-loss rows, from the validation split when there is one.
+	calib, lmData backend.Sequences
+	calibRows     int
+
+	t      *scores.Table
+	method []string
+	raw    map[string][]float64 // extra CSV columns: the sweeps' raw values
+
+	stage, stages int
+}
+
+// openBackend opens the pass's backend, checks it offers what the chosen
+// metrics need, and the model's tokenizer.
+func (sc *scoring) openBackend(ctx context.Context) error {
+	s := sc.s
+	be, err := sc.rc.Backend(ctx)
 	if err != nil {
 		return err
 	}
@@ -225,135 +288,148 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	if _, err := passutil.CheckCaps(ctx, be, caps...); err != nil {
 		return err
 	}
-	tok, err := rc.Tokenizer(c.Model)
+	sc.be = be
+	sc.tok, err = sc.rc.Tokenizer(sc.c.Model)
+	return err
+}
+
+// prepareData does everything that reads the dataset: calibration rows
+// drawn from the train split, LM-loss rows from the validation split.
+func (sc *scoring) prepareData() error {
+	c, s, rc := sc.c, sc.s, sc.rc
+	if c.Dataset == nil {
+		return nil
+	}
+	prep, err := rc.PrepareDataset(*c.Dataset, sc.tok, data.Options{SeqLen: s.seqLen})
 	if err != nil {
 		return err
 	}
-
-	// Everything that reads the dataset: calibration rows drawn from the
-	// train split, LM-loss rows from the validation split.
-	var calib, lmData backend.Sequences
-	var calibRows int
-	if c.Dataset != nil {
-		prep, err := rc.PrepareDataset(*c.Dataset, tok, data.Options{SeqLen: s.seqLen})
-		if err != nil {
-			return err
-		}
-		calib, calibRows, err = passutil.SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "calib", s.samples, s.seed)
-		if err != nil {
-			return fmt.Errorf("drawing calibration sequences from %s: %w", *c.Dataset, err)
-		}
-		if calibRows < s.samples {
-			rc.Log.Info("the dataset has fewer sequences than samples; using them all", "sequences", calibRows, "samples", s.samples)
-		}
-		lmData = calib
-		if prep.Validation.Path != "" {
-			lmData = prep.Validation
-			lmData.Limit = s.samples
-		}
-		rc.Metric("samples", calibRows)
-		rc.Metric("seq_len", s.seqLen)
-	}
-
-	id, _, release, err := passutil.LoadModel(ctx, rc, be, c.Model, false)
+	sc.calib, sc.calibRows, err = passutil.SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "calib", s.samples, s.seed)
 	if err != nil {
-		return err
+		return fmt.Errorf("drawing calibration sequences from %s: %w", *c.Dataset, err)
 	}
-	defer release()
+	if sc.calibRows < s.samples {
+		rc.Log.Info("the dataset has fewer sequences than samples; using them all", "sequences", sc.calibRows, "samples", s.samples)
+	}
+	sc.lmData = sc.calib
+	if prep.Validation.Path != "" {
+		sc.lmData = prep.Validation
+		sc.lmData.Limit = s.samples
+	}
+	rc.Metric("samples", sc.calibRows)
+	rc.Metric("seq_len", s.seqLen)
+	return nil
+}
 
-	t := &scores.Table{Samples: calibRows}
-	var method []string
-	stages, stage := 0, 0
+// countStages counts the backend calls the pass reports progress by.
+func (sc *scoring) countStages() {
+	s := sc.s
 	for _, on := range []bool{s.activations || s.has(MetricBlockInfluence), s.has(MetricLMLoss), s.has(MetricAccuracy)} {
 		if on {
-			stages++
+			sc.stages++
 		}
 	}
-	raw := map[string][]float64{} // extra CSV columns: the sweeps' raw values
+}
 
-	if s.activations || s.has(MetricBlockInfluence) {
-		rc.Progress(stage, stages, fmt.Sprintf("activation statistics over %d sequences", calibRows))
-		st, err := be.Stats(ctx, backend.StatsRequest{Model: id, Data: calib, BatchSize: s.batch,
-			Activations: s.activations, BlockInfluence: s.has(MetricBlockInfluence)})
-		if err != nil {
-			return fmt.Errorf("activation statistics: %w", err)
-		}
-		if err := checkStats(cfg, st, s.activations, s.has(MetricBlockInfluence)); err != nil {
-			return fmt.Errorf("the backend's statistics do not fit %s: %w", c.Model, err)
-		}
-		if s.activations {
-			t.Hidden, t.Heads, t.MLP = st.Hidden, st.Heads, st.MLP
-			method = append(method, fmt.Sprintf("activations(samples=%d,seq_len=%d)", calibRows, s.seqLen))
-		}
-		if s.has(MetricBlockInfluence) {
-			setLayer(t, MetricBlockInfluence, st.BlockInfluence)
-			method = append(method, MetricBlockInfluence)
-		}
-		rc.Metric("tokens", st.Tokens)
-		stage++
+// statistics collects the activation statistics and Block Influence in
+// one pass over the calibration rows.
+func (sc *scoring) statistics(ctx context.Context) error {
+	s, t, rc := sc.s, sc.t, sc.rc
+	rc.Progress(sc.stage, sc.stages, fmt.Sprintf("activation statistics over %d sequences", sc.calibRows))
+	st, err := sc.be.Stats(ctx, backend.StatsRequest{Model: sc.id, Data: sc.calib, BatchSize: s.batch,
+		Activations: s.activations, BlockInfluence: s.has(MetricBlockInfluence)})
+	if err != nil {
+		return fmt.Errorf("activation statistics: %w", err)
 	}
-	sweep := blocks(len(cfg.Layers), s.block)
-	if s.has(MetricLMLoss) {
-		rc.Progress(stage, stages, fmt.Sprintf("LM loss with each of %d blocks of %d layers removed", len(sweep), s.block))
-		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &lmData, SkipLayers: sweep, BatchSize: s.batch})
-		if err != nil {
-			return fmt.Errorf("layer-removal sweep: %w", err)
-		}
-		if ev.LM == nil || len(ev.Skipped) != len(sweep) {
-			return fmt.Errorf("the backend answered a sweep of %d removals with %d results", len(sweep), len(ev.Skipped))
-		}
-		imp, removed := make([]float64, len(sweep)), make([]float64, len(sweep))
-		for i, r := range ev.Skipped {
-			if r.LM == nil {
-				return fmt.Errorf("the backend returned no loss with layers %v removed", sweep[i])
-			}
-			removed[i] = r.LM.Loss
-			imp[i] = r.LM.Loss - ev.LM.Loss
-		}
-		setLayer(t, MetricLMLoss, imp)
-		raw[MetricLMLoss+"_removed"] = removed
-		rc.Metric("baseline_loss", ev.LM.Loss)
-		method = append(method, fmt.Sprintf("%s(block=%d)", MetricLMLoss, s.block))
-		stage++
+	if err := checkStats(sc.cfg, st, s.activations, s.has(MetricBlockInfluence)); err != nil {
+		return fmt.Errorf("the backend's statistics do not fit %s: %w", sc.c.Model, err)
 	}
-	if s.has(MetricAccuracy) {
-		task, err := rc.PrepareTask(*c.Task, tok, uint64(s.seed))
-		if err != nil {
-			return err
-		}
-		if len(task.Choices) == 0 {
-			return passutil.Errorf(p, "task", "%s has no multiple-choice items (schema %s); the accuracy metric needs a multiple-choice task", *c.Task, task.Schema)
-		}
-		rc.Progress(stage, stages, fmt.Sprintf("%s accuracy with each of %d blocks of %d layers removed", c.Task.Name, len(sweep), s.block))
-		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, Choices: task.Choices, SkipLayers: sweep, BatchSize: s.batch})
-		if err != nil {
-			return fmt.Errorf("layer-removal sweep on %s: %w", *c.Task, err)
-		}
-		if ev.Choices == nil || len(ev.Skipped) != len(sweep) {
-			return fmt.Errorf("the backend answered a sweep of %d removals with %d results", len(sweep), len(ev.Skipped))
-		}
-		imp, removed := make([]float64, len(sweep)), make([]float64, len(sweep))
-		for i, r := range ev.Skipped {
-			if r.Choices == nil {
-				return fmt.Errorf("the backend returned no accuracy with layers %v removed", sweep[i])
-			}
-			removed[i] = r.Choices.Accuracy
-			imp[i] = ev.Choices.Accuracy - r.Choices.Accuracy
-		}
-		setLayer(t, MetricAccuracy, imp)
-		raw[MetricAccuracy+"_removed"] = removed
-		rc.Metric("baseline_accuracy", ev.Choices.Accuracy)
-		rc.Metric("task_items", ev.Choices.Items)
-		method = append(method, fmt.Sprintf("%s(task=%s,block=%d)", MetricAccuracy, c.Task.Name, s.block))
-		stage++
+	if s.activations {
+		t.Hidden, t.Heads, t.MLP = st.Hidden, st.Heads, st.MLP
+		sc.method = append(sc.method, fmt.Sprintf("activations(samples=%d,seq_len=%d)", sc.calibRows, s.seqLen))
 	}
-	rc.Progress(stages, stages, "done")
-	t.Method = strings.Join(method, "+")
-	for _, m := range s.metrics {
+	if s.has(MetricBlockInfluence) {
+		setLayer(t, MetricBlockInfluence, st.BlockInfluence)
+		sc.method = append(sc.method, MetricBlockInfluence)
+	}
+	rc.Metric("tokens", st.Tokens)
+	sc.stage++
+	return nil
+}
+
+// lossSweep ranks layers by the LM loss gained with each block removed.
+func (sc *scoring) lossSweep(ctx context.Context, sweep [][]int) error {
+	s, rc := sc.s, sc.rc
+	rc.Progress(sc.stage, sc.stages, fmt.Sprintf("LM loss with each of %d blocks of %d layers removed", len(sweep), s.block))
+	ev, err := sc.be.Evaluate(ctx, backend.EvalRequest{Model: sc.id, LM: &sc.lmData, SkipLayers: sweep, BatchSize: s.batch})
+	if err != nil {
+		return fmt.Errorf("layer-removal sweep: %w", err)
+	}
+	if ev.LM == nil || len(ev.Skipped) != len(sweep) {
+		return fmt.Errorf("the backend answered a sweep of %d removals with %d results", len(sweep), len(ev.Skipped))
+	}
+	imp, removed := make([]float64, len(sweep)), make([]float64, len(sweep))
+	for i, r := range ev.Skipped {
+		if r.LM == nil {
+			return fmt.Errorf("the backend returned no loss with layers %v removed", sweep[i])
+		}
+		removed[i] = r.LM.Loss
+		imp[i] = r.LM.Loss - ev.LM.Loss
+	}
+	setLayer(sc.t, MetricLMLoss, imp)
+	sc.raw[MetricLMLoss+"_removed"] = removed
+	rc.Metric("baseline_loss", ev.LM.Loss)
+	sc.method = append(sc.method, fmt.Sprintf("%s(block=%d)", MetricLMLoss, s.block))
+	sc.stage++
+	return nil
+}
+
+// accuracySweep ranks layers by the task accuracy lost with each block
+// removed.
+func (sc *scoring) accuracySweep(ctx context.Context, sweep [][]int) error {
+	c, s, rc := sc.c, sc.s, sc.rc
+	task, err := rc.PrepareTask(*c.Task, sc.tok, uint64(s.seed))
+	if err != nil {
+		return err
+	}
+	if len(task.Choices) == 0 {
+		return passutil.Errorf(sc.p, "task", "%s has no multiple-choice items (schema %s); the accuracy metric needs a multiple-choice task", *c.Task, task.Schema)
+	}
+	rc.Progress(sc.stage, sc.stages, fmt.Sprintf("%s accuracy with each of %d blocks of %d layers removed", c.Task.Name, len(sweep), s.block))
+	ev, err := sc.be.Evaluate(ctx, backend.EvalRequest{Model: sc.id, Choices: task.Choices, SkipLayers: sweep, BatchSize: s.batch})
+	if err != nil {
+		return fmt.Errorf("layer-removal sweep on %s: %w", *c.Task, err)
+	}
+	if ev.Choices == nil || len(ev.Skipped) != len(sweep) {
+		return fmt.Errorf("the backend answered a sweep of %d removals with %d results", len(sweep), len(ev.Skipped))
+	}
+	imp, removed := make([]float64, len(sweep)), make([]float64, len(sweep))
+	for i, r := range ev.Skipped {
+		if r.Choices == nil {
+			return fmt.Errorf("the backend returned no accuracy with layers %v removed", sweep[i])
+		}
+		removed[i] = r.Choices.Accuracy
+		imp[i] = ev.Choices.Accuracy - r.Choices.Accuracy
+	}
+	setLayer(sc.t, MetricAccuracy, imp)
+	sc.raw[MetricAccuracy+"_removed"] = removed
+	rc.Metric("baseline_accuracy", ev.Choices.Accuracy)
+	rc.Metric("task_items", ev.Choices.Items)
+	sc.method = append(sc.method, fmt.Sprintf("%s(task=%s,block=%d)", MetricAccuracy, c.Task.Name, s.block))
+	sc.stage++
+	return nil
+}
+
+// finish records the method and layer metrics, writes layers.csv and
+// publishes the table.
+func (sc *scoring) finish() error {
+	t, rc := sc.t, sc.rc
+	t.Method = strings.Join(sc.method, "+")
+	for _, m := range sc.s.metrics {
 		rc.Metric("layers."+m, t.Layers[m])
 	}
-	if len(s.metrics) > 0 {
-		if err := writeLayers(filepath.Join(rc.Dir, LayersFile), s.metrics, t, raw); err != nil {
+	if len(sc.s.metrics) > 0 {
+		if err := writeLayers(filepath.Join(rc.Dir, LayersFile), sc.s.metrics, t, sc.raw); err != nil {
 			return err
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/fsutil"
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
 // Training defaults, documented in the README's recipe reference.
@@ -302,102 +303,199 @@ type ValPoint struct {
 // measures after, saves the model as the pass's output and records
 // metrics and history.csv.
 func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
-	t := job.Train
-	be, err := rc.Backend(ctx)
+	tr := &trainRun{rc: rc, job: job, t: job.Train}
+	if err := tr.openBackend(ctx); err != nil {
+		return err
+	}
+	if err := tr.prepareData(); err != nil {
+		return err
+	}
+	release, err := tr.loadModels(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := tr.measureBefore(ctx); err != nil {
+		return err
+	}
+	req, ckptRoot, err := tr.request()
+	if err != nil {
+		return err
+	}
+	res, history, err := tr.train(ctx, req)
+	if err != nil {
+		return err
+	}
+	if err := tr.record(ctx, res, history); err != nil {
+		return err
+	}
+	if err := SaveModel(ctx, rc, tr.be, tr.student.id, tr.student.dir); err != nil {
+		return err
+	}
+	// The model is saved: the checkpoints served their purpose.
+	if ckptRoot != "" {
+		if err := os.RemoveAll(req.CheckpointDir); err != nil {
+			rc.Log.Warn("removing checkpoints", "dir", req.CheckpointDir, "err", err)
+		}
+		os.Remove(ckptRoot) // only when empty
+	}
+	return nil
+}
+
+// trainRun is one RunTrain in progress: what its steps share.
+type trainRun struct {
+	rc  *pipeline.RunContext
+	job Job
+	t   Train
+	be  backend.Backend
+	tok *tokenizer.Tokenizer
+
+	trainRows backend.Sequences
+	val       *backend.Sequences // nil when the dataset has no validation split
+
+	student loadedModel
+	teacher *loadedModel // distillation only
+}
+
+// loadedModel is a model loaded in the backend, and the directory it was
+// loaded from.
+type loadedModel struct {
+	id  backend.ModelID
+	dir string
+}
+
+// openBackend opens the pass's backend, checks it can train (with LoRA
+// when asked) and that the student and teacher share a tokenizer.
+func (tr *trainRun) openBackend(ctx context.Context) error {
+	be, err := tr.rc.Backend(ctx)
 	if err != nil {
 		return err
 	}
 	caps := []string{backend.CapTrain, backend.CapEvaluate}
-	if t.Mode == backend.ModeLoRA {
+	if tr.t.Mode == backend.ModeLoRA {
 		caps = append(caps, backend.CapLoRA)
 	}
 	if _, err := CheckCaps(ctx, be, caps...); err != nil {
 		return err
 	}
-	tok, err := rc.Tokenizer(job.Model)
-	if err != nil {
+	tr.be = be
+	if tr.tok, err = tr.rc.Tokenizer(tr.job.Model); err != nil {
 		return err
 	}
 	// A teacher's tokenizer matches the model's: the pass's Plan checked
 	// it, and pipeline.Run plans every pass before running any.
-	opts := job.Data
+	return nil
+}
+
+// prepareData tokenizes the dataset, shuffles the training rows when
+// asked and picks the validation rows.
+func (tr *trainRun) prepareData() error {
+	t, rc := tr.t, tr.rc
+	opts := tr.job.Data
 	opts.SeqLen = t.SeqLen
-	prep, err := rc.PrepareDataset(job.Dataset, tok, opts)
+	prep, err := rc.PrepareDataset(tr.job.Dataset, tr.tok, opts)
 	if err != nil {
 		return err
 	}
 	rc.Metric("train_sequences", prep.TrainRows)
 	rc.Metric("train_targets", prep.TrainTargets)
-	train := prep.Train
+	tr.trainRows = prep.Train
 	if t.Shuffle {
-		if train, _, err = SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "shuffled", 0, t.Seed); err != nil {
-			return fmt.Errorf("shuffling %s: %w", job.Dataset, err)
+		if tr.trainRows, _, err = SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "shuffled", 0, t.Seed); err != nil {
+			return fmt.Errorf("shuffling %s: %w", tr.job.Dataset, err)
 		}
 	}
-	var val *backend.Sequences
 	if prep.Validation.Path != "" {
 		v := prep.Validation
 		v.Limit = t.ValSequences
-		val = &v
+		tr.val = &v
 	} else {
-		rc.Log.Warn("the dataset has no validation split; no validation loss is measured", "dataset", job.Dataset.String())
+		rc.Log.Warn("the dataset has no validation split; no validation loss is measured", "dataset", tr.job.Dataset.String())
 	}
+	return nil
+}
 
-	id, dir, release, err := LoadModel(ctx, rc, be, job.Model, true)
+// loadModels loads the student, trainable, and the teacher; release
+// unloads them.
+func (tr *trainRun) loadModels(ctx context.Context) (release func(), err error) {
+	id, dir, srel, err := LoadModel(ctx, tr.rc, tr.be, tr.job.Model, true)
+	if err != nil {
+		return nil, err
+	}
+	tr.student = loadedModel{id, dir}
+	if tr.job.Teacher == nil {
+		return srel, nil
+	}
+	tid, tdir, trel, err := LoadModel(ctx, tr.rc, tr.be, *tr.job.Teacher, false)
+	if err != nil {
+		srel()
+		return nil, err
+	}
+	tr.teacher = &loadedModel{tid, tdir}
+	return func() { trel(); srel() }, nil
+}
+
+// measureBefore records the validation loss of the student (and teacher)
+// before training.
+func (tr *trainRun) measureBefore(ctx context.Context) error {
+	if tr.val == nil {
+		return nil
+	}
+	rc, t := tr.rc, tr.t
+	loss, err := tr.valLoss(ctx, tr.student.id, "validation loss before training", "")
 	if err != nil {
 		return err
 	}
-	defer release()
-	var teacherID backend.ModelID
-	var teacherDir string
-	if job.Teacher != nil {
-		var trel func()
-		if teacherID, teacherDir, trel, err = LoadModel(ctx, rc, be, *job.Teacher, false); err != nil {
+	rc.Metric("val_loss_before", loss)
+	rc.Metric("val_ppl_before", Perplexity(loss))
+	rc.Report(pipeline.Update{Total: t.Steps, Unit: pipeline.UnitStep, Msg: fmt.Sprintf("validation loss before: %.4f", loss), Log: true})
+	if tr.teacher != nil {
+		loss, err := tr.valLoss(ctx, tr.teacher.id, "teacher validation loss", " for the teacher")
+		if err != nil {
 			return err
 		}
-		defer trel()
+		rc.Metric("teacher_val_loss", loss)
+		rc.Metric("teacher_val_ppl", Perplexity(loss))
 	}
+	return nil
+}
 
-	if val != nil {
-		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: val, BatchSize: t.Batch})
-		if err != nil {
-			return fmt.Errorf("validation loss before training: %w", err)
-		}
-		if ev.LM == nil {
-			return fmt.Errorf("the backend returned no language-model loss")
-		}
-		rc.Metric("val_loss_before", ev.LM.Loss)
-		rc.Metric("val_ppl_before", Perplexity(ev.LM.Loss))
-		rc.Progress(0, t.Steps, fmt.Sprintf("validation loss before: %.4f", ev.LM.Loss))
-		if job.Teacher != nil {
-			tev, err := be.Evaluate(ctx, backend.EvalRequest{Model: teacherID, LM: val, BatchSize: t.Batch})
-			if err != nil {
-				return fmt.Errorf("teacher validation loss: %w", err)
-			}
-			if tev.LM == nil {
-				return fmt.Errorf("the backend returned no language-model loss for the teacher")
-			}
-			rc.Metric("teacher_val_loss", tev.LM.Loss)
-			rc.Metric("teacher_val_ppl", Perplexity(tev.LM.Loss))
-		}
+// valLoss is a model's language-model loss on the validation rows; what
+// names the measurement in an error from the backend, whose the model in
+// an answer without a loss.
+func (tr *trainRun) valLoss(ctx context.Context, id backend.ModelID, what, whose string) (float64, error) {
+	ev, err := tr.be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: tr.val, BatchSize: tr.t.Batch})
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
+	if ev.LM == nil {
+		return 0, errors.New("the backend returned no language-model loss" + whose)
+	}
+	return ev.LM.Loss, nil
+}
 
-	req := backend.TrainRequest{
-		Model:     id,
-		Teacher:   teacherID,
-		Objective: job.Objective,
-		Loss:      job.Loss,
+// request builds the backend's training request, with its checkpoint
+// directory (under root) when checkpoints are on.
+func (tr *trainRun) request() (req backend.TrainRequest, root string, err error) {
+	t := tr.t
+	req = backend.TrainRequest{
+		Model:     tr.student.id,
+		Objective: tr.job.Objective,
+		Loss:      tr.job.Loss,
 		Mode:      t.Mode,
 		LoRA:      t.LoRA,
 		Optim:     t.Optim,
-		Data:      train,
+		Data:      tr.trainRows,
 		Steps:     t.Steps,
 		BatchSize: t.Batch,
 		GradAccum: t.GradAccum,
 		Seed:      t.Seed,
 	}
-	if val != nil {
-		req.Validation = val
+	if tr.teacher != nil {
+		req.Teacher = tr.teacher.id
+	}
+	if tr.val != nil {
+		req.Validation = tr.val
 		// Evaluating at the last step gives the final validation loss
 		// (and KL) even when no curve was asked for.
 		req.EvalEvery = t.EvalEvery
@@ -405,27 +503,32 @@ func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
 			req.EvalEvery = t.Steps
 		}
 	}
-	var ckptRoot string
 	if t.CheckpointEvery > 0 {
-		srcs := []string{dir}
-		if teacherDir != "" {
-			srcs = append(srcs, teacherDir)
+		srcs := []string{tr.student.dir}
+		if tr.teacher != nil && tr.teacher.dir != "" {
+			srcs = append(srcs, tr.teacher.dir)
 		}
-		if ckptRoot, req.CheckpointDir, err = checkpointDir(rc, job.Pass, srcs, train); err != nil {
-			return err
+		if root, req.CheckpointDir, err = checkpointDir(tr.rc, tr.job.Pass, srcs, tr.trainRows); err != nil {
+			return req, "", err
 		}
 		req.CheckpointEvery = t.CheckpointEvery
 	}
-	rc.Log.Info("training", "steps", t.Steps, "tokens_per_step", t.TokensPerStep(), "checkpoints", req.CheckpointDir)
+	return req, root, nil
+}
 
+// train runs the backend's training, reporting every step (a log line
+// every log_every steps and at evaluations), and returns the result with
+// the per-step history.
+func (tr *trainRun) train(ctx context.Context, req backend.TrainRequest) (*backend.TrainResult, []backend.TrainEvent, error) {
+	t, rc := tr.t, tr.rc
+	rc.Log.Info("training", "steps", t.Steps, "tokens_per_step", t.TokensPerStep(), "checkpoints", req.CheckpointDir)
 	var history []backend.TrainEvent
 	events := func(ev backend.TrainEvent) {
 		history = append(history, ev)
-		if ev.Step%t.LogEvery == 0 || ev.Step == t.Steps || ev.ValLoss != nil {
-			rc.Progress(ev.Step, t.Steps, progressLine(ev))
-		}
+		rc.Report(pipeline.Update{Done: ev.Step, Total: t.Steps, Unit: pipeline.UnitStep, Tokens: ev.Tokens, Msg: progressLine(ev),
+			Log: ev.Step%t.LogEvery == 0 || ev.Step == t.Steps || ev.ValLoss != nil})
 	}
-	res, err := be.Train(ctx, req, events)
+	res, err := tr.be.Train(ctx, req, events)
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {
 			// Whatever the backend made of the cancellation, the pipeline
@@ -434,25 +537,28 @@ func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
 				err = fmt.Errorf("%w: %w", cerr, err)
 			}
 			if req.CheckpointDir != "" {
-				return fmt.Errorf("training interrupted (checkpoints in %s; run again to resume): %w", req.CheckpointDir, err)
+				return nil, nil, fmt.Errorf("training interrupted (checkpoints in %s; run again to resume): %w", req.CheckpointDir, err)
 			}
 		}
-		return fmt.Errorf("training: %w", err)
+		return nil, nil, fmt.Errorf("training: %w", err)
 	}
 	if len(res.History) > 0 {
 		history = res.History
 	}
+	return res, history, nil
+}
 
+// record measures the validation loss after training when the backend
+// did not, and records the metrics, the validation curve and history.csv.
+func (tr *trainRun) record(ctx context.Context, res *backend.TrainResult, history []backend.TrainEvent) error {
+	rc, t := tr.rc, tr.t
 	valLoss := res.ValLoss
-	if val != nil && valLoss == nil {
-		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: val, BatchSize: t.Batch})
+	if tr.val != nil && valLoss == nil {
+		loss, err := tr.valLoss(ctx, tr.student.id, "validation loss after training", "")
 		if err != nil {
-			return fmt.Errorf("validation loss after training: %w", err)
+			return err
 		}
-		if ev.LM == nil {
-			return fmt.Errorf("the backend returned no language-model loss")
-		}
-		valLoss = &ev.LM.Loss
+		valLoss = &loss
 	}
 	if valLoss != nil {
 		rc.Metric("val_loss", *valLoss)
@@ -481,21 +587,7 @@ func RunTrain(ctx context.Context, rc *pipeline.RunContext, job Job) error {
 	if len(curve) > 0 {
 		rc.Metric("val_history", curve)
 	}
-	if err := writeHistory(filepath.Join(rc.Dir, HistoryFile), history); err != nil {
-		return err
-	}
-
-	if err := SaveModel(ctx, rc, be, id, dir); err != nil {
-		return err
-	}
-	// The model is saved: the checkpoints served their purpose.
-	if ckptRoot != "" {
-		if err := os.RemoveAll(req.CheckpointDir); err != nil {
-			rc.Log.Warn("removing checkpoints", "dir", req.CheckpointDir, "err", err)
-		}
-		os.Remove(ckptRoot) // only when empty
-	}
-	return nil
+	return writeHistory(filepath.Join(rc.Dir, HistoryFile), history)
 }
 
 // checkpointDir is where this pass's checkpoints live: under the run
@@ -549,8 +641,10 @@ func checkpointDir(rc *pipeline.RunContext, p *recipe.Pass, modelDirs []string, 
 	return root, dir, nil
 }
 
+// progressLine describes a training step; the step count is the
+// update's own, for displays to place.
 func progressLine(ev backend.TrainEvent) string {
-	s := fmt.Sprintf("step %d/%d loss %.4f lr %.3g", ev.Step, ev.Steps, ev.Loss, ev.LR)
+	s := fmt.Sprintf("loss %.4f lr %.3g", ev.Loss, ev.LR)
 	if ev.ValLoss != nil {
 		s += fmt.Sprintf(" val_loss %.4f", *ev.ValLoss)
 	}

@@ -191,20 +191,14 @@ func runExperiment(ctx context.Context, path, dir string, vars map[string]string
 	fmt.Fprintf(os.Stderr, "== %s → %s\n", path, dir)
 	m := Machine{CPU: cpuModel(), Cores: runtime.NumCPU(), Threads: threads, OS: runtime.GOOS + "/" + runtime.GOARCH,
 		Go: runtime.Version(), Date: time.Now().UTC().Truncate(time.Second), LoadBefore: loadAverage()}
-	var start time.Time
 	ran := false
 	ev := pipeline.Events{
 		PassStart: func(i, n int, p *recipe.Pass) {
-			start = time.Now()
 			fmt.Fprintf(os.Stderr, "[%d/%d] %s (%s)\n", i+1, n, p.Name, p.Kind)
 		},
 		PassEnd: func(i int, p *recipe.Pass, rec pipeline.PassRecord) {
 			ran = ran || !rec.Resumed
-			how := rec.Status
-			if rec.Resumed {
-				how = "resumed"
-			}
-			fmt.Fprintf(os.Stderr, "[%d] %s: %s in %s\n", i+1, p.Name, how, time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "[%d] %s: %s\n", i+1, p.Name, rec.Outcome())
 		},
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
