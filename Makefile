@@ -2,7 +2,7 @@
 # Debian 12 machine with Go installed; `make deps` adds the optional system
 # packages (OpenBLAS for the fast GEMM build, PyTorch for fixture scripts).
 
-GO       ?= go
+GO       ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN      := bin/whittle
 VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -X github.com/whittle-ml/whittle/internal/version.Version=$(VERSION)
