@@ -25,6 +25,7 @@ type hostWatch struct {
 	ppid  func() int // nil: not watched
 	poll  time.Duration
 	gone  func(reason string)
+	stop  <-chan struct{} // ends the parent polling (tests); nil: never
 }
 
 func (w hostWatch) start() {
@@ -44,7 +45,12 @@ func (w hostWatch) start() {
 	go func() {
 		t := time.NewTicker(w.poll)
 		defer t.Stop()
-		for range t.C {
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+			}
 			if w.ppid() != parent {
 				w.gone(fmt.Sprintf("whittle (process %d) is gone", parent))
 				return
