@@ -386,7 +386,7 @@ func (p *proc) handshake(ctx context.Context) (goplugin.ClientProtocol, error) {
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return nil, r.err
+			return nil, p.startFailure(r.err)
 		}
 		if v := p.client.NegotiatedVersion(); v != wire.ProtocolVersion {
 			return nil, &wire.VersionError{Plugin: p.label, PluginVersion: v, HostVersion: wire.ProtocolVersion}
@@ -406,6 +406,24 @@ func (p *proc) handshake(ctx context.Context) (goplugin.ClientProtocol, error) {
 		p.h.log.Warn("plugin start not abandoned in time", "plugin", p.label)
 	}
 	return nil, err
+}
+
+// startFailure words go-plugin's start error for a plugin that exited
+// before writing anything to stdout, the usual failure (its stderr says
+// why); other failures keep go-plugin's words.
+func (p *proc) startFailure(err error) error {
+	p.mu.Lock()
+	r := p.runner
+	p.mu.Unlock()
+	if r == nil || !r.started() {
+		return err // not started: exec's error says why
+	}
+	if silent, how := r.exitedSilently(p.h.opts.StopTimeout); silent && how != nil {
+		return fmt.Errorf("it exited before the plugin handshake (%v)", how)
+	} else if silent {
+		return errors.New("it exited before the plugin handshake")
+	}
+	return err
 }
 
 // CrashError is a plugin process that exited while whittle was using it.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-plugin/runner"
 
@@ -34,10 +35,16 @@ type procRunner struct {
 	// when whittle exits, however, the plugin reads end-of-file.
 	lifeline, stdin *os.File
 
-	pid    int
-	exited chan struct{} // closed when Wait returns
-	waited atomic.Bool
-	once   sync.Once
+	mu      sync.Mutex
+	pid     int           // set by Start
+	killed  bool          // Kill came first: Start kills what it starts
+	exited  chan struct{} // closed when Wait returns
+	waited  atomic.Bool
+	waitErr error // how the process ended; read after exited is closed
+	once    sync.Once
+	// stdoutBytes counts what the plugin wrote to stdout, where go-plugin
+	// reads the handshake.
+	stdoutBytes atomic.Int64
 }
 
 var _ runner.Runner = (*procRunner)(nil)
@@ -81,7 +88,13 @@ func (r *procRunner) Start(context.Context) error {
 		r.lifeline.Close()
 		return err
 	}
+	r.mu.Lock()
 	r.pid = r.cmd.Process.Pid
+	killed := r.killed
+	r.mu.Unlock()
+	if killed {
+		r.killNow()
+	}
 	return nil
 }
 
@@ -90,6 +103,7 @@ func (r *procRunner) Wait(context.Context) error {
 	err := r.cmd.Wait()
 	r.waited.Store(true)
 	r.once.Do(func() {
+		r.waitErr = err
 		close(r.exited)
 		r.lifeline.Close()
 	})
@@ -99,9 +113,17 @@ func (r *procRunner) Wait(context.Context) error {
 // Kill implements runner.Runner: the plugin's whole process group, since
 // a plugin that is a shell script may have children holding its pipes.
 func (r *procRunner) Kill(context.Context) error {
-	if r.cmd.Process == nil || r.waited.Load() {
+	r.mu.Lock()
+	r.killed = true
+	started := r.pid != 0
+	r.mu.Unlock()
+	if !started || r.waited.Load() {
 		return nil
 	}
+	return r.killNow()
+}
+
+func (r *procRunner) killNow() error {
 	if err := killGroup(r.pid); err == nil {
 		return nil
 	}
@@ -112,7 +134,30 @@ func (r *procRunner) Kill(context.Context) error {
 }
 
 // Stdout implements runner.Runner.
-func (r *procRunner) Stdout() io.ReadCloser { return r.stdout }
+func (r *procRunner) Stdout() io.ReadCloser { return countingReader{r.stdout, &r.stdoutBytes} }
+
+// exitedSilently reports whether the process exited by itself having
+// written nothing to stdout, waiting up to wait for it to be reaped; err
+// says how it ended.
+func (r *procRunner) exitedSilently(wait time.Duration) (bool, error) {
+	select {
+	case <-r.exited:
+	case <-time.After(wait):
+		return false, nil
+	}
+	return r.stdoutBytes.Load() == 0, r.waitErr
+}
+
+type countingReader struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
 
 // Stderr implements runner.Runner.
 func (r *procRunner) Stderr() io.ReadCloser { return r.stderr }
@@ -122,10 +167,19 @@ func (r *procRunner) Name() string { return r.cmd.Path }
 
 // ID implements runner.Runner.
 func (r *procRunner) ID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.pid == 0 {
 		return ""
 	}
 	return strconv.Itoa(r.pid)
+}
+
+// started reports whether the process was started.
+func (r *procRunner) started() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pid != 0
 }
 
 // Diagnose implements runner.Runner; the host adds the plugin's stderr to
