@@ -137,7 +137,7 @@ func runBench(ctx context.Context, w io.Writer, q corebench.Request, f benchFlag
 	}
 	if f.peer && f.script == "" {
 		var err error
-		if f.script, err = corebench.FindPeerScript("."); err != nil {
+		if f.script, err = corebench.FindPeerScript(".", ""); err != nil {
 			return err
 		}
 	}

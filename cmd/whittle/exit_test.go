@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -193,5 +194,15 @@ func TestConvertRefusesExisting(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 2 {
 		t.Errorf("convert left temp files: %v", entries)
+	}
+}
+
+// TestExitCodeInterrupted: a command stopped by Ctrl-C (its context
+// cancelled, the error wrapped on the way up) exits 130, as a shell
+// reports a command killed by SIGINT.
+func TestExitCodeInterrupted(t *testing.T) {
+	err := fmt.Errorf("pass \"distill\": %w", context.Canceled)
+	if got := exitCode(err); got != 130 {
+		t.Fatalf("exitCode(%v) = %d, want 130", err, got)
 	}
 }

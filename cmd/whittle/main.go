@@ -10,12 +10,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/whittle-ml/whittle/core/pipeline"
-	"github.com/whittle-ml/whittle/core/plugin"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/version"
 )
@@ -34,15 +34,24 @@ func usageErr(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
+// forceAfter is how long whittle waits, after an interrupt, for the
+// command to wind down before it kills its plugins and exits anyway.
+const forceAfter = 10 * time.Second
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go onInterrupt(sigs, cancel, forceAfter, func() {
+		killPluginHost()
+		os.Exit(130)
+	})
 	root := newRootCmd()
 	root.SetArgs(goStyleFlags(root, os.Args[1:]))
 	err := root.ExecuteContext(ctx)
 	// End plugin processes on every way out, interrupts included (the
 	// signal cancels ctx, the pipeline returns, and we get here).
-	plugin.Cleanup()
+	closePluginHost()
 	if err == nil {
 		return
 	}
@@ -55,7 +64,7 @@ func main() {
 // exitCode maps an error to whittle's exit status: 2 for usage errors
 // (unknown commands and flags, bad flag values and argument counts) and
 // recipe errors (diagnostics, failed checks), 3 for `fmt -check`
-// differences, 1 for every other failure.
+// differences, 130 for an interrupted command, 1 for every other failure.
 func exitCode(err error) int {
 	var ee *exitError
 	var de *recipe.DiagnosticsError
@@ -67,6 +76,8 @@ func exitCode(err error) int {
 		return ee.code
 	case errors.As(err, &de), errors.As(err, &ce):
 		return 2
+	case errors.Is(err, context.Canceled):
+		return 130 // interrupted, as a shell reports a SIGINT'd command
 	}
 	return 1
 }
@@ -102,6 +113,22 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 		msg += fmt.Sprintf("; did you mean %q?", s[0])
 	}
 	return usageErr("%s (see %s --help)", msg, cmd.CommandPath())
+}
+
+// onInterrupt handles the interrupts of a whittle process: the first
+// cancels the command's context, so that the running pass stops and the
+// run stays resumable; a second one, or the command still running after
+// grace, calls force (kill the plugins and exit now).
+func onInterrupt(sigs <-chan os.Signal, cancel func(), grace time.Duration, force func()) {
+	<-sigs
+	cancel()
+	fmt.Fprintln(os.Stderr, "whittle: interrupted; stopping (interrupt again to kill plugins and exit now)")
+	select {
+	case <-sigs:
+	case <-time.After(grace):
+		fmt.Fprintf(os.Stderr, "whittle: still running %s after the interrupt; killing plugins and exiting\n", grace)
+	}
+	force()
 }
 
 // goStyleFlags rewrites Go-style single-dash long flags (-check, -var k=v)

@@ -50,7 +50,8 @@ func openSelfBackend(raw json.RawMessage) (sdk.Backend, error) {
 }
 
 // The CLI's plugin host: one per process, started on first use; main ends
-// its plugins (plugin.Cleanup) before exiting.
+// its plugins (closePluginHost, or killPluginHost on a second interrupt)
+// before exiting.
 var (
 	hostOnce sync.Once
 	cliHost  *plugin.Host
@@ -59,6 +60,27 @@ var (
 func pluginHost() *plugin.Host {
 	hostOnce.Do(func() { cliHost = newPluginHost() })
 	return cliHost
+}
+
+// startedPluginHost returns the CLI's host if one was started, and keeps
+// one from starting later.
+func startedPluginHost() *plugin.Host {
+	hostOnce.Do(func() {})
+	return cliHost
+}
+
+// closePluginHost ends the CLI's plugins, each given a few seconds to exit.
+func closePluginHost() {
+	if h := startedPluginHost(); h != nil {
+		h.Close()
+	}
+}
+
+// killPluginHost kills the CLI's plugins now.
+func killPluginHost() {
+	if h := startedPluginHost(); h != nil {
+		h.Kill()
+	}
 }
 
 // newPluginHost logs plugin warnings and errors to stderr; set

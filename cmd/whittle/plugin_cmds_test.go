@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("XDG_CACHE_HOME", cache)
 	code := m.Run()
-	plugin.Cleanup()
+	closePluginHost()
 	os.RemoveAll(cache)
 	os.Exit(code)
 }

@@ -129,24 +129,52 @@ func FuzzParsePeerOutput(f *testing.F) {
 	})
 }
 
+// TestFindPeerScript searches only inside its own temp dir (stop = the
+// temp dir), so a torch_peer.py above it on this machine cannot matter.
 func TestFindPeerScript(t *testing.T) {
 	root := t.TempDir()
-	script := filepath.Join(root, "shared", "bench", "torch_peer.py")
 	deep := filepath.Join(root, "repo", "cmd", "whittle")
-	for _, d := range []string{filepath.Dir(script), deep} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := FindPeerScript(deep); err == nil {
-		t.Error("found a script that does not exist")
-	}
-	if err := os.WriteFile(script, []byte("print()\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	got, err := FindPeerScript(deep)
-	if err != nil || got != script {
-		t.Errorf("FindPeerScript = %q, %v; want %q", got, err, script)
+	at := func(dir string) string { return filepath.Join(dir, "shared", "bench", "torch_peer.py") }
+	for _, c := range []struct {
+		name   string
+		script string // "" writes none
+		stop   string
+		want   string // "" wants not found
+	}{
+		{"none", "", root, ""},
+		{"at the stop dir", at(root), root, at(root)},
+		{"on the way up", at(filepath.Join(root, "repo")), root, at(filepath.Join(root, "repo"))},
+		{"above the stop dir", at(root), filepath.Join(root, "repo"), ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := os.RemoveAll(filepath.Join(root, "shared")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.RemoveAll(filepath.Join(root, "repo", "shared")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(deep, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if c.script != "" {
+				if err := os.MkdirAll(filepath.Dir(c.script), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(c.script, []byte("print()\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := FindPeerScript(deep, c.stop)
+			if c.want == "" {
+				if err == nil {
+					t.Fatalf("found %q, want none", got)
+				}
+				return
+			}
+			if err != nil || got != c.want {
+				t.Fatalf("FindPeerScript = %q, %v; want %q", got, err, c.want)
+			}
+		})
 	}
 }
 

@@ -21,11 +21,19 @@ const DefaultPython = "/usr/bin/python3"
 // the repository (next to shared/data).
 const PeerScript = "shared/bench/torch_peer.py"
 
-// FindPeerScript walks up from dir looking for shared/bench/torch_peer.py.
-func FindPeerScript(dir string) (string, error) {
+// FindPeerScript walks up from dir looking for shared/bench/torch_peer.py,
+// looking no higher than stop ("" means up to the file-system root), so
+// that callers (tests above all) can keep the search inside a tree they
+// own.
+func FindPeerScript(dir, stop string) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("bench: %w", err)
+	}
+	if stop != "" {
+		if stop, err = filepath.Abs(stop); err != nil {
+			return "", fmt.Errorf("bench: %w", err)
+		}
 	}
 	for {
 		p := filepath.Join(dir, filepath.FromSlash(PeerScript))
@@ -33,7 +41,7 @@ func FindPeerScript(dir string) (string, error) {
 			return p, nil
 		}
 		up := filepath.Dir(dir)
-		if up == dir {
+		if up == dir || dir == stop {
 			return "", fmt.Errorf("bench: %s not found above the working directory; pass --peer-script", PeerScript)
 		}
 		dir = up

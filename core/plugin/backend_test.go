@@ -243,7 +243,7 @@ func TestProtocolVersionMismatch(t *testing.T) {
 		if !errors.As(err, &ve) {
 			t.Fatalf("%s plugin: err = %v, want a VersionError", c.mode, err)
 		}
-		if ve.PluginVersion != c.plugin || !reflect.DeepEqual(ve.HostVersions, []int{wire.ProtocolVersion}) {
+		if ve.PluginVersion != c.plugin || ve.HostVersion != wire.ProtocolVersion {
 			t.Errorf("%s plugin: %+v", c.mode, ve)
 		}
 		msg := err.Error()

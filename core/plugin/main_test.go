@@ -14,6 +14,7 @@ import (
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/core/plugin/wire"
+	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/plugins/sdk"
 )
 
@@ -25,9 +26,9 @@ const modeEnv = "WHITTLE_TEST_PLUGIN"
 func TestMain(m *testing.M) {
 	mode := os.Getenv(modeEnv)
 	if mode == "" {
-		os.Exit(m.Run())
+		os.Exit(runTests(m))
 	}
-	if f := os.Getenv("WHITTLE_TEST_PIDFILE"); f != "" {
+	if f := os.Getenv("WHITTLE_TEST_PIDFILE"); f != "" && mode != "host" {
 		_ = os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())), 0o644)
 	}
 	var err error
@@ -47,6 +48,8 @@ func TestMain(m *testing.M) {
 		}}, v)
 	case "pass":
 		sdk.Serve(testPassPlugin())
+	case "host":
+		err = serveAsHost()
 	default:
 		err = fmt.Errorf("unknown %s=%q", modeEnv, mode)
 	}
@@ -55,6 +58,44 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Exit(0)
+}
+
+// runTests runs the tests with a temp dir of their own, plugins
+// included, and fails if anything is left in it: sockets, directories.
+func runTests(m *testing.M) int {
+	tmp, err := os.MkdirTemp("", "whittle-plugin-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	os.Setenv("TMPDIR", tmp)
+	code := m.Run()
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		fmt.Fprintf(os.Stderr, "FAIL: the tests left %v in their temp dir\n", names)
+		if code == 0 {
+			code = 1
+		}
+	}
+	return code
+}
+
+// serveAsHost is a whittle stand-in for TestPluginDiesWithHost: it opens
+// the backend plugin at $WHITTLE_TEST_HOST_PLUGIN, writes
+// $WHITTLE_TEST_HOST_READY and waits to be killed.
+func serveAsHost() error {
+	h := New(Options{Dirs: []string{}})
+	if _, err := h.OpenBackend(context.Background(), &recipe.Backend{Name: "x", Plugin: os.Getenv("WHITTLE_TEST_HOST_PLUGIN")}); err != nil {
+		return err
+	}
+	if err := os.WriteFile(os.Getenv("WHITTLE_TEST_HOST_READY"), []byte("ready"), 0o644); err != nil {
+		return err
+	}
+	select {}
 }
 
 // pluginScript writes dir/whittle-plugin-<name>, a script that runs this

@@ -175,7 +175,7 @@ type passPlugin struct {
 func (pp *passPlugin) get(ctx context.Context) (*proc, error) {
 	pp.mu.Lock()
 	defer pp.mu.Unlock()
-	if pp.p != nil && !pp.p.client.Exited() {
+	if pp.p != nil && pp.p.usable() {
 		return pp.p, nil
 	}
 	p, err := pp.h.start(ctx, fmt.Sprintf("plugin %q (%s)", pp.name, pp.path), []string{pp.path}, "")

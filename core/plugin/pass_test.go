@@ -301,7 +301,7 @@ func TestDescriptionCache(t *testing.T) {
 	started := func(h *Host) int {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		return len(h.procs)
+		return h.starts
 	}
 	h1, _, first := register()
 	if n := started(h1); n != 2 {

@@ -80,8 +80,8 @@ func dynamicEntry(s KindSpec) (*kindEntry, error) {
 		if !hclsyntax.ValidIdentifier(a.Name) {
 			return nil, fmt.Errorf("attribute name %q is not a valid identifier", a.Name)
 		}
-		if isCommonPassAttr(a.Name) {
-			return nil, fmt.Errorf("attribute %q is reserved for every pass", a.Name)
+		if ReservedPassAttr(a.Name) {
+			return nil, fmt.Errorf("attribute %q is reserved for every pass (the language sets it)", a.Name)
 		}
 		if seen[a.Name] {
 			return nil, fmt.Errorf("attribute %q declared twice", a.Name)

@@ -119,6 +119,7 @@ func TestDynamicRegister(t *testing.T) {
 	}{
 		{[]AttrSpec{{Name: "1x", Type: cty.Number}}, "not a valid identifier"},
 		{[]AttrSpec{{Name: "into", Type: cty.String}}, "reserved"},
+		{[]AttrSpec{{Name: "for_each", Type: cty.String}}, `"for_each" is reserved`},
 		{[]AttrSpec{{Name: "a", Type: cty.String}, {Name: "a", Type: cty.Number}}, "declared twice"},
 		{[]AttrSpec{{Name: "m", Ref: []string{"modle"}}}, `unknown namespace "modle"`},
 		{[]AttrSpec{{Name: "a"}}, "has no type"},

@@ -75,7 +75,10 @@ type KindSpec struct {
 	Schema *Schema
 }
 
-// commonPassAttrs are decoded by the language itself for every pass.
+// commonPassAttrs are the attributes of every pass whose expressions the
+// language evaluates apart from the kind's body (for_each is evaluated
+// first, with the body's scope; see ReservedPassAttr for what a kind may
+// not declare).
 var commonPassAttrs = []string{"name", "into", "backend"}
 
 // refField describes one Ref, *Ref or []Ref attribute of a pass config.
@@ -164,47 +167,17 @@ func (r *Registry) Register(s KindSpec) (err error) {
 		return fmt.Errorf("recipe: pass kind %q: config type %T must not have a \",remain\" field", s.Kind, cfg)
 	}
 	e.schema = schema
-	for _, a := range schema.Attributes {
-		for _, c := range commonPassAttrs {
-			if a.Name == c {
-				return fmt.Errorf("recipe: pass kind %q: attribute %q is reserved for every pass", s.Kind, c)
-			}
-		}
+	attrs, err := ConfigAttrs(t)
+	if err != nil {
+		return fmt.Errorf("recipe: pass kind %q: config type %T: %w", s.Kind, cfg, err)
 	}
 	if err := validateConfigType(t, map[reflect.Type]bool{}); err != nil {
 		return fmt.Errorf("recipe: pass kind %q: %w", s.Kind, err)
 	}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
-		if name == "" || (kind != "" && kind != "attr" && kind != "optional") {
-			continue
+	for _, a := range attrs {
+		if a.IsRef {
+			e.refs = append(e.refs, refField{index: a.Field, attr: a.Name, kinds: a.Ref, ptr: a.RefPtr, list: a.RefList})
 		}
-		ft, ptr, list := f.Type, false, false
-		switch ft.Kind() {
-		case reflect.Pointer:
-			ft, ptr = ft.Elem(), true
-		case reflect.Slice:
-			ft, list = ft.Elem(), true
-		}
-		if ft != refGoType {
-			continue
-		}
-		rf := refField{index: i, attr: name, ptr: ptr, list: list}
-		if rt := f.Tag.Get("ref"); rt != "" {
-			for _, k := range strings.Split(rt, ",") {
-				if !isNamespace(k) {
-					return fmt.Errorf("recipe: pass kind %q: field %s: ref tag names unknown namespace %q", s.Kind, f.Name, k)
-				}
-				rf.kinds = append(rf.kinds, k)
-			}
-		} else if isNamespace(name) {
-			rf.kinds = []string{name}
-		} else if list && isNamespace(strings.TrimSuffix(name, "s")) {
-			// tasks = [task.a, task.b]
-			rf.kinds = []string{strings.TrimSuffix(name, "s")}
-		}
-		e.refs = append(e.refs, rf)
 	}
 	r.kinds[s.Kind] = e
 	return nil

@@ -14,6 +14,9 @@ func TestRegister(t *testing.T) {
 	type reserved struct {
 		Name string `hcl:"name"`
 	}
+	type forEach struct {
+		Each []string `hcl:"for_each,optional"`
+	}
 	type badField struct {
 		C chan int `hcl:"c"`
 	}
@@ -37,6 +40,7 @@ func TestRegister(t *testing.T) {
 		{KindSpec{Kind: "k", NewConfig: cfg(scoreConfig{})}, "non-nil pointer to a struct"},
 		{KindSpec{Kind: "k", NewConfig: cfg(&withRemain{})}, "remain"},
 		{KindSpec{Kind: "k", NewConfig: cfg(&reserved{})}, `attribute "name" is reserved`},
+		{KindSpec{Kind: "k", NewConfig: cfg(&forEach{})}, `field Each: attribute "for_each" is reserved`},
 		{KindSpec{Kind: "k", NewConfig: cfg(&badField{})}, "field C"},
 		{KindSpec{Kind: "k", NewConfig: cfg(&badTag{})}, `unknown namespace "modle"`},
 		{KindSpec{Kind: "k", NewConfig: cfg(&nested{})}, "field F"},

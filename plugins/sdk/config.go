@@ -6,13 +6,19 @@ import (
 	"reflect"
 	"strings"
 
-	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/gocty"
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	pb "github.com/whittle-ml/whittle/core/plugin/proto/whittle/plugin/v1"
+	"github.com/whittle-ml/whittle/core/recipe"
 )
+
+// namespaces are what a reference may name when its field says nothing.
+var namespaces = []string{"model", "scores", "dataset", "task", "backend"}
+
+// refType is how the host encodes a reference.
+var refType = recipe.RefType
 
 // attr is one attribute of a config struct.
 type attr struct {
@@ -25,46 +31,22 @@ type attr struct {
 	refList  bool
 }
 
-var (
-	refGoType = reflect.TypeOf(Ref{})
-	// refType is how the host encodes a reference.
-	refType = cty.Object(map[string]cty.Type{"kind": cty.String, "name": cty.String})
-)
-
-var namespaces = []string{"model", "scores", "dataset", "task", "backend"}
-
-func isNamespace(s string) bool {
-	for _, n := range namespaces {
-		if n == s {
-			return true
-		}
-	}
-	return false
-}
-
-// reserved attributes are the language's own on every pass block.
-var reserved = map[string]bool{"name": true, "into": true, "backend": true}
-
-// schemaOf derives a pass block schema from a config struct, following
-// gohcl's tags: `hcl:"x"` is a required attribute, `hcl:"x,optional"` an
-// optional one. A field of type Ref, *Ref or []Ref is a reference; its
-// namespace comes from a `ref:"model,scores"` tag, else from the
-// attribute's name (model, scores, dataset, task, backend, or their plural
-// for a list). A `doc:"..."` tag documents the attribute.
+// schemaOf derives a pass block schema from a config struct with the
+// language's own derivation (recipe.ConfigAttrs: gohcl's tags, Ref fields,
+// reserved names), and checks what a plugin can carry over the wire:
+// exported attributes of types cty can hold, no blocks, labels or remain,
+// no hcl.Expression. A reference that names no namespace may name any.
 func schemaOf(t reflect.Type) ([]attr, error) {
 	if t.Kind() != reflect.Struct {
 		return nil, fmt.Errorf("the config type %s is not a struct", t)
 	}
-	var out []attr
-	seen := map[string]bool{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, ok := f.Tag.Lookup("hcl")
 		if !ok {
 			continue
 		}
-		name, kind, _ := strings.Cut(tag, ",")
-		switch kind {
+		switch _, kind, _ := strings.Cut(tag, ","); kind {
 		case "", "attr", "optional":
 		default:
 			return nil, fmt.Errorf("field %s: hcl tag %q: plugin pass configs hold attributes only (no blocks, labels or remain)", f.Name, tag)
@@ -72,51 +54,22 @@ func schemaOf(t reflect.Type) ([]attr, error) {
 		if !f.IsExported() {
 			return nil, fmt.Errorf("field %s: an hcl field must be exported", f.Name)
 		}
-		if !hclsyntax.ValidIdentifier(name) {
-			return nil, fmt.Errorf("field %s: %q is not a valid attribute name", f.Name, name)
-		}
-		if reserved[name] {
-			return nil, fmt.Errorf("field %s: attribute %q is reserved for every pass", f.Name, name)
-		}
-		if seen[name] {
-			return nil, fmt.Errorf("field %s: attribute %q declared twice", f.Name, name)
-		}
-		seen[name] = true
-		a := attr{name: name, index: i, required: kind != "optional", doc: f.Tag.Get("doc")}
-		ft := f.Type
-		isPtr := ft.Kind() == reflect.Pointer
-		if isPtr {
-			ft = ft.Elem()
-		}
-		switch {
-		case ft == refGoType:
-			a.ty = refType
-		case f.Type.Kind() == reflect.Slice && f.Type.Elem() == refGoType:
-			a.ty, a.refList = cty.List(refType), true
-		}
-		if a.ty != cty.NilType {
-			if rt := f.Tag.Get("ref"); rt != "" {
-				for _, k := range strings.Split(rt, ",") {
-					if !isNamespace(k) {
-						return nil, fmt.Errorf("field %s: ref tag names unknown namespace %q", f.Name, k)
-					}
-					a.refKinds = append(a.refKinds, k)
-				}
-			} else if isNamespace(name) {
-				a.refKinds = []string{name}
-			} else if a.refList && isNamespace(strings.TrimSuffix(name, "s")) {
-				a.refKinds = []string{strings.TrimSuffix(name, "s")}
-			} else {
+	}
+	cas, err := recipe.ConfigAttrs(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]attr, 0, len(cas))
+	for _, ca := range cas {
+		a := attr{name: ca.Name, index: ca.Field, ty: ca.Type, required: ca.Required, doc: ca.Doc, refList: ca.RefList}
+		if ca.IsRef {
+			a.refKinds = ca.Ref
+			if len(a.refKinds) == 0 {
 				a.refKinds = append([]string(nil), namespaces...)
 			}
-			out = append(out, a)
-			continue
+		} else if ca.Type == cty.NilType {
+			return nil, fmt.Errorf("field %s (attribute %q): a plugin cannot take an unevaluated expression; use a concrete type", t.Field(ca.Field).Name, ca.Name)
 		}
-		ty, err := gocty.ImpliedType(reflect.Zero(f.Type).Interface())
-		if err != nil {
-			return nil, fmt.Errorf("field %s (attribute %q): %v", f.Name, name, err)
-		}
-		a.ty = ty
 		out = append(out, a)
 	}
 	return out, nil

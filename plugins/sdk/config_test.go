@@ -73,6 +73,12 @@ func TestSchemaOfRejects(t *testing.T) {
 	type reserved struct {
 		N string `hcl:"into"`
 	}
+	type forEach struct {
+		Each map[string]string `hcl:"for_each,optional"`
+	}
+	type backendAttr struct {
+		B string `hcl:"backend,optional"`
+	}
 	type unexported struct {
 		x int `hcl:"x"`
 	}
@@ -93,7 +99,9 @@ func TestSchemaOfRejects(t *testing.T) {
 	}{
 		{block{}, "attributes only"},
 		{remain{}, "attributes only"},
-		{reserved{}, "reserved"},
+		{reserved{}, `field N: attribute "into" is reserved`},
+		{forEach{}, `field Each: attribute "for_each" is reserved`},
+		{backendAttr{}, `field B: attribute "backend" is reserved`},
 		{unexported{}, "must be exported"},
 		{badRef{}, `unknown namespace "modle"`},
 		{badType{}, "field C"},

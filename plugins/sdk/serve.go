@@ -55,7 +55,7 @@ func ServeBackendFunc(open func(config json.RawMessage) (Backend, error)) {
 
 // Serve serves a plugin over go-plugin. It does not return while whittle
 // uses the plugin; it exits the process with status 1 when the plugin is
-// misconfigured or run by hand.
+// misconfigured or run by hand, and when whittle is gone (see hostWatch).
 func Serve(p Plugin) {
 	if err := ServeVersion(p, wire.ProtocolVersion); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", filepath.Base(os.Args[0]), err)
@@ -85,9 +85,13 @@ func ServeVersion(p Plugin, protocol int) error {
 		srv.kinds[d.Kind] = ps
 		srv.desc = append(srv.desc, d)
 	}
+	watchHost()
+	offered := wire.OfferedVersions(os.Getenv(wire.ProtocolVersionsEnv))
 	goplugin.Serve(&goplugin.ServeConfig{
-		HandshakeConfig:  wire.Handshake(protocol),
-		VersionedPlugins: wire.PluginSet(protocol, &wire.Plugin{Register: srv.register}),
+		HandshakeConfig: wire.Handshake(protocol),
+		// To a host of another protocol version the plugin serves
+		// Describe alone, which says what version it speaks.
+		VersionedPlugins: wire.PluginSet(protocol, offered, &wire.Plugin{Register: srv.register}, &wire.Plugin{Register: srv.registerDescribe}),
 		GRPCServer:       goplugin.DefaultGRPCServer,
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name: p.Name, Level: hclog.Info, JSONFormat: true, Output: stderr,
@@ -117,6 +121,13 @@ type server struct {
 	kinds    map[string]Pass
 	desc     []*pb.PassKind
 	broker   *goplugin.GRPCBroker
+}
+
+// registerDescribe registers the Plugin service alone, for a host of
+// another protocol version.
+func (s *server) registerDescribe(_ *goplugin.GRPCBroker, g *grpc.Server) error {
+	pb.RegisterPluginServer(g, s)
+	return nil
 }
 
 func (s *server) register(b *goplugin.GRPCBroker, g *grpc.Server) error {

@@ -19,12 +19,16 @@ import (
 // hands each entry to slog, so plugin logs end up in whittle's log with
 // their level and fields. Plugins write those JSON lines with StderrHandler.
 
+// hostModule names go-plugin's own log entries; a plugin's are
+// "plugin.<binary>".
+const hostModule = "plugin"
+
 // HostLogger returns the hclog logger a host gives go-plugin: entries go
 // to log at their level, with hclog's module ("plugin.<binary>") as
 // "module".
 func HostLogger(log *slog.Logger) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
-		Name:       "plugin",
+		Name:       hostModule,
 		Level:      hclog.Debug,
 		JSONFormat: true,
 		Output:     &slogWriter{log: log},
@@ -66,8 +70,15 @@ func (w *slogWriter) emit(line []byte) {
 	level := parseLevel(entry["@level"])
 	msg, _ := entry["@message"].(string)
 	var attrs []any
-	if m, _ := entry["@module"].(string); m != "" {
+	m, _ := entry["@module"].(string)
+	if m != "" {
 		attrs = append(attrs, "module", m)
+	}
+	if m == hostModule && level > slog.LevelDebug {
+		// go-plugin's own messages ("plugin process exited", "plugin
+		// failed to exit gracefully") repeat what the host reports as
+		// errors naming the plugin: a wall of them hid the reason.
+		level = slog.LevelDebug
 	}
 	keys := make([]string, 0, len(entry))
 	for k := range entry {

@@ -9,16 +9,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 )
 
-// ProtocolVersion is whittle's plugin protocol version. The go-plugin
-// handshake refuses a plugin built for another version; bump it (and the
-// proto package) for any change an older peer could misread.
+// ProtocolVersion is whittle's plugin protocol version. A host refuses a
+// plugin built for another version (see HostPluginSet and PluginSet);
+// bump it (and the proto package) for any change an older peer could
+// misread.
 const ProtocolVersion = 1
 
 // PluginName is the go-plugin plugin-set key every whittle plugin serves.
@@ -65,55 +67,69 @@ type Conn struct {
 	Conn   *grpc.ClientConn
 }
 
-// PluginSet is the go-plugin plugin set for one protocol version.
-func PluginSet(version int, p *Plugin) map[int]goplugin.PluginSet {
-	return map[int]goplugin.PluginSet{version: {PluginName: p}}
+// HostPluginSet is the plugin set a host offers in the handshake: every
+// protocol version up to ProtocolVersion, so that a plugin built for an
+// older one still completes the handshake, and the host, reading the
+// negotiated version, refuses it with a VersionError rather than a
+// handshake failure.
+func HostPluginSet(p *Plugin) map[int]goplugin.PluginSet {
+	set := map[int]goplugin.PluginSet{}
+	for v := 1; v <= ProtocolVersion; v++ {
+		set[v] = goplugin.PluginSet{PluginName: p}
+	}
+	return set
 }
 
-// go-plugin reports a version mismatch as "incompatible API version with
-// plugin. Plugin version: 2, Client versions: [1]".
-var versionMismatch = regexp.MustCompile(`incompatible API version with plugin\. Plugin version: (\d+), Client versions: \[([\d ]*)\]`)
+// ProtocolVersionsEnv is where go-plugin tells a plugin the versions the
+// host offers (comma-separated).
+const ProtocolVersionsEnv = "PLUGIN_PROTOCOL_VERSIONS"
+
+// OfferedVersions parses ProtocolVersionsEnv's value; entries that are
+// not numbers are skipped.
+func OfferedVersions(env string) []int {
+	var out []int
+	for _, f := range strings.Split(env, ",") {
+		if v, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// PluginSet is the plugin side's go-plugin plugin set for speaking
+// protocol version to a host offering the versions in offered. When the
+// host offers that version, or says nothing, full is served under it.
+// Otherwise describe (which must serve the Plugin service alone) is served
+// under the host's highest version: the handshake then succeeds, and the
+// host learns the plugin's real version from Describe and refuses it by
+// name, with both versions in the message. Describe therefore stays
+// compatible across protocol versions.
+func PluginSet(version int, offered []int, full, describe *Plugin) map[int]goplugin.PluginSet {
+	if len(offered) == 0 || slices.Contains(offered, version) {
+		return map[int]goplugin.PluginSet{version: {PluginName: full}}
+	}
+	return map[int]goplugin.PluginSet{slices.Max(offered): {PluginName: describe}}
+}
 
 // VersionError is a plugin built for another protocol version.
 type VersionError struct {
 	Plugin string // names the plugin: `plugin "x" (/path)`
-	// PluginVersion is the protocol the plugin speaks, HostVersions those
-	// this whittle speaks.
+	// PluginVersion is the protocol the plugin speaks, HostVersion the
+	// one this whittle speaks.
 	PluginVersion int
-	HostVersions  []int
+	HostVersion   int
 }
 
 func (e *VersionError) Error() string {
-	host := ""
-	for i, v := range e.HostVersions {
-		if i > 0 {
-			host += ", "
-		}
-		host += strconv.Itoa(v)
-	}
 	advice := "rebuild the plugin against this whittle's SDK (plugins/sdk)"
-	if len(e.HostVersions) > 0 && e.PluginVersion > e.HostVersions[len(e.HostVersions)-1] {
-		advice = "upgrade whittle, or use a plugin release built for protocol " + host
+	if e.PluginVersion > e.HostVersion {
+		advice = fmt.Sprintf("upgrade whittle, or use a plugin release built for protocol %d", e.HostVersion)
 	}
-	return fmt.Sprintf("%s speaks whittle plugin protocol version %d, but this whittle speaks version %s; %s",
-		e.Plugin, e.PluginVersion, host, advice)
+	return fmt.Sprintf("%s speaks whittle plugin protocol version %d, but this whittle speaks version %d; %s",
+		e.Plugin, e.PluginVersion, e.HostVersion, advice)
 }
 
-// AsVersionError recognizes go-plugin's handshake version error; ok is
-// false for any other error.
-func AsVersionError(plugin string, err error) (*VersionError, bool) {
-	if err == nil {
-		return nil, false
-	}
-	m := versionMismatch.FindStringSubmatch(err.Error())
-	if m == nil {
-		return nil, false
-	}
-	pv, _ := strconv.Atoi(m[1])
-	ve := &VersionError{Plugin: plugin, PluginVersion: pv}
-	for _, f := range regexp.MustCompile(`\d+`).FindAllString(m[2], -1) {
-		v, _ := strconv.Atoi(f)
-		ve.HostVersions = append(ve.HostVersions, v)
-	}
-	return ve, true
-}
+// HostStdinEnv, set to "1" in a plugin's environment, says that the
+// plugin's stdin is a pipe the host holds open and never writes: reading
+// end-of-file from it means the host is gone, and the plugin should exit.
+const HostStdinEnv = "WHITTLE_PLUGIN_HOST_STDIN"

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,31 +18,77 @@ import (
 	"github.com/whittle-ml/whittle/core/backend"
 )
 
-func TestAsVersionError(t *testing.T) {
+// TestPluginSet: what a plugin of each version serves, and under which
+// version, to hosts offering various versions; the host side then reads
+// the negotiated version, or Describe's, to refuse a mismatch.
+func TestPluginSet(t *testing.T) {
+	full, describe := &Plugin{}, &Plugin{}
 	for _, c := range []struct {
-		msg    string
-		ok     bool
-		plugin int
-		host   []int
+		name    string
+		version int
+		offered []int
+		key     int
+		served  *Plugin
 	}{
-		// go-plugin v1.8.0's wording (client.go, checkProtoVersion).
-		{"incompatible API version with plugin. Plugin version: 0, Client versions: [1]", true, 0, []int{1}},
-		{"Unrecognized remote plugin message: x\nincompatible API version with plugin. Plugin version: 3, Client versions: [1 2]", true, 3, []int{1, 2}},
-		{"incompatible core API version with plugin. Plugin version: 2, Core version: 1", false, 0, nil},
-		{"exec: no such file", false, 0, nil},
+		{"same version", 1, []int{1}, 1, full},
+		{"host offers older ones too", 2, []int{1, 2}, 2, full},
+		{"host says nothing", 3, nil, 3, full},
+		{"newer plugin", 2, []int{1}, 1, describe},
+		{"older plugin", 1, []int{2, 3}, 3, describe},
 	} {
-		ve, ok := AsVersionError(`plugin "x"`, errors.New(c.msg))
-		if ok != c.ok {
-			t.Errorf("%q: ok = %v", c.msg, ok)
-			continue
-		}
-		if ok && (ve.PluginVersion != c.plugin || !reflect.DeepEqual(ve.HostVersions, c.host)) {
-			t.Errorf("%q: %+v", c.msg, ve)
+		t.Run(c.name, func(t *testing.T) {
+			set := PluginSet(c.version, c.offered, full, describe)
+			if len(set) != 1 || set[c.key][PluginName] != c.served {
+				t.Errorf("PluginSet(%d, %v) = %v; want %s under %d", c.version, c.offered, set, map[bool]string{true: "full", false: "describe"}[c.served == full], c.key)
+			}
+		})
+	}
+	host := HostPluginSet(full)
+	for v := 1; v <= ProtocolVersion; v++ {
+		if host[v][PluginName] != full {
+			t.Errorf("the host does not offer version %d", v)
 		}
 	}
-	if _, ok := AsVersionError("x", nil); ok {
-		t.Error("nil error recognized")
+	if len(host) != ProtocolVersion {
+		t.Errorf("the host offers %d versions, want %d", len(host), ProtocolVersion)
 	}
+}
+
+func TestVersionErrorMessage(t *testing.T) {
+	for _, c := range []struct {
+		plugin, host int
+		want         []string
+	}{
+		{0, 1, []string{"version 0", "speaks version 1", "rebuild the plugin"}},
+		{3, 2, []string{"version 3", "speaks version 2", "upgrade whittle", "protocol 2"}},
+	} {
+		msg := (&VersionError{Plugin: `plugin "x"`, PluginVersion: c.plugin, HostVersion: c.host}).Error()
+		for _, w := range append(c.want, `plugin "x"`) {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%q lacks %q", msg, w)
+			}
+		}
+	}
+}
+
+// FuzzOfferedVersions: whatever the variable holds, parsing does not panic
+// and returns exactly the fields that are integers.
+func FuzzOfferedVersions(f *testing.F) {
+	for _, s := range []string{"", "1", "1,2", " 3 ,x,4", ",,", "99999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, env string) {
+		got := OfferedVersions(env)
+		var want []int
+		for _, field := range strings.Split(env, ",") {
+			if v, err := strconv.Atoi(strings.TrimSpace(field)); err == nil {
+				want = append(want, v)
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("OfferedVersions(%q) = %v, want %v", env, got, want)
+		}
+	})
 }
 
 func TestStatusRoundTrip(t *testing.T) {

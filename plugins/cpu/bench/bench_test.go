@@ -184,7 +184,7 @@ func TestRealPeer(t *testing.T) {
 	if err := exec.Command(corebench.DefaultPython, "-c", "import torch").Run(); err != nil {
 		t.Skip("no torch under " + corebench.DefaultPython)
 	}
-	script, err := corebench.FindPeerScript(".")
+	script, err := corebench.FindPeerScript(".", "")
 	if err != nil {
 		t.Skip(err)
 	}
