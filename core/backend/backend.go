@@ -362,7 +362,8 @@ type TrainResult struct {
 
 // GenerateRequest continues token prompts. MaxTokens ≤ 0 generates as
 // many tokens as the model's context allows. Temperature 0 is greedy
-// decoding; TopP outside (0, 1) samples from the whole distribution.
+// decoding; TopP is the nucleus-sampling threshold in (0, 1], where 1 and
+// 0 (unset) sample from the whole distribution.
 type GenerateRequest struct {
 	Model       ModelID `json:"model"`
 	Prompts     [][]int `json:"prompts"`
@@ -379,8 +380,12 @@ type GenerateRequest struct {
 // positions (0: unbounded), so that every backend refuses the same
 // requests with the same words.
 func (r GenerateRequest) Check(vocab, maxSeq int) error {
-	if !(r.Temperature >= 0) || math.IsInf(r.Temperature, 0) {
-		return fmt.Errorf("temperature %g must be finite and non-negative", r.Temperature)
+	topP := r.TopP
+	if topP == 0 {
+		topP = 1
+	}
+	if err := CheckSampling(r.Temperature, topP); err != nil {
+		return err
 	}
 	for i, p := range r.Prompts {
 		if len(p) == 0 {
@@ -394,6 +399,19 @@ func (r GenerateRequest) Check(vocab, maxSeq int) error {
 				return fmt.Errorf("prompt %d token %d is %d, outside vocabulary of %d", i, j, id, vocab)
 			}
 		}
+	}
+	return nil
+}
+
+// CheckSampling reports a temperature that is not a finite non-negative
+// number and a top-p threshold outside (0, 1]: the sampling settings
+// every generator (backends, `whittle generate`) accepts.
+func CheckSampling(temperature, topP float64) error {
+	if !(temperature >= 0) || math.IsInf(temperature, 0) {
+		return fmt.Errorf("temperature %g must be a finite non-negative number (0 = greedy)", temperature)
+	}
+	if !(topP > 0 && topP <= 1) {
+		return fmt.Errorf("top_p %g must be in (0, 1] (1 = no nucleus cut)", topP)
 	}
 	return nil
 }
