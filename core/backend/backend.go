@@ -269,7 +269,8 @@ type LossConfig struct {
 // LoRAConfig describes low-rank adapters (Mode = lora): an adapted matrix
 // W acts as W + (Alpha/Rank)·B·A; A starts random (seeded by
 // TrainRequest.Seed), B at zero, and only A and B train. Zero values take
-// PEFT's defaults: Rank 8, Alpha = Rank, Targets q_proj and v_proj.
+// the defaults: Rank 8 and Alpha = Rank (PEFT's), and every matrix of
+// LoRATargets, as recipes do.
 type LoRAConfig struct {
 	Rank  int     `json:"rank"`
 	Alpha float64 `json:"alpha"`
@@ -295,7 +296,8 @@ type OptimConfig struct {
 	GradClip float64 `json:"grad_clip"`
 }
 
-// TrainRequest runs Steps optimizer steps. Each step consumes BatchSize ×
+// TrainRequest runs Steps optimizer steps; Resolve holds the rules and
+// defaults every backend applies to it. Each step consumes BatchSize ×
 // GradAccum sequences from Data in order (wrapping around); the order is
 // fixed by the host, so a run is reproducible. GradAccum 0 means 1. The
 // loss of a step is the mean of its micro-batches' losses, each a mean
