@@ -68,13 +68,17 @@ func TestTrainResolveDefaults(t *testing.T) {
 		// (measured against, ValKL), and its loss settings are not read.
 		{"ce with a teacher", func(r *TrainRequest) { r.Teacher, r.Loss = "t", LossConfig{Temperature: 3, TopK: 4} },
 			func(w *ResolvedTrain) { w.Teacher = "t" }},
-		{"kl", func(r *TrainRequest) { r.Objective, r.Teacher, r.Loss = ObjectiveKL, "t", LossConfig{CEWeight: 0.25, TopK: 5, ScaleT2: true} },
+		{"kl", func(r *TrainRequest) {
+			r.Objective, r.Teacher, r.Loss = ObjectiveKL, "t", LossConfig{CEWeight: 0.25, TopK: 5, ScaleT2: true}
+		},
 			func(w *ResolvedTrain) {
 				w.Objective, w.Teacher, w.Loss = ObjectiveKL, "t", LossConfig{CEWeight: 0.25, TopK: 5, ScaleT2: true, Temperature: 1}
 				w.KLWeight = 0.75
 			}},
 		{"kl at temperature 2", func(r *TrainRequest) { r.Objective, r.Teacher, r.Loss.Temperature = ObjectiveKL, "t", 2 },
-			func(w *ResolvedTrain) { w.Objective, w.Teacher, w.Loss.Temperature, w.KLWeight = ObjectiveKL, "t", 2, 1 }},
+			func(w *ResolvedTrain) {
+				w.Objective, w.Teacher, w.Loss.Temperature, w.KLWeight = ObjectiveKL, "t", 2, 1
+			}},
 		{"explicit optimizer", func(r *TrainRequest) { r.Optim = OptimConfig{LR: 1e-3, Beta1: 0.8, Beta2: 0.95, Eps: 1e-6} },
 			func(w *ResolvedTrain) { w.Optim.Beta1, w.Optim.Beta2, w.Optim.Eps = 0.8, 0.95, 1e-6 }},
 		{"grad_accum", func(r *TrainRequest) { r.GradAccum = 3 }, func(w *ResolvedTrain) { w.GradAccum = 3 }},
