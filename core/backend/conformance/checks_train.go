@@ -519,3 +519,64 @@ func (s *suite) checkLoRA(t *testing.T) {
 		}
 	}
 }
+
+// checkTeacherCE: objective ce takes an optional teacher, only measured
+// against: the run trains as it does without one, and its validation
+// reports the KL to the teacher of the trained weights.
+func (s *suite) checkTeacherCE(t *testing.T) {
+	f, teacher := s.tiny, s.teacher
+	req := backend.TrainRequest{Objective: backend.ObjectiveCE, Data: f.masked, Validation: &f.val, Steps: 2, BatchSize: 2,
+		Optim: backend.OptimConfig{LR: 3e-3}}
+	alone, aloneW, _ := s.trainOnce(t, s.b, f, nil, req)
+	res, after, _ := s.trainOnce(t, s.b, f, teacher, req)
+	for i := range alone.History {
+		if !closeRel(res.History[i].Loss, alone.History[i].Loss, 1e-6, 1e-6) {
+			t.Errorf("step %d loss %g with a teacher, %g without", i+1, res.History[i].Loss, alone.History[i].Loss)
+		}
+	}
+	for _, name := range f.m.TensorNames() {
+		expectVec(t, name+" with a teacher", weightsOf(t, after, name), weightsOf(t, aloneW, name), 1e-6)
+	}
+	if alone.ValKL != nil {
+		t.Error("a run without a teacher reports a validation KL")
+	}
+	g, err := newGolden(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var z, zt [][][]float64
+	var tg [][]int
+	for _, r := range f.valSeqs {
+		z = append(z, g.forward(r, nil, nil))
+		zt = append(zt, teacher.g.forward(r, nil, nil))
+		tg = append(tg, targetsOf(r, nil))
+	}
+	_, ce, kl, _ := objective{alpha: 1, tau: 1}.batchLoss(z, zt, tg)
+	if res.ValLoss == nil || res.ValKL == nil {
+		t.Fatal("result lacks the final validation loss or KL")
+	}
+	s.expectLoss(t, "final validation loss", *res.ValLoss, ce)
+	s.expectLoss(t, "final validation KL", *res.ValKL, kl)
+}
+
+// checkLoRADefaults: mode lora without settings adapts every projection
+// matrix (backend.LoRATargets), as recipes document, and nothing else.
+func (s *suite) checkLoRADefaults(t *testing.T) {
+	if s.opts.NoLoRA {
+		t.Skip("the backend has no LoRA")
+	}
+	f := s.tiny
+	req := backend.TrainRequest{Objective: backend.ObjectiveCE, Mode: backend.ModeLoRA, Data: f.masked, Steps: 2, BatchSize: 2, Seed: 5,
+		Optim: backend.OptimConfig{LR: 1e-2}}
+	_, after, _ := s.trainOnce(t, s.b, f, nil, req)
+	for _, name := range f.m.TensorNames() {
+		changed := !slices.Equal(f.g.w[name], weightsOf(t, after, name))
+		target := false
+		for _, m := range backend.LoRATargets {
+			target = target || strings.HasSuffix(name, "."+m+".weight")
+		}
+		if changed != target {
+			t.Errorf("%s: changed = %v after LoRA training with the default targets", name, changed)
+		}
+	}
+}
