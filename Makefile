@@ -10,7 +10,7 @@ DATA     ?= ../shared/data
 TESTFLAGS ?= -timeout 25m
 APT_GET  := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: all build test vet demo deps bench fuzz clean proto proto-check example-plugin gotch test-gotch gotch-gpu-prep results
+.PHONY: all build test vet demo deps bench fuzz clean proto proto-check asm asm-check example-plugin gotch test-gotch gotch-gpu-prep results
 
 all: build
 
@@ -71,6 +71,14 @@ proto:
 	core/plugin/proto/generate.sh
 proto-check:
 	core/plugin/proto/generate.sh --check
+
+# Regenerate the CPU backend's AVX2 kernels (plugins/cpu/blas/kernel_amd64.s,
+# needs python3), or check that the committed file is what the generator
+# writes.
+asm:
+	plugins/cpu/blas/gen/generate.sh
+asm-check:
+	plugins/cpu/blas/gen/generate.sh --check
 
 # The out-of-tree example plugin, into bin/ (use with WHITTLE_PLUGIN_PATH=bin).
 example-plugin:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/modelio"
@@ -58,8 +59,11 @@ func newGenerateCmd() *cobra.Command {
 			if modelPath == "" {
 				return usageErr("generate: --model is required")
 			}
-			if temperature < 0 {
-				return usageErr("generate: --temperature must be >= 0, got %g", temperature)
+			if err := backend.CheckSampling(temperature, topP); err != nil {
+				return usageErr("generate: %v", err)
+			}
+			if steps < 0 {
+				return usageErr("generate: --steps %d must be non-negative (0 = the model's context length)", steps)
 			}
 			m, err := mf.load(modelPath)
 			if err != nil {

@@ -282,7 +282,8 @@ type LossConfig struct {
 // LoRAConfig describes low-rank adapters (Mode = lora): an adapted matrix
 // W acts as W + (Alpha/Rank)·B·A; A starts random (seeded by
 // TrainRequest.Seed), B at zero, and only A and B train. Zero values take
-// PEFT's defaults: Rank 8, Alpha = Rank, Targets q_proj and v_proj.
+// the defaults: Rank 8 and Alpha = Rank (PEFT's), and every matrix of
+// LoRATargets, as recipes do.
 type LoRAConfig struct {
 	Rank  int     `json:"rank"`
 	Alpha float64 `json:"alpha"`
@@ -308,7 +309,8 @@ type OptimConfig struct {
 	GradClip float64 `json:"grad_clip"`
 }
 
-// TrainRequest runs Steps optimizer steps. Each step consumes BatchSize ×
+// TrainRequest runs Steps optimizer steps; Resolve holds the rules and
+// defaults every backend applies to it. Each step consumes BatchSize ×
 // GradAccum sequences from Data in order (wrapping around); the order is
 // fixed by the host, so a run is reproducible. GradAccum 0 means 1. The
 // loss of a step is the mean of its micro-batches' losses, each a mean
@@ -375,7 +377,8 @@ type TrainResult struct {
 
 // GenerateRequest continues token prompts. MaxTokens ≤ 0 generates as
 // many tokens as the model's context allows. Temperature 0 is greedy
-// decoding; TopP outside (0, 1) samples from the whole distribution.
+// decoding; TopP is the nucleus-sampling threshold in (0, 1], where 1 and
+// 0 (unset) sample from the whole distribution.
 type GenerateRequest struct {
 	Model       ModelID `json:"model"`
 	Prompts     [][]int `json:"prompts"`
@@ -392,8 +395,12 @@ type GenerateRequest struct {
 // positions (0: unbounded), so that every backend refuses the same
 // requests with the same words.
 func (r GenerateRequest) Check(vocab, maxSeq int) error {
-	if !(r.Temperature >= 0) || math.IsInf(r.Temperature, 0) {
-		return fmt.Errorf("temperature %g must be finite and non-negative", r.Temperature)
+	topP := r.TopP
+	if topP == 0 {
+		topP = 1
+	}
+	if err := CheckSampling(r.Temperature, topP); err != nil {
+		return err
 	}
 	for i, p := range r.Prompts {
 		if len(p) == 0 {
@@ -407,6 +414,19 @@ func (r GenerateRequest) Check(vocab, maxSeq int) error {
 				return fmt.Errorf("prompt %d token %d is %d, outside vocabulary of %d", i, j, id, vocab)
 			}
 		}
+	}
+	return nil
+}
+
+// CheckSampling reports a temperature that is not a finite non-negative
+// number and a top-p threshold outside (0, 1]: the sampling settings
+// every generator (backends, `whittle generate`) accepts.
+func CheckSampling(temperature, topP float64) error {
+	if !(temperature >= 0) || math.IsInf(temperature, 0) {
+		return fmt.Errorf("temperature %g must be a finite non-negative number (0 = greedy)", temperature)
+	}
+	if !(topP > 0 && topP <= 1) {
+		return fmt.Errorf("top_p %g must be in (0, 1] (1 = no nucleus cut)", topP)
 	}
 	return nil
 }

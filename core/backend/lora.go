@@ -2,6 +2,9 @@ package backend
 
 import (
 	"fmt"
+	"math"
+	"slices"
+	"strings"
 
 	"github.com/whittle-ml/whittle/ir"
 )
@@ -9,7 +12,11 @@ import (
 // DefaultLoRARank is the adapter rank when LoRAConfig.Rank is 0 (PEFT's).
 const DefaultLoRARank = 8
 
-// loraRoles maps LoRAConfig's short projection names to IR roles.
+// LoRATargets are the matrices LoRA may adapt, by their short names, in
+// layer order; all of them are adapted when LoRAConfig.Targets is empty.
+var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+// loraRoles maps LoRATargets to IR roles.
 var loraRoles = map[string]string{
 	"q_proj": ir.RoleQ, "k_proj": ir.RoleK, "v_proj": ir.RoleV, "o_proj": ir.RoleO,
 	"gate_proj": ir.RoleGate, "up_proj": ir.RoleUp, "down_proj": ir.RoleDown,
@@ -23,9 +30,9 @@ type ResolvedLoRA struct {
 	Roles []string
 }
 
-// Resolve applies the documented defaults (rank 8, alpha = rank, targets
-// q_proj and v_proj) to c, which may be nil, and maps the targets, given
-// as short names or IR roles, to IR roles.
+// Resolve applies the documented defaults (rank 8, alpha = rank, every
+// matrix of LoRATargets) to c, which may be nil, and maps the targets,
+// given as short names or IR roles, to IR roles.
 func (c *LoRAConfig) Resolve() (ResolvedLoRA, error) {
 	var r LoRAConfig
 	if c != nil {
@@ -34,6 +41,9 @@ func (c *LoRAConfig) Resolve() (ResolvedLoRA, error) {
 	if r.Rank < 0 {
 		return ResolvedLoRA{}, fmt.Errorf("negative lora rank %d", r.Rank)
 	}
+	if math.IsNaN(r.Alpha) || math.IsInf(r.Alpha, 0) {
+		return ResolvedLoRA{}, fmt.Errorf("lora alpha %g must be finite", r.Alpha)
+	}
 	if r.Rank == 0 {
 		r.Rank = DefaultLoRARank
 	}
@@ -41,7 +51,7 @@ func (c *LoRAConfig) Resolve() (ResolvedLoRA, error) {
 		r.Alpha = float64(r.Rank)
 	}
 	if len(r.Targets) == 0 {
-		r.Targets = []string{"q_proj", "v_proj"}
+		r.Targets = LoRATargets
 	}
 	out := ResolvedLoRA{Rank: r.Rank, Alpha: r.Alpha}
 	for _, t := range r.Targets {
@@ -54,11 +64,27 @@ func (c *LoRAConfig) Resolve() (ResolvedLoRA, error) {
 			}
 		}
 		if !ok {
-			return ResolvedLoRA{}, fmt.Errorf("unknown lora target %q (want q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj)", t)
+			return ResolvedLoRA{}, fmt.Errorf("unknown lora target %q (want some of %s)", t, strings.Join(LoRATargets, ", "))
+		}
+		if slices.Contains(out.Roles, role) {
+			return ResolvedLoRA{}, fmt.Errorf("lora target %q listed twice", t)
 		}
 		out.Roles = append(out.Roles, role)
 	}
 	return out, nil
+}
+
+// config is r as a LoRAConfig with short target names.
+func (r ResolvedLoRA) config() *LoRAConfig {
+	c := &LoRAConfig{Rank: r.Rank, Alpha: r.Alpha}
+	for _, role := range r.Roles {
+		for short, known := range loraRoles {
+			if role == known {
+				c.Targets = append(c.Targets, short)
+			}
+		}
+	}
+	return c
 }
 
 // CheckMode reports a Mode that is not full, norm-only or lora (empty means

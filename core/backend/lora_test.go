@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"math"
 	"reflect"
 	"testing"
 
@@ -8,13 +9,17 @@ import (
 )
 
 func TestLoRAResolve(t *testing.T) {
+	all := []string{ir.RoleQ, ir.RoleK, ir.RoleV, ir.RoleO, ir.RoleGate, ir.RoleUp, ir.RoleDown}
 	cases := []struct {
 		in   *LoRAConfig
 		want ResolvedLoRA
 		err  bool
 	}{
-		{nil, ResolvedLoRA{Rank: 8, Alpha: 8, Roles: []string{ir.RoleQ, ir.RoleV}}, false},
-		{&LoRAConfig{Rank: 4}, ResolvedLoRA{Rank: 4, Alpha: 4, Roles: []string{ir.RoleQ, ir.RoleV}}, false},
+		{nil, ResolvedLoRA{Rank: 8, Alpha: 8, Roles: all}, false},
+		{&LoRAConfig{Rank: 4}, ResolvedLoRA{Rank: 4, Alpha: 4, Roles: all}, false},
+		{&LoRAConfig{Targets: []string{"v_proj", ir.RoleQ}}, ResolvedLoRA{Rank: 8, Alpha: 8, Roles: []string{ir.RoleV, ir.RoleQ}}, false},
+		{&LoRAConfig{Targets: []string{"q_proj", ir.RoleQ}}, ResolvedLoRA{}, true},
+		{&LoRAConfig{Alpha: math.NaN()}, ResolvedLoRA{}, true},
 		{&LoRAConfig{Rank: 2, Alpha: 16, Targets: []string{"down_proj", ir.RoleGate}}, ResolvedLoRA{Rank: 2, Alpha: 16, Roles: []string{ir.RoleDown, ir.RoleGate}}, false},
 		{&LoRAConfig{Rank: -1}, ResolvedLoRA{}, true},
 		{&LoRAConfig{Targets: []string{"qproj"}}, ResolvedLoRA{}, true},

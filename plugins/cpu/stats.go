@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sync"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/backend/batch"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/engine"
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // Stats collects the Minitron activation statistics and Block Influence
@@ -114,7 +114,7 @@ func (s *statsAcc) add(l int, a *engine.Activations, b, t int) {
 			s.cosScratch = make([]float64, n)
 		}
 		cs := s.cosScratch[:n]
-		split(s.threads, n, func(lo, hi int) {
+		parallel.For(s.threads, n, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				cs[r] = cosine(a.Input[r*d:(r+1)*d], a.Output[r*d:(r+1)*d])
 			}
@@ -173,7 +173,7 @@ func sqrtAll(v []float64) []float64 {
 func absMeanSq(threads int, acc []float64, x []float32, b, t int) {
 	w := len(acc)
 	const block = 64
-	split(threads, (w+block-1)/block, func(lo, hi int) {
+	parallel.For(threads, (w+block-1)/block, func(lo, hi int) {
 		var sum [block]float64
 		for bi := lo; bi < hi; bi++ {
 			c0, c1 := bi*block, min(w, (bi+1)*block)
@@ -208,20 +208,4 @@ func cosine(x, y []float32) float64 {
 		return 0
 	}
 	return xy / math.Sqrt(xx*yy)
-}
-
-// split runs f over [0, n) in at most threads contiguous ranges.
-func split(threads, n int, f func(lo, hi int)) {
-	w := min(threads, n)
-	if w <= 1 {
-		f(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for i := 1; i < w; i++ {
-		lo, hi := i*n/w, (i+1)*n/w
-		wg.Go(func() { f(lo, hi) })
-	}
-	f(0, n/w)
-	wg.Wait()
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/internal/decoder64"
 )
 
 // TestStatsStories260K compares every statistic with the definitions of
@@ -32,15 +33,20 @@ func TestStatsStories260K(t *testing.T) {
 		mlp[li], head[li] = make([]float64, lc.MLP), make([]float64, lc.Heads*lc.HeadDim)
 		norms[2*li], norms[2*li+1] = make([]float64, cfg.Hidden), make([]float64, cfg.Hidden)
 	}
+	ref, err := decoder64.Load(f.m)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, seq := range rows {
-		a := forward64(t, f.m, seq)
+		a := make([]decoder64.LayerActs, len(cfg.Layers))
+		ref.Forward(seq, nil, a)
 		for li := range cfg.Layers {
-			accumulate(mlp[li], a.act[li])
-			accumulate(head[li], a.ao[li])
-			accumulate(norms[2*li], a.ln1[li])
-			accumulate(norms[2*li+1], a.ln2[li])
+			accumulate(mlp[li], a[li].MLPAct)
+			accumulate(head[li], a[li].AttnOut)
+			accumulate(norms[2*li], a[li].AttnNormOut)
+			accumulate(norms[2*li+1], a[li].MLPNormOut)
 			for p := range seq {
-				x, y := a.in[li][p], a.out[li][p]
+				x, y := a[li].In[p], a[li].Out[p]
 				var xy, xx, yy float64
 				for i := range x {
 					xy, xx, yy = xy+x[i]*y[i], xx+x[i]*x[i], yy+y[i]*y[i]

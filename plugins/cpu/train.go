@@ -5,26 +5,16 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/backend/batch"
-	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/engine"
-)
-
-// Defaults for zero fields of backend.OptimConfig and LoRAConfig.
-const (
-	defaultBeta1 = 0.9
-	defaultBeta2 = 0.999
-	defaultEps   = 1e-8
 )
 
 // CheckpointFile is the name of the training checkpoint inside
@@ -54,12 +44,16 @@ func (b *Backend) Train(ctx context.Context, req backend.TrainRequest, events fu
 	if err != nil {
 		return nil, err
 	}
-	job, err := b.newTrainJob(m, req)
+	res, err := req.Resolve()
+	if err != nil {
+		return nil, fmt.Errorf("cpu: train %s: %w", req.Model, err)
+	}
+	job, err := b.newTrainJob(m, res)
 	if err != nil {
 		return nil, fmt.Errorf("cpu: train %s: %w", req.Model, err)
 	}
 	defer job.close()
-	res, err := job.run(ctx, events)
+	out, err := job.run(ctx, events)
 	if err != nil {
 		job.rollback()
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
@@ -67,20 +61,19 @@ func (b *Backend) Train(ctx context.Context, req backend.TrainRequest, events fu
 		}
 		return nil, fmt.Errorf("cpu: train %s: %w", req.Model, err)
 	}
-	return res, nil
+	return out, nil
 }
 
 // trainJob is one Train call being run.
 type trainJob struct {
 	b        *Backend
-	req      backend.TrainRequest
+	req      backend.ResolvedTrain
 	m        *model
 	teacher  *model
 	data     *batch.Sequences
 	val      *batch.Sequences
 	trainer  *engine.Trainer
 	lora     *engine.LoRA
-	gradAcc  int
 	snapshot map[int][]float32 // trainable tensors' initial values, by Tensors index
 	hash0    string            // the model's weights hash before the run
 	// Checkpoint identity and what a resumed run carries over.
@@ -90,70 +83,35 @@ type trainJob struct {
 	history     []backend.TrainEvent
 }
 
-func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, error) {
-	j := &trainJob{b: b, req: req, m: m, gradAcc: req.GradAccum}
+func (b *Backend) newTrainJob(m *model, req backend.ResolvedTrain) (*trainJob, error) {
+	j := &trainJob{b: b, req: req, m: m}
 	cfg := &m.params.Config
-	switch {
-	case req.Steps <= 0:
-		return nil, fmt.Errorf("steps %d must be positive", req.Steps)
-	case req.BatchSize <= 0:
-		return nil, fmt.Errorf("batch_size %d must be positive", req.BatchSize)
-	case req.GradAccum < 0:
-		return nil, fmt.Errorf("negative grad_accum %d", req.GradAccum)
-	case req.EvalEvery < 0 || req.CheckpointEvery < 0:
-		return nil, fmt.Errorf("negative eval_every %d or checkpoint_every %d", req.EvalEvery, req.CheckpointEvery)
-	}
-	if j.gradAcc == 0 {
-		j.gradAcc = 1
-	}
-	obj, err := objective(req)
-	if err != nil {
-		return nil, err
-	}
-	if req.Objective == backend.ObjectiveKL && req.Teacher == "" {
-		return nil, fmt.Errorf("objective kl needs a teacher")
-	}
+	var err error
 	if req.Teacher != "" {
-		if req.Teacher == req.Model {
-			return nil, fmt.Errorf("the teacher %s is the model being trained; load it a second time", req.Teacher)
-		}
 		if j.teacher, err = b.model(req.Teacher); err != nil {
 			return nil, err
 		}
-		if v := j.teacher.params.Config.Vocab; v != cfg.Vocab {
-			return nil, fmt.Errorf("teacher %s has a vocabulary of %d, the model %d", req.Teacher, v, cfg.Vocab)
+		if err := req.CheckTeacherVocab(cfg.Vocab, j.teacher.params.Config.Vocab); err != nil {
+			return nil, err
 		}
 	}
+	o := req.Optim
 	tc := engine.TrainConfig{
-		Objective:   obj,
-		Schedule:    engine.Schedule{Peak: req.Optim.LR, Min: req.Optim.MinLR, Warmup: req.Optim.WarmupSteps, Total: req.Steps},
-		Beta1:       orDefault(req.Optim.Beta1, defaultBeta1),
-		Beta2:       orDefault(req.Optim.Beta2, defaultBeta2),
-		Eps:         orDefault(req.Optim.Eps, defaultEps),
-		WeightDecay: req.Optim.WeightDecay,
-		ClipNorm:    req.Optim.GradClip,
+		Objective:   engine.Objective{KLWeight: req.KLWeight, Temperature: req.Loss.Temperature, ScaleT2: req.Loss.ScaleT2, TopK: req.Loss.TopK},
+		Schedule:    engine.Schedule{Peak: o.LR, Min: o.MinLR, Warmup: o.WarmupSteps, Total: req.Steps},
+		Beta1:       o.Beta1,
+		Beta2:       o.Beta2,
+		Eps:         o.Eps,
+		WeightDecay: o.WeightDecay,
+		ClipNorm:    o.GradClip,
 	}
-	switch o := req.Optim; {
-	case !(o.LR > 0) || math.IsInf(o.LR, 0):
-		return nil, fmt.Errorf("learning rate %g must be positive", o.LR)
-	case !(o.MinLR >= 0) || math.IsInf(o.MinLR, 0):
-		return nil, fmt.Errorf("min_lr %g must be non-negative", o.MinLR)
-	case o.WarmupSteps < 0:
-		return nil, fmt.Errorf("negative warmup_steps %d", o.WarmupSteps)
-	case !(o.GradClip >= 0):
-		return nil, fmt.Errorf("grad_clip %g must be non-negative", o.GradClip)
+	var frozen func(string) bool // nil: everything trains
+	if req.Mode != backend.ModeFull {
+		frozen = func(name string) bool { return !req.Trains(name) }
 	}
-	var frozen func(string) bool
-	if err := req.CheckMode(); err != nil {
-		return nil, err
-	}
-	switch req.Mode {
-	case backend.ModeFull, "":
-	case backend.ModeNormOnly:
-		frozen = func(name string) bool { return !isNorm(name) }
-	case backend.ModeLoRA:
-		frozen = func(string) bool { return true }
-		if j.lora, err = newLoRA(*cfg, req); err != nil {
+	if req.Adapters != nil {
+		a := req.Adapters
+		if j.lora, err = engine.NewLoRA(*cfg, engine.LoRAConfig{Rank: a.Rank, Alpha: a.Alpha, Targets: a.Roles}, uint64(req.Seed)); err != nil {
 			return nil, err
 		}
 	}
@@ -178,7 +136,7 @@ func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, er
 		}
 	}
 	var teacher engine.Teacher
-	if j.teacher != nil && req.Objective == backend.ObjectiveKL {
+	if j.teacher != nil && req.KLWeight > 0 {
 		te, err := j.teacher.engine(b.threads)
 		if err != nil {
 			j.close()
@@ -198,45 +156,6 @@ func (b *Backend) newTrainJob(m *model, req backend.TrainRequest) (*trainJob, er
 		}
 	}
 	return j, nil
-}
-
-func orDefault(v, def float64) float64 {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
-func isNorm(name string) bool { return strings.Contains(name, "norm") }
-
-// objective maps the request's objective and loss settings onto the
-// engine's: KL weight 1 − CEWeight.
-func objective(req backend.TrainRequest) (engine.Objective, error) {
-	l := req.Loss
-	switch req.Objective {
-	case backend.ObjectiveCE:
-		return engine.Objective{}, nil
-	case backend.ObjectiveKL:
-		switch {
-		case !(l.CEWeight >= 0 && l.CEWeight <= 1):
-			return engine.Objective{}, fmt.Errorf("ce_weight %g outside [0, 1]", l.CEWeight)
-		case !(l.Temperature >= 0) || math.IsInf(l.Temperature, 0):
-			return engine.Objective{}, fmt.Errorf("temperature %g must be positive", l.Temperature)
-		case l.TopK < 0:
-			return engine.Objective{}, fmt.Errorf("negative top_k %d", l.TopK)
-		}
-		return engine.Objective{KLWeight: 1 - l.CEWeight, Temperature: l.Temperature, ScaleT2: l.ScaleT2, TopK: l.TopK}, nil
-	}
-	return engine.Objective{}, fmt.Errorf("unknown objective %q (want %s or %s)", req.Objective, backend.ObjectiveCE, backend.ObjectiveKL)
-}
-
-// newLoRA builds the adapters of a lora-mode request.
-func newLoRA(cfg ir.Config, req backend.TrainRequest) (*engine.LoRA, error) {
-	c, err := req.LoRA.Resolve()
-	if err != nil {
-		return nil, err
-	}
-	return engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: c.Roles}, uint64(req.Seed))
 }
 
 func (j *trainJob) close() {
@@ -289,13 +208,13 @@ func (j *trainJob) run(ctx context.Context, events func(backend.TrainEvent)) (*b
 	began := time.Now()
 	tokens0 := j.tokens
 	bs, l := req.BatchSize, j.data.Cols
-	micro := make([]engine.Batch, j.gradAcc)
+	micro := make([]engine.Batch, req.GradAccum)
 	for step := j.start; step < req.Steps; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		for i := range micro {
-			first := (step*j.gradAcc + i) * bs
+			first := (step*req.GradAccum + i) * bs
 			mb := &micro[i]
 			tok, ids, err := j.data.Batch(first%j.data.Rows, bs, mb.Tokens, mb.Targets.IDs)
 			if err != nil {
@@ -307,7 +226,7 @@ func (j *trainJob) run(ctx context.Context, events func(backend.TrainEvent)) (*b
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", step+1, err)
 		}
-		j.tokens += int64(bs * l * j.gradAcc)
+		j.tokens += int64(bs * l * req.GradAccum)
 		ev := backend.TrainEvent{Step: step + 1, Steps: req.Steps, Loss: st.Loss, LR: st.LR, GradNorm: st.GradNorm, Tokens: j.tokens}
 		last := step+1 == req.Steps
 		if j.val != nil && (last || req.EvalEvery > 0 && (step+1)%req.EvalEvery == 0) {
@@ -348,34 +267,21 @@ func (j *trainJob) run(ctx context.Context, events func(backend.TrainEvent)) (*b
 	return res, nil
 }
 
-// checkpointIdentity is what must match for a checkpoint to be resumed:
-// the request (without the fields that do not change the weights), the
-// data's shape and the starting weights of model and teacher.
-type checkpointIdentity struct {
-	Request    backend.TrainRequest `json:"request"`
-	DataShape  [2]int               `json:"data_shape"`
-	Weights    string               `json:"weights"`
-	Teacher    string               `json:"teacher,omitempty"`
-	Params     int                  `json:"params"`
-	LoRAParams int                  `json:"lora_params"`
-}
-
+// identity is the checkpoint key of this run (see
+// backend.ResolvedTrain.CheckpointKey).
 func (j *trainJob) identity() (string, error) {
-	r := j.req
-	r.Model, r.Teacher, r.Validation, r.EvalEvery, r.CheckpointDir, r.CheckpointEvery = "", "", nil, 0, "", 0
-	id := checkpointIdentity{Request: r, DataShape: [2]int{j.data.Rows, j.data.Cols}, Weights: j.m.weightsHash(), Params: len(j.m.params.Flat())}
+	st := backend.CheckpointState{
+		DataShape: [2]int{j.data.Rows, j.data.Cols},
+		Weights:   j.m.weightsHash(),
+		Layout:    []string{fmt.Sprintf("weights/%d", len(j.m.params.Flat()))},
+	}
 	if j.teacher != nil {
-		id.Teacher = j.teacher.weightsHash()
+		st.Teacher = j.teacher.weightsHash()
 	}
 	if j.lora != nil {
-		id.LoRAParams = len(j.lora.Flat())
+		st.Layout = append(st.Layout, fmt.Sprintf("lora/%d", len(j.lora.Flat())))
 	}
-	data, err := json.Marshal(id)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:]), nil
+	return j.req.CheckpointKey(st)
 }
 
 // weightsHash is the sha256 of the weights' bytes, cached until they

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/internal/decoder64"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
 )
@@ -83,7 +84,7 @@ func goldenLM(g *golden, rows [][]int, mask [][]uint8, skip map[int]bool) (float
 	var nll float64
 	n := 0
 	for i, r := range rows {
-		z := g.forward(r, skip, nil)
+		z := g.Forward(r, skip, nil)
 		for j := 0; j+1 < len(r); j++ {
 			if mask != nil && mask[i][j+1] == 0 {
 				continue
@@ -176,11 +177,11 @@ func goldenOption(g *golden, ctxTok, cont []int, skip map[int]bool) (float64, bo
 	// [-(max_length+1):][:-1], the continuation scored at the last
 	// len(continuation_enc) positions.
 	all := append(slices.Clone(ctxTok), cont...)
-	if m := g.cfg.MaxSeq; m > 0 && len(all) > m+1 {
+	if m := g.Config.MaxSeq; m > 0 && len(all) > m+1 {
 		all = all[len(all)-(m+1):]
 	}
 	first := len(all) - 1 - len(cont)
-	z := g.forward(all[:len(all)-1], skip, nil)
+	z := g.Forward(all[:len(all)-1], skip, nil)
 	var nll float64
 	greedy := true
 	for k := range cont {
@@ -328,7 +329,7 @@ func (s *suite) checkChoices(t *testing.T, f *fixture) {
 
 // goldenStats aggregates the golden activations as minitron.md defines.
 func goldenStats(g *golden, rows [][]int) *backend.StatsResult {
-	cfg := &g.cfg
+	cfg := &g.Config
 	nl := len(cfg.Layers)
 	res := &backend.StatsResult{Sequences: len(rows), Tokens: len(rows) * len(rows[0]), Hidden: make([]float64, cfg.Hidden), BlockInfluence: make([]float64, nl)}
 	mlp, head := make([][]float64, nl), make([][]float64, nl)
@@ -349,16 +350,16 @@ func goldenStats(g *golden, rows [][]int) *backend.StatsResult {
 	}
 	var cos = make([]float64, nl)
 	for _, r := range rows {
-		acts := make([]layerActs, nl)
-		g.forward(r, nil, acts)
+		acts := make([]decoder64.LayerActs, nl)
+		g.Forward(r, nil, acts)
 		for l := range acts {
 			a := &acts[l]
-			add(mlp[l], a.mlpAct)
-			add(head[l], a.attnOut)
-			add(n1[l], a.attnNormOut)
-			add(n2[l], a.mlpNormOut)
-			for t := range a.in {
-				cos[l] += dot(a.in[t], a.out[t]) / math.Sqrt(dot(a.in[t], a.in[t])*dot(a.out[t], a.out[t]))
+			add(mlp[l], a.MLPAct)
+			add(head[l], a.AttnOut)
+			add(n1[l], a.AttnNormOut)
+			add(n2[l], a.MLPNormOut)
+			for t := range a.In {
+				cos[l] += decoder64.Dot(a.In[t], a.Out[t]) / math.Sqrt(decoder64.Dot(a.In[t], a.In[t])*decoder64.Dot(a.Out[t], a.Out[t]))
 			}
 		}
 	}
@@ -375,7 +376,7 @@ func goldenStats(g *golden, rows [][]int) *backend.StatsResult {
 		res.HeadChannels = append(res.HeadChannels, ch)
 		heads := make([]float64, lc.Heads)
 		for h := range heads {
-			heads[h] = math.Sqrt(dot(ch[h*lc.HeadDim:(h+1)*lc.HeadDim], ch[h*lc.HeadDim:(h+1)*lc.HeadDim]))
+			heads[h] = math.Sqrt(decoder64.Dot(ch[h*lc.HeadDim:(h+1)*lc.HeadDim], ch[h*lc.HeadDim:(h+1)*lc.HeadDim]))
 		}
 		res.Heads = append(res.Heads, heads)
 		for c := range res.Hidden {
@@ -438,7 +439,7 @@ func goldenGreedy(g *golden, prompt []int, n int) []int {
 	seq := slices.Clone(prompt)
 	var out []int
 	for len(out) < n {
-		z := g.forward(seq, nil, nil)
+		z := g.Forward(seq, nil, nil)
 		last := z[len(z)-1]
 		best := 0
 		for i, v := range last {

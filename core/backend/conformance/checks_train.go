@@ -40,7 +40,7 @@ func microLoss(g *golden, teacherLogits [][][]float64, obj objective, rows [][]i
 		if masks != nil {
 			m = masks[i]
 		}
-		z := [][][]float64{g.forward(r, nil, nil)}
+		z := [][][]float64{g.Forward(r, nil, nil)}
 		var zt [][][]float64
 		if teacherLogits != nil {
 			zt = [][][]float64{teacherLogits[i]}
@@ -82,7 +82,7 @@ func (s *suite) gradientOf(f, teacher *fixture, kind string, lc backend.LossConf
 	}
 	if teacher != nil {
 		for _, r := range gc.rows {
-			gc.tlog = append(gc.tlog, teacher.g.forward(r, nil, nil))
+			gc.tlog = append(gc.tlog, teacher.g.Forward(r, nil, nil))
 		}
 	}
 	gc.loss = microLoss(f.g, gc.tlog, gc.obj, gc.rows, gc.masks)
@@ -97,8 +97,8 @@ func (s *suite) gradientOf(f, teacher *fixture, kind string, lc backend.LossConf
 		perTensor = math.MaxInt
 		gc.full = true
 	}
-	names := make([]string, 0, len(f.g.w))
-	for n := range f.g.w {
+	names := make([]string, 0, len(f.g.W))
+	for n := range f.g.W {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -108,7 +108,7 @@ func (s *suite) gradientOf(f, teacher *fixture, kind string, lc backend.LossConf
 	}
 	var entries []entry
 	for _, name := range names {
-		w := f.g.w[name]
+		w := f.g.W[name]
 		if f.tok != nil && !strings.Contains(name, "layers.4.") && !strings.HasPrefix(name, "model.norm") && name != ir.NameEmbed {
 			continue
 		}
@@ -122,7 +122,7 @@ func (s *suite) gradientOf(f, teacher *fixture, kind string, lc backend.LossConf
 		}
 		if name == ir.NameEmbed {
 			// Rows of tokens the batch uses have non-zero gradients.
-			d := f.g.cfg.Hidden
+			d := f.g.Config.Hidden
 			idx = append(idx, gc.rows[0][3]*d+rng.IntN(d), gc.rows[1][5]*d+rng.IntN(d))
 		}
 		out := make([]float64, len(w))
@@ -140,11 +140,11 @@ func (s *suite) gradientOf(f, teacher *fixture, kind string, lc backend.LossConf
 	workers := runtime.GOMAXPROCS(0)
 	var wg sync.WaitGroup
 	for k := 0; k < workers; k++ {
-		g := f.g.clone()
+		g := f.g.Clone()
 		wg.Go(func() {
 			const h = 1e-4
 			for e := k; e < len(entries); e += workers {
-				w := g.w[entries[e].name]
+				w := g.W[entries[e].name]
 				i := entries[e].i
 				orig := w[i]
 				w[i] = orig + h
@@ -245,7 +245,7 @@ func (s *suite) checkGradient(t *testing.T, f, teacher *fixture, kind string, lc
 	}
 	bad := 0
 	for name, want := range gc.grad {
-		w0 := f.g.w[name]
+		w0 := f.g.W[name]
 		w1 := weightsOf(t, after, name)
 		var scale float64
 		for _, i := range gc.checked[name] {
@@ -299,7 +299,7 @@ func (s *suite) checkAdamWStep(t *testing.T) {
 	step := lr / 2
 	bad := 0
 	for name, g := range gc.grad {
-		w0 := f.g.w[name]
+		w0 := f.g.W[name]
 		w1 := weightsOf(t, after, name)
 		tt, _ := f.m.Tensor(name)
 		decay := 1.0
@@ -332,7 +332,7 @@ func (s *suite) checkNormOnly(t *testing.T) {
 		Optim: backend.OptimConfig{LR: 1e-2}}
 	_, after, _ := s.trainOnce(t, s.b, f, nil, req)
 	for _, name := range f.m.TensorNames() {
-		w0, w1 := f.g.w[name], weightsOf(t, after, name)
+		w0, w1 := f.g.W[name], weightsOf(t, after, name)
 		changed := !slices.Equal(w0, w1)
 		if isNorm := strings.Contains(name, "norm"); changed != isNorm {
 			t.Errorf("%s: changed = %v in norm-only mode", name, changed)
@@ -401,8 +401,8 @@ func (s *suite) checkValidation(t *testing.T) {
 	var z, zt [][][]float64
 	var tg [][]int
 	for _, r := range f.valSeqs {
-		z = append(z, g.forward(r, nil, nil))
-		zt = append(zt, teacher.g.forward(r, nil, nil))
+		z = append(z, g.Forward(r, nil, nil))
+		zt = append(zt, teacher.g.Forward(r, nil, nil))
 		tg = append(tg, targetsOf(r, nil))
 	}
 	_, ce, kl, _ := objective{alpha: 1, tau: 1}.batchLoss(z, zt, tg)
@@ -462,7 +462,7 @@ func (s *suite) checkResumeMode(t *testing.T, mode string) {
 	}
 	untouched := s.saved(t, s.b, req.Model)
 	for _, name := range f.m.TensorNames() {
-		if !slices.Equal(weightsOf(t, untouched, name), f.g.w[name]) {
+		if !slices.Equal(weightsOf(t, untouched, name), f.g.W[name]) {
 			t.Errorf("%s changed by a cancelled run", name)
 		}
 	}
@@ -506,16 +506,77 @@ func (s *suite) checkLoRA(t *testing.T) {
 	var z [][][]float64
 	var tg [][]int
 	for i, r := range f.seqs[:2] {
-		z = append(z, f.g.forward(r, nil, nil))
+		z = append(z, f.g.Forward(r, nil, nil))
 		tg = append(tg, targetsOf(r, f.mask[i]))
 	}
 	want, _, _, _ := objective{}.batchLoss(z, nil, tg)
 	s.expectLoss(t, "first LoRA step loss", events[0].Loss, want)
 	for _, name := range f.m.TensorNames() {
-		changed := !slices.Equal(f.g.w[name], weightsOf(t, after, name))
+		changed := !slices.Equal(f.g.W[name], weightsOf(t, after, name))
 		target := strings.HasSuffix(name, "q_proj.weight") || strings.HasSuffix(name, "down_proj.weight")
 		if changed != target {
 			t.Errorf("%s: changed = %v after LoRA training of q_proj and down_proj", name, changed)
+		}
+	}
+}
+
+// checkTeacherCE: objective ce takes an optional teacher, only measured
+// against: the run trains as it does without one, and its validation
+// reports the KL to the teacher of the trained weights.
+func (s *suite) checkTeacherCE(t *testing.T) {
+	f, teacher := s.tiny, s.teacher
+	req := backend.TrainRequest{Objective: backend.ObjectiveCE, Data: f.masked, Validation: &f.val, Steps: 2, BatchSize: 2,
+		Optim: backend.OptimConfig{LR: 3e-3}}
+	alone, aloneW, _ := s.trainOnce(t, s.b, f, nil, req)
+	res, after, _ := s.trainOnce(t, s.b, f, teacher, req)
+	for i := range alone.History {
+		if !closeRel(res.History[i].Loss, alone.History[i].Loss, 1e-6, 1e-6) {
+			t.Errorf("step %d loss %g with a teacher, %g without", i+1, res.History[i].Loss, alone.History[i].Loss)
+		}
+	}
+	for _, name := range f.m.TensorNames() {
+		expectVec(t, name+" with a teacher", weightsOf(t, after, name), weightsOf(t, aloneW, name), 1e-6)
+	}
+	if alone.ValKL != nil {
+		t.Error("a run without a teacher reports a validation KL")
+	}
+	g, err := newGolden(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var z, zt [][][]float64
+	var tg [][]int
+	for _, r := range f.valSeqs {
+		z = append(z, g.Forward(r, nil, nil))
+		zt = append(zt, teacher.g.Forward(r, nil, nil))
+		tg = append(tg, targetsOf(r, nil))
+	}
+	_, ce, kl, _ := objective{alpha: 1, tau: 1}.batchLoss(z, zt, tg)
+	if res.ValLoss == nil || res.ValKL == nil {
+		t.Fatal("result lacks the final validation loss or KL")
+	}
+	s.expectLoss(t, "final validation loss", *res.ValLoss, ce)
+	s.expectLoss(t, "final validation KL", *res.ValKL, kl)
+}
+
+// checkLoRADefaults: mode lora without settings adapts every projection
+// matrix (backend.LoRATargets), as recipes document, and nothing else.
+func (s *suite) checkLoRADefaults(t *testing.T) {
+	if s.opts.NoLoRA {
+		t.Skip("the backend has no LoRA")
+	}
+	f := s.tiny
+	req := backend.TrainRequest{Objective: backend.ObjectiveCE, Mode: backend.ModeLoRA, Data: f.masked, Steps: 2, BatchSize: 2, Seed: 5,
+		Optim: backend.OptimConfig{LR: 1e-2}}
+	_, after, _ := s.trainOnce(t, s.b, f, nil, req)
+	for _, name := range f.m.TensorNames() {
+		changed := !slices.Equal(f.g.W[name], weightsOf(t, after, name))
+		target := false
+		for _, m := range backend.LoRATargets {
+			target = target || strings.HasSuffix(name, "."+m+".weight")
+		}
+		if changed != target {
+			t.Errorf("%s: changed = %v after LoRA training with the default targets", name, changed)
 		}
 	}
 }

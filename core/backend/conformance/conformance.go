@@ -163,6 +163,8 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 	t.Run("tiny/Validation", s.checkValidation)
 	t.Run("tiny/Resume", s.checkResume)
 	t.Run("tiny/LoRA", s.checkLoRA)
+	t.Run("tiny/LoRADefaults", s.checkLoRADefaults)
+	t.Run("tiny/TeacherCE", s.checkTeacherCE)
 	t.Run("Reference", func(t *testing.T) {
 		if s.ref == nil {
 			t.Skip("no reference backend")

@@ -2,10 +2,10 @@ package bench
 
 import (
 	"math"
-	"sync"
 
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/engine"
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // Stats are the Minitron activation statistics the importance workload
@@ -47,25 +47,19 @@ func (s *Stats) Add(l int, a *engine.Activations, b, t, threads int) {
 func accumulate(acc []float64, x []float32, b, t, threads int) {
 	w := len(acc)
 	means := make([]float64, b*w)
-	workers := max(1, min(threads, b))
-	var wg sync.WaitGroup
-	for i := range workers {
-		lo, hi := i*b/workers, (i+1)*b/workers
-		wg.Go(func() {
-			for seq := lo; seq < hi; seq++ {
-				s := means[seq*w : (seq+1)*w]
-				for r := seq * t; r < (seq+1)*t; r++ {
-					row := x[r*w : (r+1)*w]
-					s := s[:len(row)]
-					for j, v := range row {
-						// math.Abs is a mask, not a branch on random signs.
-						s[j] += math.Abs(float64(v))
-					}
+	parallel.For(threads, b, func(lo, hi int) {
+		for seq := lo; seq < hi; seq++ {
+			s := means[seq*w : (seq+1)*w]
+			for r := seq * t; r < (seq+1)*t; r++ {
+				row := x[r*w : (r+1)*w]
+				s := s[:len(row)]
+				for j, v := range row {
+					// math.Abs is a mask, not a branch on random signs.
+					s[j] += math.Abs(float64(v))
 				}
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	for seq := range b {
 		for j, v := range means[seq*w : (seq+1)*w] {
 			m := v / float64(t)

@@ -4,6 +4,8 @@ package blas
 
 import "unsafe"
 
+//go:generate gen/generate.sh
+
 // avx2Kernel is a 6×16 tile held in twelve YMM accumulators, the shape that
 // fills the sixteen AVX registers (two for B, one broadcast of A, twelve
 // sums) and keeps both FMA pipes busy.

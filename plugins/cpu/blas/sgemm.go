@@ -17,6 +17,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 var defaultThreads atomic.Int32
@@ -181,7 +183,7 @@ func gemm(kn kernel, threads int, transA, transB bool, m, n, k int, alpha float3
 				bt = 1
 			}
 			// Pack B, split by micro-panels.
-			parallel(threads, panelsN, func(lo, hi int) {
+			parallel.For(threads, panelsN, func(lo, hi int) {
 				for p := lo; p < hi; p++ {
 					j0 := p * nr
 					packB(bp[p*kc*nr:(p+1)*kc*nr], transB, b, ldb, pc, kc, jc+j0, min(nr, nc-j0), nr)
@@ -348,22 +350,6 @@ func packB(dst []float32, trans bool, b []float32, ldb, p0, kc, j0, nrr, nr int)
 		copy(d, b[(p0+p)*ldb+j0:(p0+p)*ldb+j0+nrr])
 		clear(d[nrr:])
 	}
-}
-
-// parallel runs f over [0, n) split into at most threads contiguous ranges.
-func parallel(threads, n int, f func(lo, hi int)) {
-	if threads <= 1 || n <= 1 {
-		f(0, n)
-		return
-	}
-	w := min(threads, n)
-	var wg sync.WaitGroup
-	for i := 1; i < w; i++ {
-		lo, hi := i*n/w, (i+1)*n/w
-		wg.Go(func() { f(lo, hi) })
-	}
-	f(0, n/w)
-	wg.Wait()
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // ZeroGrad clears the accumulated gradients, an attached LoRA's included.
@@ -47,7 +48,7 @@ func (e *Engine) Backward() error {
 		// Each goroutine owns a band of columns and walks the rows in
 		// order, so repeated tokens add up in a fixed order.
 		const band = 64
-		parallel(e.threads, (d+band-1)/band, func(lo, hi int) {
+		parallel.For(e.threads, (d+band-1)/band, func(lo, hi int) {
 			c0, c1 := lo*band, min(d, hi*band)
 			for r, id := range e.tokens[:n] {
 				dst := g[int(id)*d+c0 : int(id)*d+c1]
@@ -98,7 +99,7 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 	blas.SgemmThreads(th, false, false, n, m, d, 1, dres, d, p.Down, m, 0, dact, m)
 	e.weightGrad(p.Down, dres, a.act, n, d, m)
 	e.loraBackward(l, ir.RoleDown, dres, a.act, dact, n)
-	parallel(th, n, func(lo, hi int) {
+	parallel.For(th, n, func(lo, hi int) {
 		en := make([]float32, m)
 		for r := lo; r < hi; r++ {
 			o := r * m
@@ -129,7 +130,7 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 	e.loraBackward(l, ir.RoleO, dres, a.ao, dao, n)
 	e.attentionBackward(p, a, dao, dq, dk, dv)
 	tab := e.rope[l]
-	parallel(th, n, func(lo, hi int) {
+	parallel.For(th, n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			pos := r % e.t
 			c, sn := tab[pos*hd:pos*hd+hd/2], tab[pos*hd+hd/2:(pos+1)*hd]

@@ -17,6 +17,7 @@ import (
 
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // Options configures an Engine.
@@ -325,7 +326,7 @@ func (e *Engine) Forward(tokens []int32, b, t int) error {
 	copy(e.tokens, tokens)
 	d := cfg.Hidden
 	x := e.resid[0]
-	parallel(e.threads, e.n, func(lo, hi int) {
+	parallel.For(e.threads, e.n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			id := int(tokens[r])
 			copy(x[r*d:(r+1)*d], e.P.Embed[id*d:(id+1)*d])
@@ -359,7 +360,7 @@ func (e *Engine) layerForward(l int) error {
 	e.proj(l, ir.RoleK, a.k, a.ln1, p.K, n, kvd, d, 0)
 	e.proj(l, ir.RoleV, a.v, a.ln1, p.V, n, kvd, d, 0)
 	tab := e.rope[l]
-	parallel(e.threads, n, func(lo, hi int) {
+	parallel.For(e.threads, n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			pos := r % e.t
 			c := tab[pos*hd : pos*hd+hd/2]
@@ -375,7 +376,7 @@ func (e *Engine) layerForward(l int) error {
 	rmsnormForward(e.threads, a.ln2, a.rstd2, a.mid, p.MLPNorm, n, d, cfg.NormEps)
 	e.proj(l, ir.RoleGate, a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
 	e.proj(l, ir.RoleUp, a.up, a.ln2, p.Up, n, p.MLP, d, 0)
-	parallel(e.threads, n, func(lo, hi int) {
+	parallel.For(e.threads, n, func(lo, hi int) {
 		en := make([]float32, p.MLP)
 		for r := lo; r < hi; r++ {
 			g, u, h := a.gate[r*p.MLP:(r+1)*p.MLP], a.up[r*p.MLP:(r+1)*p.MLP], a.act[r*p.MLP:(r+1)*p.MLP]

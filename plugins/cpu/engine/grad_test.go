@@ -182,7 +182,7 @@ func checkFiniteDiff(t *testing.T, e *Engine, ref *ref64, in lossInputs, obj Obj
 	}
 	const h = 1e-5
 	for ti, tn := range e.P.Tensors() {
-		w := ref.w[tn.Name]
+		w := ref.W[tn.Name]
 		g := e.G.Tensors()[ti].Data
 		var maxErr, maxAbs float64
 		worst := 0

@@ -5,11 +5,12 @@ import (
 	"sync"
 
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // rmsnormForward writes out[r] = w ⊙ x[r] / rms(x[r]) and keeps 1/rms.
 func rmsnormForward(threads int, out, rstd, x, w []float32, n, d int, eps float64) {
-	parallel(threads, n, func(lo, hi int) {
+	parallel.For(threads, n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			xr := x[r*d : (r+1)*d]
 			var ss float64
@@ -47,7 +48,7 @@ func rmsnormBackward(threads int, dx, dw, dy, x, rstd, w []float32, n, d int) {
 }
 
 func rmsnormInputGrad(threads int, dx, dy, x, rstd, w []float32, n, d int) {
-	parallel(threads, n, func(lo, hi int) {
+	parallel.For(threads, n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			dyr, xr, dxr := dy[r*d:(r+1)*d], x[r*d:(r+1)*d], dx[r*d:(r+1)*d]
 			var dot float64
@@ -70,7 +71,7 @@ func rmsnormInputGrad(threads int, dx, dy, x, rstd, w []float32, n, d int) {
 func columnSums(threads int, dst []float32, n, d int, add func(r int, acc []float64, c0 int)) {
 	const block = 64
 	blocks := (d + block - 1) / block
-	parallel(threads, blocks, func(lo, hi int) {
+	parallel.For(threads, blocks, func(lo, hi int) {
 		var acc [block]float64
 		for bi := lo; bi < hi; bi++ {
 			c0 := bi * block
@@ -120,7 +121,7 @@ func (e *Engine) attentionForward(p *Layer, a *layerActs) {
 	qd, kvd := p.Heads*hd, p.KVHeads*hd
 	var next sync.Mutex
 	worker := 0
-	parallel(e.threads, bsz*p.Heads, func(lo, hi int) {
+	parallel.For(e.threads, bsz*p.Heads, func(lo, hi int) {
 		var buf []float32
 		if !e.keepProbs {
 			next.Lock()
@@ -189,7 +190,7 @@ func (e *Engine) attentionBackward(p *Layer, a *layerActs, dao, dq, dk, dv []flo
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	var next sync.Mutex
 	worker := 0
-	parallel(e.threads, bsz*p.KVHeads, func(lo, hi int) {
+	parallel.For(e.threads, bsz*p.KVHeads, func(lo, hi int) {
 		next.Lock()
 		dp := e.scratch.att[worker]
 		var buf []float32

@@ -15,7 +15,7 @@ func mergedRef64(p *Params, l *LoRA) *ref64 {
 	ref := newRef64(p)
 	for _, a := range l.Adapters {
 		name := ir.LayerName(a.Layer, a.Role)
-		w := append([]float64(nil), ref.w[name]...)
+		w := append([]float64(nil), ref.W[name]...)
 		s := l.Alpha / float64(l.Rank)
 		for o := 0; o < a.Out; o++ {
 			for i := 0; i < a.In; i++ {
@@ -26,7 +26,7 @@ func mergedRef64(p *Params, l *LoRA) *ref64 {
 				w[o*a.In+i] += s * sum
 			}
 		}
-		ref.w[name] = w
+		ref.W[name] = w
 	}
 	return ref
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // Objective chooses the training loss, per scored row:
@@ -200,7 +201,7 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 				return LossResult{}, fmt.Errorf("engine: teacher logits of rows [%d, %d): %w", r0, r1, err)
 			}
 		}
-		parallel(e.threads, m, func(lo, hi int) {
+		parallel.For(e.threads, m, func(lo, hi int) {
 			ws := newRowScratch(v, spec.topK)
 			for i := lo; i < hi; i++ {
 				r := r0 + i

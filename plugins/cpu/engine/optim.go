@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // Schedule is the learning rate per optimizer step: a linear warm-up to
@@ -117,7 +119,7 @@ func (o *AdamW) update(threads int, p, g, m, v []float32, stepSize, bc2, decay, 
 	// would lose five digits of 1−β₂.
 	b1, b2, c1, c2 := float32(o.Beta1), float32(o.Beta2), float32(1-o.Beta1), float32(1-o.Beta2)
 	invBC2, step, dec, gs, eps := float32(1/bc2), float32(stepSize), float32(decay), float32(gradScale), float32(o.Eps)
-	parallel(th, len(p), func(lo, hi int) {
+	parallel.For(th, len(p), func(lo, hi int) {
 		p, g, m, v := p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
 		g, m, v = g[:len(p)], m[:len(p)], v[:len(p)]
 		for j := range p {
@@ -153,7 +155,7 @@ func (e *Engine) GradNorm() float64 {
 func sumSquares(threads int, g []float32) float64 {
 	const block = 1 << 14
 	parts := make([]float64, (len(g)+block-1)/block)
-	parallel(threads, len(parts), func(lo, hi int) {
+	parallel.For(threads, len(parts), func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			var s float64
 			for _, v := range g[b*block : min(len(g), (b+1)*block)] {

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
+	"github.com/whittle-ml/whittle/plugins/cpu/internal/parallel"
 )
 
 // RowScores scores single rows of the last Forward: for each row r with
@@ -47,7 +48,7 @@ func (e *Engine) RowScores(targets []int32, nll []float64, argmax []int32) error
 		}
 		logits := e.logitBuf[:m*v]
 		blas.SgemmThreads(e.threads, false, true, m, v, d, 1, e.gathered, d, cls, d, 0, logits, v)
-		parallel(e.threads, m, func(lo, hi int) {
+		parallel.For(e.threads, m, func(lo, hi int) {
 			tmp := make([]float32, v)
 			for i := lo; i < hi; i++ {
 				r := part[i]

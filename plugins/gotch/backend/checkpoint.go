@@ -34,36 +34,20 @@ const (
 	metaHistory     = "whittle.history"
 )
 
-// checkpointIdentity is what must match for a checkpoint to be resumed:
-// the request (without the fields that do not change the weights), the
-// data's shape and the starting weights of model and teacher.
-type checkpointIdentity struct {
-	Request   api.TrainRequest `json:"request"`
-	DataShape [2]int           `json:"data_shape"`
-	Weights   string           `json:"weights"`
-	Teacher   string           `json:"teacher,omitempty"`
-	Params    []string         `json:"params"`
-}
-
+// identity is the checkpoint key of this run (see
+// api.ResolvedTrain.CheckpointKey).
 func (j *trainJob) identity() (string, error) {
-	r := j.req
-	r.Model, r.Teacher, r.Validation, r.EvalEvery, r.CheckpointDir, r.CheckpointEvery = "", "", nil, 0, "", 0
 	w, err := j.b.weightsHash(j.m)
 	if err != nil {
 		return "", err
 	}
-	id := checkpointIdentity{Request: r, DataShape: [2]int{j.data.Rows, j.data.Cols}, Weights: w, Params: j.params}
+	st := api.CheckpointState{DataShape: [2]int{j.data.Rows, j.data.Cols}, Weights: w, Layout: j.params}
 	if j.teacher != nil {
-		if id.Teacher, err = j.b.weightsHash(j.teacher); err != nil {
+		if st.Teacher, err = j.b.weightsHash(j.teacher); err != nil {
 			return "", err
 		}
 	}
-	data, err := json.Marshal(id)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:]), nil
+	return j.req.CheckpointKey(st)
 }
 
 // weightsHash is the sha256 of the model's weights as float32 in canonical

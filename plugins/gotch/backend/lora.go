@@ -26,12 +26,8 @@ type loraSet struct {
 	s     *torch.Scope
 }
 
-func (b *Backend) newLoRA(cfg ir.Config, req api.TrainRequest) (*loraSet, error) {
-	c, err := req.LoRA.Resolve()
-	if err != nil {
-		return nil, err
-	}
-	init, err := engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: c.Roles}, uint64(req.Seed))
+func (b *Backend) newLoRA(cfg ir.Config, c api.ResolvedLoRA, seed int64) (*loraSet, error) {
+	init, err := engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: c.Roles}, uint64(seed))
 	if err != nil {
 		return nil, err
 	}

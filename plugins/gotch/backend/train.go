@@ -5,20 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	api "github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/backend/batch"
 	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
-)
-
-// Defaults for zero fields of api.OptimConfig (the CPU backend's).
-const (
-	defaultBeta1 = 0.9
-	defaultBeta2 = 0.999
-	defaultEps   = 1e-8
 )
 
 // Train runs the optimization loop of req on the model's weights, with
@@ -32,7 +24,11 @@ const (
 func (b *Backend) Train(ctx context.Context, req api.TrainRequest, events func(api.TrainEvent)) (*api.TrainResult, error) {
 	var res *api.TrainResult
 	err := b.do(ctx, func() error {
-		j, err := b.newTrainJob(req)
+		r, err := req.Resolve()
+		if err != nil {
+			return fmt.Errorf("gotch: train %s: %w", req.Model, err)
+		}
+		j, err := b.newTrainJob(r)
 		if err != nil {
 			return fmt.Errorf("gotch: train %s: %w", req.Model, err)
 		}
@@ -53,16 +49,12 @@ func (b *Backend) Train(ctx context.Context, req api.TrainRequest, events func(a
 // trainJob is one Train call being run.
 type trainJob struct {
 	b        *Backend
-	req      api.TrainRequest
+	req      api.ResolvedTrain
 	m        *model
 	teacher  *model
 	data     *batch.Sequences
 	val      *batch.Sequences
 	obj      objective
-	gradAcc  int
-	beta1    float64
-	beta2    float64
-	eps      float64
 	params   []string       // trainable tensors' names (checkpoint keys)
 	ws       []torch.Tensor // the trainable tensors: weights, or adapters
 	wd       []float64      // their weight decay
@@ -78,64 +70,23 @@ type trainJob struct {
 	history     []api.TrainEvent
 }
 
-func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
+func (b *Backend) newTrainJob(req api.ResolvedTrain) (*trainJob, error) {
 	m, err := b.model(req.Model)
 	if err != nil {
 		return nil, err
 	}
-	j := &trainJob{b: b, req: req, m: m, gradAcc: req.GradAccum, state: torch.NewScope()}
-	switch {
-	case req.Steps <= 0:
-		return nil, fmt.Errorf("steps %d must be positive", req.Steps)
-	case req.BatchSize <= 0:
-		return nil, fmt.Errorf("batch_size %d must be positive", req.BatchSize)
-	case req.GradAccum < 0:
-		return nil, fmt.Errorf("negative grad_accum %d", req.GradAccum)
-	case req.EvalEvery < 0 || req.CheckpointEvery < 0:
-		return nil, fmt.Errorf("negative eval_every %d or checkpoint_every %d", req.EvalEvery, req.CheckpointEvery)
-	}
-	if j.gradAcc == 0 {
-		j.gradAcc = 1
-	}
-	if j.obj, err = trainObjective(req); err != nil {
-		return nil, err
-	}
+	j := &trainJob{b: b, req: req, m: m, state: torch.NewScope()}
+	l := req.Loss
+	j.obj = objective{alpha: req.KLWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK}
 	cfg := &m.cfg
-	if req.Objective == api.ObjectiveKL {
-		if req.Teacher == "" {
-			return nil, fmt.Errorf("objective kl needs a teacher")
-		}
-		if req.Teacher == req.Model {
-			return nil, fmt.Errorf("the teacher %s is the model being trained; load it a second time", req.Teacher)
-		}
+	if req.Teacher != "" {
+		// With objective ce the teacher is only measured against (ValKL).
 		if j.teacher, err = b.model(req.Teacher); err != nil {
 			return nil, err
 		}
-		if v := j.teacher.cfg.Vocab; v != cfg.Vocab {
-			return nil, fmt.Errorf("teacher %s has a vocabulary of %d, the model %d", req.Teacher, v, cfg.Vocab)
+		if err := req.CheckTeacherVocab(cfg.Vocab, j.teacher.cfg.Vocab); err != nil {
+			return nil, err
 		}
-	}
-	switch o := req.Optim; {
-	case !(o.LR > 0) || math.IsInf(o.LR, 0):
-		return nil, fmt.Errorf("learning rate %g must be positive", o.LR)
-	case !(o.MinLR >= 0) || math.IsInf(o.MinLR, 0):
-		return nil, fmt.Errorf("min_lr %g must be non-negative", o.MinLR)
-	case o.WarmupSteps < 0:
-		return nil, fmt.Errorf("negative warmup_steps %d", o.WarmupSteps)
-	case !(o.GradClip >= 0):
-		return nil, fmt.Errorf("grad_clip %g must be non-negative", o.GradClip)
-	}
-	j.beta1, j.beta2, j.eps = orDefault(req.Optim.Beta1, defaultBeta1), orDefault(req.Optim.Beta2, defaultBeta2), orDefault(req.Optim.Eps, defaultEps)
-	trainable := func(string) bool { return true }
-	if err := req.CheckMode(); err != nil {
-		return nil, err
-	}
-	switch req.Mode {
-	case api.ModeFull, "":
-	case api.ModeNormOnly:
-		trainable = isNorm
-	case api.ModeLoRA:
-		trainable = func(string) bool { return false }
 	}
 	if j.data, err = batch.Open(req.Data, cfg.Vocab, cfg.MaxSeq); err != nil {
 		return nil, err
@@ -154,7 +105,7 @@ func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
 		}
 	}
 	for _, name := range m.names {
-		if trainable(name) {
+		if req.Trains(name) {
 			w := m.w[name]
 			j.params = append(j.params, name)
 			j.ws = append(j.ws, w)
@@ -165,8 +116,8 @@ func (b *Backend) newTrainJob(req api.TrainRequest) (*trainJob, error) {
 			j.wd = append(j.wd, d)
 		}
 	}
-	if req.Mode == api.ModeLoRA {
-		if j.lora, err = b.newLoRA(*cfg, req); err != nil {
+	if req.Adapters != nil {
+		if j.lora, err = b.newLoRA(*cfg, *req.Adapters, req.Seed); err != nil {
 			j.close()
 			return nil, err
 		}
@@ -193,39 +144,6 @@ func (b *Backend) promote(m *model) error {
 	m.free()
 	m.w, m.store, m.rope, m.hash = fresh.w, torch.Float32, fresh.rope, ""
 	return nil
-}
-
-func orDefault(v, def float64) float64 {
-	if v == 0 {
-		return def
-	}
-	return v
-}
-
-func isNorm(name string) bool { return strings.Contains(name, "norm") }
-
-// trainObjective maps the request's objective and loss settings onto
-// objective: KL weight 1 − CEWeight.
-func trainObjective(req api.TrainRequest) (objective, error) {
-	l := req.Loss
-	switch req.Objective {
-	case api.ObjectiveCE:
-		if req.Teacher != "" {
-			return objective{}, fmt.Errorf("objective ce takes no teacher (got %s)", req.Teacher)
-		}
-		return objective{}, nil
-	case api.ObjectiveKL:
-		switch {
-		case !(l.CEWeight >= 0 && l.CEWeight <= 1):
-			return objective{}, fmt.Errorf("ce_weight %g outside [0, 1]", l.CEWeight)
-		case !(l.Temperature >= 0) || math.IsInf(l.Temperature, 0):
-			return objective{}, fmt.Errorf("temperature %g must be positive", l.Temperature)
-		case l.TopK < 0:
-			return objective{}, fmt.Errorf("negative top_k %d", l.TopK)
-		}
-		return objective{alpha: 1 - l.CEWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK}, nil
-	}
-	return objective{}, fmt.Errorf("unknown objective %q (want %s or %s)", req.Objective, api.ObjectiveCE, api.ObjectiveKL)
 }
 
 // lrAt is the learning rate of step (0-based): linear warm-up to the peak
@@ -327,17 +245,17 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 		}
 		lr := lrAt(req.Optim, step, req.Steps)
 		var loss float64
-		for i := 0; i < j.gradAcc; i++ {
-			first := (step*j.gradAcc + i) * bs
+		for i := 0; i < req.GradAccum; i++ {
+			first := (step*req.GradAccum + i) * bs
 			tokens, ids, err := readBatch(j.data, first%j.data.Rows, bs)
 			if err != nil {
 				return nil, err
 			}
-			out, err := b.trainMicro(m, j.teacher, j.lora, tokens, ids, bs, l, j.obj, 1/float64(j.gradAcc))
+			out, err := b.trainMicro(m, j.teacher, j.lora, tokens, ids, bs, l, j.obj, 1/float64(req.GradAccum))
 			if err != nil {
 				return nil, fmt.Errorf("step %d micro-batch %d: %w", step+1, i, err)
 			}
-			loss += out.loss / float64(j.gradAcc)
+			loss += out.loss / float64(req.GradAccum)
 		}
 		s := torch.NewScope()
 		grads := make([]torch.Tensor, len(ws))
@@ -360,14 +278,14 @@ func (j *trainJob) run(ctx context.Context, events func(api.TrainEvent)) (*api.T
 			clip = c / (norm + 1e-6)
 		}
 		j.adamT++
-		s.AdamWStep(ws, grads, j.mom, j.vel, wd, int64(j.adamT), lr, j.beta1, j.beta2, j.eps, clip, b.fused)
+		s.AdamWStep(ws, grads, j.mom, j.vel, wd, int64(j.adamT), lr, req.Optim.Beta1, req.Optim.Beta2, req.Optim.Eps, clip, b.fused)
 		s.ZeroGrad(ws)
 		err := s.Err()
 		s.Free()
 		if err != nil {
 			return nil, fmt.Errorf("step %d: %w", step+1, err)
 		}
-		j.tokens += int64(bs * l * j.gradAcc)
+		j.tokens += int64(bs * l * req.GradAccum)
 		ev := api.TrainEvent{Step: step + 1, Steps: req.Steps, Loss: loss, LR: lr, GradNorm: norm, Tokens: j.tokens}
 		last := step+1 == req.Steps
 		if j.val != nil && (last || req.EvalEvery > 0 && (step+1)%req.EvalEvery == 0) {
