@@ -318,7 +318,7 @@ func TestModes(t *testing.T) {
 		err         string
 	}{
 		{"lora defaults", `mode = "lora"`, nil, backend.ModeLoRA,
-			&backend.LoRAConfig{Rank: 8, Alpha: 8, Targets: passutil.LoRATargets}, ""},
+			&backend.LoRAConfig{Rank: 8, Alpha: 8, Targets: backend.LoRATargets}, ""},
 		{"lora custom", "mode = \"lora\"\n  rank = 4\n  alpha = 16\n  targets = [\"v_proj\", \"q_proj\"]", nil, backend.ModeLoRA,
 			&backend.LoRAConfig{Rank: 4, Alpha: 16, Targets: []string{"v_proj", "q_proj"}}, ""},
 		{"norm-only", `mode = "norm-only"`, nil, backend.ModeNormOnly, nil, ""},

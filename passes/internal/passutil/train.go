@@ -35,10 +35,6 @@ const (
 	DefaultLoRARank    = 8
 )
 
-// LoRATargets are the matrices LoRA may adapt, in backend spelling; all of
-// them is the default.
-var LoRATargets = []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-
 // TrainOptions are the training attributes the correct, distill and
 // instruction-tune blocks share; their configs embed it, and the recipe
 // language decodes its fields as part of the block. nil means unset.
@@ -134,15 +130,15 @@ func ResolveTrain(p *recipe.Pass, cfg ir.Config, f TrainOptions) (Train, error) 
 		if !(l.Alpha > 0) || math.IsInf(l.Alpha, 0) {
 			return bad("alpha", "alpha = %g must be a positive number", l.Alpha)
 		}
-		l.Targets = append([]string(nil), LoRATargets...)
+		l.Targets = append([]string(nil), backend.LoRATargets...)
 		if f.Targets != nil {
 			if len(f.Targets) == 0 {
-				return bad("targets", "targets is empty; list the matrices to adapt, from %s", strings.Join(LoRATargets, ", "))
+				return bad("targets", "targets is empty; list the matrices to adapt, from %s", strings.Join(backend.LoRATargets, ", "))
 			}
 			seen := map[string]bool{}
 			for _, tg := range f.Targets {
-				if !contains(LoRATargets, tg) {
-					return bad("targets", "unknown LoRA target %q (want some of %s)", tg, strings.Join(LoRATargets, ", "))
+				if !contains(backend.LoRATargets, tg) {
+					return bad("targets", "unknown LoRA target %q (want some of %s)", tg, strings.Join(backend.LoRATargets, ", "))
 				}
 				if seen[tg] {
 					return bad("targets", "LoRA target %q listed twice", tg)
