@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/whittle-ml/whittle/ir/tokenizer"
@@ -70,7 +71,7 @@ func (m *Model) Validate() error {
 		if !ok {
 			return fmt.Errorf("%s: missing tensor %q (shape %v)", m.Source, n, shapes[n])
 		}
-		if !equalShape(t.Shape, shapes[n]) {
+		if !slices.Equal(t.Shape, shapes[n]) {
 			return fmt.Errorf("%s: tensor %q has shape %v, the architecture needs %v", m.Source, n, t.Shape, shapes[n])
 		}
 	}
@@ -88,18 +89,6 @@ func (m *Model) Validate() error {
 		return fmt.Errorf("%s: tokenizer has %d pieces, model vocabulary is %d", m.Source, m.Tokenizer.Size(), m.Config.Vocab)
 	}
 	return nil
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TensorNames lists the model's tensors in canonical file order.

@@ -2,8 +2,6 @@ package plugin
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"github.com/hashicorp/go-plugin/runner"
 
 	"github.com/whittle-ml/whittle/core/plugin/wire"
+	"github.com/whittle-ml/whittle/internal/fsutil"
 )
 
 // procRunner is how go-plugin runs a plugin process (ClientConfig's
@@ -199,14 +198,9 @@ func (r *procRunner) HostToPlugin(network, addr string) (string, string, error) 
 
 // FileSHA256 returns the hex sha256 of a file.
 func FileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
+	sum, err := fsutil.HashFile(path)
 	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("hashing %s: %w", path, err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return sum, nil
 }

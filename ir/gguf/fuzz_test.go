@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/whittle-ml/whittle/ir"
@@ -86,7 +87,7 @@ func checkParse(t *testing.T, data []byte) {
 	for i := range file.Tensors {
 		a, _ := file.raw(&file.Tensors[i])
 		b, _ := again.raw(&again.Tensors[i])
-		if !bytes.Equal(a, b) || !equalDims(file.Tensors[i].Dims, again.Tensors[i].Dims) {
+		if !bytes.Equal(a, b) || !slices.Equal(file.Tensors[i].Dims, again.Tensors[i].Dims) {
 			t.Fatalf("tensor %q changed", file.Tensors[i].Name)
 		}
 	}

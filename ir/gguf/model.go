@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/whittle-ml/whittle/ir"
 )
@@ -127,7 +128,7 @@ func (f *File) tied() (bool, error) {
 		return true, nil
 	}
 	emb, ok := f.Info(ggufGlobals[ir.NameEmbed])
-	if !ok || emb.Type != out.Type || !equalDims(emb.Dims, out.Dims) {
+	if !ok || emb.Type != out.Type || !slices.Equal(emb.Dims, out.Dims) {
 		return false, nil
 	}
 	a, err := f.raw(emb)
@@ -139,18 +140,6 @@ func (f *File) tied() (bool, error) {
 		return false, err
 	}
 	return bytes.Equal(a, b), nil
-}
-
-func equalDims(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // config reads the architecture (everything but the vocabulary, special

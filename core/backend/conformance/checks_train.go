@@ -394,23 +394,7 @@ func (s *suite) checkValidation(t *testing.T) {
 		}
 		_ = i
 	}
-	g, err := newGolden(after)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var z, zt [][][]float64
-	var tg [][]int
-	for _, r := range f.valSeqs {
-		z = append(z, g.Forward(r, nil, nil))
-		zt = append(zt, teacher.g.Forward(r, nil, nil))
-		tg = append(tg, targetsOf(r, nil))
-	}
-	_, ce, kl, _ := objective{alpha: 1, tau: 1}.batchLoss(z, zt, tg)
-	if res.ValLoss == nil || res.ValKL == nil {
-		t.Fatal("result lacks the final validation loss or KL")
-	}
-	s.expectLoss(t, "final validation loss", *res.ValLoss, ce)
-	s.expectLoss(t, "final validation KL", *res.ValKL, kl)
+	s.expectFinalValidation(t, f, teacher, after, res)
 	if last := events[len(events)-1]; last.ValLoss == nil || *last.ValLoss != *res.ValLoss {
 		t.Error("the result's validation loss differs from the last event's")
 	}
@@ -540,23 +524,7 @@ func (s *suite) checkTeacherCE(t *testing.T) {
 	if alone.ValKL != nil {
 		t.Error("a run without a teacher reports a validation KL")
 	}
-	g, err := newGolden(after)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var z, zt [][][]float64
-	var tg [][]int
-	for _, r := range f.valSeqs {
-		z = append(z, g.Forward(r, nil, nil))
-		zt = append(zt, teacher.g.Forward(r, nil, nil))
-		tg = append(tg, targetsOf(r, nil))
-	}
-	_, ce, kl, _ := objective{alpha: 1, tau: 1}.batchLoss(z, zt, tg)
-	if res.ValLoss == nil || res.ValKL == nil {
-		t.Fatal("result lacks the final validation loss or KL")
-	}
-	s.expectLoss(t, "final validation loss", *res.ValLoss, ce)
-	s.expectLoss(t, "final validation KL", *res.ValKL, kl)
+	s.expectFinalValidation(t, f, teacher, after, res)
 }
 
 // checkLoRADefaults: mode lora without settings adapts every projection
@@ -579,4 +547,27 @@ func (s *suite) checkLoRADefaults(t *testing.T) {
 			t.Errorf("%s: changed = %v after LoRA training with the default targets", name, changed)
 		}
 	}
+}
+
+// expectFinalValidation: the result's final validation loss and KL (at
+// temperature 1) are those of the golden decoder on the trained weights.
+func (s *suite) expectFinalValidation(t *testing.T, f *fixture, teacher *fixture, after *ir.Model, res *backend.TrainResult) {
+	t.Helper()
+	g, err := newGolden(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var z, zt [][][]float64
+	var tg [][]int
+	for _, r := range f.valSeqs {
+		z = append(z, g.Forward(r, nil, nil))
+		zt = append(zt, teacher.g.Forward(r, nil, nil))
+		tg = append(tg, targetsOf(r, nil))
+	}
+	_, ce, kl, _ := objective{alpha: 1, tau: 1}.batchLoss(z, zt, tg)
+	if res.ValLoss == nil || res.ValKL == nil {
+		t.Fatal("result lacks the final validation loss or KL")
+	}
+	s.expectLoss(t, "final validation loss", *res.ValLoss, ce)
+	s.expectLoss(t, "final validation KL", *res.ValKL, kl)
 }
