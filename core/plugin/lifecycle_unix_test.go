@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
 )
 
@@ -244,4 +245,29 @@ func TestPluginDiesWithHost(t *testing.T) {
 	}
 	<-hostDone
 	waitGone(t, "the plugin of the killed host", pid)
+}
+
+// TestUnknownKindNamesFailedPlugin: a recipe using a kind whose plugin
+// could not start is told which plugin failed and what it printed, not
+// only that the kind is unknown.
+func TestUnknownKindNamesFailedPlugin(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, Prefix+"broken")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\necho 'libfoo.so: cannot open shared object file' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := quickHost(t, Options{})
+	h.opts.Dirs = []string{dir}
+	reg := pipeline.NewRegistry()
+	infos := h.RegisterPasses(context.Background(), reg)
+	if len(infos) != 1 || infos[0].Err == nil {
+		t.Fatalf("infos = %+v, want one plugin that failed", infos)
+	}
+	_, diags := recipe.Parse("r.hcl", []byte("pass \"wanda\" {\n}\n"), nil, reg.Language())
+	msg := diags.Error()
+	for _, want := range []string{`No pass kind "wanda" is registered`, `plugin "broken" (` + path + `)`, "libfoo.so: cannot open shared object file"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("diagnostic %q lacks %q", msg, want)
+		}
+	}
 }

@@ -82,6 +82,7 @@ func (h *Host) RegisterPasses(ctx context.Context, reg *pipeline.Registry) []Inf
 		if err := h.registerPlugin(ctx, f, reg, &info); err != nil {
 			info.Err = err
 			h.log.Warn("plugin not loaded", "plugin", f.Name, "path", f.Path, "err", err)
+			reg.Language().NoteUnavailable(err)
 		}
 		out = append(out, info)
 	}

@@ -37,10 +37,14 @@ func (l *loader) scanPasses(blocks []*hcl.Block) {
 		entry := l.reg.entry(kind)
 		if entry == nil {
 			kinds := l.reg.Kinds()
+			failed := ""
+			if len(l.reg.unavailable) > 0 {
+				failed = " It may belong to a plugin that could not be loaded: " + strings.Join(l.reg.unavailable, "; ")
+			}
 			if len(kinds) == 0 {
-				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered; no pass kinds are registered at all.", kind)
+				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered; no pass kinds are registered at all.%s", kind, failed)
 			} else {
-				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered.%s Registered kinds: %s.", kind, didYouMean(kind, kinds, ""), strings.Join(kinds, ", "))
+				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered.%s Registered kinds: %s.%s", kind, didYouMean(kind, kinds, ""), strings.Join(kinds, ", "), failed)
 			}
 		}
 		common, remain, _ := b.Body.PartialContent(commonPassSchema) // no required attributes: no diagnostics

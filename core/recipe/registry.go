@@ -102,6 +102,17 @@ type kindEntry struct {
 // callers build one and pass it to Load.
 type Registry struct {
 	kinds map[string]*kindEntry
+	// unavailable says why sources of pass kinds (plugins) could not be
+	// loaded, so that an unknown kind's diagnostic can point at the
+	// plugin that failed rather than only list the kinds that exist.
+	unavailable []string
+}
+
+// NoteUnavailable records why a source of pass kinds (a plugin) could not
+// be loaded; err should name the source. Load quotes it when a recipe uses
+// a kind no one registered.
+func (r *Registry) NoteUnavailable(err error) {
+	r.unavailable = append(r.unavailable, err.Error())
 }
 
 // NewRegistry returns an empty registry.
