@@ -37,10 +37,7 @@ func (l *loader) scanPasses(blocks []*hcl.Block) {
 		entry := l.reg.entry(kind)
 		if entry == nil {
 			kinds := l.reg.Kinds()
-			failed := ""
-			if len(l.reg.unavailable) > 0 {
-				failed = " It may belong to a plugin that could not be loaded: " + strings.Join(l.reg.unavailable, "; ")
-			}
+			failed := l.reg.unavailableNote()
 			if len(kinds) == 0 {
 				l.errorf(b.LabelRanges[0], "Unknown pass kind", "No pass kind %q is registered; no pass kinds are registered at all.%s", kind, failed)
 			} else {

@@ -112,6 +112,9 @@ type Registry struct {
 // be loaded; err should name the source. Load quotes it when a recipe uses
 // a kind no one registered.
 func (r *Registry) NoteUnavailable(err error) {
+	if r == nil {
+		return
+	}
 	r.unavailable = append(r.unavailable, err.Error())
 }
 
@@ -280,4 +283,13 @@ func (e *kindEntry) newConfig() (any, error) {
 		return nil, errors.New("NewConfig returned " + fmt.Sprintf("%T", cfg) + ", not *" + e.typ.String() + " as at registration")
 	}
 	return cfg, nil
+}
+
+// unavailableNote is the sentence an unknown kind's diagnostic adds about
+// the sources that could not be loaded ("" when all were).
+func (r *Registry) unavailableNote() string {
+	if r == nil || len(r.unavailable) == 0 {
+		return ""
+	}
+	return " It may belong to a plugin that could not be loaded: " + strings.Join(r.unavailable, "; ")
 }
