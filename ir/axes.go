@@ -29,42 +29,33 @@ type Coupling struct {
 
 // Couplings lists every tensor dimension that an axis runs through; layer
 // is ignored for AxisHidden. Keeping a set of units along an axis must cut
-// all of them together or the model no longer type-checks.
+// all of them together or the model no longer type-checks. They are
+// derived from the model's graph (Config.Graph) by propagating dimension
+// identities, in the graph's parameter order.
 func (c *Config) Couplings(axis AxisKind, layer int) ([]Coupling, error) {
 	if axis != AxisHidden && (layer < 0 || layer >= len(c.Layers)) {
 		return nil, fmt.Errorf("layer %d out of range [0,%d)", layer, len(c.Layers))
 	}
 	switch axis {
 	case AxisHidden:
-		cs := []Coupling{{NameEmbed, 1, 1}}
-		for i := range c.Layers {
-			cs = append(cs,
-				Coupling{LayerName(i, RoleAttnNorm), 0, 1},
-				Coupling{LayerName(i, RoleQ), 1, 1},
-				Coupling{LayerName(i, RoleK), 1, 1},
-				Coupling{LayerName(i, RoleV), 1, 1},
-				Coupling{LayerName(i, RoleO), 0, 1},
-				Coupling{LayerName(i, RoleMLPNorm), 0, 1},
-				Coupling{LayerName(i, RoleGate), 1, 1},
-				Coupling{LayerName(i, RoleUp), 1, 1},
-				Coupling{LayerName(i, RoleDown), 0, 1},
-			)
-		}
-		cs = append(cs, Coupling{NameFinalNorm, 0, 1})
-		if !c.Tied {
-			cs = append(cs, Coupling{NameClassifier, 1, 1})
-		}
-		return cs, nil
-	case AxisHeads:
-		hd := c.Layers[layer].HeadDim
-		return []Coupling{{LayerName(layer, RoleQ), 0, hd}, {LayerName(layer, RoleO), 1, hd}}, nil
-	case AxisKVHeads:
-		hd := c.Layers[layer].HeadDim
-		return []Coupling{{LayerName(layer, RoleK), 0, hd}, {LayerName(layer, RoleV), 0, hd}}, nil
-	case AxisMLP:
-		return []Coupling{{LayerName(layer, RoleGate), 0, 1}, {LayerName(layer, RoleUp), 0, 1}, {LayerName(layer, RoleDown), 1, 1}}, nil
+		layer = -1 // the graph's hidden axis runs through every layer
+	case AxisHeads, AxisKVHeads, AxisMLP:
+	default:
+		return nil, fmt.Errorf("unknown axis %q", axis)
 	}
-	return nil, fmt.Errorf("unknown axis %q", axis)
+	g, err := c.Graph()
+	if err != nil {
+		return nil, err
+	}
+	a, err := g.Axis(string(axis), layer)
+	if err != nil {
+		return nil, err
+	}
+	cs := make([]Coupling, len(a.Cuts))
+	for i, cut := range a.Cuts {
+		cs[i] = Coupling{Tensor: cut.Tensor, Dim: cut.Dim, Block: cut.Block}
+	}
+	return cs, nil
 }
 
 // keepAlong slices every coupled tensor to the kept units.
