@@ -197,17 +197,28 @@ func newInspectCmd() *cobra.Command {
 		mf      modelFlags
 		asJSON  bool
 		tensors bool
+		asGraph bool
 	)
 	cmd := &cobra.Command{
-		Use:   "inspect MODEL [--json]",
-		Short: "Show a model's architecture and parameter counts by component",
+		Use:   "inspect MODEL [--json | --graph]",
+		Short: "Show a model's architecture and parameter counts by component, or its graph",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if asGraph && (asJSON || tensors) {
+				return usageErr("inspect: --graph prints the graph alone, without --json or --tensors")
+			}
 			m, err := mf.load(args[0])
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			if asGraph {
+				g, err := m.Config.Graph()
+				if err != nil {
+					return fmt.Errorf("%s: %w", args[0], err)
+				}
+				return g.WriteText(cmd.OutOrStdout())
+			}
 			in := inspection{
 				Source:     args[0],
 				Config:     m.Config,
@@ -238,6 +249,7 @@ func newInspectCmd() *cobra.Command {
 	mf.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&tensors, "tensors", false, "list every tensor with its shape and dtype")
+	cmd.Flags().BoolVar(&asGraph, "graph", false, "print the model's dataflow graph: one op per line with named dimensions, then the prunable axes")
 	return cmd
 }
 
