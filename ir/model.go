@@ -50,6 +50,11 @@ func (m *Model) Tensor(name string) (*Tensor, error) {
 	return t, nil
 }
 
+// ConfigOnly reports a model read from its configuration alone, with no
+// weights (a Hugging Face config.json): it can be inspected and planned,
+// not run.
+func (m *Model) ConfigOnly() bool { return len(m.Tensors) == 0 }
+
 // Classifier returns the output projection, which is the embedding when tied.
 func (m *Model) Classifier() (*Tensor, error) {
 	if m.Config.Tied {

@@ -44,3 +44,66 @@ func TestInspectGraphFlags(t *testing.T) {
 		}
 	}
 }
+
+// llama8B is Llama-3.1-8B's published config.json, without weights.
+var llama8B = filepath.Join("testdata", "llama-3.1-8b", "config.json")
+
+// TestInspectConfigOnly: a config.json alone gives the exact parameter
+// count Meta publishes for Llama-3.1-8B, as text, JSON and graph.
+func TestInspectConfigOnly(t *testing.T) {
+	for _, path := range []string{llama8B, filepath.Dir(llama8B)} {
+		out := mustWhittle(t, "inspect", path)
+		if !strings.Contains(out, "8,030,261,248") || !strings.Contains(out, "none: configuration only") {
+			t.Errorf("inspect %s:\n%s", path, out)
+		}
+	}
+	if js := mustWhittle(t, "inspect", "--json", llama8B); !strings.Contains(js, `"total": 8030261248`) {
+		t.Errorf("inspect --json:\n%s", js)
+	}
+	g := mustWhittle(t, "inspect", "--graph", llama8B)
+	for _, want := range []string{
+		"graph llama: 8030261248 parameters in 291 tensors\n",
+		"{theta=500000 scaling=llama3 factor=8 low_freq_factor=1 high_freq_factor=4 original_max_pos=8192}",
+		"\n  layers.31.kv_heads=8\n",
+	} {
+		if !strings.Contains(g, want) {
+			t.Errorf("inspect --graph lacks %q", want)
+		}
+	}
+}
+
+// TestPlanConfigOnly plans the paper's width-pruned 8B → 4B student from
+// the teacher's config.json alone, and run refuses it before any work.
+// NVIDIA's Llama-3.1-Minitron-4B-Width has hidden 3072 and MLP 9216 (32
+// heads over 8 KV heads kept): 4,512,746,496 parameters by its config.
+func TestPlanConfigOnly(t *testing.T) {
+	abs, err := filepath.Abs(llama8B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	recipe := writeFile(t, filepath.Join(dir, "r.hcl"), `model "teacher" {
+  path = "`+filepath.ToSlash(abs)+`"
+}
+
+pass "prune-width" {
+  model     = model.teacher
+  into      = "student"
+  criterion = "magnitude"
+  hidden    = 3072
+  mlp       = 9216
+}
+`)
+	plan := mustWhittle(t, "plan", recipe)
+	if !strings.Contains(plan, "model (config only)") || !strings.Contains(plan, "8,030,261,248") || !strings.Contains(plan, "4,512,746,496") {
+		t.Errorf("plan:\n%s", plan)
+	}
+	out := filepath.Join(dir, "run")
+	_, _, err = whittle(t, "run", recipe, "--out", out)
+	if exitCode(err) != 2 || !strings.Contains(err.Error(), "configuration without weights") {
+		t.Errorf("run of a config-only model: exit %d, %v", exitCode(err), err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("run created %s before refusing (%v)", out, err)
+	}
+}

@@ -31,14 +31,19 @@ func (f *modelFlags) register(cmd *cobra.Command) {
 }
 
 func (f *modelFlags) load(path string) (*ir.Model, error) {
-	var format modelio.Format
+	return f.loadWith(path, modelio.LoadOptions{})
+}
+
+// loadWith loads with the flags' format and tokenizer added to opts.
+func (f *modelFlags) loadWith(path string, opts modelio.LoadOptions) (*ir.Model, error) {
 	if f.format != "" {
 		var err error
-		if format, err = modelio.ParseFormat(f.format); err != nil {
+		if opts.Format, err = modelio.ParseFormat(f.format); err != nil {
 			return nil, usageErr("--format: %v", err)
 		}
 	}
-	return modelio.Load(path, modelio.LoadOptions{Format: format, Tokenizer: f.tokenizer})
+	opts.Tokenizer = f.tokenizer
+	return modelio.Load(path, opts)
 }
 
 func newGenerateCmd() *cobra.Command {
@@ -207,7 +212,8 @@ func newInspectCmd() *cobra.Command {
 			if asGraph && (asJSON || tensors) {
 				return usageErr("inspect: --graph prints the graph alone, without --json or --tensors")
 			}
-			m, err := mf.load(args[0])
+			// A config.json alone is enough to count and plan.
+			m, err := mf.loadWith(args[0], modelio.LoadOptions{AllowConfigOnly: true})
 			if err != nil {
 				return err
 			}
@@ -267,6 +273,9 @@ func writeInspection(w interface{ Write([]byte) (int, error) }, m *ir.Model, in 
 	}
 	fmt.Fprintf(tw, "rope\t%s\n", rope)
 	fmt.Fprintf(tw, "classifier\t%s\n", map[bool]string{true: "tied to the embedding", false: "separate"}[c.Tied])
+	if m.ConfigOnly() {
+		fmt.Fprintf(tw, "weights\tnone: configuration only\n")
+	}
 	if in.Tokenizer > 0 {
 		fmt.Fprintf(tw, "tokenizer\t%d pieces, %s\n", in.Tokenizer, in.TokKind)
 	}

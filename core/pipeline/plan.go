@@ -84,6 +84,9 @@ type Stage struct {
 	Slot   string // the slot it produces
 	Config *ir.Config
 	Params ir.ParamCounts
+	// ConfigOnly marks a declared model given as a config.json without
+	// weights: it plans, but Run refuses it.
+	ConfigOnly bool
 }
 
 // Plan is the static dry run of a recipe.
@@ -100,15 +103,18 @@ func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 		scores: map[string]bool{}, metrics: map[string]map[string]int{}}
 	plan := &Plan{}
 	for _, m := range r.Models {
-		model, err := modelio.Load(m.Path, loadOptions(m))
+		opts := loadOptions(m)
+		opts.AllowConfigOnly = true // planning needs no weights
+		model, err := modelio.Load(m.Path, opts)
 		if err != nil {
 			return nil, fmt.Errorf("%s: model %q: %w", At(m.DeclRange), m.Name, err)
 		}
+		configOnly := model.ConfigOnly()
 		cfg := model.Config.Clone()
 		pc.toks[m.Name] = planTokenizer{tok: model.Tokenizer, source: model.Source}
 		model.Close()
 		pc.models[m.Name] = cfg
-		plan.Stages = append(plan.Stages, Stage{Name: m.Name, Kind: "model", Slot: "model." + m.Name, Config: &cfg, Params: cfg.Params()})
+		plan.Stages = append(plan.Stages, Stage{Name: m.Name, Kind: "model", Slot: "model." + m.Name, Config: &cfg, Params: cfg.Params(), ConfigOnly: configOnly})
 	}
 	for _, p := range r.Passes {
 		impl, ok := reg.Lookup(p.Kind)
@@ -202,7 +208,11 @@ func (p *Plan) Write(w io.Writer) error {
 		if slot == "" {
 			slot = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.Kind, slot, arch, params)
+		kind := s.Kind
+		if s.ConfigOnly {
+			kind += " (config only)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, kind, slot, arch, params)
 	}
 	return tw.Flush()
 }

@@ -142,8 +142,15 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if _, err := Check(r, reg); err != nil {
+	plan, err := Check(r, reg)
+	if err != nil {
 		return nil, err
+	}
+	for i, m := range r.Models {
+		// MakePlan puts one stage per declared model first, in order.
+		if plan.Stages[i].ConfigOnly {
+			return nil, &CheckError{Err: fmt.Errorf("%s: model %q: %s is a configuration without weights: it can be inspected and planned, not run", At(m.DeclRange), m.Name, m.Path)}
+		}
 	}
 	lock, err := LockDir(opts.Dir)
 	if err != nil {

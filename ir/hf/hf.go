@@ -9,7 +9,9 @@ package hf
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,14 +30,9 @@ import (
 // has one whittle reads: tokenizer.model (SentencePiece), else
 // tokenizer.bin (llama2.c's format).
 func Load(dir string) (*ir.Model, error) {
-	cfgPath := filepath.Join(dir, ConfigFile)
-	data, err := os.ReadFile(cfgPath)
+	cfg, err := readConfig(dir)
 	if err != nil {
-		return nil, fmt.Errorf("hf: %w", err)
-	}
-	cfg, err := ParseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("hf: %s: %w", cfgPath, err)
+		return nil, err
 	}
 	tensors, closers, err := safetensors.OpenModelDir(dir)
 	if err != nil {
@@ -50,6 +47,46 @@ func Load(dir string) (*ir.Model, error) {
 		return nil, fmt.Errorf("hf: %w", err)
 	}
 	return m, nil
+}
+
+// LoadConfigOnly reads a directory's config.json (and tokenizer, when
+// there is one) without any weights: a model with no tensors, enough to
+// inspect and plan (ir.Model.ConfigOnly).
+func LoadConfigOnly(dir string) (*ir.Model, error) {
+	cfg, err := readConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &ir.Model{Config: cfg, Tensors: map[string]*ir.Tensor{}, Source: dir}
+	if err := attachTokenizer(m, dir); err != nil {
+		return nil, fmt.Errorf("hf: %w", err)
+	}
+	return m, nil
+}
+
+// HasWeights reports whether dir holds safetensors weights (a single file
+// or a sharded index). A file it cannot stat counts as present, so that
+// Load reports why it cannot be read.
+func HasWeights(dir string) bool {
+	for _, name := range []string{safetensors.SingleFileName, safetensors.IndexFileName} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+	}
+	return false
+}
+
+func readConfig(dir string) (ir.Config, error) {
+	cfgPath := filepath.Join(dir, ConfigFile)
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return ir.Config{}, fmt.Errorf("hf: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return ir.Config{}, fmt.Errorf("hf: %s: %w", cfgPath, err)
+	}
+	return cfg, nil
 }
 
 // fill puts the weights and the tokenizer into m and validates it.
@@ -69,6 +106,11 @@ func fill(m *ir.Model, dir string, tensors map[string]*ir.Tensor) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
+	return attachTokenizer(m, dir)
+}
+
+// attachTokenizer loads dir's tokenizer, if any, fitted to m's config.
+func attachTokenizer(m *ir.Model, dir string) error {
 	tok, tokPath, err := loadTokenizer(dir)
 	if err != nil {
 		return err

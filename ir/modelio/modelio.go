@@ -75,6 +75,10 @@ type LoadOptions struct {
 	// checkpoints without one, Load looks for tokenizer.bin or
 	// tok<vocab>.bin beside the checkpoint, as llama2.c names them.
 	Tokenizer string
+	// AllowConfigOnly loads a Hugging Face config.json that has no
+	// safetensors beside it as a model without weights
+	// (ir.Model.ConfigOnly), for inspecting and planning.
+	AllowConfigOnly bool
 }
 
 // Load reads a model in any supported format.
@@ -94,7 +98,11 @@ func Load(path string, opts LoadOptions) (*ir.Model, error) {
 		if st, serr := os.Stat(path); serr == nil && !st.IsDir() {
 			dir = filepath.Dir(path)
 		}
-		m, err = hf.Load(dir)
+		if opts.AllowConfigOnly && !hf.HasWeights(dir) {
+			m, err = hf.LoadConfigOnly(dir)
+		} else {
+			m, err = hf.Load(dir)
+		}
 	case GGUF:
 		m, err = gguf.Load(path)
 	case Llama2c:

@@ -3,6 +3,7 @@ package modelio
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -176,5 +177,55 @@ func TestVocabOnlyGGUF(t *testing.T) {
 	}
 	if _, err := Load(vocab, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "no weights") {
 		t.Errorf("loading a vocabulary-only file as a model: %v, want an error saying it holds no weights", err)
+	}
+}
+
+// TestConfigOnly: a Hugging Face directory stripped of its weights loads
+// as the same configuration (and tokenizer) without tensors, but only
+// when asked; a full directory loads its weights either way.
+func TestConfigOnly(t *testing.T) {
+	dir := stories(t)
+	src, err := Load(filepath.Join(dir, "stories260K.bin"), LoadOptions{Tokenizer: filepath.Join(dir, "tok512.bin")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	hfDir := filepath.Join(t.TempDir(), "hf")
+	if err := Save(src, hfDir, HF, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	full, err := Load(hfDir, LoadOptions{AllowConfigOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.ConfigOnly() || len(full.Tensors) != len(src.Tensors) {
+		t.Errorf("a directory with weights loaded %d tensors, config-only %v", len(full.Tensors), full.ConfigOnly())
+	}
+	full.Close()
+	entries, err := os.ReadDir(hfDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".safetensors") {
+			if err := os.Remove(filepath.Join(hfDir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := Load(hfDir, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "model.safetensors") {
+		t.Errorf("loading weights that are not there: %v", err)
+	}
+	for _, path := range []string{hfDir, filepath.Join(hfDir, "config.json")} {
+		m, err := Load(path, LoadOptions{AllowConfigOnly: true})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if !m.ConfigOnly() || !reflect.DeepEqual(m.Config, src.Config) {
+			t.Errorf("%s: config-only %v, config %+v, want %+v", path, m.ConfigOnly(), m.Config, src.Config)
+		}
+		if m.Tokenizer == nil || m.Tokenizer.Size() != src.Tokenizer.Size() {
+			t.Errorf("%s: tokenizer %v not attached", path, m.Tokenizer)
+		}
 	}
 }
