@@ -75,3 +75,14 @@ func TestCouplingsFromGraph(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCouplings measures deriving one layer's couplings of an
+// 80-layer (70B-shaped) config, which builds the whole graph each call.
+func BenchmarkCouplings(b *testing.B) {
+	c := ir.Config{Vocab: 128256, Hidden: 8192, Layers: ir.UniformLayers(80, ir.LayerConfig{Heads: 64, KVHeads: 8, HeadDim: 128, MLP: 28672}), NormEps: 1e-5, RopeTheta: 5e5}
+	for b.Loop() {
+		if _, err := c.Couplings(ir.AxisMLP, 40); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

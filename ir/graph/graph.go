@@ -49,9 +49,6 @@ func (s *Sym) find() *Sym {
 	return s
 }
 
-// Same reports whether two symbols carry the same identity (after Build).
-func Same(a, b *Sym) bool { return a.find() == b.find() }
-
 // Dim is one dimension of a tensor: Units alone, or Units×Block when each
 // unit owns Block.Size consecutive entries (heads × head_dim).
 type Dim struct {
