@@ -32,7 +32,8 @@ func Load(path string) (*ir.Model, error) {
 //
 // Supported: F32, F16 and BF16 tensors; per-layer arrays of
 // feed_forward_length, attention.head_count and attention.head_count_kv;
-// RoPE unscaled or linearly scaled; SentencePiece ("llama") tokenizers.
+// RoPE unscaled, linearly scaled, or llama3-scaled through a rope_freqs
+// tensor; SentencePiece ("llama") tokenizers.
 // An output.weight byte-identical to token_embd.weight (as llama2.c's
 // converter writes for tied models) is read as a tied classifier.
 func (f *File) Model() (*ir.Model, error) {
@@ -71,6 +72,9 @@ func (f *File) Model() (*ir.Model, error) {
 	tensors := make(map[string]*ir.Tensor, len(f.Tensors))
 	for i := range f.Tensors {
 		ti := &f.Tensors[i]
+		if ti.Name == tensorRopeFreqs {
+			continue // read into the config's RoPE scaling
+		}
 		name, layer, ok := CanonicalName(ti.Name)
 		if !ok {
 			return nil, fmt.Errorf("%s: offset %d: tensor %q is not part of the llama architecture whittle reads", f.Path, ti.InfoOffset, ti.Name)
@@ -235,8 +239,48 @@ func (f *File) config() (ir.Config, error) {
 		}
 		cfg.RopeTheta = base
 	}
-	cfg.RopeScaling, err = f.ropeScaling()
+	if cfg.RopeScaling, err = f.ropeScaling(); err != nil {
+		return cfg, err
+	}
+	if _, ok := f.Info(tensorRopeFreqs); ok {
+		if cfg.RopeScaling != nil {
+			return cfg, fmt.Errorf("%s: both %s scaling metadata and a %s tensor; llama.cpp would apply both, whittle applies one", f.Path, cfg.RopeScaling.Type, tensorRopeFreqs)
+		}
+		cfg.RopeScaling, err = f.ropeFreqs(cfg.RopeTheta, headDim)
+	}
 	return cfg, err
+}
+
+// ropeFreqs reads the rope_freqs tensor (llama.cpp's form of Llama 3.1's
+// scaling) back into llama3 parameters; see llama3FromFreqFactors for
+// what is recovered exactly. All-ones divisors are no scaling. The IR
+// cannot hold arbitrary per-pair divisors, so a tensor that no llama3
+// scaling reproduces is refused rather than run with other frequencies.
+func (f *File) ropeFreqs(theta float64, headDim int) (*ir.RopeScaling, error) {
+	ti, _ := f.Info(tensorRopeFreqs)
+	if ti.Type != GGMLF32 || len(ti.Dims) != 1 || ti.Dims[0] != uint64(headDim/2) {
+		return nil, fmt.Errorf("%s: offset %d: tensor %q must be F32 of %d (half the head size), got %s %v", f.Path, ti.InfoOffset, ti.Name, headDim/2, ti.Type, ti.Dims)
+	}
+	t, err := f.tensor(ti)
+	if err != nil {
+		return nil, err
+	}
+	ff, err := t.Float32()
+	if err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", f.Path, ti.Name, err)
+	}
+	if !slices.ContainsFunc(ff, func(x float32) bool { return x != 1 }) {
+		return nil, nil
+	}
+	orig, _, err := f.size(archKey(keyRopeOrigCtx))
+	if err != nil {
+		return nil, err
+	}
+	s, ok := llama3FromFreqFactors(theta, headDim, orig, ff)
+	if !ok {
+		return nil, fmt.Errorf("%s: offset %d: tensor %q holds RoPE divisors %v that no llama3 scaling (factor, low/high frequency factors) reproduces; whittle cannot run them", f.Path, ti.InfoOffset, ti.Name, ff)
+	}
+	return s, nil
 }
 
 // ropeScaling reads llama.rope.scaling.*; as in llama.cpp a factor

@@ -50,7 +50,8 @@ var quantTypes = map[string]struct {
 // and llama.cpp will refuse the file (whittle still reads it). Layers that
 // differ in size are written as per-layer arrays, which whittle reads but
 // llama.cpp's llama architecture does not (it needs uniform layers). RoPE
-// scaling other than linear (llama3's) is refused.
+// scaling is linear (metadata) or llama3 (the rope_freqs tensor, as
+// llama.cpp's converter writes it).
 func Save(m *ir.Model, path string, opts SaveOptions) error {
 	kvs, tensors, err := saveLayout(m, path, opts)
 	if err != nil {
@@ -112,13 +113,23 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		{archKey(keyRopeBase), Of(float32(c.RopeTheta))},
 		{archKey(keyRMSEps), Of(float32(c.NormEps))},
 	}
+	var tensors []WriteTensor
 	if s := c.RopeScaling; s != nil && s.Factor != 0 {
-		if s.Type != "linear" {
-			return nil, nil, fmt.Errorf("RoPE scaling %q cannot be written to GGUF by whittle (only linear)", s.Type)
-		}
-		kvs = append(kvs, KV{archKey(keyRopeType), Of("linear")}, KV{archKey(keyRopeFactor), Of(float32(s.Factor))})
-		if s.OriginalMaxPos > 0 {
-			kvs = append(kvs, KV{archKey(keyRopeOrigCtx), Of(uint32(s.OriginalMaxPos))})
+		switch s.Type {
+		case "", "default": // no scaling, as RopeInvFreq reads it
+		case "linear":
+			kvs = append(kvs, KV{archKey(keyRopeType), Of("linear")}, KV{archKey(keyRopeFactor), Of(float32(s.Factor))})
+			if s.OriginalMaxPos > 0 {
+				kvs = append(kvs, KV{archKey(keyRopeOrigCtx), Of(uint32(s.OriginalMaxPos))})
+			}
+		case "llama3":
+			// As llama.cpp's converter: no scaling keys (llama.cpp would
+			// apply a factor on top), only the per-pair divisors, first.
+			ff := llama3FreqFactors(c.RopeTheta, hd, s)
+			tensors = append(tensors, WriteTensor{Name: tensorRopeFreqs, Type: GGMLF32, Shape: []int{len(ff)},
+				Data: func() ([]byte, error) { return float32Bytes(ff), nil }})
+		default:
+			return nil, nil, fmt.Errorf("RoPE scaling %q cannot be written to GGUF by whittle (only linear and llama3)", s.Type)
 		}
 	}
 	if m.Tokenizer != nil {
@@ -139,7 +150,6 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 	}
 
 	perms := interleavedPerms(c)
-	var tensors []WriteTensor
 	for _, n := range m.TensorNames() {
 		t := m.Tensors[n]
 		gname, ok := GGUFName(n)
