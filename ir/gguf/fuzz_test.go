@@ -30,6 +30,12 @@ func FuzzParse(f *testing.F) {
 		f.Add(valid[:n])
 	}
 	f.Add(handFile())
+	// llama.cpp's conversion of a Llama 3.1-style checkpoint: rope_freqs.
+	if conv, err := os.ReadFile(llama31Conv); err == nil {
+		f.Add(conv)
+	} else {
+		f.Fatal(err)
+	}
 	var all bytes.Buffer
 	if err := Encode(&all, allValues(), nil); err != nil {
 		f.Fatal(err)

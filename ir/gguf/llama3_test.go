@@ -279,7 +279,7 @@ func TestLlama3LogitsMatchLlamaCpp(t *testing.T) {
 	}
 	_, path := exportLlama31(t)
 	dir := t.TempDir()
-	const rows, length = 2, 24
+	const rows, length = 2, 256
 	r := rand.New(rand.NewPCG(5, 6))
 	toks := make([]int32, rows*length)
 	for i := range toks {
