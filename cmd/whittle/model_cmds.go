@@ -136,7 +136,7 @@ func newConvertCmd() *cobra.Command {
 			}
 			defer m.Close()
 			if !force {
-				if err := refuseExisting(convertTargets(m, args[1], format)); err != nil {
+				if err := refuseExisting("convert", convertTargets(m, args[1], format)); err != nil {
 					return err
 				}
 			}
@@ -164,10 +164,11 @@ func convertTargets(m *ir.Model, out string, format modelio.Format) []string {
 	return paths
 }
 
-// refuseExisting fails when any path exists: convert replaces nothing
-// without --force, whatever the path holds (a model, or a file a typo
-// named).
-func refuseExisting(paths []string) error {
+// refuseExisting fails when any path exists: commands that write files
+// (convert, logits) replace nothing without --force, whatever the path
+// holds (a model, or a file a typo named). cmd names the command in the
+// error.
+func refuseExisting(cmd string, paths []string) error {
 	for _, p := range paths {
 		st, err := os.Lstat(p)
 		if errors.Is(err, os.ErrNotExist) {
@@ -180,7 +181,7 @@ func refuseExisting(paths []string) error {
 		if st.IsDir() {
 			what = "a directory"
 		}
-		return fmt.Errorf("convert: %s already exists (%s); pass --force to replace it", p, what)
+		return fmt.Errorf("%s: %s already exists (%s); pass --force to replace it", cmd, p, what)
 	}
 	return nil
 }
