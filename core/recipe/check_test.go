@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/whittle-ml/whittle/internal/shareddata"
 )
 
 func TestCheckFiles(t *testing.T) {
@@ -52,7 +54,7 @@ task "t" {
 // TestSharedModel checks a recipe over the real stories260K files; it needs
 // /work/shared/data (found by walking up from the package).
 func TestSharedModel(t *testing.T) {
-	data := findSharedData(t)
+	data := shareddata.Dir(t)
 	src := `model "teacher" {
   path      = "` + filepath.Join(data, "models/stories260K/stories260K.bin") + `"
   tokenizer = pathjoin("` + data + `", "models/stories260K/tok512.bin")
@@ -63,26 +65,6 @@ func TestSharedModel(t *testing.T) {
 	diags = append(diags, CheckFiles(r)...)
 	if len(diags) > 0 {
 		t.Fatal(diagLines(diags))
-	}
-}
-
-func findSharedData(t *testing.T) string {
-	t.Helper()
-	dir, err := filepath.Abs(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		for _, c := range []string{filepath.Join(dir, "shared", "data"), filepath.Join(dir, "..", "shared", "data")} {
-			if st, err := os.Stat(c); err == nil && st.IsDir() {
-				return filepath.Clean(c)
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("shared/data not found")
-		}
-		dir = parent
 	}
 }
 

@@ -9,13 +9,12 @@ import (
 	"testing"
 )
 
-// Dir returns the shared data directory, found by walking up from the
-// test's working directory, or skips the test.
-func Dir(t testing.TB) string {
-	t.Helper()
+// Find returns the shared data directory, found by walking up from the
+// working directory, or "" when there is none.
+func Find() string {
 	dir, err := filepath.Abs(".")
 	if err != nil {
-		t.Fatal(err)
+		return ""
 	}
 	for {
 		p := filepath.Join(dir, "shared", "data")
@@ -24,10 +23,20 @@ func Dir(t testing.TB) string {
 		}
 		up := filepath.Dir(dir)
 		if up == dir {
-			t.Skip("shared/data not found above the package directory")
+			return ""
 		}
 		dir = up
 	}
+}
+
+// Dir returns the shared data directory (see Find), or skips the test.
+func Dir(t testing.TB) string {
+	t.Helper()
+	dir := Find()
+	if dir == "" {
+		t.Skip("shared/data not found above the package directory")
+	}
+	return dir
 }
 
 // Path returns a file or directory under the shared data directory

@@ -34,6 +34,7 @@ import (
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/internal/shareddata"
 )
 
 // Options tune a Run.
@@ -121,7 +122,7 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 	}
 	dataDir := opts.DataDir
 	if dataDir == "" {
-		dataDir = findSharedData()
+		dataDir = shareddata.Find()
 	}
 	if dataDir != "" {
 		if _, err := os.Stat(filepath.Join(dataDir, "models", "stories260K", "stories260K.bin")); err == nil {
@@ -176,26 +177,6 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 			t.Run(f.name, func(t *testing.T) { s.checkReference(t, f) })
 		}
 	})
-}
-
-// findSharedData walks up from the working directory to a shared/data.
-func findSharedData() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for {
-		for _, c := range []string{filepath.Join(dir, "shared", "data"), filepath.Join(dir, "..", "shared", "data")} {
-			if st, err := os.Stat(c); err == nil && st.IsDir() {
-				return c
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
 }
 
 // load loads a fixture's model into b.
