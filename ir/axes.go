@@ -2,7 +2,11 @@ package ir
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+
+	"github.com/whittle-ml/whittle/ir/graph"
 )
 
 // AxisKind names a prunable axis of the architecture.
@@ -32,37 +36,75 @@ type Coupling struct {
 // all of them together or the model no longer type-checks. They are
 // derived from the model's graph (Config.Graph) by propagating dimension
 // identities, in the graph's parameter order.
+//
+// Couplings builds the whole graph on every call; code that asks about
+// many axes or layers should build it once with Config.Axes.
 func (c *Config) Couplings(axis AxisKind, layer int) ([]Coupling, error) {
-	if axis != AxisHidden && (layer < 0 || layer >= len(c.Layers)) {
-		return nil, fmt.Errorf("layer %d out of range [0,%d)", layer, len(c.Layers))
+	if err := checkAxis(axis, layer, len(c.Layers)); err != nil {
+		return nil, err
 	}
-	switch axis {
-	case AxisHidden:
-		layer = -1 // the graph's hidden axis runs through every layer
-	case AxisHeads, AxisKVHeads, AxisMLP:
-	default:
-		return nil, fmt.Errorf("unknown axis %q", axis)
+	a, err := c.Axes()
+	if err != nil {
+		return nil, err
 	}
+	return a.Couplings(axis, layer)
+}
+
+// Axes answers Couplings for every axis and layer of one config from one
+// built graph.
+type Axes struct {
+	g      *graph.Graph
+	layers int
+}
+
+// Axes builds the config's graph once, for many Couplings questions.
+func (c *Config) Axes() (*Axes, error) {
 	g, err := c.Graph()
 	if err != nil {
 		return nil, err
 	}
-	a, err := g.Axis(string(axis), layer)
+	return &Axes{g: g, layers: len(c.Layers)}, nil
+}
+
+// Couplings is Config.Couplings from the built graph.
+func (a *Axes) Couplings(axis AxisKind, layer int) ([]Coupling, error) {
+	if err := checkAxis(axis, layer, a.layers); err != nil {
+		return nil, err
+	}
+	if axis == AxisHidden {
+		layer = -1 // the graph's hidden axis runs through every layer
+	}
+	ga, err := a.g.Axis(string(axis), layer)
 	if err != nil {
 		return nil, err
 	}
-	cs := make([]Coupling, len(a.Cuts))
-	for i, cut := range a.Cuts {
+	cs := make([]Coupling, len(ga.Cuts))
+	for i, cut := range ga.Cuts {
 		cs[i] = Coupling{Tensor: cut.Tensor, Dim: cut.Dim, Block: cut.Block}
 	}
 	return cs, nil
 }
 
-// keepAlong slices every coupled tensor to the kept units.
+// checkAxis rejects an unknown axis or a layer out of range (the hidden
+// axis ignores its layer).
+func checkAxis(axis AxisKind, layer, layers int) error {
+	if axis != AxisHidden && (layer < 0 || layer >= layers) {
+		return fmt.Errorf("layer %d out of range [0,%d)", layer, layers)
+	}
+	switch axis {
+	case AxisHidden, AxisHeads, AxisKVHeads, AxisMLP:
+		return nil
+	}
+	return fmt.Errorf("unknown axis %q", axis)
+}
+
+// keepAlong slices every coupled tensor, as it stands in into, to the kept
+// units, so that a tensor two axes run through is cut along both.
 func (m *Model) keepAlong(couplings []Coupling, units []int, into map[string]*Tensor) error {
 	for _, c := range couplings {
-		t, err := m.Tensor(c.Tensor)
-		if err != nil {
+		t, ok := into[c.Tensor]
+		if !ok {
+			_, err := m.Tensor(c.Tensor)
 			return err
 		}
 		idx := make([]int, 0, len(units)*c.Block)
@@ -105,62 +147,98 @@ func checkUnits(what string, units []int, n int) error {
 	return nil
 }
 
-// KeepHidden keeps the given embedding channels in every tensor that the
-// hidden axis runs through. Indices are sorted into increasing order.
-func (m *Model) KeepHidden(channels []int) (*Model, error) {
-	channels = sortedCopy(channels)
-	if err := checkUnits("hidden", channels, m.Config.Hidden); err != nil {
-		return nil, err
-	}
-	cs, _ := m.Config.Couplings(AxisHidden, 0)
-	ts := m.copyTensors()
-	if err := m.keepAlong(cs, channels, ts); err != nil {
-		return nil, err
-	}
-	cfg := m.Config.Clone()
-	cfg.Hidden = len(channels)
-	return m.validated(cfg, ts)
+// Selection names the units to keep along several axes at once. Indices
+// are sorted into increasing order; an axis not given is kept whole.
+type Selection struct {
+	// Hidden is the embedding channels to keep in every tensor the hidden
+	// axis runs through; nil keeps them all.
+	Hidden []int
+	// MLP maps a layer to the intermediate neurons it keeps.
+	MLP map[int][]int
+	// Heads maps a layer to the query heads it keeps. The KV groups that
+	// own a kept head are kept with their K and V heads; every kept group
+	// must keep the same number of query heads, because grouped-query
+	// attention assigns heads to groups by position.
+	Heads map[int][]int
 }
 
-// KeepMLP keeps the given intermediate neurons of one layer.
-func (m *Model) KeepMLP(layer int, neurons []int) (*Model, error) {
-	cs, err := m.Config.Couplings(AxisMLP, layer)
+// Keep applies a whole selection with one graph and one validation, which
+// is what a pass pruning every layer wants: the single-axis Keep methods
+// would rebuild and revalidate the model once per layer.
+func (m *Model) Keep(s Selection) (*Model, error) {
+	c := &m.Config
+	for _, l := range slices.Sorted(maps.Keys(s.MLP)) {
+		if l < 0 || l >= len(c.Layers) {
+			return nil, fmt.Errorf("layer %d out of range [0,%d)", l, len(c.Layers))
+		}
+	}
+	for _, l := range slices.Sorted(maps.Keys(s.Heads)) {
+		if l < 0 || l >= len(c.Layers) {
+			return nil, fmt.Errorf("layer %d out of range [0,%d)", l, len(c.Layers))
+		}
+	}
+	// Heads map to groups by division, so the sizes must be sane first.
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
+	cfg := c.Clone()
+	type cut struct {
+		axis  AxisKind
+		layer int
+		units []int
+	}
+	var cuts []cut
+	if s.Hidden != nil {
+		ch := sortedCopy(s.Hidden)
+		if err := checkUnits("hidden", ch, c.Hidden); err != nil {
+			return nil, err
+		}
+		cuts = append(cuts, cut{AxisHidden, -1, ch})
+		cfg.Hidden = len(ch)
+	}
+	for _, l := range slices.Sorted(maps.Keys(s.MLP)) {
+		neurons := sortedCopy(s.MLP[l])
+		if err := checkUnits(fmt.Sprintf("layer %d mlp", l), neurons, c.Layers[l].MLP); err != nil {
+			return nil, err
+		}
+		cuts = append(cuts, cut{AxisMLP, l, neurons})
+		cfg.Layers[l].MLP = len(neurons)
+	}
+	for _, l := range slices.Sorted(maps.Keys(s.Heads)) {
+		heads, groups, err := headGroups(l, c.Layers[l], s.Heads[l])
+		if err != nil {
+			return nil, err
+		}
+		cuts = append(cuts, cut{AxisHeads, l, heads}, cut{AxisKVHeads, l, groups})
+		cfg.Layers[l].Heads = len(heads)
+		cfg.Layers[l].KVHeads = len(groups)
+	}
+	axes, err := c.Axes()
 	if err != nil {
 		return nil, err
 	}
-	neurons = sortedCopy(neurons)
-	if err := checkUnits(fmt.Sprintf("layer %d mlp", layer), neurons, m.Config.Layers[layer].MLP); err != nil {
-		return nil, err
-	}
 	ts := m.copyTensors()
-	if err := m.keepAlong(cs, neurons, ts); err != nil {
-		return nil, err
+	for _, k := range cuts {
+		cs, err := axes.Couplings(k.axis, k.layer)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.keepAlong(cs, k.units, ts); err != nil {
+			return nil, err
+		}
 	}
-	cfg := m.Config.Clone()
-	cfg.Layers[layer].MLP = len(neurons)
 	return m.validated(cfg, ts)
 }
 
-// KeepHeads keeps the given query heads of one layer. The KV groups that
-// own a kept head are kept with their K and V heads; every kept group must
-// keep the same number of query heads, because grouped-query attention
-// assigns heads to groups by position.
-func (m *Model) KeepHeads(layer int, heads []int) (*Model, error) {
-	if layer < 0 || layer >= len(m.Config.Layers) {
-		return nil, fmt.Errorf("layer %d out of range [0,%d)", layer, len(m.Config.Layers))
-	}
-	// Heads map to groups by division, so the sizes must be sane first.
-	if err := m.Config.Check(); err != nil {
-		return nil, err
-	}
-	l := m.Config.Layers[layer]
+// headGroups sorts and checks one layer's kept query heads and returns
+// them with the KV groups that own them.
+func headGroups(layer int, l LayerConfig, heads []int) (sorted, groups []int, err error) {
 	heads = sortedCopy(heads)
 	what := fmt.Sprintf("layer %d heads", layer)
 	if err := checkUnits(what, heads, l.Heads); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	perGroup := map[int]int{}
-	var groups []int
 	for _, h := range heads {
 		g := h / l.GroupSize()
 		if perGroup[g] == 0 {
@@ -170,22 +248,29 @@ func (m *Model) KeepHeads(layer int, heads []int) (*Model, error) {
 	}
 	for _, g := range groups {
 		if perGroup[g] != perGroup[groups[0]] {
-			return nil, fmt.Errorf("%s: KV group %d keeps %d query heads but group %d keeps %d; every kept group must keep the same number", what, g, perGroup[g], groups[0], perGroup[groups[0]])
+			return nil, nil, fmt.Errorf("%s: KV group %d keeps %d query heads but group %d keeps %d; every kept group must keep the same number", what, g, perGroup[g], groups[0], perGroup[groups[0]])
 		}
 	}
-	ts := m.copyTensors()
-	qcs, _ := m.Config.Couplings(AxisHeads, layer)
-	kvcs, _ := m.Config.Couplings(AxisKVHeads, layer)
-	if err := m.keepAlong(qcs, heads, ts); err != nil {
-		return nil, err
+	return heads, groups, nil
+}
+
+// KeepHidden keeps the given embedding channels in every tensor that the
+// hidden axis runs through. Indices are sorted into increasing order.
+func (m *Model) KeepHidden(channels []int) (*Model, error) {
+	if channels == nil {
+		channels = []int{} // nil would mean "keep all" to Keep
 	}
-	if err := m.keepAlong(kvcs, groups, ts); err != nil {
-		return nil, err
-	}
-	cfg := m.Config.Clone()
-	cfg.Layers[layer].Heads = len(heads)
-	cfg.Layers[layer].KVHeads = len(groups)
-	return m.validated(cfg, ts)
+	return m.Keep(Selection{Hidden: channels})
+}
+
+// KeepMLP keeps the given intermediate neurons of one layer.
+func (m *Model) KeepMLP(layer int, neurons []int) (*Model, error) {
+	return m.Keep(Selection{MLP: map[int][]int{layer: neurons}})
+}
+
+// KeepHeads keeps the given query heads of one layer (see Selection.Heads).
+func (m *Model) KeepHeads(layer int, heads []int) (*Model, error) {
+	return m.Keep(Selection{Heads: map[int][]int{layer: heads}})
 }
 
 // DropLayers removes whole decoder layers; the rest are renumbered in order.

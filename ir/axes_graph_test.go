@@ -61,6 +61,10 @@ func TestCouplingsFromGraph(t *testing.T) {
 	configs["no layers"] = noLayers
 	axes := []ir.AxisKind{ir.AxisHidden, ir.AxisHeads, ir.AxisKVHeads, ir.AxisMLP, "depth"}
 	for name, c := range configs {
+		built, err := c.Axes()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
 		for _, axis := range axes {
 			for layer := -1; layer <= len(c.Layers); layer++ {
 				got, err := c.Couplings(axis, layer)
@@ -71,18 +75,50 @@ func TestCouplingsFromGraph(t *testing.T) {
 				if !reflect.DeepEqual(got, want) {
 					t.Errorf("%s: Couplings(%s, %d)\n got %v\nwant %v", name, axis, layer, got, want)
 				}
+				// One built graph answers every question the same way.
+				bgot, berr := built.Couplings(axis, layer)
+				if fmt.Sprint(berr) != fmt.Sprint(werr) || !reflect.DeepEqual(bgot, want) {
+					t.Errorf("%s: Axes.Couplings(%s, %d) = %v, %v; want %v, %v", name, axis, layer, bgot, berr, want, werr)
+				}
 			}
 		}
 	}
 }
 
+func config70B() ir.Config {
+	return ir.Config{Vocab: 128256, Hidden: 8192, Layers: ir.UniformLayers(80, ir.LayerConfig{Heads: 64, KVHeads: 8, HeadDim: 128, MLP: 28672}), NormEps: 1e-5, RopeTheta: 5e5}
+}
+
 // BenchmarkCouplings measures deriving one layer's couplings of an
 // 80-layer (70B-shaped) config, which builds the whole graph each call.
 func BenchmarkCouplings(b *testing.B) {
-	c := ir.Config{Vocab: 128256, Hidden: 8192, Layers: ir.UniformLayers(80, ir.LayerConfig{Heads: 64, KVHeads: 8, HeadDim: 128, MLP: 28672}), NormEps: 1e-5, RopeTheta: 5e5}
+	c := config70B()
 	for b.Loop() {
 		if _, err := c.Couplings(ir.AxisMLP, 40); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAxesCouplings measures every couplings question a width prune
+// of that config asks (hidden, then heads, KV heads and MLP of every
+// layer), answered from one built graph.
+func BenchmarkAxesCouplings(b *testing.B) {
+	c := config70B()
+	for b.Loop() {
+		a, err := c.Axes()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := a.Couplings(ir.AxisHidden, 0); err != nil {
+			b.Fatal(err)
+		}
+		for l := range c.Layers {
+			for _, axis := range []ir.AxisKind{ir.AxisHeads, ir.AxisKVHeads, ir.AxisMLP} {
+				if _, err := a.Couplings(axis, l); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
 	}
 }

@@ -70,7 +70,11 @@ func (m *Model) Validate() error {
 	if err := m.Config.Check(); err != nil {
 		return fmt.Errorf("%s: %w", m.Source, err)
 	}
-	names, shapes := m.Config.ExpectedShapes()
+	g, err := m.Config.Graph()
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.Source, err)
+	}
+	names, shapes := paramShapes(g)
 	for _, n := range names {
 		t, ok := m.Tensors[n]
 		if !ok {

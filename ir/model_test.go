@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -404,6 +405,63 @@ func TestTransformationErrors(t *testing.T) {
 				t.Errorf("got (%v, %v), want an error mentioning %q", got != nil, err, tc.want)
 			}
 		})
+	}
+}
+
+// Keep applies a selection over several axes and layers at once exactly as
+// the single-axis transformations applied one after another do.
+func TestKeepSelectionMatchesSteps(t *testing.T) {
+	for _, tied := range []bool{true, false} {
+		m := randomModel(t, smallConfig(tied), 8)
+		sel := ir.Selection{
+			Hidden: []int{7, 0, 3, 11, 5},
+			MLP:    map[int][]int{0: {9, 1, 4}, 2: {0}},
+			Heads:  map[int][]int{1: {3, 2}, 2: {0, 3}},
+		}
+		got, err := m.Keep(sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := m
+		steps := []func(*ir.Model) (*ir.Model, error){
+			func(m *ir.Model) (*ir.Model, error) { return m.KeepMLP(0, sel.MLP[0]) },
+			func(m *ir.Model) (*ir.Model, error) { return m.KeepMLP(2, sel.MLP[2]) },
+			func(m *ir.Model) (*ir.Model, error) { return m.KeepHeads(1, sel.Heads[1]) },
+			func(m *ir.Model) (*ir.Model, error) { return m.KeepHeads(2, sel.Heads[2]) },
+			func(m *ir.Model) (*ir.Model, error) { return m.KeepHidden(sel.Hidden) },
+		}
+		for i, step := range steps {
+			if want, err = step(want); err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+		}
+		if !reflect.DeepEqual(got.Config, want.Config) {
+			t.Errorf("tied=%v: Keep config %+v, steps %+v", tied, got.Config, want.Config)
+		}
+		for _, n := range want.TensorNames() {
+			a, _ := got.Tensor(n)
+			b, _ := want.Tensor(n)
+			av, err := a.Float32()
+			if err != nil {
+				t.Fatal(err)
+			}
+			bv, err := b.Float32()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(a.Shape, b.Shape) || !slices.Equal(av, bv) {
+				t.Errorf("tied=%v: %s differs (shapes %v, %v)", tied, n, a.Shape, b.Shape)
+			}
+		}
+		if len(got.Tensors) != len(want.Tensors) {
+			t.Errorf("tied=%v: Keep has %d tensors, steps %d", tied, len(got.Tensors), len(want.Tensors))
+		}
+		// The empty selection keeps everything.
+		if same, err := m.Keep(ir.Selection{}); err != nil {
+			t.Errorf("tied=%v: empty selection: %v", tied, err)
+		} else if !reflect.DeepEqual(same.Config, m.Config) {
+			t.Errorf("tied=%v: empty selection changed the config to %+v", tied, same.Config)
+		}
 	}
 }
 

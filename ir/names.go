@@ -1,6 +1,10 @@
 package ir
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/whittle-ml/whittle/ir/graph"
+)
 
 // Canonical tensor names are Hugging Face's, and so is the layout: every
 // matrix is [out, in], and the rows of Q and K are in Hugging Face's RoPE
@@ -35,29 +39,24 @@ func LayerName(layer int, role string) string {
 }
 
 // ExpectedShapes lists every tensor a model with this config must hold,
-// with its shape, in a stable order.
+// with its shape, in a stable order: the parameters of the config's graph
+// (Config.Graph), in the graph's order, shared ones once. A config whose
+// graph cannot be built expects nothing; Model.Validate says why.
 func (c *Config) ExpectedShapes() ([]string, map[string][]int) {
-	names := []string{NameEmbed}
-	shapes := map[string][]int{NameEmbed: {c.Vocab, c.Hidden}}
-	add := func(n string, s ...int) {
-		names = append(names, n)
-		shapes[n] = s
+	g, err := c.Graph()
+	if err != nil {
+		return nil, map[string][]int{}
 	}
-	for i, l := range c.Layers {
-		q, kv := l.Heads*l.HeadDim, l.KVHeads*l.HeadDim
-		add(LayerName(i, RoleAttnNorm), c.Hidden)
-		add(LayerName(i, RoleQ), q, c.Hidden)
-		add(LayerName(i, RoleK), kv, c.Hidden)
-		add(LayerName(i, RoleV), kv, c.Hidden)
-		add(LayerName(i, RoleO), c.Hidden, q)
-		add(LayerName(i, RoleMLPNorm), c.Hidden)
-		add(LayerName(i, RoleGate), l.MLP, c.Hidden)
-		add(LayerName(i, RoleUp), l.MLP, c.Hidden)
-		add(LayerName(i, RoleDown), c.Hidden, l.MLP)
-	}
-	add(NameFinalNorm, c.Hidden)
-	if !c.Tied {
-		add(NameClassifier, c.Vocab, c.Hidden)
+	return paramShapes(g)
+}
+
+// paramShapes lists a graph's parameters with their shapes, in order.
+func paramShapes(g *graph.Graph) ([]string, map[string][]int) {
+	names := make([]string, len(g.Params))
+	shapes := make(map[string][]int, len(g.Params))
+	for i, p := range g.Params {
+		names[i] = p.Name
+		shapes[p.Name] = p.Shape.Sizes()
 	}
 	return names, shapes
 }

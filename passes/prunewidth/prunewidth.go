@@ -192,29 +192,24 @@ func Prune(m *ir.Model, s *scores.Table, hidden, mlp, heads, kvHeads int) (*ir.M
 	if hidden < 1 || mlp < 1 || heads < 1 || kvHeads < 1 || heads%kvHeads != 0 {
 		return nil, fmt.Errorf("prune targets hidden %d, mlp %d, heads %d over %d KV heads: sizes must be positive and heads a multiple of KV heads", hidden, mlp, heads, kvHeads)
 	}
-	var err error
-	out := m
+	// One selection for every layer: ir builds one graph and validates
+	// once, instead of once per layer and axis.
+	sel := ir.Selection{MLP: map[int][]int{}, Heads: map[int][]int{}}
 	for li, l := range m.Config.Layers {
 		if kvHeads > l.KVHeads || heads/kvHeads > l.GroupSize() {
 			return nil, fmt.Errorf("layer %d has %d KV groups of %d query heads; cannot keep %d groups of %d", li, l.KVHeads, l.GroupSize(), kvHeads, heads/kvHeads)
 		}
 		if mlp < l.MLP {
-			if out, err = out.KeepMLP(li, scores.TopK(s.MLP[li], mlp)); err != nil {
-				return nil, err
-			}
+			sel.MLP[li] = scores.TopK(s.MLP[li], mlp)
 		}
 		if heads < l.Heads || kvHeads < l.KVHeads {
-			if out, err = out.KeepHeads(li, pickHeads(s.Heads[li], l.GroupSize(), kvHeads, heads/kvHeads)); err != nil {
-				return nil, err
-			}
+			sel.Heads[li] = pickHeads(s.Heads[li], l.GroupSize(), kvHeads, heads/kvHeads)
 		}
 	}
 	if hidden < m.Config.Hidden {
-		if out, err = out.KeepHidden(scores.TopK(s.Hidden, hidden)); err != nil {
-			return nil, err
-		}
+		sel.Hidden = scores.TopK(s.Hidden, hidden)
 	}
-	return out, nil
+	return m.Keep(sel)
 }
 
 // pickHeads ranks KV groups by their heads' summed scores, keeps the top
@@ -255,17 +250,20 @@ func checkTable(c ir.Config, s *scores.Table) error {
 // magnitude criterion of torch-pruning and LLM-Pruner's baselines.
 func Magnitude(m *ir.Model) (*scores.Table, error) {
 	c := &m.Config
+	axes, err := c.Axes()
+	if err != nil {
+		return nil, err
+	}
 	t := &scores.Table{Method: "magnitude"}
-	var err error
-	if t.Hidden, err = axisNorms(m, ir.AxisHidden, 0, c.Hidden); err != nil {
+	if t.Hidden, err = axisNorms(m, axes, ir.AxisHidden, 0, c.Hidden); err != nil {
 		return nil, err
 	}
 	for li, l := range c.Layers {
-		mlp, err := axisNorms(m, ir.AxisMLP, li, l.MLP)
+		mlp, err := axisNorms(m, axes, ir.AxisMLP, li, l.MLP)
 		if err != nil {
 			return nil, err
 		}
-		heads, err := axisNorms(m, ir.AxisHeads, li, l.Heads)
+		heads, err := axisNorms(m, axes, ir.AxisHeads, li, l.Heads)
 		if err != nil {
 			return nil, err
 		}
@@ -275,8 +273,8 @@ func Magnitude(m *ir.Model) (*scores.Table, error) {
 	return t, nil
 }
 
-func axisNorms(m *ir.Model, axis ir.AxisKind, layer, units int) ([]float64, error) {
-	cs, err := m.Config.Couplings(axis, layer)
+func axisNorms(m *ir.Model, axes *ir.Axes, axis ir.AxisKind, layer, units int) ([]float64, error) {
+	cs, err := axes.Couplings(axis, layer)
 	if err != nil {
 		return nil, err
 	}

@@ -155,7 +155,7 @@ func TestPickHeads(t *testing.T) {
 	}
 }
 
-func randomModel(t *testing.T, cfg ir.Config, seed uint64) *ir.Model {
+func randomModel(t testing.TB, cfg ir.Config, seed uint64) *ir.Model {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 5))
 	names, shapes := cfg.ExpectedShapes()
@@ -524,5 +524,22 @@ func TestPruneErrors(t *testing.T) {
 				t.Errorf("Prune = %v, want an error mentioning %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// BenchmarkPrune measures a whole magnitude-scored width prune of an
+// 80-layer model with tiny layers, so that the time is the bookkeeping
+// (graphs, couplings, validation) rather than slicing weights.
+func BenchmarkPrune(b *testing.B) {
+	cfg := ir.Config{Vocab: 32, Hidden: 64, Layers: ir.UniformLayers(80, ir.LayerConfig{Heads: 8, KVHeads: 2, HeadDim: 8, MLP: 128}), NormEps: 1e-5, RopeTheta: 1e4}
+	m := randomModel(b, cfg, 1)
+	for b.Loop() {
+		s, err := Magnitude(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Prune(m, s, 32, 64, 4, 1); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
