@@ -39,6 +39,8 @@ func TestExitCodes(t *testing.T) {
 		{"ok", []string{"fmt", "--check", formatted}, 0},
 		{"version", []string{"--version"}, 0},
 		{"unknown command", []string{"frobnicate"}, 2},
+		{"help", []string{"help", "run"}, 0},
+		{"help on an unknown command", []string{"help", "frobnicate"}, 2},
 		{"misspelt command", []string{"runn", "x.hcl"}, 2},
 		{"unknown root flag", []string{"--frob"}, 2},
 		{"unknown flag", []string{"validate", "--frob", formatted}, 2},

@@ -192,6 +192,25 @@ whittle plans, runs and records them.`,
 		newPluginsCmd(),
 		newPluginServeCmd(),
 	)
+	root.SetHelpCommand(newHelpCmd(root))
 	usageErrors(root)
 	return root
+}
+
+// newHelpCmd replaces cobra's help command, which prints "Unknown help
+// topic" for a command that does not exist and exits 0: here that is a
+// usage error like any unknown command.
+func newHelpCmd(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			target, rest, err := root.Find(args)
+			if err != nil || len(rest) > 0 || target == nil {
+				return unknownCommand(root, args)
+			}
+			return target.Help()
+		},
+	}
 }
