@@ -196,8 +196,15 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 		if ev.PassStart != nil {
 			ev.PassStart(i, len(r.Passes), p)
 		}
+		// Record the pass as running before it starts, so that a run killed
+		// mid-pass (SIGKILL, power loss) reports which pass it was in.
+		run.man.Passes = append(run.man.Passes, PassRecord{Index: p.Index, Name: p.Name, Kind: p.Kind, Into: p.Into,
+			Status: StatusRunning, Started: time.Now().UTC()})
+		if err := run.man.write(manPath); err != nil {
+			return run.man, err
+		}
 		rec, err := run.runPass(ctx, p, ev)
-		run.man.Passes = append(run.man.Passes, rec)
+		run.man.Passes[len(run.man.Passes)-1] = rec
 		if err != nil {
 			run.man.Status = StatusFailed
 		}

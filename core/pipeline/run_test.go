@@ -18,8 +18,9 @@ import (
 // scalePass multiplies a model's embedding by a factor; it counts its runs
 // and fails on demand so the tests can watch caching and resumption.
 type scalePass struct {
-	runs *int
-	fail *string // name of the pass that fails
+	runs  *int
+	fail  *string              // name of the pass that fails
+	onRun func(rc *RunContext) // called first in Run, when set
 }
 
 type scaleConfig struct {
@@ -38,6 +39,9 @@ func (s scalePass) Plan(pc *PlanContext, p *recipe.Pass) (*ir.Config, error) {
 
 func (s scalePass) Run(ctx context.Context, rc *RunContext, p *recipe.Pass) error {
 	*s.runs++
+	if s.onRun != nil {
+		s.onRun(rc)
+	}
 	if *s.fail == p.Name {
 		return errors.New("injected failure")
 	}
@@ -307,5 +311,48 @@ pass "scale" {
 	// Once more: everything is reused where it now is.
 	if _, err := Run(ctx, load(inserted), reg, Options{Dir: runDir}, Events{}); err != nil || runs != 3 {
 		t.Errorf("third run: %v, %d passes ran", err, runs-3)
+	}
+}
+
+// TestManifestRecordsRunningPass: while a pass runs, the manifest on disk
+// already names it as running (after the passes done before it), so that a
+// run killed mid-pass tells where it was.
+func TestManifestRecordsRunningPass(t *testing.T) {
+	work := t.TempDir()
+	tinyModel(t, filepath.Join(work, "base"))
+	recipePath := filepath.Join(work, "r.hcl")
+	if err := os.WriteFile(recipePath, []byte(testRecipe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runs, fail := 0, ""
+	var seen [][]PassState
+	reg := NewRegistry()
+	if err := reg.Register(scalePass{runs: &runs, fail: &fail, onRun: func(rc *RunContext) {
+		m, err := ReadManifest(filepath.Join(rc.RunDir, ManifestName))
+		if err != nil {
+			t.Errorf("reading the manifest during a pass: %v", err)
+			return
+		}
+		seen = append(seen, m.PassStates())
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	r, diags := recipe.Load(recipePath, nil, reg.Language())
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if _, err := Run(context.Background(), r, reg, Options{Dir: filepath.Join(work, "run")}, Events{}); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{StateRunning, StateNotRun}, {StateDone, StateRunning}}
+	if len(seen) != len(want) {
+		t.Fatalf("saw the manifest %d times, want %d", len(seen), len(want))
+	}
+	for i, states := range seen {
+		for j, st := range states {
+			if st.State != want[i][j] {
+				t.Errorf("during pass %d, pass %q is %q, want %q", i, st.Name, st.State, want[i][j])
+			}
+		}
 	}
 }

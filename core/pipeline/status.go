@@ -108,6 +108,10 @@ func (m *Manifest) WritePassStates(w io.Writer) error {
 			kind = "-"
 		}
 		state := p.State
+		if state == StateRunning {
+			// The manifest cannot tell a live run from a killed one.
+			state = "running (or killed while running)"
+		}
 		if p.Error != "" {
 			state += ": " + strings.Join(strings.Fields(p.Error), " ")
 		}
