@@ -99,9 +99,12 @@ pass "prune-width" {
 		t.Errorf("plan:\n%s", plan)
 	}
 	out := filepath.Join(dir, "run")
-	_, _, err = whittle(t, "run", recipe, "--out", out)
-	if exitCode(err) != 2 || !strings.Contains(err.Error(), "configuration without weights") {
-		t.Errorf("run of a config-only model: exit %d, %v", exitCode(err), err)
+	// validate accepts what run starts, and refuses what it refuses.
+	for _, args := range [][]string{{"validate", recipe}, {"run", recipe, "--out", out}} {
+		_, _, err = whittle(t, args...)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), "configuration without weights") {
+			t.Errorf("%s of a config-only model: exit %d, %v", args[0], exitCode(err), err)
+		}
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("run created %s before refusing (%v)", out, err)

@@ -96,8 +96,11 @@ func newValidateCmd() *cobra.Command {
 		Short: "Check a recipe: syntax, types, references, values, input files and every pass's plan",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, _, _, err := checkRecipe(cmd, args[0], vars)
+			r, _, plan, err := checkRecipe(cmd, args[0], vars)
 			if err != nil {
+				return err
+			}
+			if err := pipeline.CheckRunnable(r, plan); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (%d models, %d datasets, %d passes, %d outputs)\n",

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"fmt"
+
 	"github.com/whittle-ml/whittle/core/recipe"
 )
 
@@ -26,4 +28,17 @@ func Check(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 		return nil, &CheckError{Err: err}
 	}
 	return plan, nil
+}
+
+// CheckRunnable is what a run needs beyond Check's plan: weights for every
+// declared model (a config.json alone can be planned, not run). validate
+// and run both make it, so validate accepts exactly what run will start.
+func CheckRunnable(r *recipe.Recipe, plan *Plan) error {
+	for i, m := range r.Models {
+		// MakePlan puts one stage per declared model first, in order.
+		if i < len(plan.Stages) && plan.Stages[i].ConfigOnly {
+			return &CheckError{Err: fmt.Errorf("%s: model %q: %s is a configuration without weights: it can be inspected and planned, not run", At(m.DeclRange), m.Name, m.Path)}
+		}
+	}
+	return nil
 }

@@ -146,11 +146,8 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	if err != nil {
 		return nil, err
 	}
-	for i, m := range r.Models {
-		// MakePlan puts one stage per declared model first, in order.
-		if plan.Stages[i].ConfigOnly {
-			return nil, &CheckError{Err: fmt.Errorf("%s: model %q: %s is a configuration without weights: it can be inspected and planned, not run", At(m.DeclRange), m.Name, m.Path)}
-		}
+	if err := CheckRunnable(r, plan); err != nil {
+		return nil, err
 	}
 	lock, err := LockDir(opts.Dir)
 	if err != nil {
