@@ -9,7 +9,9 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 
+	"github.com/whittle-ml/whittle/ir/graph"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
@@ -128,35 +130,65 @@ type ParamCounts struct {
 }
 
 // Params counts parameters from the config alone (no tensor is read), with
-// tied weights counted once.
+// tied weights counted once. The breakdown follows the graph: each op's
+// parameters go to its kind's component (embedding, norms, LM head), and a
+// layer's linears to attention or MLP by their role ("self_attn.*" or
+// "mlp.*", the Hugging Face module names every family's builder uses).
 func (c *Config) Params() ParamCounts {
 	var p ParamCounts
-	h := int64(c.Hidden)
-	p.Embedding = int64(c.Vocab) * h
-	for _, l := range c.Layers {
-		q, kv := int64(l.Heads*l.HeadDim), int64(l.KVHeads*l.HeadDim)
-		p.Attention += 2*q*h + 2*kv*h
-		p.MLP += 3 * int64(l.MLP) * h
-		p.Norms += 2 * h
+	g, err := c.Graph()
+	if err != nil {
+		// The builders size every dimension from the config, so a graph
+		// only fails on a config Check rejects; like ExpectedShapes, such
+		// a config has no parameters to count.
+		return p
 	}
-	p.Norms += h
-	if !c.Tied {
-		p.Classifier = int64(c.Vocab) * h
+	seen := make(map[*graph.Param]bool, len(g.Params))
+	for _, op := range g.Ops {
+		var n int64
+		for _, w := range op.Params {
+			if !seen[w] { // a tied LM head reads the embedding's table
+				seen[w] = true
+				n += w.Shape.Elements()
+			}
+		}
+		switch op.Kind {
+		case graph.KindEmbedding:
+			p.Embedding += n
+		case graph.KindRMSNorm:
+			p.Norms += n
+		case graph.KindLMHead:
+			p.Classifier += n
+		case graph.KindLinear:
+			if strings.HasPrefix(op.Name, "self_attn.") {
+				p.Attention += n
+			} else {
+				p.MLP += n
+			}
+		}
 	}
 	p.Total = p.Embedding + p.Attention + p.MLP + p.Norms + p.Classifier
 	return p
 }
 
 // FLOPsPerToken is the forward matmul cost of one token at context length
-// ctx (2 FLOPs per multiply-add; attention scores counted at ctx).
+// ctx (2 FLOPs per multiply-add; attention scores counted at ctx): 2·in·out
+// for each linear and the LM head (tied or not), and for each attention
+// 2·ctx·q_dim for the scores plus as much for mixing the values. Biases,
+// norms and activations are not counted.
 func (c *Config) FLOPsPerToken(ctx int) int64 {
-	var f int64
-	h := int64(c.Hidden)
-	for _, l := range c.Layers {
-		q, kv := int64(l.Heads*l.HeadDim), int64(l.KVHeads*l.HeadDim)
-		f += 2 * (2*q*h + 2*kv*h + 3*int64(l.MLP)*h)
-		f += 2 * 2 * int64(ctx) * q
+	g, err := c.Graph()
+	if err != nil {
+		return 0 // see Params
 	}
-	f += 2 * int64(c.Vocab) * h
+	var f int64
+	for _, op := range g.Ops {
+		switch op.Kind {
+		case graph.KindLinear, graph.KindLMHead:
+			f += 2 * op.Params[0].Shape.Elements() // the [out, in] weight
+		case graph.KindAttention:
+			f += 2 * 2 * int64(ctx) * int64(op.Inputs[0].Shape[1].Size())
+		}
+	}
 	return f
 }
