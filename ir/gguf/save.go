@@ -139,14 +139,7 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		}
 		kvs = append(kvs, tkv...)
 	} else {
-		for _, s := range []struct {
-			key string
-			id  int
-		}{{KeyTokBOS, c.BOS}, {KeyTokEOS, c.EOS}} {
-			if s.id >= 0 {
-				kvs = append(kvs, KV{s.key, Of(uint32(s.id))})
-			}
-		}
+		kvs = append(kvs, specialTokenKVs(c)...)
 	}
 
 	perms := interleavedPerms(c)
@@ -257,4 +250,18 @@ func fileType(m *ir.Model, d *ir.DType) (uint32, error) {
 		return fileTypeBF16, nil
 	}
 	return 0, fmt.Errorf("dtype %s has no GGUF file type", dt)
+}
+
+// specialTokenKVs are the BOS/EOS ids of c that are set (≥ 0).
+func specialTokenKVs(c *ir.Config) []KV {
+	var kvs []KV
+	for _, s := range []struct {
+		key string
+		id  int
+	}{{KeyTokBOS, c.BOS}, {KeyTokEOS, c.EOS}} {
+		if s.id >= 0 {
+			kvs = append(kvs, KV{s.key, Of(uint32(s.id))})
+		}
+	}
+	return kvs
 }

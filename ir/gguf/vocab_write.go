@@ -38,14 +38,7 @@ func byteLevelKVs(t *tokenizer.Tokenizer, c *ir.Config) ([]KV, error) {
 		{KeyTokTypes, ArrayOf(types)},
 		{KeyTokMerges, ArrayOf(ms)},
 	}
-	for _, s := range []struct {
-		key string
-		id  int
-	}{{KeyTokBOS, c.BOS}, {KeyTokEOS, c.EOS}} {
-		if s.id >= 0 {
-			kvs = append(kvs, KV{s.key, Of(uint32(s.id))})
-		}
-	}
+	kvs = append(kvs, specialTokenKVs(c)...)
 	return append(kvs, KV{KeyTokAddBOS, Of(t.BOS >= 0)}, KV{KeyTokAddEOS, Of(false)}), nil
 }
 
