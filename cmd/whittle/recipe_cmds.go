@@ -183,7 +183,7 @@ func newRunCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Checked here for the diagnostics' source excerpts; Run checks
 			// again (model headers only) before its first pass.
-			r, reg, _, err := checkRecipe(cmd, args[0], vars)
+			r, reg, plan, err := checkRecipe(cmd, args[0], vars)
 			if err != nil {
 				return err
 			}
@@ -199,7 +199,7 @@ func newRunCmd() *cobra.Command {
 			disp := newDisplay(cmd.ErrOrStderr())
 			defer disp.close()
 			log := slog.New(slog.NewTextHandler(disp, &slog.HandlerOptions{Level: level}))
-			man, err := pipeline.Run(cmd.Context(), r, reg, pipeline.Options{Dir: out, Log: log, Backends: backendProvider()}, disp.events())
+			man, err := pipeline.Run(cmd.Context(), r, reg, pipeline.Options{Dir: out, Log: log, Backends: backendProvider(), Checked: plan}, disp.events())
 			if err != nil {
 				return err
 			}

@@ -38,6 +38,10 @@ type Options struct {
 	// Backends opens compute backends; passes that compute (score,
 	// distill, …) fail without one.
 	Backends BackendProvider
+	// Checked is Check's plan of this very recipe when the caller already
+	// made it (the CLI does, to print diagnostics with source lines); nil
+	// makes Run check. Either way Run starts nothing before the check.
+	Checked *Plan
 }
 
 // slot is a named value in the run: a model or a scores table, with the
@@ -142,9 +146,12 @@ func Run(ctx context.Context, r *recipe.Recipe, reg *Registry, opts Options, ev 
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	plan, err := Check(r, reg)
-	if err != nil {
-		return nil, err
+	plan := opts.Checked
+	if plan == nil {
+		var err error
+		if plan, err = Check(r, reg); err != nil {
+			return nil, err
+		}
 	}
 	if err := CheckRunnable(r, plan); err != nil {
 		return nil, err
