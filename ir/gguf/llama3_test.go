@@ -16,6 +16,7 @@ import (
 	"github.com/whittle-ml/whittle/internal/shareddata"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
 // The llama3 fixtures (gen_llama31.py): a tiny random checkpoint in Llama
@@ -208,25 +209,7 @@ func TestLlama3Parameters(t *testing.T) {
 
 // randomModel is a model of config c with random weights.
 func randomModel(t *testing.T, c ir.Config) *ir.Model {
-	t.Helper()
-	r := rand.New(rand.NewPCG(3, 4))
-	names, shapes := c.ExpectedShapes()
-	m := &ir.Model{Config: c, Tensors: map[string]*ir.Tensor{}}
-	for _, n := range names {
-		size := 1
-		for _, d := range shapes[n] {
-			size *= d
-		}
-		v := make([]float32, size)
-		for i := range v {
-			v[i] = float32(r.NormFloat64())
-		}
-		m.Tensors[n] = ir.FromFloat32(ir.F32, shapes[n], v)
-	}
-	if err := m.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return irtest.RandomModel(t, c, rand.New(rand.NewPCG(3, 4)))
 }
 
 // TestLlama3LoadErrors: rope_freqs that no llama3 scaling explains, of the

@@ -10,6 +10,7 @@ import (
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/core/scores"
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
 func iptr(v int) *int             { return &v }
@@ -156,25 +157,7 @@ func TestPickHeads(t *testing.T) {
 }
 
 func randomModel(t testing.TB, cfg ir.Config, seed uint64) *ir.Model {
-	t.Helper()
-	r := rand.New(rand.NewPCG(seed, 5))
-	names, shapes := cfg.ExpectedShapes()
-	m := &ir.Model{Config: cfg, Tensors: map[string]*ir.Tensor{}, Source: "random"}
-	for _, n := range names {
-		k := 1
-		for _, d := range shapes[n] {
-			k *= d
-		}
-		v := make([]float32, k)
-		for i := range v {
-			v[i] = float32(r.NormFloat64())
-		}
-		m.Tensors[n] = ir.FromFloat32(ir.F32, shapes[n], v)
-	}
-	if err := m.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return irtest.RandomModel(t, cfg, rand.New(rand.NewPCG(seed, 5)))
 }
 
 func values(t *testing.T, m *ir.Model, name string) ([]float64, int) {
