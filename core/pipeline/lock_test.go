@@ -101,12 +101,7 @@ func TestLockAcrossProcesses(t *testing.T) {
 // TestRunRefusesHeldDirectory: a run into a directory another run holds
 // fails with the holder's identity and changes nothing there.
 func TestRunRefusesHeldDirectory(t *testing.T) {
-	work := t.TempDir()
-	tinyModel(t, filepath.Join(work, "base"))
-	recipePath := filepath.Join(work, "r.hcl")
-	if err := os.WriteFile(recipePath, []byte(testRecipe), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	work, recipePath := scaleWork(t)
 	runs, fail := 0, ""
 	reg := NewRegistry()
 	if err := reg.Register(scalePass{runs: &runs, fail: &fail}); err != nil {

@@ -89,6 +89,19 @@ func tinyModel(t *testing.T, dir string) {
 	}
 }
 
+// scaleWork is a work directory holding the tiny model "base" and
+// testRecipe as r.hcl.
+func scaleWork(t *testing.T) (work, recipePath string) {
+	t.Helper()
+	work = t.TempDir()
+	tinyModel(t, filepath.Join(work, "base"))
+	recipePath = filepath.Join(work, "r.hcl")
+	if err := os.WriteFile(recipePath, []byte(testRecipe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return work, recipePath
+}
+
 const testRecipe = `
 variable "factor" {
   type    = number
@@ -118,12 +131,7 @@ output "final" {
 `
 
 func TestRunManifestAndResume(t *testing.T) {
-	work := t.TempDir()
-	tinyModel(t, filepath.Join(work, "base"))
-	recipePath := filepath.Join(work, "r.hcl")
-	if err := os.WriteFile(recipePath, []byte(testRecipe), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	work, recipePath := scaleWork(t)
 	runs, fail := 0, ""
 	reg := NewRegistry()
 	if err := reg.Register(scalePass{runs: &runs, fail: &fail}); err != nil {
@@ -318,12 +326,7 @@ pass "scale" {
 // already names it as running (after the passes done before it), so that a
 // run killed mid-pass tells where it was.
 func TestManifestRecordsRunningPass(t *testing.T) {
-	work := t.TempDir()
-	tinyModel(t, filepath.Join(work, "base"))
-	recipePath := filepath.Join(work, "r.hcl")
-	if err := os.WriteFile(recipePath, []byte(testRecipe), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	work, recipePath := scaleWork(t)
 	runs, fail := 0, ""
 	var seen [][]PassState
 	reg := NewRegistry()
