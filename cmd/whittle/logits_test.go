@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/data/npy"
+	"github.com/whittle-ml/whittle/internal/shareddata"
 	"github.com/whittle-ml/whittle/ir/modelio"
 	"github.com/whittle-ml/whittle/plugins/cpu/reference"
 )
@@ -90,10 +91,7 @@ func readFloats(t *testing.T, path string) ([]int, []float32) {
 // real defect (RoPE order, a missing norm) exceeds by orders of magnitude.
 func TestLogitsMatchesReferences(t *testing.T) {
 	data := sharedData(t)
-	bin := filepath.Join(filepath.Dir(data), "tools", "llamacpp", "bin", "llama-logits")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("shared data is present but llama-logits is not: %v", err)
-	}
+	bin := shareddata.LlamaCpp(t, "llama-logits")
 	dir := t.TempDir()
 	model := filepath.Join(data, "models", "stories260K", "stories260K.gguf")
 	const rows, cols, vocab = 4, 64, 512

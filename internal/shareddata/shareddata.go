@@ -49,3 +49,16 @@ func Path(t testing.TB, rel string) string {
 	}
 	return p
 }
+
+// LlamaCpp returns the path of a program of the shared llama.cpp build
+// (shared/tools/llamacpp/bin/NAME). It skips the test when shared/ is
+// absent and fails it when shared/ is there without the program: a check
+// against llama.cpp must not pass silently where it could run.
+func LlamaCpp(t testing.TB, name string) string {
+	t.Helper()
+	bin := filepath.Join(filepath.Dir(Dir(t)), "tools", "llamacpp", "bin", name)
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("shared/ is present but llama.cpp's %s is not: %v", name, err)
+	}
+	return bin
+}

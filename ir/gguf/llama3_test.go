@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -256,10 +255,7 @@ func TestLlama3LoadErrors(t *testing.T) {
 // TestLlama3LogitsMatchLlamaCpp runs llama.cpp's forward pass on whittle's
 // export and on llama.cpp's own conversion of the same HF checkpoint.
 func TestLlama3LogitsMatchLlamaCpp(t *testing.T) {
-	bin := filepath.Join(shareddata.Dir(t), "..", "tools", "llamacpp", "bin", "llama-logits")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("shared/ is present but llama.cpp's llama-logits is not: %v", err)
-	}
+	bin := shareddata.LlamaCpp(t, "llama-logits")
 	_, path := exportLlama31(t)
 	dir := t.TempDir()
 	const rows, length = 2, 256

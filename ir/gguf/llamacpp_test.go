@@ -3,7 +3,6 @@ package gguf
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -44,10 +43,7 @@ var vocabFixtures = []string{"vocab-llama-spm.gguf", "vocab-llama-bpe.gguf", "vo
 // name whittle accepts. It needs the shared llama.cpp build and fails,
 // rather than skips, when shared/ is there without it.
 func TestVocabMatchesLlamaCpp(t *testing.T) {
-	bin := filepath.Join(shareddata.Dir(t), "..", "tools", "llamacpp", "bin", "llama-tokenize")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("shared/ is present but llama.cpp's llama-tokenize is not: %v", err)
-	}
+	bin := shareddata.LlamaCpp(t, "llama-tokenize")
 	files := map[string]string{}
 	for _, name := range vocabFixtures {
 		files[name] = filepath.Join("testdata", name)
