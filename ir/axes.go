@@ -302,12 +302,13 @@ func (m *Model) DropLayers(layers []int) (*Model, error) {
 		}
 		ni := len(cfg.Layers)
 		cfg.Layers = append(cfg.Layers, l)
-		for _, r := range LayerRoles {
-			t, err := m.Tensor(LayerName(i, r))
+		from, to := m.Config.LayerTensors(i).All(), cfg.LayerTensors(ni).All()
+		for k, name := range from {
+			t, err := m.Tensor(name)
 			if err != nil {
 				return nil, err
 			}
-			ts[LayerName(ni, r)] = t
+			ts[to[k]] = t
 		}
 	}
 	return m.validated(cfg, ts)

@@ -5,10 +5,16 @@ import (
 	"math"
 )
 
-// Config is the architecture of a Llama-family decoder. Layer sizes may
-// differ per layer: a width- or depth-pruned model is still a valid Config.
+// Config is the architecture of a decoder of one of the families whittle
+// reads (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Phi-3): Llama's layout plus
+// the options that set the others apart. Layer sizes may differ per layer:
+// a width- or depth-pruned model is still a valid Config. The zero value of
+// every family option is Llama's behaviour, so that a Llama config
+// serializes as it always did.
 type Config struct {
-	// Arch names the family as the source format did ("llama", "mistral").
+	// Arch names the family ("llama", "mistral", "qwen2", "qwen3",
+	// "gemma2", "phi3"); it chooses tensor names and file layouts, while
+	// the options below choose the computation.
 	Arch   string `json:"arch"`
 	Vocab  int    `json:"vocab_size"`
 	Hidden int    `json:"hidden_size"`
@@ -23,6 +29,52 @@ type Config struct {
 	Tied bool `json:"tie_word_embeddings"`
 	BOS  int  `json:"bos_token_id"`
 	EOS  int  `json:"eos_token_id"`
+
+	// AttnBias adds biases to the q, k and v projections (Qwen2).
+	AttnBias bool `json:"attention_bias,omitempty"`
+	// QKNorm normalizes each query and key head with its own RMSNorm
+	// before RoPE (Qwen3).
+	QKNorm bool `json:"qk_norm,omitempty"`
+	// NormOffset is added to every norm weight: 1 for Gemma's (1 + w).
+	NormOffset float64 `json:"norm_offset,omitempty"`
+	// EmbedScale multiplies the looked-up embeddings by √hidden (Gemma).
+	EmbedScale bool `json:"embed_scale,omitempty"`
+	// Act is the gated MLP's activation: "" or ActSiLU (SwiGLU), or
+	// ActGELUTanh (Gemma's GeGLU).
+	Act string `json:"hidden_act,omitempty"`
+	// PostNorms adds Gemma 2's norms on the attention and MLP outputs
+	// before their residual adds (and renames the pre-MLP norm).
+	PostNorms bool `json:"post_norms,omitempty"`
+	// AttnScalar scales attention scores by AttnScalar^-½ (Gemma 2's
+	// query_pre_attn_scalar); 0 means head_dim.
+	AttnScalar float64 `json:"query_pre_attn_scalar,omitempty"`
+	// AttnSoftCap and FinalSoftCap, when positive, cap attention scores
+	// and logits as cap·tanh(x/cap) (Gemma 2).
+	AttnSoftCap  float64 `json:"attn_logit_softcapping,omitempty"`
+	FinalSoftCap float64 `json:"final_logit_softcapping,omitempty"`
+}
+
+// Gated-MLP activations.
+const (
+	ActSiLU     = "silu"
+	ActGELUTanh = "gelu_tanh"
+)
+
+// Activation is the MLP's activation with the default filled in.
+func (c *Config) Activation() string {
+	if c.Act == "" {
+		return ActSiLU
+	}
+	return c.Act
+}
+
+// AttnScale is the factor attention scores are multiplied by in a layer
+// with the given head_dim.
+func (c *Config) AttnScale(headDim int) float64 {
+	if c.AttnScalar > 0 {
+		return 1 / math.Sqrt(c.AttnScalar)
+	}
+	return 1 / math.Sqrt(float64(headDim))
 }
 
 // LayerConfig sizes one decoder layer. Query heads are grouped by KV head:
@@ -32,6 +84,9 @@ type LayerConfig struct {
 	KVHeads int `json:"num_key_value_heads"`
 	HeadDim int `json:"head_dim"`
 	MLP     int `json:"intermediate_size"`
+	// Window, when positive, limits each query to the Window most recent
+	// positions, itself included (sliding-window attention); 0 is global.
+	Window int `json:"sliding_window,omitempty"`
 }
 
 // RopeScaling mirrors Hugging Face's rope_scaling dictionary for the
@@ -53,14 +108,21 @@ func (l LayerConfig) GroupSize() int {
 }
 
 // Uniform reports whether every layer has the same sizes, which formats
-// without per-layer fields (Hugging Face's config.json) require.
+// without per-layer fields (Hugging Face's config.json) require. Attention
+// windows are not sizes: Gemma 2 alternates them by design.
 func (c *Config) Uniform() bool {
 	for _, l := range c.Layers {
-		if l != c.Layers[0] {
+		if l.Sizes() != c.Layers[0].Sizes() {
 			return false
 		}
 	}
 	return true
+}
+
+// Sizes is the layer without its attention window.
+func (l LayerConfig) Sizes() LayerConfig {
+	l.Window = 0
+	return l
 }
 
 // UniformLayers builds n identical layer configs.
@@ -90,8 +152,23 @@ func (c *Config) Check() error {
 	if err := c.RopeScaling.check(); err != nil {
 		return err
 	}
+	switch c.Act {
+	case "", ActSiLU, ActGELUTanh:
+	default:
+		return fmt.Errorf("hidden_act %q is not supported (want %s or %s)", c.Act, ActSiLU, ActGELUTanh)
+	}
+	for _, f := range []struct {
+		key string
+		v   float64
+	}{{"norm_offset", c.NormOffset}, {"query_pre_attn_scalar", c.AttnScalar}, {"attn_logit_softcapping", c.AttnSoftCap}, {"final_logit_softcapping", c.FinalSoftCap}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 {
+			return fmt.Errorf("%s must be finite and not negative, got %g", f.key, f.v)
+		}
+	}
 	for i, l := range c.Layers {
 		switch {
+		case l.Window < 0:
+			return fmt.Errorf("layer %d: sliding window %d must not be negative", i, l.Window)
 		case l.Heads <= 0 || l.KVHeads <= 0 || l.HeadDim <= 0 || l.MLP <= 0:
 			return fmt.Errorf("layer %d: heads (%d), kv heads (%d), head_dim (%d) and intermediate size (%d) must be positive", i, l.Heads, l.KVHeads, l.HeadDim, l.MLP)
 		case l.Heads%l.KVHeads != 0:

@@ -9,7 +9,6 @@ import (
 	"io"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/whittle-ml/whittle/ir/graph"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
@@ -132,8 +131,8 @@ type ParamCounts struct {
 // Params counts parameters from the config alone (no tensor is read), with
 // tied weights counted once. The breakdown follows the graph: each op's
 // parameters go to its kind's component (embedding, norms, LM head), and a
-// layer's linears to attention or MLP by their role ("self_attn.*" or
-// "mlp.*", the Hugging Face module names every family's builder uses).
+// layer's linears to attention (q, k, v and o projections, biases
+// included) or MLP by their op names.
 func (c *Config) Params() ParamCounts {
 	var p ParamCounts
 	g, err := c.Graph()
@@ -160,7 +159,7 @@ func (c *Config) Params() ParamCounts {
 		case graph.KindLMHead:
 			p.Classifier += n
 		case graph.KindLinear:
-			if strings.HasPrefix(op.Name, "self_attn.") {
+			if attentionOps[op.Name] {
 				p.Attention += n
 			} else {
 				p.MLP += n
@@ -192,3 +191,6 @@ func (c *Config) FLOPsPerToken(ctx int) int64 {
 	}
 	return f
 }
+
+// attentionOps are the graph's attention linears, by op name.
+var attentionOps = map[string]bool{"q_proj": true, "k_proj": true, "v_proj": true, "o_proj": true}

@@ -30,12 +30,79 @@ const (
 	RoleDown     = "mlp.down_proj"
 )
 
-// LayerRoles lists the per-layer roles in file order.
+// Roles of the per-layer parameters only some families have.
+const (
+	// RoleQNorm and RoleKNorm are Qwen3's per-head q/k norms.
+	RoleQNorm = "self_attn.q_norm"
+	RoleKNorm = "self_attn.k_norm"
+	// RolePostAttnNorm is Gemma 2's norm on the attention output; it has
+	// the name Llama gives its pre-MLP norm.
+	RolePostAttnNorm = "post_attention_layernorm"
+	// RolePreFFNorm and RolePostFFNorm are Gemma 2's MLP input and output
+	// norms.
+	RolePreFFNorm  = "pre_feedforward_layernorm"
+	RolePostFFNorm = "post_feedforward_layernorm"
+)
+
+// LayerRoles lists Llama's per-layer roles in file order.
 var LayerRoles = []string{RoleAttnNorm, RoleQ, RoleK, RoleV, RoleO, RoleMLPNorm, RoleGate, RoleUp, RoleDown}
 
 // LayerName is the canonical name of a per-layer weight.
 func LayerName(layer int, role string) string {
 	return fmt.Sprintf("model.layers.%d.%s.weight", layer, role)
+}
+
+// LayerBiasName is the canonical name of a per-layer bias.
+func LayerBiasName(layer int, role string) string {
+	return fmt.Sprintf("model.layers.%d.%s.bias", layer, role)
+}
+
+// LayerTensors names one layer's parameters by what they do, whatever the
+// family calls them; "" marks a parameter the family does not have.
+type LayerTensors struct {
+	AttnNorm            string
+	Q, K, V             string
+	QBias, KBias, VBias string
+	QNorm, KNorm        string
+	O                   string
+	AttnPostNorm        string
+	MLPNorm             string
+	Gate, Up, Down      string
+	MLPPostNorm         string
+}
+
+// LayerTensors names layer i's parameters under c's family options.
+func (c *Config) LayerTensors(i int) LayerTensors {
+	t := LayerTensors{
+		AttnNorm: LayerName(i, RoleAttnNorm),
+		Q:        LayerName(i, RoleQ), K: LayerName(i, RoleK), V: LayerName(i, RoleV),
+		O:       LayerName(i, RoleO),
+		MLPNorm: LayerName(i, RoleMLPNorm),
+		Gate:    LayerName(i, RoleGate), Up: LayerName(i, RoleUp), Down: LayerName(i, RoleDown),
+	}
+	if c.AttnBias {
+		t.QBias, t.KBias, t.VBias = LayerBiasName(i, RoleQ), LayerBiasName(i, RoleK), LayerBiasName(i, RoleV)
+	}
+	if c.QKNorm {
+		t.QNorm, t.KNorm = LayerName(i, RoleQNorm), LayerName(i, RoleKNorm)
+	}
+	if c.PostNorms {
+		t.AttnPostNorm = LayerName(i, RolePostAttnNorm)
+		t.MLPNorm = LayerName(i, RolePreFFNorm)
+		t.MLPPostNorm = LayerName(i, RolePostFFNorm)
+	}
+	return t
+}
+
+// All lists the layer's parameter names in file order.
+func (t LayerTensors) All() []string {
+	var out []string
+	for _, n := range []string{t.AttnNorm, t.Q, t.QBias, t.K, t.KBias, t.V, t.VBias, t.QNorm, t.KNorm, t.O, t.AttnPostNorm, t.MLPNorm, t.Gate, t.Up, t.Down, t.MLPPostNorm} {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // ExpectedShapes lists every tensor a model with this config must hold,

@@ -189,7 +189,7 @@ func TestRopeInvFreqLlama31Bands(t *testing.T) {
 	base := ir.Config{RopeTheta: 500000}
 	c := base
 	c.RopeScaling = &ir.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 8192}
-	if err := (&ir.Config{Vocab: 1, Hidden: 1, Layers: []ir.LayerConfig{{1, 1, 2, 1}}, NormEps: 1, RopeTheta: 500000, RopeScaling: c.RopeScaling}).Check(); err != nil {
+	if err := (&ir.Config{Vocab: 1, Hidden: 1, Layers: []ir.LayerConfig{{Heads: 1, KVHeads: 1, HeadDim: 2, MLP: 1}}, NormEps: 1, RopeTheta: 500000, RopeScaling: c.RopeScaling}).Check(); err != nil {
 		t.Fatalf("Llama 3.1 scaling rejected: %v", err)
 	}
 	f0, f := base.RopeInvFreq(128), c.RopeInvFreq(128)
