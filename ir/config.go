@@ -2,7 +2,9 @@ package ir
 
 import (
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 )
 
 // Config is the architecture of a decoder of one of the families whittle
@@ -221,4 +223,34 @@ func (s *RopeScaling) check() error {
 		}
 	}
 	return nil
+}
+
+// Options describes the family options that are on, in words, for
+// people reading `whittle inspect`; nil for a plain Llama decoder.
+func (c *Config) Options() []string {
+	var out []string
+	add := func(on bool, format string, args ...any) {
+		if on {
+			out = append(out, fmt.Sprintf(format, args...))
+		}
+	}
+	add(c.AttnBias, "q/k/v bias")
+	add(c.QKNorm, "q/k norm")
+	add(c.NormOffset != 0, "norm weights %g+w", c.NormOffset)
+	add(c.EmbedScale, "embedding ×√hidden")
+	add(c.Activation() != ActSiLU, "MLP %s", c.Activation())
+	add(c.PostNorms, "post-attention and post-MLP norms")
+	add(c.AttnScalar > 0, "attention scale %g^-½", c.AttnScalar)
+	add(c.AttnSoftCap > 0, "attention soft cap %g", c.AttnSoftCap)
+	add(c.FinalSoftCap > 0, "logit soft cap %g", c.FinalSoftCap)
+	windows := map[int]int{}
+	for _, l := range c.Layers {
+		if l.Window > 0 {
+			windows[l.Window]++
+		}
+	}
+	for _, w := range slices.Sorted(maps.Keys(windows)) {
+		add(true, "sliding window %d on %d of %d layers", w, windows[w], len(c.Layers))
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -265,6 +266,9 @@ func writeInspection(w interface{ Write([]byte) (int, error) }, m *ir.Model, in 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "model\t%s\n", in.Source)
 	fmt.Fprintf(tw, "architecture\t%s: %s\n", c.Arch, pipeline.Describe(&c))
+	if opts := c.Options(); len(opts) > 0 {
+		fmt.Fprintf(tw, "family options\t%s\n", strings.Join(opts, ", "))
+	}
 	fmt.Fprintf(tw, "vocabulary\t%d (bos %d, eos %d)\n", c.Vocab, c.BOS, c.EOS)
 	fmt.Fprintf(tw, "max sequence\t%d\n", c.MaxSeq)
 	fmt.Fprintf(tw, "rms norm eps\t%g\n", c.NormEps)
