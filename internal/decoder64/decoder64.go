@@ -58,7 +58,7 @@ func Load(m *ir.Model) (*Model, error) {
 
 // Clone copies the weights (for finite differences that perturb them).
 func (g *Model) Clone() *Model {
-	c := &Model{Config: g.Config, W: map[string][]float64{}, inv: g.inv}
+	c := &Model{Config: g.Config.Clone(), W: map[string][]float64{}, inv: g.inv}
 	for k, v := range g.W {
 		c.W[k] = slices.Clone(v)
 	}
