@@ -225,7 +225,15 @@ func TestMatchesLlamaCpp(t *testing.T) {
 		// wrong perturbs the config into a plausible mistake.
 		wrong func(c *ir.Config)
 	}{
-		{"llama3", func(c *ir.Config) { c.RopeScaling.OriginalMaxPos = 64 }},
+		{"llama3", func(c *ir.Config) {
+			// The other of the two readings of the scaling's context
+			// (see below): rope_scaling's 64 or the converter's 8192.
+			if s := c.RopeScaling; s.OriginalMaxPos == 8192 {
+				s.OriginalMaxPos = 64
+			} else {
+				s.OriginalMaxPos = 8192
+			}
+		}},
 		{"mistral", func(c *ir.Config) { c.RopeTheta = 10000 }},
 		{"qwen2", func(c *ir.Config) { c.AttnBias = false }},
 		{"gemma2", func(c *ir.Config) {
@@ -243,10 +251,10 @@ func TestMatchesLlamaCpp(t *testing.T) {
 				// llama.cpp's converter (convert_hf_to_gguf.py,
 				// LlamaModel) computes the Llama 3 rope_freqs with the
 				// top-level original_max_position_embeddings, 8192 when
-				// absent, not rope_scaling's (64 in this fixture, which
-				// is what transformers uses). Real Llama 3.1 configs have
-				// 8192 in both; here the GGUF holds 8192's factors.
-				s.OriginalMaxPos = 8192
+				// absent, not rope_scaling's (which transformers uses).
+				// Real Llama 3.1 configs have 8192 in both; a fixture
+				// with only rope_scaling's gets 8192's factors.
+				s.OriginalMaxPos = topLevelOrigMaxPos(t, dir, 8192)
 			}
 
 			out := filepath.Join(t.TempDir(), "logits.npy")
@@ -292,6 +300,26 @@ func TestMatchesLlamaCpp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// topLevelOrigMaxPos is config.json's top-level
+// original_max_position_embeddings, or def.
+func topLevelOrigMaxPos(t *testing.T, dir string, def int) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		N *int `json:"original_max_position_embeddings"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatalf("%s/config.json: %v", dir, err)
+	}
+	if c.N == nil {
+		return def
+	}
+	return *c.N
 }
 
 func logSumExp(z []float64) float64 {
