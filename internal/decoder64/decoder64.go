@@ -85,12 +85,12 @@ type LayerActs struct {
 	AttnPostNormOut, MLPPostNormOut                   [][]float64
 }
 
-// EmbedScale is the factor embeddings are multiplied by with
+// embedScale is the factor embeddings are multiplied by with
 // Config.EmbedScale: √hidden rounded to float32, as the IR defines it
 // (Hugging Face's Gemma computes the normalizer in the activation dtype,
 // float32 here), so that this reference is the model the engines run and
 // not a neighbour 1e-8 away from it.
-func EmbedScale(hidden int) float64 { return float64(float32(math.Sqrt(float64(hidden)))) }
+func embedScale(hidden int) float64 { return float64(float32(math.Sqrt(float64(hidden)))) }
 
 // Forward returns the logits after every position of tokens, with the
 // layers in skip bypassed (the residual stream passes through); with acts
@@ -105,7 +105,7 @@ func (g *Model) Forward(tokens []int, skip map[int]bool, acts []LayerActs) [][]f
 	for t, id := range tokens {
 		x[t] = slices.Clone(emb[id*d : (id+1)*d])
 		if cfg.EmbedScale {
-			scale(x[t], EmbedScale(d))
+			scale(x[t], embedScale(d))
 		}
 	}
 	norm := func(v []float64, name string) []float64 {
