@@ -46,6 +46,9 @@ FAMILIES = {
         "attention_bias": False, "mlp_bias": False,
         "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                          "original_max_position_embeddings": 64, "rope_type": "llama3"},
+        # llama.cpp's converter reads the llama3 context from this top-level
+        # key (default 8192), not from rope_scaling; transformers ignores it.
+        "original_max_position_embeddings": 64,
     },
     "mistral": {
         "architectures": ["MistralForCausalLM"], "model_type": "mistral",
