@@ -992,7 +992,19 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	fixtures, err := filepath.Glob(filepath.Join(familiesDir, "*", ConfigFile))
+	if err != nil || len(fixtures) == 0 {
+		f.Fatalf("no family fixtures: %v", err)
+	}
+	for _, p := range fixtures {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
 	f.Add([]byte(`{"model_type":"llama","hidden_size":8,"num_hidden_layers":1,"whittle_layers":[{}],"vocab_size":1}`))
+	f.Add([]byte(`{"model_type":"qwen2","hidden_size":8,"num_hidden_layers":3,"num_attention_heads":2,"intermediate_size":4,"vocab_size":4,"use_sliding_window":true,"sliding_window":2,"layer_types":["full_attention","sliding_attention","full_attention"]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
@@ -1001,8 +1013,18 @@ func FuzzParseConfig(f *testing.F) {
 		if err := cfg.Check(); err != nil {
 			t.Fatalf("ParseConfig accepted an inconsistent config: %v", err)
 		}
-		if _, err := MarshalConfig(&cfg, ir.F32); err != nil {
+		// Every config read is one its family can write, and what is
+		// written reads back the same.
+		out, err := MarshalConfig(&cfg, ir.F32)
+		if err != nil {
 			t.Fatal(err)
+		}
+		again, err := ParseConfig(out)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(again, cfg) {
+			t.Fatalf("round trip: %+v\nwant %+v", again, cfg)
 		}
 	})
 }
