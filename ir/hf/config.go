@@ -27,9 +27,10 @@ const (
 // express.
 const WhittleLayersKey = "whittle_layers"
 
-// transformersVersion is recorded in the files Save writes. transformers
-// only reads it for messages; it is the oldest release that honours every
-// key Save writes (head_dim in LlamaConfig).
+// transformersVersion is recorded in the files Save writes for Llama (see
+// family.version for the others). transformers only reads it for
+// messages; it is the oldest release that honours every key Save writes
+// (head_dim in LlamaConfig).
 const transformersVersion = "4.46.0"
 
 // maxLayers bounds num_hidden_layers, so a hostile config.json cannot make

@@ -239,6 +239,18 @@ func TestFamiliesRoundTrip(t *testing.T) {
 				if _, ok := raw[WhittleLayersKey]; ok == c.cfg.Uniform() {
 					t.Errorf("%s written: %v, uniform: %v", WhittleLayersKey, ok, c.cfg.Uniform())
 				}
+
+				// Converted on the way out, in shards of a few tensors.
+				conv := filepath.Join(t.TempDir(), "f32")
+				if err := Save(m, conv, SaveOptions{DType: ptr(ir.F32), MaxShardBytes: 4096}); err != nil {
+					t.Fatal(err)
+				}
+				wide, err := Load(conv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer wide.Close()
+				sameWeights(t, wide, m, ptr(ir.F32))
 			})
 		}
 	}
@@ -459,6 +471,48 @@ func TestMarshalConfigRefusesOtherOptions(t *testing.T) {
 			}
 			if _, err := os.Stat(dir); !os.IsNotExist(err) {
 				t.Errorf("Save left %s behind: %v", dir, err)
+			}
+		})
+	}
+}
+
+// TestLoadPhi3FusedErrors: a Phi-3 checkpoint whose fused tensors are
+// missing, misshapen, or duplicated by unfused ones is refused, naming the
+// tensor.
+func TestLoadPhi3FusedErrors(t *testing.T) {
+	dir := filepath.Join(familiesDir, "phi3")
+	cfg, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := openSafetensors(t, dir)
+	qkv, gateUp := "model.layers.1.self_attn.qkv_proj.weight", "model.layers.0.mlp.gate_up_proj.weight"
+	with := func(edit func(ts map[string]*ir.Tensor)) map[string]*ir.Tensor {
+		out := map[string]*ir.Tensor{}
+		for n, tt := range src {
+			out[n] = tt
+		}
+		edit(out)
+		return out
+	}
+	cases := []struct {
+		name    string
+		tensors map[string]*ir.Tensor
+		want    string
+	}{
+		{"missing qkv", with(func(ts map[string]*ir.Tensor) { delete(ts, qkv) }), "missing tensor " + qkv},
+		{"short gate_up", with(func(ts map[string]*ir.Tensor) {
+			ts[gateUp] = ir.FromFloat32(ir.BF16, []int{95, 32}, make([]float32, 95*32))
+		}), gateUp + " has shape [95 32], want [96 32]"},
+		{"also unfused", with(func(ts map[string]*ir.Tensor) { ts["model.layers.1.self_attn.k_proj.weight"] = src[ir.NameFinalNorm] }),
+			"model.layers.1.self_attn.k_proj.weight is stored both alone and in " + qkv},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := writeDir(t, cfg, c.tensors)
+			_, err := Load(d)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), d) {
+				t.Fatalf("error = %v, want %q", err, c.want)
 			}
 		})
 	}
