@@ -293,6 +293,7 @@ func TestParseConfigFamilies(t *testing.T) {
 		{"qwen2 sliding from max_window_layers", "qwen2", map[string]any{"use_sliding_window": true, "sliding_window": 9, "max_window_layers": 2}, []int{0, 0, 9, 9}, nil},
 		{"qwen2 sliding default window and layers", "qwen2", map[string]any{"use_sliding_window": true, "num_hidden_layers": 30}, append(make([]int, 28), 4096, 4096), nil},
 		{"qwen2 window unused", "qwen2", map[string]any{"use_sliding_window": false, "sliding_window": 9, "max_window_layers": 0}, []int{0, 0, 0, 0}, nil},
+		{"qwen2 zero window unused", "qwen2", map[string]any{"sliding_window": 0}, []int{0, 0, 0, 0}, nil},
 		{"qwen3 layer_types", "qwen3", map[string]any{"use_sliding_window": true, "sliding_window": 9,
 			"layer_types": []string{"sliding_attention", "full_attention", "sliding_attention", "full_attention"}}, []int{9, 0, 9, 0}, nil},
 		{"qwen3 defaults", "qwen3", nil, []int{0, 0, 0, 0}, func(c ir.Config) bool {

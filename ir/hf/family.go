@@ -194,13 +194,12 @@ func parseWindows(f family, c *configJSON, cfg *ir.Config) error {
 	case "qwen2", "qwen3":
 		// The class drops sliding_window unless use_sliding_window; the
 		// default layer_types slide the layers from max_window_layers on.
-		use := c.UseSlidingWindow != nil && *c.UseSlidingWindow
-		w, err := window(defaultSlidingWindow)
-		if err != nil {
-			return err
-		}
-		if !use {
-			w = 0
+		w := 0
+		if c.UseSlidingWindow != nil && *c.UseSlidingWindow {
+			var err error
+			if w, err = window(defaultSlidingWindow); err != nil {
+				return err
+			}
 		}
 		first := defaultMaxWindowLayers
 		if c.MaxWindowLayers != nil {
