@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -64,12 +65,13 @@ func randomFamilyModel(t *testing.T, cfg ir.Config, rng *rand.Rand) *ir.Model {
 	return im
 }
 
-// loadModel uploads im into b as a float32 model and registers it.
-func loadModel(t *testing.T, b *Backend, im *ir.Model) api.ModelID {
+// loadModel uploads im into b with weights stored as store and registers
+// it.
+func loadModel(t *testing.T, b *Backend, im *ir.Model, store torch.DType) api.ModelID {
 	t.Helper()
 	var id api.ModelID
 	err := b.do(context.Background(), func() error {
-		m, err := b.upload(im, torch.Float32)
+		m, err := b.upload(im, store)
 		if err != nil {
 			return err
 		}
@@ -85,9 +87,14 @@ func loadModel(t *testing.T, b *Backend, im *ir.Model) api.ModelID {
 	return id
 }
 
-// families loads one random model per family (seeded by seed) into b, in
-// name order.
+// families loads one random model per family (seeded by seed) into b as
+// float32 models, in name order.
 func families(t *testing.T, b *Backend, seed uint64) []*family {
+	return familiesAs(t, b, seed, torch.Float32)
+}
+
+// familiesAs is families with the weights stored as store.
+func familiesAs(t *testing.T, b *Backend, seed uint64, store torch.DType) []*family {
 	t.Helper()
 	fams := irtest.Families()
 	names := make([]string, 0, len(fams))
@@ -105,7 +112,7 @@ func families(t *testing.T, b *Backend, seed uint64) []*family {
 			t.Fatal(err)
 		}
 		f.ref = ref
-		f.id = loadModel(t, b, f.im)
+		f.id = loadModel(t, b, f.im, store)
 		for range 3 {
 			s := make([]int, famSeqLen)
 			for j := range s {
@@ -191,6 +198,32 @@ func backendLogits(t *testing.T, b *Backend, id api.ModelID, seqs [][]int, skip 
 	return out
 }
 
+// newFamilyBackend is a backend on the device WHITTLE_GOTCH_DEVICE names
+// (cpu by default, as for TestConformance), so that a GPU check runs the
+// fused attention paths (libtorch ≥ 2.0) too.
+func newFamilyBackend(t *testing.T, precision string) *Backend {
+	t.Helper()
+	dev := os.Getenv("WHITTLE_GOTCH_DEVICE")
+	if dev == "" {
+		dev = "cpu"
+	}
+	b, err := New(Options{Device: dev, Precision: precision, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// tol is a float32 tolerance set for the CPU, ten times looser on a GPU
+// (other kernels, other summation orders, float32 statistics).
+func tol(b *Backend, cpu float64) float64 {
+	if b.dev.IsCUDA() {
+		return 10 * cpu
+	}
+	return cpu
+}
+
 // closeTo reports whether got is within rel of want, relative to
 // max(1, |want|).
 func closeTo(got, want, rel float64) bool {
@@ -200,7 +233,7 @@ func closeTo(got, want, rel float64) bool {
 // TestFamilyLogits: for every family the backend's logits, with and
 // without a layer bypassed, are the float64 reference's.
 func TestFamilyLogits(t *testing.T) {
-	b := newCPU(t, "fp32")
+	b := newFamilyBackend(t, "fp32")
 	for _, f := range families(t, b, 1) {
 		t.Run(f.name, func(t *testing.T) {
 			for _, skip := range []map[int]bool{nil, {1: true}} {
@@ -214,9 +247,42 @@ func TestFamilyLogits(t *testing.T) {
 						}
 					}
 				}
-				if worst > 2e-5 {
+				if worst > tol(b, 2e-5) {
 					t.Errorf("skip %v: logits differ from the float64 reference by %.3g (relative)", skip, worst)
 				}
+			}
+		})
+	}
+}
+
+// TestFamilyBF16: models stored and run in bfloat16 (how a GPU runs
+// teachers and evaluations) give every family's logits within bfloat16's
+// precision of the float64 reference, and generate.
+func TestFamilyBF16(t *testing.T) {
+	b := newFamilyBackend(t, "bf16")
+	for _, f := range familiesAs(t, b, 1, torch.BFloat16) {
+		t.Run(f.name, func(t *testing.T) {
+			got := backendLogits(t, b, f.id, f.seqs, nil)
+			var worst, scale float64
+			for i, s := range f.seqs {
+				for p, row := range f.ref.Forward(s, nil, nil) {
+					for v, w := range row {
+						worst = math.Max(worst, math.Abs(got[i][p][v]-w))
+						scale = math.Max(scale, math.Abs(w))
+					}
+				}
+			}
+			// Weights rounded to 8 bits of mantissa and products in
+			// bfloat16: a few percent of the logits' range.
+			if worst > 0.06*scale {
+				t.Errorf("logits differ from the float64 reference by %.3g (largest logit %.3g)", worst, scale)
+			}
+			res, err := b.Generate(context.Background(), api.GenerateRequest{Model: f.id, Prompts: [][]int{f.seqs[0][:2]}, MaxTokens: famSeqLen, StopToken: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Tokens[0]) != famSeqLen {
+				t.Errorf("generated %d tokens, want %d", len(res.Tokens[0]), famSeqLen)
 			}
 		})
 	}
@@ -271,7 +337,7 @@ func refLogits(g *decoder64.Model, seqs [][]int) [][][]float64 {
 // the float64 reference's, soft caps included.
 func TestFamilyLosses(t *testing.T) {
 	ctx := context.Background()
-	b := newCPU(t, "fp32")
+	b := newFamilyBackend(t, "fp32")
 	students := families(t, b, 2)
 	teachers := families(t, b, 3)
 	for fi, f := range students {
@@ -282,14 +348,14 @@ func TestFamilyLosses(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, want, _ := refObjective(refLogits(f.ref, f.seqs), nil, f.seqs, 0, 1)
-			if !closeTo(res.LM.Loss, want, 1e-5) {
+			if !closeTo(res.LM.Loss, want, tol(b, 1e-5)) {
 				t.Errorf("LM loss %.9g, reference %.9g", res.LM.Loss, want)
 			}
 			var zs [][][]float64
 			for _, s := range f.seqs {
 				zs = append(zs, f.ref.Forward(s, map[int]bool{0: true}, nil))
 			}
-			if _, want, _ := refObjective(zs, nil, f.seqs, 0, 1); !closeTo(res.Skipped[0].LM.Loss, want, 1e-5) {
+			if _, want, _ := refObjective(zs, nil, f.seqs, 0, 1); !closeTo(res.Skipped[0].LM.Loss, want, tol(b, 1e-5)) {
 				t.Errorf("LM loss without layer 0 %.9g, reference %.9g", res.Skipped[0].LM.Loss, want)
 			}
 
@@ -309,7 +375,7 @@ func TestFamilyLosses(t *testing.T) {
 					what      string
 					got, want float64
 				}{{"loss", out.loss, wantLoss}, {"CE", out.ce, wantCE}, {"KL", out.kl, wantKL}} {
-					if !closeTo(c.got, c.want, 1e-5) {
+					if !closeTo(c.got, c.want, tol(b, 1e-5)) {
 						t.Errorf("distillation %s %.9g, reference %.9g", c.what, c.got, c.want)
 					}
 				}
@@ -329,7 +395,7 @@ func TestFamilyLosses(t *testing.T) {
 // float64 reference.
 func TestFamilyGradients(t *testing.T) {
 	ctx := context.Background()
-	b := newCPU(t, "fp32")
+	b := newFamilyBackend(t, "fp32")
 	students := families(t, b, 4)
 	teachers := families(t, b, 5)
 	const alpha, tau, eps = 0.5, 2.0, 1e-5
@@ -415,7 +481,7 @@ func TestFamilyGradients(t *testing.T) {
 			}
 			for k, e := range elems {
 				got := grads[e.name][e.i]
-				if math.Abs(got-fd[k]) > 1e-3*(math.Abs(fd[k])+0.01*scale) {
+				if math.Abs(got-fd[k]) > tol(b, 1e-3)*(math.Abs(fd[k])+0.01*scale) {
 					t.Errorf("d loss / d %s[%d] = %.7g, finite differences %.7g", e.name, e.i, got, fd[k])
 				}
 			}
@@ -428,7 +494,7 @@ func TestFamilyGradients(t *testing.T) {
 // core/backend documents.
 func TestFamilyStats(t *testing.T) {
 	ctx := context.Background()
-	b := newCPU(t, "fp32")
+	b := newFamilyBackend(t, "fp32")
 	for _, f := range families(t, b, 6) {
 		t.Run(f.name, func(t *testing.T) {
 			got, err := b.Stats(ctx, api.StatsRequest{Model: f.id, Data: api.Sequences{Path: tokenFile(t, f.seqs)}, BatchSize: 2, Activations: true, BlockInfluence: true})
@@ -442,7 +508,7 @@ func TestFamilyStats(t *testing.T) {
 					t.Fatalf("%s: %d values, want %d", what, len(g), len(w))
 				}
 				for i := range w {
-					if !closeTo(g[i], w[i], 1e-5) {
+					if !closeTo(g[i], w[i], tol(b, 1e-5)) {
 						t.Errorf("%s[%d] = %.9g, reference %.9g", what, i, g[i], w[i])
 					}
 				}
@@ -528,7 +594,7 @@ func refStats(g *decoder64.Model, seqs [][]int) *api.StatsResult {
 // argmax, token by token.
 func TestFamilyGenerate(t *testing.T) {
 	ctx := context.Background()
-	b := newCPU(t, "fp32")
+	b := newFamilyBackend(t, "fp32")
 	for _, f := range families(t, b, 7) {
 		t.Run(f.name, func(t *testing.T) {
 			seq := int64s32(f.seqs[0])
@@ -552,7 +618,7 @@ func TestFamilyGenerate(t *testing.T) {
 							return err
 						}
 						for i := range want {
-							if !closeTo(float64(got[i]), float64(want[i]), 1e-5) {
+							if !closeTo(float64(got[i]), float64(want[i]), tol(b, 1e-5)) {
 								t.Errorf("prompt %d, %d tokens: logit %d cached %g, full %g", prompt, n, i, got[i], want[i])
 							}
 						}
@@ -618,7 +684,7 @@ func argmaxMargin(v []float64) (best, second int) {
 // place of each adapted W, and merging writes exactly those weights.
 func TestFamilyLoRA(t *testing.T) {
 	ctx := context.Background()
-	b := newCPU(t, "fp32")
+	b := newFamilyBackend(t, "fp32")
 	roles := []string{ir.RoleQ, ir.RoleK, ir.RoleV, ir.RoleO, ir.RoleGate, ir.RoleUp, ir.RoleDown}
 	for fi, f := range families(t, b, 8) {
 		t.Run(f.name, func(t *testing.T) {
@@ -678,7 +744,7 @@ func TestFamilyLoRA(t *testing.T) {
 					name := projName(m.cfg.LayerTensors(k.layer), k.role)
 					w := s.Float64s(m.w[name])
 					for i, want := range merged.W[name] {
-						if !closeTo(w[i], want, 1e-6) {
+						if !closeTo(w[i], want, tol(b, 1e-6)) {
 							return fmt.Errorf("merged %s[%d] = %g, want %g", name, i, w[i], want)
 						}
 					}
@@ -692,7 +758,7 @@ func TestFamilyLoRA(t *testing.T) {
 			for i := range want {
 				for p := range want[i] {
 					for v, w := range want[i][p] {
-						if !closeTo(got[i][p][v], w, 2e-5) {
+						if !closeTo(got[i][p][v], w, tol(b, 2e-5)) {
 							t.Fatalf("sequence %d position %d: logit %d with adapters %.7g, reference with merged weights %.7g", i, p, v, got[i][p][v], w)
 						}
 					}
