@@ -14,6 +14,7 @@ import (
 	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/internal/decoder64"
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/plugins/gotch/internal/torch"
 )
@@ -766,4 +767,91 @@ func TestFamilyLoRA(t *testing.T) {
 			}
 		})
 	}
+}
+
+// familiesDir holds one tiny checkpoint per family in its exact Hugging
+// Face layout (Phi-3's fused projections, Gemma 2's norm names, bfloat16
+// files).
+const familiesDir = "../../../ir/testdata/families"
+
+// TestFamilyFixtures: each family's checkpoint, loaded from its Hugging
+// Face directory, gives the float64 reference's logits, and saving it
+// writes back the tensors it read.
+func TestFamilyFixtures(t *testing.T) {
+	ctx := context.Background()
+	b := newFamilyBackend(t, "fp32")
+	for _, fam := range []string{"gemma2", "llama3", "mistral", "phi3", "qwen2", "qwen3"} {
+		t.Run(fam, func(t *testing.T) {
+			dir := filepath.Join(familiesDir, fam)
+			im, err := hf.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer im.Close()
+			ref, err := decoder64.Load(im)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := b.Load(ctx, api.LoadRequest{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(11, 0))
+			seqs := make([][]int, 2)
+			for i := range seqs {
+				for range famSeqLen {
+					seqs[i] = append(seqs[i], rng.IntN(im.Config.Vocab))
+				}
+			}
+			got := backendLogits(t, b, id, seqs, nil)
+			for i, s := range seqs {
+				for p, row := range ref.Forward(s, nil, nil) {
+					for v, w := range row {
+						if !closeTo(got[i][p][v], w, tol(b, 2e-5)) {
+							t.Fatalf("sequence %d position %d: logit %d %.7g, reference %.7g", i, p, v, got[i][p][v], w)
+						}
+					}
+				}
+			}
+
+			out := filepath.Join(t.TempDir(), "saved")
+			if err := b.Save(ctx, api.SaveRequest{Model: id, Dir: out}); err != nil {
+				t.Fatal(err)
+			}
+			back, err := hf.Load(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer back.Close()
+			if !slices.Equal(back.TensorNames(), im.TensorNames()) {
+				t.Fatalf("saved tensors %v, loaded %v", back.TensorNames(), im.TensorNames())
+			}
+			for _, name := range im.TensorNames() {
+				w, g := ref.W[name], weights(t, back, name)
+				for i := range w {
+					if g[i] != w[i] {
+						t.Fatalf("saved %s[%d] = %g, loaded %g", name, i, g[i], w[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// weights reads a tensor of m widened to float64.
+func weights(t *testing.T, m *ir.Model, name string) []float64 {
+	t.Helper()
+	tn, err := m.Tensor(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := tn.Float32()
+	if err != nil {
+		t.Fatalf("tensor %s: %v", name, err)
+	}
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
 }
