@@ -56,7 +56,10 @@ const (
 	fileTypeQ4_0 = 2 // LLAMA_FTYPE_MOSTLY_Q4_0
 )
 
-func archKey(k string) string { return archLlama + "." + k }
+// archKey spells a llama.* key; archKeyOf one of any architecture.
+func archKey(k string) string { return archKeyOf(archLlama, k) }
+
+func archKeyOf(arch, k string) string { return arch + "." + k }
 
 // maxSize bounds every size read from metadata, so that products of two
 // sizes cannot overflow and a hostile file cannot make the loader

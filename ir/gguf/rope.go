@@ -26,17 +26,6 @@ func permuted(t *ir.Tensor, heads, headDim int, perm func(heads, headDim int) []
 	})
 }
 
-// interleavedPerms maps the canonical name of every Q and K matrix to the
-// row permutation that takes it back to GGUF's interleaved order.
-func interleavedPerms(c *ir.Config) map[string][]int {
-	perms := map[string][]int{}
-	for l, lc := range c.Layers {
-		perms[ir.LayerName(l, ir.RoleQ)] = ir.RopeToInterleaved(lc.Heads, lc.HeadDim)
-		perms[ir.LayerName(l, ir.RoleK)] = ir.RopeToInterleaved(lc.KVHeads, lc.HeadDim)
-	}
-	return perms
-}
-
 // tensorRopeFreqs is the GGUF tensor that carries llama3 RoPE scaling:
 // one float32 divisor per rotated pair of a head, which llama.cpp applies
 // to the unscaled frequency base^(-2i/d). llama.cpp's converter writes no
