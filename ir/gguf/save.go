@@ -160,6 +160,13 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 			// As llama.cpp's converter: no scaling keys (llama.cpp would
 			// apply a factor on top), only the per-pair divisors, first.
 			ff := llama3FreqFactors(c.RopeTheta, hd, s)
+			if s.OriginalMaxPos != converterOrigCtx {
+				// The divisors alone do not say which original context
+				// they were computed with; the reader assumes the
+				// converter's 8192 unless told. llama.cpp reads this key
+				// only for YaRN, so it changes nothing there.
+				kvs = append(kvs, KV{ak(keyRopeOrigCtx), Of(uint32(s.OriginalMaxPos))})
+			}
 			tensors = append(tensors, WriteTensor{Name: tensorRopeFreqs, Type: GGMLF32, Shape: []int{len(ff)},
 				Data: func() ([]byte, error) { return float32Bytes(ff), nil }})
 		default:
