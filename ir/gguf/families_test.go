@@ -661,3 +661,41 @@ func TestPhi3MatchesConverterLayout(t *testing.T) {
 	sameConfig(t, back.Config, cfg)
 	compareTensors(t, &cfg, back.Tensors, split)
 }
+
+// TestLlamaCppRefusesWhatItCannotRun: Save writes two things GGUF holds
+// but the shared llama.cpp build does not run, on the grounds that
+// llama.cpp refuses them loudly rather than computing something else: a
+// qwen2 whose heads × head size differs from the hidden size (as after
+// head pruning; this build sizes qwen2's attention by the hidden size)
+// and a gemma2 of a layer count other than 26, 42 or 46 (this build picks
+// Gemma 2's query scaling by layer count and aborts otherwise). Checked
+// here so that the claim in Save's documentation stays true.
+func TestLlamaCppRefusesWhatItCannotRun(t *testing.T) {
+	bin := shareddata.LlamaCpp(t, "llama-logits")
+	tok, err := tokenizer.LoadSentencePiece(filepath.Join(familiesDir, "qwen2", "tokenizer.model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tokPath := filepath.Join(dir, "tokens.npy")
+	if err := npy.WriteInt32(tokPath, []int{1, 4}, []int32{5, 6, 7, 8}); err != nil {
+		t.Fatal(err)
+	}
+	fams := irtest.Families()
+	qwen2 := fams["qwen2"].Clone() // 4 heads of 6 in a hidden size of 16
+	gemma2, _ := writableFamily("gemma2", fams["gemma2"])
+	for name, c := range map[string]ir.Config{"qwen2": qwen2, "gemma2": gemma2} {
+		t.Run(name, func(t *testing.T) {
+			c.Vocab = tok.Size()
+			m := randomModel(t, c)
+			m.Tokenizer = tok
+			path := filepath.Join(dir, name+".gguf")
+			if err := Save(m, path, SaveOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(bin, path, tokPath).CombinedOutput(); err == nil {
+				t.Errorf("llama.cpp ran %s:\n%s", name, out)
+			}
+		})
+	}
+}
