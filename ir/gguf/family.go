@@ -9,6 +9,7 @@ package gguf
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,14 +27,7 @@ const (
 // readableArchs lists the architectures whittle reads and writes.
 var readableArchs = []string{archLlama, archQwen2, archQwen3, archGemma2, archPhi3}
 
-func readableArch(a string) bool {
-	for _, r := range readableArchs {
-		if r == a {
-			return true
-		}
-	}
-	return false
-}
+func readableArch(a string) bool { return slices.Contains(readableArchs, a) }
 
 // ggufArch is the llama.cpp architecture an IR family is written as:
 // Mistral is Llama to llama.cpp's converter.

@@ -4,8 +4,8 @@ import (
 	"math"
 )
 
-// Metadata keys of the Llama mapping. The llama.* keys are spelled with
-// the architecture prefix by archKey.
+// Metadata keys of the model mapping. The per-architecture keys are
+// spelled with their prefix by archKeyOf (archKey for llama.*).
 const (
 	KeyArchitecture = "general.architecture"
 	KeyName         = "general.name"
