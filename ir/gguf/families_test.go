@@ -18,6 +18,7 @@ import (
 	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/internal/shareddata"
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/ir/safetensors"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
@@ -31,134 +32,44 @@ const familiesDir = "../testdata/families"
 // llamaCppFamilies are the fixtures with a llama.cpp conversion.
 var llamaCppFamilies = []string{"llama3", "mistral", "qwen2", "gemma2"}
 
-// hfFamilyConfig is the part of a fixture's config.json the expected IR
-// config is derived from.
-type hfFamilyConfig struct {
-	ModelType     string   `json:"model_type"`
-	Vocab         int      `json:"vocab_size"`
-	Hidden        int      `json:"hidden_size"`
-	MLP           int      `json:"intermediate_size"`
-	Layers        int      `json:"num_hidden_layers"`
-	Heads         int      `json:"num_attention_heads"`
-	KVHeads       int      `json:"num_key_value_heads"`
-	HeadDim       int      `json:"head_dim"`
-	Eps           float64  `json:"rms_norm_eps"`
-	Theta         float64  `json:"rope_theta"`
-	MaxSeq        int      `json:"max_position_embeddings"`
-	Tied          bool     `json:"tie_word_embeddings"`
-	BOS           int      `json:"bos_token_id"`
-	EOS           int      `json:"eos_token_id"`
-	SlidingWindow *int     `json:"sliding_window"`
-	UseSliding    *bool    `json:"use_sliding_window"`
-	Act           string   `json:"hidden_activation"`
-	QueryScalar   float64  `json:"query_pre_attn_scalar"`
-	AttnCap       float64  `json:"attn_logit_softcapping"`
-	FinalCap      float64  `json:"final_logit_softcapping"`
-	Architectures []string `json:"architectures"`
-	RopeScaling   *struct {
-		Type   string  `json:"rope_type"`
-		Factor float64 `json:"factor"`
-		Low    float64 `json:"low_freq_factor"`
-		High   float64 `json:"high_freq_factor"`
-		Orig   int     `json:"original_max_position_embeddings"`
-	} `json:"rope_scaling"`
-}
-
-// expectedConfig is the IR config of a fixture, derived here from its
-// config.json by Hugging Face's semantics (independently of the reader
-// under test): Gemma 2 windows on even layers, Qwen2's window off unless
-// use_sliding_window. Llama and Mistral get the llama Arch, the one
-// llama.cpp's files carry.
-func expectedConfig(t *testing.T, fam string) ir.Config {
+// hfModel is the fixture as ir/hf loads it.
+func hfModel(t *testing.T, fam string) *ir.Model {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(familiesDir, fam, "config.json"))
+	m, err := hf.Load(filepath.Join(familiesDir, fam))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var h hfFamilyConfig
-	if err := json.Unmarshal(data, &h); err != nil {
-		t.Fatal(err)
-	}
-	hd := h.HeadDim
-	if hd == 0 {
-		hd = h.Hidden / h.Heads
-	}
-	c := ir.Config{
-		Arch: h.ModelType, Vocab: h.Vocab, Hidden: h.Hidden, NormEps: h.Eps, RopeTheta: h.Theta, MaxSeq: h.MaxSeq,
-		Tied: h.Tied, BOS: h.BOS, EOS: h.EOS,
-		Layers: ir.UniformLayers(h.Layers, ir.LayerConfig{Heads: h.Heads, KVHeads: h.KVHeads, HeadDim: hd, MLP: h.MLP}),
-	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// asConverter is the config of a fixture as llama.cpp's converter reads
+// it: for llama3 RoPE scaling it takes the original context from a
+// top-level original_max_position_embeddings, 8192 when absent, not from
+// rope_scaling (as transformers does); and Mistral is Llama to it.
+func asConverter(t *testing.T, fam string, c ir.Config) ir.Config {
+	t.Helper()
+	c = c.Clone()
 	if c.Arch == "mistral" {
 		c.Arch = archLlama
 	}
-	if s := h.RopeScaling; s != nil {
-		c.RopeScaling = &ir.RopeScaling{Type: s.Type, Factor: s.Factor, LowFreqFactor: s.Low, HighFreqFactor: s.High, OriginalMaxPos: s.Orig}
-	}
-	window := 0
-	if h.SlidingWindow != nil && (h.UseSliding == nil || *h.UseSliding) {
-		window = *h.SlidingWindow
-	}
-	switch h.ModelType {
-	case "qwen2":
-		c.AttnBias = true
-	case "qwen3":
-		c.QKNorm = true
-	case "gemma2":
-		if h.Act != "gelu_pytorch_tanh" {
-			t.Fatalf("gemma2 fixture activation %q", h.Act)
-		}
-		c.NormOffset, c.EmbedScale, c.Act, c.PostNorms = 1, true, ir.ActGELUTanh, true
-		c.AttnScalar, c.AttnSoftCap, c.FinalSoftCap = h.QueryScalar, h.AttnCap, h.FinalCap
-		for i := 0; i < len(c.Layers); i += 2 {
-			c.Layers[i].Window = window
-		}
-	default:
-		for i := range c.Layers {
-			c.Layers[i].Window = window
-		}
-	}
-	return c
-}
-
-// asConverter is c as llama.cpp's converter reads it: for llama3 RoPE
-// scaling it takes the original context from a top-level
-// original_max_position_embeddings, which Llama 3 configs (and the
-// llama3 fixture) lack, so it computes rope_freqs with 8192 whatever
-// rope_scaling says. The llama3 fixture's 64 thus gives llama.cpp's
-// conversion other frequencies than Hugging Face's forward; whittle's
-// export keeps the fixture's (checked in TestFamiliesExportRopeFreqs).
-func asConverter(c ir.Config) ir.Config {
-	c = c.Clone()
 	if s := c.RopeScaling; s != nil && s.Type == "llama3" {
+		raw, err := os.ReadFile(filepath.Join(familiesDir, fam, "config.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var top struct {
+			Orig *int `json:"original_max_position_embeddings"`
+		}
+		if err := json.Unmarshal(raw, &top); err != nil {
+			t.Fatal(err)
+		}
 		s.OriginalMaxPos = converterOrigCtx
+		if top.Orig != nil {
+			s.OriginalMaxPos = *top.Orig
+		}
 	}
 	return c
-}
-
-// hfModel is the fixture as an IR model: expectedConfig, the safetensors
-// weights as stored (Phi-3's fused tensors are not split: no Phi-3 here)
-// and the SentencePiece tokenizer.
-func hfModel(t *testing.T, fam string) *ir.Model {
-	t.Helper()
-	dir := filepath.Join(familiesDir, fam)
-	ts, closers, err := safetensors.OpenModelDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	})
-	tok, err := tokenizer.LoadSentencePiece(filepath.Join(dir, "tokenizer.model"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &ir.Model{Config: expectedConfig(t, fam), Tensors: ts, Tokenizer: tok, Source: dir}
-	if err := m.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // isGemmaNorm reports whether a tensor of c is a norm weight stored as
@@ -231,8 +142,9 @@ func sameConfig(t *testing.T, got, want ir.Config) {
 }
 
 // TestFamiliesReadLlamaCppConversions reads llama.cpp's own conversion of
-// each fixture: the config (family options included) is the one its
-// config.json describes and the tensors are the safetensors weights.
+// each fixture: the config (family options included) and the tensors are
+// the ones ir/hf reads from the fixture (as the converter reads it, see
+// asConverter).
 func TestFamiliesReadLlamaCppConversions(t *testing.T) {
 	for _, fam := range llamaCppFamilies {
 		t.Run(fam, func(t *testing.T) {
@@ -242,7 +154,7 @@ func TestFamiliesReadLlamaCppConversions(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			sameConfig(t, m.Config, asConverter(ref.Config))
+			sameConfig(t, m.Config, asConverter(t, fam, ref.Config))
 			compareTensors(t, &ref.Config, m.Tensors, ref.Tensors)
 		})
 	}
@@ -253,7 +165,7 @@ func TestFamiliesReadLlamaCppConversions(t *testing.T) {
 func exportFamily(t *testing.T, fam string) string {
 	t.Helper()
 	m := hfModel(t, fam)
-	m.Config = asConverter(m.Config)
+	m.Config = asConverter(t, fam, m.Config)
 	return exportModel(t, m)
 }
 
@@ -268,8 +180,9 @@ func exportModel(t *testing.T, m *ir.Model) string {
 }
 
 // TestFamiliesExportRopeFreqs: whittle's export of the llama3 fixture
-// itself carries the fixture's RoPE frequencies (original context 64,
-// unlike the converter's file), and reads back as the fixture's scaling.
+// carries the fixture's RoPE frequencies and reads back as the fixture's
+// scaling exactly (its original context, 64, is recorded; llama.cpp's
+// file, divisors only, reads back as an equivalent scaling).
 func TestFamiliesExportRopeFreqs(t *testing.T) {
 	m := hfModel(t, "llama3")
 	path := exportModel(t, m)
@@ -579,59 +492,19 @@ func TestFamiliesLoadErrors(t *testing.T) {
 // Phi-3 fixture (its vocabulary loader wants Phi-3's special tokens), so
 // its layout is checked against what the converter does with it: it
 // copies qkv_proj to attn_qkv and gate_up_proj to ffn_up unchanged. The
-// fixture is split as Hugging Face's Phi-3 splits it (q, k, v rows in
-// order; gate_up_proj.chunk(2) with the gate first), written by Save and
-// read back: the fused tensors are the checkpoint's, bit for bit, and
-// Load splits them back into the same parts.
+// fixture as ir/hf splits it (q, k, v; gate, up), written by Save, has
+// the checkpoint's fused tensors, bit for bit, and its window, and reads
+// back as the same model.
 func TestPhi3MatchesConverterLayout(t *testing.T) {
-	dir := filepath.Join(familiesDir, "phi3")
-	hf, closers, err := safetensors.OpenModelDir(dir)
+	m := hfModel(t, "phi3")
+	raw, err := safetensors.Open(filepath.Join(familiesDir, "phi3", "model.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}()
-	cfg := expectedConfig(t, "phi3")
-	l := cfg.Layers[0]
-	rows := func(t *testing.T, x *ir.Tensor, from, n int) *ir.Tensor {
-		idx := make([]int, n)
-		for i := range idx {
-			idx[i] = from + i
-		}
-		s, err := x.KeepIndices(0, idx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	split := map[string]*ir.Tensor{}
-	for n, x := range hf {
-		split[n] = x
-	}
-	q, kv := l.Heads*l.HeadDim, l.KVHeads*l.HeadDim
-	for i := range cfg.Layers {
-		lt := cfg.LayerTensors(i)
-		p := fmt.Sprintf("model.layers.%d.", i)
-		qkv, gu := hf[p+"self_attn.qkv_proj.weight"], hf[p+"mlp.gate_up_proj.weight"]
-		if qkv == nil || gu == nil {
-			t.Fatalf("layer %d: fused tensors missing from the fixture", i)
-		}
-		delete(split, p+"self_attn.qkv_proj.weight")
-		delete(split, p+"mlp.gate_up_proj.weight")
-		split[lt.Q], split[lt.K], split[lt.V] = rows(t, qkv, 0, q), rows(t, qkv, q, kv), rows(t, qkv, q+kv, kv)
-		split[lt.Gate], split[lt.Up] = rows(t, gu, 0, l.MLP), rows(t, gu, l.MLP, l.MLP)
-	}
-	tok, err := tokenizer.LoadSentencePiece(filepath.Join(dir, "tokenizer.model"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &ir.Model{Config: cfg, Tensors: split, Tokenizer: tok, Source: dir}
+	defer raw.Close()
 	path := exportModel(t, m)
 	f := openGGUF(t, path)
-	for i := range cfg.Layers {
+	for i := range m.Config.Layers {
 		for gname, hname := range map[string]string{
 			fmt.Sprintf("blk.%d.attn_qkv.weight", i): fmt.Sprintf("model.layers.%d.self_attn.qkv_proj.weight", i),
 			fmt.Sprintf("blk.%d.ffn_up.weight", i):   fmt.Sprintf("model.layers.%d.mlp.gate_up_proj.weight", i),
@@ -640,26 +513,33 @@ func TestPhi3MatchesConverterLayout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a, _ := got.Float32()
-			b, err := hf[hname].Float32()
+			want, err := raw.Tensor(hname)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(a, b) || !slices.Equal(got.Shape, hf[hname].Shape) {
+			a, err := got.Float32()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := want.Float32()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(a, b) || !slices.Equal(got.Shape, want.Shape) {
 				t.Errorf("%s is not %s", gname, hname)
 			}
 		}
 	}
-	if w, ok := f.Get(archKeyOf(archPhi3, keySlidingWindow)); !ok || w.String() != "255" {
-		t.Errorf("sliding window %v, want the fixture's 255", w)
+	if w, ok := f.Get(archKeyOf(archPhi3, keySlidingWindow)); !ok || w.String() != fmt.Sprint(m.Config.Layers[0].Window) {
+		t.Errorf("sliding window %v, want the fixture's %d", w, m.Config.Layers[0].Window)
 	}
 	back, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer back.Close()
-	sameConfig(t, back.Config, cfg)
-	compareTensors(t, &cfg, back.Tensors, split)
+	sameConfig(t, back.Config, m.Config)
+	compareTensors(t, &m.Config, back.Tensors, m.Tensors)
 }
 
 // TestLlamaCppRefusesWhatItCannotRun: Save writes two things GGUF holds
