@@ -1,0 +1,357 @@
+package engine
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/irtest"
+)
+
+// decoder64HasFamilies says whether internal/decoder64 implements every
+// family option of ir.Config. Until it does, the families' forward pass is
+// checked against finite differences of the engine itself only (which
+// checks the backward against the forward, not the forward against Hugging
+// Face's semantics); set it when decoder64 learns the families to compare
+// logits with it and to take the finite differences in float64.
+const decoder64HasFamilies = false
+
+// sortedFamilies lists irtest.Families in a stable order.
+func sortedFamilies() ([]string, map[string]ir.Config) {
+	fams := irtest.Families()
+	names := make([]string, 0, len(fams))
+	for n := range fams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, fams
+}
+
+// familyParams draws weights for cfg: matrices from N(0, std²), biases from
+// N(0, 0.3²), norms so that the applied weight (offset + w) is 1 + N(0, 0.3²).
+func familyParams(t testing.TB, cfg ir.Config, seed uint64, std float64) *Params {
+	t.Helper()
+	p := randomParams(t, cfg, seed, std)
+	r := rand.New(rand.NewPCG(seed, 11))
+	bias := map[string]bool{}
+	for l := range cfg.Layers {
+		lt := cfg.LayerTensors(l)
+		bias[lt.QBias], bias[lt.KBias], bias[lt.VBias] = true, true, true
+	}
+	for _, tn := range p.Tensors() {
+		if len(tn.Shape) != 1 {
+			continue
+		}
+		for i := range tn.Data {
+			if bias[tn.Name] {
+				tn.Data[i] = float32(0.3 * r.NormFloat64())
+			} else {
+				tn.Data[i] = float32(1 - cfg.NormOffset + 0.3*r.NormFloat64())
+			}
+		}
+	}
+	return p
+}
+
+// TestFamilyParams: every tensor of a family binds to its Layer field, and
+// InitRandom makes norms the identity (offset + w = 1) and biases 0.
+func TestFamilyParams(t *testing.T) {
+	names, fams := sortedFamilies()
+	for _, name := range names {
+		cfg := fams[name]
+		p, err := NewParams(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.InitRandom(3)
+		for l, lp := range p.Layers {
+			lt := cfg.LayerTensors(l)
+			for _, f := range []struct {
+				name string
+				w    []float32
+				want float32 // -1: a matrix
+			}{
+				{lt.AttnNorm, lp.AttnNorm, 1}, {lt.QNorm, lp.QNorm, 1}, {lt.KNorm, lp.KNorm, 1},
+				{lt.AttnPostNorm, lp.AttnPostNorm, 1}, {lt.MLPNorm, lp.MLPNorm, 1}, {lt.MLPPostNorm, lp.MLPPostNorm, 1},
+				{lt.QBias, lp.QBias, 0}, {lt.KBias, lp.KBias, 0}, {lt.VBias, lp.VBias, 0},
+				{lt.Q, lp.Q, -1}, {lt.K, lp.K, -1}, {lt.V, lp.V, -1}, {lt.O, lp.O, -1},
+				{lt.Gate, lp.Gate, -1}, {lt.Up, lp.Up, -1}, {lt.Down, lp.Down, -1},
+			} {
+				if (f.name == "") != (f.w == nil) {
+					t.Fatalf("%s layer %d: tensor %q bound to %d floats", name, l, f.name, len(f.w))
+				}
+				if f.want < 0 {
+					continue
+				}
+				for _, v := range f.w {
+					applied := v
+					if f.want == 1 {
+						applied = float32(cfg.NormOffset) + v
+					}
+					if applied != f.want {
+						t.Fatalf("%s: %s initialized to %v (applied %v), want applied %v", name, f.name, v, applied, f.want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// familyLossCases are the objectives the family tests run: plain
+// cross-entropy, and a mix with KL to a teacher whose logits are capped by
+// the student's final soft cap when the family has one.
+var familyLossCases = []lossCase{
+	{name: "ce", ids: true},
+	{name: "mixed-top4-T2", obj: Objective{KLWeight: 0.4, Temperature: 2, TopK: 4}, ids: true, weights: true, teacher: true},
+}
+
+// TestFamilyGradients checks every parameter's gradient of every family
+// (all its options on), and of LoRA adapters on all seven matrices, against
+// central finite differences of the loss: in float64 through decoder64 once
+// it implements the families, through the engine's own forward until then.
+// Sequences are longer than the sliding windows, so masked keys, the soft
+// caps, the biases, the q/k norms, the post norms and the scaled embedding
+// all sit on the path.
+func TestFamilyGradients(t *testing.T) {
+	const b, tt = 2, 9
+	names, fams := sortedFamilies()
+	for _, name := range names {
+		for ci, c := range familyLossCases {
+			for _, withLoRA := range []bool{false, true} {
+				sub := name + "/" + c.name
+				if withLoRA {
+					sub += "/lora"
+				}
+				t.Run(sub, func(t *testing.T) {
+					cfg := fams[name]
+					p := familyParams(t, cfg, uint64(ci+3), 0.4)
+					in := makeInputs(c, b, tt, cfg.Vocab, uint64(ci+20))
+					if c.teacher && cfg.FinalSoftCap > 0 {
+						// Teacher logits come from a capped engine too.
+						for _, row := range in.teacher.rows {
+							for j, x := range row {
+								row[j] = float64(float32(cfg.FinalSoftCap * math.Tanh(float64(float32(x))/cfg.FinalSoftCap)))
+							}
+						}
+					}
+					var lora *LoRA
+					if withLoRA {
+						lora = randomLoRA(t, cfg, LoRARoles, 9)
+					}
+					e, err := New(p, Options{Threads: 2, LossChunk: 5})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := e.SetLoRA(lora); err != nil {
+						t.Fatal(err)
+					}
+					if err := e.Forward(in.tokens, b, tt); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := e.LossGrad(in.tg, c.obj, in.source(), 1); err != nil {
+						t.Fatal(err)
+					}
+					if err := e.Backward(); err != nil {
+						t.Fatal(err)
+					}
+					fd := newFamilyFD(t, p, lora, in, c.obj, b, tt)
+					type tensor struct {
+						name string
+						w, g []float32
+					}
+					var ts []tensor
+					for i, tn := range p.Tensors() {
+						ts = append(ts, tensor{tn.Name, tn.Data, e.G.Tensors()[i].Data})
+					}
+					if lora != nil {
+						for _, a := range lora.Adapters {
+							n := ir.LayerName(a.Layer, a.Role)
+							ts = append(ts, tensor{n + ".lora_A", a.A, a.GA}, tensor{n + ".lora_B", a.B, a.GB})
+						}
+					}
+					for ti, tn := range ts {
+						fd.check(tn.name, tn.w, tn.g, uint64(ti))
+					}
+				})
+			}
+		}
+	}
+}
+
+// familyFD takes finite differences of the loss over weights perturbed in
+// place.
+type familyFD struct {
+	t    *testing.T
+	loss func() float64
+	// h is the step; tol the allowed error relative to the tensor's largest
+	// gradient, abs an absolute floor.
+	h, tol, abs float64
+	sample      int
+}
+
+func newFamilyFD(t *testing.T, p *Params, lora *LoRA, in lossInputs, obj Objective, b, tt int) *familyFD {
+	var teacherRows [][]float64
+	if in.teacher != nil {
+		teacherRows = in.teacher.rows
+	}
+	if decoder64HasFamilies {
+		return &familyFD{t: t, h: 1e-4, tol: 2e-3, abs: 1e-5, sample: 6, loss: func() float64 {
+			ref := newRef64(p)
+			if lora != nil {
+				ref = mergedRef64(p, lora)
+			}
+			return loss64(ref.logits(in.tokens, b, tt), teacherRows, in.tg, obj)
+		}}
+	}
+	ev, err := New(p, Options{Threads: 2, Inference: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.SetLoRA(lora); err != nil {
+		t.Fatal(err)
+	}
+	// float32 logits: a larger step, and Richardson extrapolation (in
+	// check) to cancel the step's h² error.
+	return &familyFD{t: t, h: 4e-3, tol: 5e-3, abs: 1e-4, sample: 8, loss: func() float64 {
+		if err := ev.Forward(in.tokens, b, tt); err != nil {
+			t.Fatal(err)
+		}
+		res, err := ev.Loss(in.tg, obj, in.source())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Loss
+	}}
+}
+
+// diff is the central difference at element i of w with step h, over the
+// step actually taken in float32.
+func (f *familyFD) diff(w []float32, i int, h float64) float64 {
+	orig := w[i]
+	w[i] = float32(float64(orig) + h)
+	up := float64(w[i])
+	lp := f.loss()
+	w[i] = float32(float64(orig) - h)
+	down := float64(w[i])
+	lm := f.loss()
+	w[i] = orig
+	return (lp - lm) / (up - down)
+}
+
+// check compares a sample of g with finite differences of w.
+func (f *familyFD) check(name string, w, g []float32, seed uint64) {
+	f.t.Helper()
+	idx := rand.New(rand.NewPCG(seed, 5)).Perm(len(w))
+	if len(idx) > f.sample {
+		idx = idx[:f.sample]
+	}
+	var maxErr, maxAbs float64
+	worst := 0
+	for _, i := range idx {
+		want := f.diff(w, i, f.h)
+		if !decoder64HasFamilies {
+			want = (4*f.diff(w, i, f.h/2) - want) / 3
+		}
+		maxAbs = math.Max(maxAbs, math.Abs(want))
+		if d := math.Abs(want - float64(g[i])); d > maxErr {
+			maxErr, worst = d, i
+		}
+	}
+	if maxErr > f.tol*maxAbs+f.abs {
+		f.t.Errorf("%s: gradient differs from finite differences by %g at element %d (grad %g; largest |fd| %g)", name, maxErr, worst, g[worst], maxAbs)
+	}
+}
+
+// longWindows is a family config with sliding windows that span several of
+// the attention's row blocks (attnBlock), over sequences of t tokens.
+func longWindows(name string, t int) ir.Config {
+	cfg := irtest.Families()[name].Clone()
+	cfg.MaxSeq = t
+	for i := range cfg.Layers {
+		if cfg.Layers[i].Window > 0 {
+			cfg.Layers[i].Window = attnBlock/2 + 7 + 20*i
+		}
+	}
+	return cfg
+}
+
+// TestFamilyGradientsLongWindows repeats the finite differences over
+// sequences several attention blocks long, so that windows skip whole
+// blocks of keys (forward) and of queries (backward).
+func TestFamilyGradientsLongWindows(t *testing.T) {
+	const b, tt = 1, 3*attnBlock - 5
+	for _, name := range []string{"gemma2", "mistral"} {
+		t.Run(name, func(t *testing.T) {
+			cfg := longWindows(name, tt)
+			p := familyParams(t, cfg, 5, 0.4)
+			c := familyLossCases[0]
+			in := makeInputs(c, b, tt, cfg.Vocab, 23)
+			e, err := New(p, Options{Threads: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Forward(in.tokens, b, tt); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.LossGrad(in.tg, c.obj, nil, 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Backward(); err != nil {
+				t.Fatal(err)
+			}
+			fd := newFamilyFD(t, p, nil, in, c.obj, b, tt)
+			fd.sample = 4
+			for ti, tn := range p.Tensors() {
+				fd.check(tn.Name, tn.Data, e.G.Tensors()[ti].Data, uint64(ti))
+			}
+		})
+	}
+}
+
+// TestSlidingWindowReach: with sliding windows of w positions in all L
+// layers, the logits at position i depend on the tokens in
+// (i − L·(w−1), i] only. Changing an early token leaves every later row
+// past that reach bitwise unchanged (masked keys get probability exactly
+// 0) and changes the rows within it.
+func TestSlidingWindowReach(t *testing.T) {
+	const tt = 3*attnBlock + 11
+	cfg := longWindows("mistral", tt)
+	for i := range cfg.Layers {
+		cfg.Layers[i].Window = 40
+	}
+	reach := len(cfg.Layers) * 39
+	p := familyParams(t, cfg, 6, 0.4)
+	e, err := New(p, Options{Threads: 2, Inference: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := randomTokens(rand.New(rand.NewPCG(4, 4)), tt, cfg.Vocab)
+	logits := func() []float32 {
+		if err := e.Forward(tokens, 1, tt); err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float32, tt*cfg.Vocab)
+		if err := e.Logits(0, tt, out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := logits()
+	const changed = 9
+	tokens[changed] = (tokens[changed] + 1) % int32(cfg.Vocab)
+	after := logits()
+	v := cfg.Vocab
+	for r := changed; r < tt; r++ {
+		same := true
+		for j := 0; j < v; j++ {
+			if math.Float32bits(before[r*v+j]) != math.Float32bits(after[r*v+j]) {
+				same = false
+			}
+		}
+		if inReach := r <= changed+reach; same == inReach {
+			t.Errorf("row %d (token %d changed, reach %d): logits unchanged = %v", r, changed, reach, same)
+		}
+	}
+}
