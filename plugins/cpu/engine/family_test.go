@@ -6,6 +6,7 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/whittle-ml/whittle/internal/decoder64"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/irtest"
 )
@@ -353,5 +354,247 @@ func TestSlidingWindowReach(t *testing.T) {
 		if inReach := r <= changed+reach; same == inReach {
 			t.Errorf("row %d (token %d changed, reach %d): logits unchanged = %v", r, changed, reach, same)
 		}
+	}
+}
+
+// TestFamilyDeterminism: for every family, the loss, the logits and every
+// gradient (LoRA adapters' included) are bitwise the same at 1, 2 and 3
+// threads, and whether the attention probabilities are kept for the
+// backward pass or recomputed.
+func TestFamilyDeterminism(t *testing.T) {
+	const b, tt = 2, attnBlock + 9
+	names, _ := sortedFamilies()
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			cfg := longWindows(name, tt)
+			p := familyParams(t, cfg, 7, 0.4)
+			c := familyLossCases[1]
+			in := makeInputs(c, b, tt, cfg.Vocab, 24)
+			lora := randomLoRA(t, cfg, LoRARoles, 2)
+			type result struct {
+				loss          float64
+				logits, g, lg []float32
+			}
+			run := func(threads int, budget int64) result {
+				e, err := New(p, Options{Threads: threads, LossChunk: 13, AttentionBudget: budget})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.SetLoRA(lora); err != nil {
+					t.Fatal(err)
+				}
+				if err := e.Forward(in.tokens, b, tt); err != nil {
+					t.Fatal(err)
+				}
+				if e.keepProbs != (budget >= 0) {
+					t.Fatalf("budget %d: probabilities kept = %v", budget, e.keepProbs)
+				}
+				logits := make([]float32, e.Rows()*cfg.Vocab)
+				if err := e.Logits(0, e.Rows(), logits); err != nil {
+					t.Fatal(err)
+				}
+				e.ZeroGrad()
+				res, err := e.LossGrad(in.tg, c.obj, in.source(), 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := e.Backward(); err != nil {
+					t.Fatal(err)
+				}
+				return result{res.Loss, logits, append([]float32(nil), e.G.Flat()...), append([]float32(nil), lora.Grad()...)}
+			}
+			want := run(2, 0)
+			for _, v := range []struct {
+				threads int
+				budget  int64
+			}{{1, 0}, {3, 0}, {2, -1}, {1, -1}} {
+				got := run(v.threads, v.budget)
+				if math.Float64bits(got.loss) != math.Float64bits(want.loss) {
+					t.Errorf("threads %d budget %d: loss %v, want %v", v.threads, v.budget, got.loss, want.loss)
+				}
+				for _, f := range []struct {
+					what      string
+					got, want []float32
+				}{{"logit", got.logits, want.logits}, {"gradient", got.g, want.g}, {"LoRA gradient", got.lg, want.lg}} {
+					for i := range f.want {
+						if math.Float32bits(f.got[i]) != math.Float32bits(f.want[i]) {
+							t.Fatalf("threads %d budget %d: %s %d is %v, want %v", v.threads, v.budget, f.what, i, f.got[i], f.want[i])
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestFamilyMatchesRef64 compares the engine's logits and layer
+// activations (the OnLayer views) with the float64 decoder on a random
+// model of every family.
+func TestFamilyMatchesRef64(t *testing.T) {
+	if !decoder64HasFamilies {
+		t.Skip("needs h/ref: internal/decoder64 does not implement the family options yet")
+	}
+	const b, tt = 2, 11
+	names, fams := sortedFamilies()
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			cfg := fams[name]
+			m := irtest.RandomModel(t, cfg, rand.New(rand.NewPCG(12, 1)))
+			p, err := FromIR(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := newRef64(p)
+			tokens := randomTokens(rand.New(rand.NewPCG(13, 1)), b*tt, cfg.Vocab)
+			// Reference activations, per sequence then position.
+			refActs := make([][]decoder64.LayerActs, b)
+			var want [][]float64
+			for s := range refActs {
+				refActs[s] = make([]decoder64.LayerActs, len(cfg.Layers))
+				row := make([]int, tt)
+				for i := range row {
+					row[i] = int(tokens[s*tt+i])
+				}
+				want = append(want, ref.Forward(row, nil, refActs[s])...)
+			}
+			closeTo := func(what string, got []float32, w int, ref func(r int) []float64) {
+				t.Helper()
+				for r := 0; r < b*tt; r++ {
+					wr := ref(r)
+					var scale float64
+					for _, v := range wr {
+						scale = math.Max(scale, math.Abs(v))
+					}
+					for j, v := range wr {
+						if d := math.Abs(float64(got[r*w+j]) - v); d > 1e-4*scale+1e-6 {
+							t.Fatalf("%s row %d [%d]: %v, float64 reference %v", what, r, j, got[r*w+j], v)
+						}
+					}
+				}
+			}
+			e, err := New(p, Options{Threads: 2, Inference: true, OnLayer: func(l int, a *Activations) error {
+				lc := cfg.Layers[l]
+				get := func(f func(*decoder64.LayerActs) [][]float64) func(r int) []float64 {
+					return func(r int) []float64 { return f(&refActs[r/tt][l])[r%tt] }
+				}
+				d := cfg.Hidden
+				closeTo("input", a.Input, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.In }))
+				closeTo("attention norm", a.AttnNormOut, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.AttnNormOut }))
+				closeTo("attention output", a.AttnOut, lc.Heads*lc.HeadDim, get(func(x *decoder64.LayerActs) [][]float64 { return x.AttnOut }))
+				closeTo("MLP norm", a.MLPNormOut, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPNormOut }))
+				closeTo("MLP activation", a.MLPAct, lc.MLP, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPAct }))
+				closeTo("output", a.Output, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.Out }))
+				return nil
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Forward(tokens, b, tt); err != nil {
+				t.Fatal(err)
+			}
+			logits := make([]float32, b*tt*cfg.Vocab)
+			if err := e.Logits(0, b*tt, logits); err != nil {
+				t.Fatal(err)
+			}
+			closeTo("logits", logits, cfg.Vocab, func(r int) []float64 { return want[r] })
+		})
+	}
+}
+
+// TestFamilyLayerHook: the OnLayer views of every family are what they
+// claim, recomputed in float64 from the views and the weights: the norm
+// outputs normalize Input and Mid (offset included), and Mid and Output
+// add to the residual stream the (post-normed) projections of AttnOut
+// through o_proj and of MLPAct through down_proj.
+func TestFamilyLayerHook(t *testing.T) {
+	const b, tt = 2, 7
+	names, fams := sortedFamilies()
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			cfg := fams[name]
+			p := familyParams(t, cfg, 8, 0.4)
+			d := cfg.Hidden
+			norm := func(x, w []float32) []float64 {
+				var ss float64
+				for _, v := range x {
+					ss += float64(v) * float64(v)
+				}
+				r := 1 / math.Sqrt(ss/float64(len(x))+cfg.NormEps)
+				out := make([]float64, len(x))
+				for i, v := range x {
+					out[i] = float64(v) * r * (cfg.NormOffset + float64(w[i]))
+				}
+				return out
+			}
+			project := func(w, x []float32, out int) []float32 {
+				y := make([]float32, out)
+				for o := range y {
+					var s float64
+					for i, v := range x {
+						s += float64(w[o*len(x)+i]) * float64(v)
+					}
+					y[o] = float32(s)
+				}
+				return y
+			}
+			expect := func(what string, got []float32, want []float64) {
+				t.Helper()
+				for i, v := range want {
+					if math.Abs(float64(got[i])-v) > 1e-4*(1+math.Abs(v)) {
+						t.Fatalf("%s [%d]: %v, recomputed %v", what, i, got[i], v)
+					}
+				}
+			}
+			calls := 0
+			hook := func(l int, a *Activations) error {
+				calls++
+				lp := &p.Layers[l]
+				qd, m := lp.Heads*lp.HeadDim, lp.MLP
+				if len(a.AttnOut) != b*tt*qd || len(a.MLPAct) != b*tt*m {
+					t.Fatalf("layer %d: AttnOut %d and MLPAct %d floats", l, len(a.AttnOut), len(a.MLPAct))
+				}
+				for r := 0; r < b*tt; r++ {
+					row := func(x []float32, w int) []float32 { return x[r*w : (r+1)*w] }
+					expect("attention norm", row(a.AttnNormOut, d), norm(row(a.Input, d), lp.AttnNorm))
+					expect("MLP norm", row(a.MLPNormOut, d), norm(row(a.Mid, d), lp.MLPNorm))
+					for _, res := range []struct {
+						what           string
+						in, out, delta []float32
+						post           []float32
+					}{
+						{"Mid", row(a.Input, d), row(a.Mid, d), project(lp.O, row(a.AttnOut, qd), d), lp.AttnPostNorm},
+						{"Output", row(a.Mid, d), row(a.Output, d), project(lp.Down, row(a.MLPAct, m), d), lp.MLPPostNorm},
+					} {
+						want := make([]float64, d)
+						delta := make([]float64, d)
+						for i, v := range res.delta {
+							delta[i] = float64(v)
+						}
+						if res.post != nil {
+							delta = norm(res.delta, res.post)
+						}
+						for i := range want {
+							want[i] = float64(res.in[i]) + delta[i]
+						}
+						expect(res.what, res.out, want)
+					}
+				}
+				return nil
+			}
+			for _, inference := range []bool{false, true} {
+				calls = 0
+				e, err := New(p, Options{Inference: inference, Threads: 2, OnLayer: hook})
+				if err != nil {
+					t.Fatal(err)
+				}
+				tokens := randomTokens(rand.New(rand.NewPCG(3, 3)), b*tt, cfg.Vocab)
+				if err := e.Forward(tokens, b, tt); err != nil {
+					t.Fatal(err)
+				}
+				if calls != len(cfg.Layers) {
+					t.Errorf("hook called %d times, want %d", calls, len(cfg.Layers))
+				}
+			}
+		})
 	}
 }
