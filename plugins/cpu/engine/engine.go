@@ -55,15 +55,19 @@ const DefaultAttentionBudget = 256 << 20
 type Activations struct {
 	// Input is the residual stream entering the layer [N, hidden].
 	Input []float32
-	// AttnNormOut is the attention input norm's output [N, hidden].
+	// AttnNormOut is the attention input norm's output [N, hidden]. It and
+	// MLPNormOut are the block-input norms Minitron's hidden-channel
+	// importance reads; Gemma 2's post norms feed the residual stream, not
+	// a block.
 	AttnNormOut []float32
 	// AttnOut is the concatenated head outputs, the input of o_proj [N, heads·head_dim].
 	AttnOut []float32
-	// Mid is the residual stream after attention [N, hidden].
+	// Mid is the residual stream after attention [N, hidden] (with
+	// PostNorms, the attention post norm's output added to Input).
 	Mid []float32
 	// MLPNormOut is the MLP input norm's output [N, hidden].
 	MLPNormOut []float32
-	// MLPAct is silu(gate)·up, the input of down_proj [N, mlp].
+	// MLPAct is act(gate)·up (SiLU or GELU), the input of down_proj [N, mlp].
 	MLPAct []float32
 	// Output is the residual stream leaving the layer [N, hidden].
 	Output []float32

@@ -109,7 +109,8 @@ var familyLossCases = []lossCase{
 }
 
 // TestFamilyGradients checks every parameter's gradient of every family
-// (all its options on), and of LoRA adapters on all seven matrices, against
+// (all its options on), and of LoRA adapters on all seven matrices (with
+// the base matrices frozen, its biases and norms training), against
 // central finite differences of the loss: in float64 through decoder64 once
 // it implements the families, through the engine's own forward until then.
 // Sequences are longer than the sliding windows, so masked keys, the soft
@@ -138,10 +139,16 @@ func TestFamilyGradients(t *testing.T) {
 						}
 					}
 					var lora *LoRA
+					frozen := func(string) bool { return false }
 					if withLoRA {
 						lora = randomLoRA(t, cfg, LoRARoles, 9)
+						vectors := map[string]bool{}
+						for _, tn := range p.Tensors() {
+							vectors[tn.Name] = len(tn.Shape) == 1
+						}
+						frozen = func(n string) bool { return !vectors[n] }
 					}
-					e, err := New(p, Options{Threads: 2, LossChunk: 5})
+					e, err := New(p, Options{Threads: 2, LossChunk: 5, Frozen: frozen})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -164,7 +171,16 @@ func TestFamilyGradients(t *testing.T) {
 					}
 					var ts []tensor
 					for i, tn := range p.Tensors() {
-						ts = append(ts, tensor{tn.Name, tn.Data, e.G.Tensors()[i].Data})
+						g := e.G.Tensors()[i].Data
+						if frozen(tn.Name) {
+							for _, v := range g {
+								if v != 0 {
+									t.Fatalf("frozen %s has gradient %v", tn.Name, v)
+								}
+							}
+							continue
+						}
+						ts = append(ts, tensor{tn.Name, tn.Data, g})
 					}
 					if lora != nil {
 						for _, a := range lora.Adapters {

@@ -201,7 +201,7 @@ func (p *Params) InitRandom(seed uint64) {
 			continue
 		}
 		std := 0.02
-		if isResidualOut(t.Name, len(p.Layers)) {
+		if isResidualOut(&p.Config, t.Name) {
 			std = resid
 		}
 		for i := range t.Data {
@@ -210,9 +210,9 @@ func (p *Params) InitRandom(seed uint64) {
 	}
 }
 
-func isResidualOut(name string, layers int) bool {
-	for l := 0; l < layers; l++ {
-		if name == ir.LayerName(l, ir.RoleO) || name == ir.LayerName(l, ir.RoleDown) { // the same in every family
+func isResidualOut(cfg *ir.Config, name string) bool {
+	for l := range cfg.Layers {
+		if t := cfg.LayerTensors(l); name == t.O || name == t.Down {
 			return true
 		}
 	}
