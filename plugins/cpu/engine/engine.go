@@ -1,8 +1,9 @@
 // Package engine is the CPU backend's training engine: a batched float32
-// forward pass of the IR's decoder, with every family option of ir.Config
-// (per-layer sizes may differ), chunked losses over the vocabulary (next-token cross-entropy,
-// masked SFT, forward KL to a teacher), a hand-written backward pass in the
-// manner of llm.c, and AdamW with warm-up and cosine decay.
+// forward pass of the IR's decoder with every family option of ir.Config
+// (per-layer sizes may differ), chunked losses over the vocabulary
+// (next-token cross-entropy, masked SFT, forward KL to a teacher), a
+// hand-written backward pass in the manner of llm.c, and AdamW with warm-up
+// and cosine decay.
 //
 // Matrix products go through package blas; everything else is split across
 // goroutines by rows, heads or columns so that each output element is
@@ -232,12 +233,9 @@ func (e *Engine) alloc(b, t int) {
 	}
 	if e.opts.Inference {
 		// One set of buffers, sized for the widest layer, for all layers.
-		var mq, mkv, mm, mh int
+		var mq, mkv, mm, mh, mkvh int
 		for _, lc := range cfg.Layers {
 			mq, mkv, mm, mh = max(mq, lc.Heads*lc.HeadDim), max(mkv, lc.KVHeads*lc.HeadDim), max(mm, lc.MLP), max(mh, lc.Heads)
-		}
-		var mkvh int
-		for _, lc := range cfg.Layers {
 			mkvh = max(mkvh, lc.KVHeads)
 		}
 		shared := newLayerActs(cfg, n, d, mq, mkv, mm, attSize(mh), mh, mkvh)

@@ -181,10 +181,12 @@ func windowEnd(k1, w, t int) int {
 // query rows only needs the keys up to its last row.
 const attnBlock = 64
 
-// attentionForward computes, for every sequence and head, the causal
-// (and windowed) softmax of the scaled, possibly soft-capped Q·Kᵀ (kept in a.att when the engine keeps
-// probabilities, else in a per-worker buffer) and its product with V (into
-// a.ao). Query head h reads KV head h/(Heads/KVHeads).
+// attentionForward computes, for every sequence and head, the causal (and
+// windowed) softmax of the scaled, possibly soft-capped Q·Kᵀ (kept in a.att
+// when the engine keeps probabilities, else in a per-worker buffer) and its
+// product with V (into a.ao); blocks of keys that a sliding window masks
+// for a whole block of queries are skipped. Query head h reads KV head
+// h/(Heads/KVHeads).
 func (e *Engine) attentionForward(p *Layer, a *layerActs) {
 	bsz, t := e.b, e.t
 	hd := p.HeadDim
