@@ -72,6 +72,10 @@ type Activations struct {
 	MLPAct []float32
 	// Output is the residual stream leaving the layer [N, hidden].
 	Output []float32
+	// AttnPostNormOut and MLPPostNormOut are, with PostNorms, what the
+	// attention and the MLP add to the residual stream (the outputs of
+	// Gemma 2's post norms) [N, hidden]; nil otherwise.
+	AttnPostNormOut, MLPPostNormOut []float32
 }
 
 // layerActs holds the activations backward needs for one layer.
@@ -84,8 +88,8 @@ type layerActs struct {
 	// row and head.
 	qraw, kraw, rstdq, rstdk []float32
 	// With PostNorms: the o_proj and down_proj outputs before their norms,
-	// and the norms' 1/rms.
-	oout, dout, rstdpa, rstdpm []float32
+	// the norms' outputs and their 1/rms.
+	oout, dout, apn, mpn, rstdpa, rstdpm []float32
 }
 
 // Engine runs one model. It is not safe for concurrent use.
@@ -304,6 +308,7 @@ func newLayerActs(cfg *ir.Config, n, d, qd, kvd, m, att, heads, kvHeads int) lay
 	}
 	if cfg.PostNorms {
 		a.oout, a.dout = make([]float32, n*d), make([]float32, n*d)
+		a.apn, a.mpn = make([]float32, n*d), make([]float32, n*d)
 		a.rstdpa, a.rstdpm = make([]float32, n), make([]float32, n)
 	}
 	return a
@@ -432,12 +437,12 @@ func addBias(threads int, y, b []float32, n int) {
 	})
 }
 
-// addInto sets y[i] += x[i] over rows split across goroutines.
-func addInto(threads int, y, x []float32, n, d int) {
+// addRows sets dst = x + y for n rows of d, split across goroutines.
+func addRows(threads int, dst, x, y []float32, n, d int) {
 	parallel.For(threads, n, func(lo, hi int) {
-		yy, xx := y[lo*d:hi*d], x[lo*d:hi*d]
+		dd, xx, yy := dst[lo*d:hi*d], x[lo*d:hi*d], y[lo*d:hi*d]
 		for i, v := range xx {
-			yy[i] += v
+			dd[i] = v + yy[i]
 		}
 	})
 }
@@ -480,8 +485,8 @@ func (e *Engine) layerForward(l int) error {
 	e.attentionForward(p, a)
 	if p.AttnPostNorm != nil {
 		e.proj(l, ir.RoleO, a.oout, a.ao, p.O, n, d, qd, 0)
-		rmsnormForward(e.threads, a.mid, a.rstdpa, a.oout, e.normW(p.AttnPostNorm), n, d, cfg.NormEps)
-		addInto(e.threads, a.mid, x, n, d)
+		rmsnormForward(e.threads, a.apn, a.rstdpa, a.oout, e.normW(p.AttnPostNorm), n, d, cfg.NormEps)
+		addRows(e.threads, a.mid, x, a.apn, n, d)
 	} else {
 		copy(a.mid, x)
 		e.proj(l, ir.RoleO, a.mid, a.ao, p.O, n, d, qd, 1)
@@ -507,8 +512,8 @@ func (e *Engine) layerForward(l int) error {
 	out := e.resid[l+1]
 	if p.MLPPostNorm != nil {
 		e.proj(l, ir.RoleDown, a.dout, a.act, p.Down, n, d, p.MLP, 0)
-		rmsnormForward(e.threads, out, a.rstdpm, a.dout, e.normW(p.MLPPostNorm), n, d, cfg.NormEps)
-		addInto(e.threads, out, a.mid, n, d)
+		rmsnormForward(e.threads, a.mpn, a.rstdpm, a.dout, e.normW(p.MLPPostNorm), n, d, cfg.NormEps)
+		addRows(e.threads, out, a.mid, a.mpn, n, d)
 	} else {
 		copy(out, a.mid)
 		e.proj(l, ir.RoleDown, out, a.act, p.Down, n, d, p.MLP, 1)
@@ -519,6 +524,7 @@ func (e *Engine) layerForward(l int) error {
 		view := Activations{
 			Input: x, AttnNormOut: a.ln1, AttnOut: a.ao[:n*qd], Mid: a.mid,
 			MLPNormOut: a.ln2, MLPAct: a.act[:n*p.MLP], Output: out,
+			AttnPostNormOut: a.apn, MLPPostNormOut: a.mpn,
 		}
 		if err := e.opts.OnLayer(l, &view); err != nil {
 			return fmt.Errorf("engine: layer %d hook: %w", l, err)

@@ -11,14 +11,6 @@ import (
 	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
-// decoder64HasFamilies says whether internal/decoder64 implements every
-// family option of ir.Config. Until it does, the families' forward pass is
-// checked against finite differences of the engine itself only (which
-// checks the backward against the forward, not the forward against Hugging
-// Face's semantics); set it when decoder64 learns the families to compare
-// logits with it and to take the finite differences in float64.
-const decoder64HasFamilies = false
-
 // sortedFamilies lists irtest.Families in a stable order.
 func sortedFamilies() ([]string, map[string]ir.Config) {
 	fams := irtest.Families()
@@ -111,8 +103,7 @@ var familyLossCases = []lossCase{
 // TestFamilyGradients checks every parameter's gradient of every family
 // (all its options on), and of LoRA adapters on all seven matrices (with
 // the base matrices frozen, its biases and norms training), against
-// central finite differences of the loss: in float64 through decoder64 once
-// it implements the families, through the engine's own forward until then.
+// central finite differences of the float64 reference's loss.
 // Sequences are longer than the sliding windows, so masked keys, the soft
 // caps, the biases, the q/k norms, the post norms and the scaled embedding
 // all sit on the path.
@@ -197,8 +188,8 @@ func TestFamilyGradients(t *testing.T) {
 	}
 }
 
-// familyFD takes finite differences of the loss over weights perturbed in
-// place.
+// familyFD takes finite differences of the float64 reference's loss over
+// weights perturbed in place.
 type familyFD struct {
 	t    *testing.T
 	loss func() float64
@@ -213,33 +204,12 @@ func newFamilyFD(t *testing.T, p *Params, lora *LoRA, in lossInputs, obj Objecti
 	if in.teacher != nil {
 		teacherRows = in.teacher.rows
 	}
-	if decoder64HasFamilies {
-		return &familyFD{t: t, h: 1e-4, tol: 2e-3, abs: 1e-5, sample: 6, loss: func() float64 {
-			ref := newRef64(p)
-			if lora != nil {
-				ref = mergedRef64(p, lora)
-			}
-			return loss64(ref.logits(in.tokens, b, tt), teacherRows, in.tg, obj)
-		}}
-	}
-	ev, err := New(p, Options{Threads: 2, Inference: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ev.SetLoRA(lora); err != nil {
-		t.Fatal(err)
-	}
-	// float32 logits: a larger step, and Richardson extrapolation (in
-	// check) to cancel the step's h² error.
-	return &familyFD{t: t, h: 4e-3, tol: 5e-3, abs: 1e-4, sample: 8, loss: func() float64 {
-		if err := ev.Forward(in.tokens, b, tt); err != nil {
-			t.Fatal(err)
+	return &familyFD{t: t, h: 1e-4, tol: 2e-3, abs: 1e-5, sample: 6, loss: func() float64 {
+		ref := newRef64(p)
+		if lora != nil {
+			ref = mergedRef64(p, lora)
 		}
-		res, err := ev.Loss(in.tg, obj, in.source())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res.Loss
+		return loss64(ref.logits(in.tokens, b, tt), teacherRows, in.tg, obj)
 	}}
 }
 
@@ -268,9 +238,6 @@ func (f *familyFD) check(name string, w, g []float32, seed uint64) {
 	worst := 0
 	for _, i := range idx {
 		want := f.diff(w, i, f.h)
-		if !decoder64HasFamilies {
-			want = (4*f.diff(w, i, f.h/2) - want) / 3
-		}
 		maxAbs = math.Max(maxAbs, math.Abs(want))
 		if d := math.Abs(want - float64(g[i])); d > maxErr {
 			maxErr, worst = d, i
@@ -319,7 +286,7 @@ func TestFamilyGradientsLongWindows(t *testing.T) {
 				t.Fatal(err)
 			}
 			fd := newFamilyFD(t, p, nil, in, c.obj, b, tt)
-			fd.sample = 4
+			fd.sample = 3
 			for ti, tn := range p.Tensors() {
 				fd.check(tn.Name, tn.Data, e.G.Tensors()[ti].Data, uint64(ti))
 			}
@@ -447,9 +414,6 @@ func TestFamilyDeterminism(t *testing.T) {
 // activations (the OnLayer views) with the float64 decoder on a random
 // model of every family.
 func TestFamilyMatchesRef64(t *testing.T) {
-	if !decoder64HasFamilies {
-		t.Skip("needs h/ref: internal/decoder64 does not implement the family options yet")
-	}
 	const b, tt = 2, 11
 	names, fams := sortedFamilies()
 	for _, name := range names {
@@ -500,6 +464,13 @@ func TestFamilyMatchesRef64(t *testing.T) {
 				closeTo("MLP norm", a.MLPNormOut, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPNormOut }))
 				closeTo("MLP activation", a.MLPAct, lc.MLP, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPAct }))
 				closeTo("output", a.Output, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.Out }))
+				if (a.AttnPostNormOut != nil) != cfg.PostNorms || (a.MLPPostNormOut != nil) != cfg.PostNorms {
+					t.Fatalf("layer %d: post-norm outputs present %v, %v with PostNorms %v", l, a.AttnPostNormOut != nil, a.MLPPostNormOut != nil, cfg.PostNorms)
+				}
+				if cfg.PostNorms {
+					closeTo("attention post norm", a.AttnPostNormOut, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.AttnPostNormOut }))
+					closeTo("MLP post norm", a.MLPPostNormOut, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPPostNormOut }))
+				}
 				return nil
 			}})
 			if err != nil {

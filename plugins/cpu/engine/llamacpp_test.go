@@ -1,116 +1,92 @@
 package engine
 
 import (
-	"encoding/json"
 	"math"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/data/npy"
+	"github.com/whittle-ml/whittle/internal/decoder64"
 	"github.com/whittle-ml/whittle/internal/shareddata"
 	"github.com/whittle-ml/whittle/ir"
-	"github.com/whittle-ml/whittle/ir/safetensors"
+	"github.com/whittle-ml/whittle/ir/hf"
 )
 
 // familyFixtures is where ir keeps one tiny checkpoint per family in its
-// Hugging Face layout, with llama.cpp's own f32 conversion of four of them.
+// Hugging Face layout, with llama.cpp's own f32 conversion of four of them
+// (gen.py there).
 const familyFixtures = "../../../ir/testdata/families"
 
-// fixtureModel builds the ir.Model of a family fixture directly from its
-// config.json and model.safetensors (canonical names are Hugging Face's),
-// setting the family options as the ir readers do, so that this test does
-// not wait for them. Only the fixtures in their exact HF layout with
-// unfused tensors (not Phi-3's) are supported.
+// fixtureModel loads a family fixture through the Hugging Face reader.
 func fixtureModel(t *testing.T, fam string) *ir.Model {
 	t.Helper()
-	dir := filepath.Join(familyFixtures, fam)
-	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	m, err := hf.Load(filepath.Join(familyFixtures, fam))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		Vocab        int             `json:"vocab_size"`
-		Hidden       int             `json:"hidden_size"`
-		Layers       int             `json:"num_hidden_layers"`
-		Heads        int             `json:"num_attention_heads"`
-		KVHeads      int             `json:"num_key_value_heads"`
-		HeadDim      int             `json:"head_dim"`
-		MLP          int             `json:"intermediate_size"`
-		Eps          float64         `json:"rms_norm_eps"`
-		Theta        float64         `json:"rope_theta"`
-		MaxPos       int             `json:"max_position_embeddings"`
-		Tied         bool            `json:"tie_word_embeddings"`
-		BOS          int             `json:"bos_token_id"`
-		EOS          int             `json:"eos_token_id"`
-		Window       *int            `json:"sliding_window"`
-		UseWindow    *bool           `json:"use_sliding_window"`
-		AttnScalar   float64         `json:"query_pre_attn_scalar"`
-		AttnSoftCap  float64         `json:"attn_logit_softcapping"`
-		FinalSoftCap float64         `json:"final_logit_softcapping"`
-		RopeScaling  *ir.RopeScaling `json:"rope_scaling"`
-	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("%s: %v", dir, err)
-	}
-	if c.HeadDim == 0 {
-		c.HeadDim = c.Hidden / c.Heads
-	}
-	cfg := ir.Config{
-		Arch: fam, Vocab: c.Vocab, Hidden: c.Hidden, NormEps: c.Eps, RopeTheta: c.Theta, RopeScaling: c.RopeScaling,
-		MaxSeq: c.MaxPos, Tied: c.Tied, BOS: c.BOS, EOS: c.EOS,
-		Layers: ir.UniformLayers(c.Layers, ir.LayerConfig{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim, MLP: c.MLP}),
-	}
-	window := 0
-	if c.Window != nil && (c.UseWindow == nil || *c.UseWindow) {
-		window = *c.Window
-	}
-	switch fam {
-	case "llama3":
-		cfg.Arch = "llama"
-		// llama.cpp's converter (convert_hf_to_gguf.py, LlamaModel) reads
-		// original_max_position_embeddings from the top level of
-		// config.json, where Llama 3.1 does not put it, and so computes the
-		// rope_freqs factors for its default 8192 rather than the
-		// fixture's 64. Mirror that: the RoPE scaling itself is checked
-		// against decoder64 and Hugging Face elsewhere.
-		s := *cfg.RopeScaling
-		s.OriginalMaxPos = 8192
-		cfg.RopeScaling = &s
-	case "mistral":
-		for i := range cfg.Layers {
-			cfg.Layers[i].Window = window
-		}
-	case "qwen2":
-		cfg.AttnBias = true
-	case "gemma2":
-		cfg.NormOffset, cfg.EmbedScale, cfg.Act, cfg.PostNorms = 1, true, ir.ActGELUTanh, true
-		cfg.AttnScalar, cfg.AttnSoftCap, cfg.FinalSoftCap = c.AttnScalar, c.AttnSoftCap, c.FinalSoftCap
-		for i := 0; i < len(cfg.Layers); i += 2 {
-			cfg.Layers[i].Window = window // local layers alternate with global ones
-		}
-	default:
-		t.Fatalf("no fixture reader for family %s", fam)
-	}
-	f, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	ts, err := f.Tensors()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Tied {
-		delete(ts, ir.NameClassifier)
-	}
-	m := &ir.Model{Config: cfg, Tensors: ts, Source: dir}
-	if err := m.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// TestFamilyFixturesMatchRef64 compares the engine's logits on every
+// family fixture (Gemma 2's with its 26 layers) with the float64 decoder,
+// over sequences longer than the fixtures' sliding windows.
+func TestFamilyFixturesMatchRef64(t *testing.T) {
+	const rows, length = 2, 24
+	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3"} {
+		t.Run(fam, func(t *testing.T) {
+			m := fixtureModel(t, fam)
+			ref, err := decoder64.Load(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := FromIR(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			toks := randomTokens(rand.New(rand.NewPCG(8, 10)), rows*length, m.Config.Vocab)
+			got := engineLogits(t, p, toks, rows, length)
+			v := m.Config.Vocab
+			for r := 0; r < rows; r++ {
+				seq := make([]int, length)
+				for i := range seq {
+					seq[i] = int(toks[r*length+i])
+				}
+				for pos, want := range ref.Forward(seq, nil, nil) {
+					row := got[(r*length+pos)*v : (r*length+pos+1)*v]
+					var scale float64
+					for _, w := range want {
+						scale = max(scale, math.Abs(w))
+					}
+					for j, w := range want {
+						if d := math.Abs(float64(row[j]) - w); d > 1e-4*scale+1e-6 {
+							t.Fatalf("sequence %d position %d logit %d: %v, float64 reference %v", r, pos, j, row[j], w)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// engineLogits runs an inference engine over tokens [rows, length] and
+// returns every row's logits.
+func engineLogits(t *testing.T, p *Params, toks []int32, rows, length int) []float32 {
+	t.Helper()
+	e, err := New(p, Options{Threads: 2, Inference: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Forward(toks, rows, length); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, rows*length*p.Config.Vocab)
+	if err := e.Logits(0, rows*length, got); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // TestFamilyFixturesMatchLlamaCpp runs the engine and llama.cpp (on its
@@ -154,17 +130,7 @@ func TestFamilyFixturesMatchLlamaCpp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e, err := New(p, Options{Threads: 2, Inference: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := e.Forward(toks, rows, length); err != nil {
-				t.Fatal(err)
-			}
-			got := make([]float32, rows*length*v)
-			if err := e.Logits(0, rows*length, got); err != nil {
-				t.Fatal(err)
-			}
+			got := engineLogits(t, p, toks, rows, length)
 			if len(want) != len(got) {
 				t.Fatalf("llama.cpp gave %d logits, want %d", len(want), len(got))
 			}
