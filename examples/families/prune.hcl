@@ -4,7 +4,7 @@
 # graph: `whittle inspect --graph MODEL` prints them.
 #
 #   whittle run examples/families/prune.hcl --out runs/qwen2 \
-#     --var model=ir/testdata/families/qwen2
+#     --var model=$PWD/ir/testdata/families/qwen2
 #
 # The layers to drop: --var 'drop=[2, 3]' (layer 1 by default). llama.cpp
 # runs Phi-3 only with heads × head_dim = hidden: for the Phi-3 fixture
