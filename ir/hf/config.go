@@ -535,6 +535,10 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 			rs["low_freq_factor"] = s.LowFreqFactor
 			rs["high_freq_factor"] = s.HighFreqFactor
 			rs["original_max_position_embeddings"] = s.OriginalMaxPos
+			// llama.cpp's converter reads the llama3 context from the top
+			// level (8192 when absent); transformers keeps the key as an
+			// unused attribute. Written so that both read one model.
+			m["original_max_position_embeddings"] = s.OriginalMaxPos
 		}
 		m["rope_scaling"] = rs
 	}
