@@ -248,6 +248,10 @@ func (sc *scorer) prepare(ctx context.Context) error {
 		}
 		fmt.Fprintf(h, "%s=%s\n", ref, hash)
 	}
+	// Backends differ in rounding, so scores from another one are not reused.
+	if sc.p.Backend != nil {
+		fmt.Fprintf(h, "backend=%s\n", sc.p.Backend.Name)
+	}
 	if t := s.retrain; t != nil {
 		fmt.Fprintf(h, "retrain_tokens=%d\nsteps=%d\noptim=%+v\nmode=%s\n", *c.RetrainTokens, t.Steps, t.Optim, t.Mode)
 	}

@@ -370,10 +370,9 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 			}
 		}
 	}
-	if s.retrain != nil {
-		if _, err := pc.Tokenizer(c.Model); err != nil {
-			return nil, err
-		}
+	// Scoring tokenizes the data or the task with the model's tokenizer.
+	if _, err := pc.Tokenizer(c.Model); err != nil {
+		return nil, err
 	}
 	all, fit, err := c.plan(s, cfg)
 	if err != nil {

@@ -231,8 +231,8 @@ type Candidate struct {
 
 // Enumerate lists every candidate of the space (the product of the axes,
 // minus head/KV-head combinations that cannot be split evenly) with its
-// measures. heads is nil when the axis is not searched: each candidate
-// then keeps the model's query heads per KV group.
+// measures. Axes missing from axes keep the model's size; without a heads
+// axis each candidate keeps the model's query heads per KV head.
 func Enumerate(base ir.Config, axes map[string][]int, b Budget) ([]Candidate, error) {
 	if !base.Uniform() {
 		return nil, fmt.Errorf("search needs every layer the same width (homogeneous pruning); this model's layers differ")

@@ -284,3 +284,59 @@ func TestStoriesRetrainResume(t *testing.T) {
 		}
 	}
 }
+
+// TestStoriesAccuracy scores candidates by task accuracy: the winner's
+// score is what eval measures on the produced student.
+func TestStoriesAccuracy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs stories260K on the CPU")
+	}
+	dir := t.TempDir()
+	man, err := runStories(t, context.Background(), dir, storiesInputs+`
+task "wino" {
+  path  = "${var.data}/evals/winogrande.jsonl"
+  limit = 24
+}
+pass "search" {
+  model     = model.teacher
+  scores    = scores.imp
+  into      = "student"
+  objective = "accuracy"
+  task      = task.wino
+  top_k     = 2
+  constraints {
+    params = 200000
+  }
+  space "mlp" {
+    ratios   = [1, 0.75, 0.625, 0.5]
+    round_to = 4
+  }
+}
+pass "eval" {
+  model = model.student
+  tasks = [task.wino]
+}
+`, pipeline.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := readResults(t, dir, man)
+	win := res.Winner()
+	if win == nil || res.LowerIsBetter || win.Score.Items != 24 {
+		t.Fatalf("results %+v", res)
+	}
+	for _, r := range res.Rows {
+		if r.Scored && r.Score.Value > win.Score.Value {
+			t.Errorf("candidate %s scored %.4f, above the winner's %.4f", r.Sizes, r.Score.Value, win.Score.Value)
+		}
+	}
+	acc := math.NaN()
+	for _, p := range man.Passes {
+		if p.Name == "eval" {
+			acc, _ = p.Metrics["task.wino.acc"].(float64)
+		}
+	}
+	if acc != win.Score.Value {
+		t.Errorf("eval of the produced student: accuracy %v; the search scored the winner %v", acc, win.Score.Value)
+	}
+}
