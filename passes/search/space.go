@@ -49,7 +49,13 @@ func ActiveParams(c *ir.Config) int64 { return c.Params().Total }
 // Activations and sliding windows (which could shrink the cache) are not
 // counted.
 func MemoryBytes(c *ir.Config, seqLen, batch int) int64 {
-	m := 2 * c.Params().Total
+	return memoryBytes(c, c.Params().Total, seqLen, batch)
+}
+
+// memoryBytes is MemoryBytes with the parameter count already known (each
+// count builds the model's graph; a search measures many candidates).
+func memoryBytes(c *ir.Config, params int64, seqLen, batch int) int64 {
+	m := 2 * params
 	for _, l := range c.Layers {
 		m += 2 * 2 * int64(l.KVHeads) * int64(l.HeadDim) * int64(seqLen) * int64(batch)
 	}
@@ -124,8 +130,9 @@ type Measures struct {
 
 // Measure computes a candidate's measures at the budget's seq_len and batch.
 func (b Budget) Measure(c *ir.Config) Measures {
-	return Measures{Params: c.Params().Total, ActiveParams: ActiveParams(c),
-		Memory: MemoryBytes(c, b.SeqLen, b.Batch), FLOPs: c.FLOPsPerToken(b.SeqLen)}
+	m := Measures{Params: c.Params().Total, ActiveParams: ActiveParams(c), FLOPs: c.FLOPsPerToken(b.SeqLen)}
+	m.Memory = memoryBytes(c, m.Params, b.SeqLen, b.Batch)
+	return m
 }
 
 type bound struct {
@@ -257,10 +264,12 @@ func Enumerate(base ir.Config, axes map[string][]int, b Budget) ([]Candidate, er
 					if nh%kv != 0 || nh/kv > l.GroupSize() {
 						continue
 					}
+					width := Sizes{Hidden: h, MLP: mlp, Heads: nh, KVHeads: kv}
+					measure := b.layerMeasure(base, width)
 					for _, nl := range get(AxisLayers, len(base.Layers)) {
-						s := Sizes{Hidden: h, MLP: mlp, Heads: nh, KVHeads: kv, Layers: nl}
-						c := s.Config(base)
-						m := b.Measure(&c)
+						s := width
+						s.Layers = nl
+						m := measure(nl)
 						out = append(out, Candidate{Sizes: s, Measures: m, Usage: b.Usage(m)})
 					}
 				}
@@ -271,6 +280,28 @@ func Enumerate(base ir.Config, axes map[string][]int, b Budget) ([]Candidate, er
 		return nil, fmt.Errorf("the space has no candidate whose heads split evenly over its KV heads (at most %d query heads per KV head)", l.GroupSize())
 	}
 	return out, nil
+}
+
+// layerMeasure returns the measures of the width sizes at any layer
+// count. Every layer being alike, each measure is affine in the count, so
+// two small graphs (one and two layers) give all of them: measuring every
+// candidate's full graph costs milliseconds each at 32 layers.
+func (b Budget) layerMeasure(base ir.Config, width Sizes) func(layers int) Measures {
+	at := func(n int) Measures {
+		s := width
+		s.Layers = n
+		c := s.Config(base)
+		return b.Measure(&c)
+	}
+	if len(base.Layers) < 2 {
+		return at
+	}
+	m1, m2 := at(1), at(2)
+	return func(n int) Measures {
+		k := int64(n - 1)
+		return Measures{Params: m1.Params + k*(m2.Params-m1.Params), ActiveParams: m1.ActiveParams + k*(m2.ActiveParams-m1.ActiveParams),
+			Memory: m1.Memory + k*(m2.Memory-m1.Memory), FLOPs: m1.FLOPs + k*(m2.FLOPs-m1.FLOPs)}
+	}
 }
 
 // Select keeps the candidates that meet the budget, closest to it first

@@ -3,6 +3,8 @@ package search
 import (
 	"slices"
 	"testing"
+
+	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
 // TestAxisValues checks sizes derived from ratios against hand
@@ -57,5 +59,27 @@ func TestBudgetFits(t *testing.T) {
 		if got := b.Fits(tc.m); got != tc.want {
 			t.Errorf("Fits(%+v) = %v (usage %.4f), want %v", tc.m, got, b.Usage(tc.m), tc.want)
 		}
+	}
+}
+
+// TestLayerMeasure checks the measures Enumerate extrapolates from one-
+// and two-layer graphs against measuring each candidate's whole graph, for
+// every family's options.
+func TestLayerMeasure(t *testing.T) {
+	for name, cfg := range irtest.Families() {
+		t.Run(name, func(t *testing.T) {
+			l := cfg.Layers[0]
+			b := Budget{Params: 1, SeqLen: 48, Batch: 3, Tolerance: 0.03}
+			width := Sizes{Hidden: cfg.Hidden - 2, MLP: l.MLP - 1, Heads: l.Heads, KVHeads: l.KVHeads}
+			measure := b.layerMeasure(cfg, width)
+			for n := 1; n <= len(cfg.Layers); n++ {
+				s := width
+				s.Layers = n
+				c := s.Config(cfg)
+				if got, want := measure(n), b.Measure(&c); got != want {
+					t.Errorf("%d layers: extrapolated %+v, measured %+v", n, got, want)
+				}
+			}
+		})
 	}
 }
