@@ -118,3 +118,15 @@ func TestReportSearch(t *testing.T) {
 		t.Errorf("plot not written: %v", err)
 	}
 }
+
+// TestSearchExamplePlans: the shipped search example validates and lists
+// its candidates at the ≈160K-parameter budget.
+func TestSearchExamplePlans(t *testing.T) {
+	path := filepath.Join("..", "..", "examples", "search", "stories260k.hcl")
+	varData := "data=" + sharedData(t)
+	mustWhittle(t, "validate", path, "-var", varData)
+	plan := mustWhittle(t, "plan", path, "-var", varData)
+	if !strings.Contains(plan, "within 3% below the budget (params ≤ 160,000); the first 6 (*) are scored") {
+		t.Errorf("plan:\n%s", plan)
+	}
+}
