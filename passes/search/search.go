@@ -298,6 +298,11 @@ func (c *Config) resolveSpace(p *recipe.Pass, cfg ir.Config) (map[string][]int, 
 		return nil, fmt.Errorf("search needs every layer the same width (homogeneous pruning); this model's layers differ")
 	}
 	l := cfg.Layers[0]
+	if l.MoE() {
+		// An experts axis needs expert pruning from importance scores
+		// (which experts, and their neurons); until then, say so.
+		return nil, fmt.Errorf("search does not prune mixture-of-experts layers yet (%d experts per layer); search a dense model", l.Experts)
+	}
 	cur := map[string]int{AxisHidden: cfg.Hidden, AxisMLP: l.MLP, AxisHeads: l.Heads, AxisKVHeads: l.KVHeads, AxisLayers: len(cfg.Layers)}
 	axes := map[string][]int{}
 	for _, a := range c.Space {

@@ -33,12 +33,6 @@ const DefaultTolerance = 0.03
 // DefaultTopK is how many candidates are scored.
 const DefaultTopK = 10
 
-// ActiveParams is the parameter count an active_params budget bounds: the
-// parameters one token runs through. Dense models use all of them; once
-// ir counts a mixture of experts' active parameters (issue 12), this is
-// the one place to read that count from.
-func ActiveParams(c *ir.Config) int64 { return c.Params().Total }
-
 // MemoryBytes is what a memory budget bounds: bf16 weights and a bf16 KV
 // cache at seqLen tokens for batch sequences,
 //
@@ -130,7 +124,10 @@ type Measures struct {
 
 // Measure computes a candidate's measures at the budget's seq_len and batch.
 func (b Budget) Measure(c *ir.Config) Measures {
-	m := Measures{Params: c.Params().Total, ActiveParams: ActiveParams(c), FLOPs: c.FLOPsPerToken(b.SeqLen)}
+	// Active parameters are those one token runs through (ir's count:
+	// the total less the routed experts a token is not sent to).
+	p := c.Params()
+	m := Measures{Params: p.Total, ActiveParams: p.Active, FLOPs: c.FLOPsPerToken(b.SeqLen)}
 	m.Memory = memoryBytes(c, m.Params, b.SeqLen, b.Batch)
 	return m
 }

@@ -2,8 +2,10 @@ package search
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
@@ -81,5 +83,16 @@ func TestLayerMeasure(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRefusesMoE: expert pruning is not searched yet, so a
+// mixture-of-experts model is refused when the space is resolved (at plan
+// time), not when a candidate is pruned.
+func TestRefusesMoE(t *testing.T) {
+	c := &Config{Space: []SpaceAxis{{Axis: AxisHidden, Ratios: []float64{0.5}}}}
+	_, err := c.resolveSpace(&recipe.Pass{}, irtest.MoEFamilies()["mixtral"])
+	if err == nil || !strings.Contains(err.Error(), "does not prune mixture-of-experts layers yet (4 experts per layer)") {
+		t.Errorf("resolving a space over a MoE model: %v", err)
 	}
 }
