@@ -22,24 +22,50 @@ const (
 	archQwen3  = "qwen3"
 	archGemma2 = "gemma2"
 	archPhi3   = "phi3"
+	// archDeci is llama.cpp's DeciLM (Llama-3.1-Nemotron-51B): Llama's
+	// computation with every layer's head count, KV-head count and FFN
+	// width read from per-layer arrays, which llama.cpp's llama
+	// architecture refuses.
+	archDeci = "deci"
 )
 
 // readableArchs lists the architectures whittle reads and writes.
-var readableArchs = []string{archLlama, archQwen2, archQwen3, archGemma2, archPhi3}
+var readableArchs = []string{archLlama, archDeci, archQwen2, archQwen3, archGemma2, archPhi3}
 
 func readableArch(a string) bool { return slices.Contains(readableArchs, a) }
 
-// ggufArch is the llama.cpp architecture an IR family is written as:
-// Mistral is Llama to llama.cpp's converter.
-func ggufArch(irArch string) (string, error) {
-	switch irArch {
+// ggufArch is the llama.cpp architecture a model of config c is written
+// as: Mistral is Llama to llama.cpp's converter, and a Llama-family model
+// whose layers differ in size (or any when deci is asked for) is deci.
+func ggufArch(c *ir.Config, deci bool) (string, error) {
+	switch c.Arch {
 	case "", archLlama, "mistral":
+		if deci || !c.Uniform() {
+			return archDeci, nil
+		}
 		return archLlama, nil
 	case archQwen2, archQwen3, archGemma2, archPhi3:
-		return irArch, nil
+		if deci {
+			return "", fmt.Errorf("llama.cpp's deci architecture computes as Llama; a %s model cannot be written as deci", c.Arch)
+		}
+		return c.Arch, nil
 	}
-	return "", fmt.Errorf("architecture %q has no GGUF mapping (whittle writes llama, mistral, qwen2, qwen3, gemma2 and phi3)", irArch)
+	return "", fmt.Errorf("architecture %q has no GGUF mapping (whittle writes llama, mistral, qwen2, qwen3, gemma2 and phi3)", c.Arch)
 }
+
+// irArch is the IR family a GGUF architecture reads as: deci is Llama
+// with per-layer sizes.
+func irArch(arch string) string {
+	if arch == archDeci {
+		return archLlama
+	}
+	return arch
+}
+
+// llamaLike reports the architectures that keep Q and K rows in the
+// interleaved RoPE order and read llama3 scaling from a rope_freqs tensor,
+// as llama.cpp's converter writes both llama and deci.
+func llamaLike(arch string) bool { return arch == archLlama || arch == archDeci }
 
 // Family metadata keys (spelled with the architecture prefix).
 const (
@@ -206,7 +232,7 @@ func layout(c *ir.Config, arch string) []layoutTensor {
 				rows: []int{l.Heads * l.HeadDim, l.KVHeads * l.HeadDim, l.KVHeads * l.HeadDim}})
 		} else {
 			q, k := w("attn_q", lt.Q), w("attn_k", lt.K)
-			if arch == archLlama {
+			if llamaLike(arch) {
 				q.ropeHeads, q.headDim = l.Heads, l.HeadDim
 				k.ropeHeads, k.headDim = l.KVHeads, l.HeadDim
 			}
