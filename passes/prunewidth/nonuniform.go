@@ -81,10 +81,10 @@ func PruneNonUniform(m *ir.Model, s *scores.Table, t NonUniformTargets) (*ir.Mod
 // scores. Every layer keeps its first chunk, then chunks of all layers
 // are taken best first while they fit the total. Since a layer's chunks
 // come in decreasing value, this keeps the largest total normalized score
-// any per-layer widths in multiples of RoundTo can keep (when the widths
-// are multiples of RoundTo). The kept total
-// is t.MLP rounded down to what the chunks allow (exactly t.MLP when it
-// and every width are multiples of RoundTo).
+// that any widths in multiples of RoundTo can keep. The kept total is
+// t.MLP rounded down to what the chunks allow (exactly t.MLP when it and
+// every width are multiples of RoundTo; a layer whose width is not keeps
+// a shorter last chunk).
 //
 // KV heads: a KV group's score is the sum of its query heads' scores
 // (as in Prune); every layer keeps its best group, then the groups of all
@@ -92,9 +92,6 @@ func PruneNonUniform(m *ir.Model, s *scores.Table, t NonUniformTargets) (*ir.Mod
 // query heads.
 func SelectNonUniform(c *ir.Config, s *scores.Table, t NonUniformTargets) (ir.Selection, error) {
 	var sel ir.Selection
-	if err := c.Check(); err != nil {
-		return sel, err
-	}
 	if err := checkTable(*c, s); err != nil {
 		return sel, err
 	}
@@ -102,47 +99,27 @@ func SelectNonUniform(c *ir.Config, s *scores.Table, t NonUniformTargets) (ir.Se
 	if err != nil {
 		return sel, err
 	}
-	n := len(c.Layers)
-	curMLP, curKV := 0, 0
-	for _, l := range c.Layers {
-		curMLP += l.MLP
-		curKV += l.KVHeads
-	}
-	if t.Hidden < 0 || t.Hidden > c.Hidden {
-		return sel, fmt.Errorf("hidden = %d must be between 1 and the current %d", t.Hidden, c.Hidden)
+	axes, err := t.check(c)
+	if err != nil {
+		return sel, err
 	}
 	if t.Hidden > 0 && t.Hidden < c.Hidden {
 		sel.Hidden = scores.TopK(s.Hidden, t.Hidden)
 	}
-	if t.RoundTo < 0 {
-		return sel, fmt.Errorf("round_to = %d must not be negative", t.RoundTo)
-	}
-	if t.MLP != 0 && t.MLP != curMLP {
-		r := max(t.RoundTo, 1)
-		minMLP := 0
-		for _, l := range c.Layers {
-			minMLP += min(r, l.MLP)
-		}
-		if t.MLP < minMLP || t.MLP > curMLP {
-			return sel, fmt.Errorf("mlp total = %d must be between %d (every one of %d layers keeps at least round_to %d neurons) and the current %d", t.MLP, minMLP, n, r, curMLP)
-		}
-		units := make([][]float64, n)
+	if axes.mlp {
+		units := make([][]float64, len(c.Layers))
 		for li := range c.Layers {
 			units[li] = norm(s.MLP[li])
 		}
-		keep := allocate(units, r, t.MLP)
 		sel.MLP = map[int][]int{}
-		for li, l := range c.Layers {
-			if keep[li] < l.MLP {
-				sel.MLP[li] = scores.TopK(s.MLP[li], keep[li])
+		for li, k := range allocate(units, axes.roundTo, t.MLP) {
+			if k < c.Layers[li].MLP {
+				sel.MLP[li] = scores.TopK(s.MLP[li], k)
 			}
 		}
 	}
-	if t.KVHeads != 0 && t.KVHeads != curKV {
-		if t.KVHeads < n || t.KVHeads > curKV {
-			return sel, fmt.Errorf("kv_heads total = %d must be between %d (one KV group per layer) and the current %d", t.KVHeads, n, curKV)
-		}
-		groups := make([][]float64, n)
+	if axes.kv {
+		groups := make([][]float64, len(c.Layers))
 		for li, l := range c.Layers {
 			gs := make([]float64, l.KVHeads)
 			for h, v := range s.Heads[li] {
@@ -150,15 +127,53 @@ func SelectNonUniform(c *ir.Config, s *scores.Table, t NonUniformTargets) (ir.Se
 			}
 			groups[li] = norm(gs)
 		}
-		keep := allocate(groups, 1, t.KVHeads)
 		sel.Heads = map[int][]int{}
-		for li, l := range c.Layers {
-			if keep[li] < l.KVHeads {
-				sel.Heads[li] = pickHeads(s.Heads[li], l.GroupSize(), keep[li], l.GroupSize())
+		for li, k := range allocate(groups, 1, t.KVHeads) {
+			if l := c.Layers[li]; k < l.KVHeads {
+				sel.Heads[li] = pickHeads(s.Heads[li], l.GroupSize(), k, l.GroupSize())
 			}
 		}
 	}
 	return sel, nil
+}
+
+// nonUniformAxes says which totals change the model, and the MLP rounding.
+type nonUniformAxes struct {
+	mlp, kv bool
+	roundTo int
+}
+
+// check validates t against c: the config itself, and totals between the
+// least every layer keeps (one round_to of neurons, one KV group) and the
+// current totals.
+func (t NonUniformTargets) check(c *ir.Config) (nonUniformAxes, error) {
+	var a nonUniformAxes
+	if err := c.Check(); err != nil {
+		return a, err
+	}
+	if t.Hidden < 0 || t.Hidden > c.Hidden {
+		return a, fmt.Errorf("hidden = %d must be between 1 and the current %d", t.Hidden, c.Hidden)
+	}
+	if t.RoundTo < 0 {
+		return a, fmt.Errorf("round_to = %d must not be negative", t.RoundTo)
+	}
+	a.roundTo = max(t.RoundTo, 1)
+	curMLP, curKV, minMLP := 0, 0, 0
+	for _, l := range c.Layers {
+		curMLP += l.MLP
+		curKV += l.KVHeads
+		minMLP += min(a.roundTo, l.MLP)
+	}
+	n := len(c.Layers)
+	a.mlp = t.MLP != 0 && t.MLP != curMLP
+	if a.mlp && (t.MLP < minMLP || t.MLP > curMLP) {
+		return a, fmt.Errorf("mlp total = %d must be between %d (every one of %d layers keeps at least round_to %d neurons) and the current %d", t.MLP, minMLP, n, a.roundTo, curMLP)
+	}
+	a.kv = t.KVHeads != 0 && t.KVHeads != curKV
+	if a.kv && (t.KVHeads < n || t.KVHeads > curKV) {
+		return a, fmt.Errorf("kv_heads total = %d must be between %d (one KV group per layer) and the current %d", t.KVHeads, n, curKV)
+	}
+	return a, nil
 }
 
 // PlanNonUniform is the architecture PruneNonUniform produces as far as
@@ -168,48 +183,29 @@ func SelectNonUniform(c *ir.Config, s *scores.Table, t NonUniformTargets) (ir.Se
 // layer, so the planned parameter count is the pruned model's exactly.
 func PlanNonUniform(c ir.Config, t NonUniformTargets) (ir.Config, error) {
 	out := c.Clone()
-	if err := c.Check(); err != nil {
-		return out, err
-	}
 	if _, err := normalizer(t.Normalize); err != nil {
 		return out, err
 	}
-	if t.Hidden < 0 || t.Hidden > c.Hidden {
-		return out, fmt.Errorf("hidden = %d must be between 1 and the current %d", t.Hidden, c.Hidden)
+	axes, err := t.check(&c)
+	if err != nil {
+		return out, err
 	}
 	if t.Hidden > 0 {
 		out.Hidden = t.Hidden
 	}
-	n := len(c.Layers)
-	curMLP, curKV := 0, 0
-	for _, l := range c.Layers {
-		curMLP += l.MLP
-		curKV += l.KVHeads
-	}
-	if t.MLP != 0 && t.MLP != curMLP {
-		r := max(t.RoundTo, 1)
-		// Equal scores in every unit make allocate spread evenly, with
-		// the same chunk rules as the real selection.
-		units := make([][]float64, n)
+	// Equal scores in every unit make allocate spread the totals evenly,
+	// under the same chunk rules as the real selection.
+	if axes.mlp {
+		units := make([][]float64, len(c.Layers))
 		for li, l := range c.Layers {
 			units[li] = flat(l.MLP)
 		}
-		minMLP := 0
-		for _, l := range c.Layers {
-			minMLP += min(r, l.MLP)
-		}
-		if t.MLP < minMLP || t.MLP > curMLP {
-			return out, fmt.Errorf("mlp total = %d must be between %d (every one of %d layers keeps at least round_to %d neurons) and the current %d", t.MLP, minMLP, n, r, curMLP)
-		}
-		for li, k := range allocate(units, r, t.MLP) {
+		for li, k := range allocate(units, axes.roundTo, t.MLP) {
 			out.Layers[li].MLP = k
 		}
 	}
-	if t.KVHeads != 0 && t.KVHeads != curKV {
-		if t.KVHeads < n || t.KVHeads > curKV {
-			return out, fmt.Errorf("kv_heads total = %d must be between %d (one KV group per layer) and the current %d", t.KVHeads, n, curKV)
-		}
-		groups := make([][]float64, n)
+	if axes.kv {
+		groups := make([][]float64, len(c.Layers))
 		for li, l := range c.Layers {
 			groups[li] = flat(l.KVHeads)
 		}
