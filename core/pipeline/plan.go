@@ -25,6 +25,7 @@ type PlanContext struct {
 	scores  map[string]bool
 	metrics map[string]map[string]int // scores slot → layer metric → block size
 	pass    *recipe.Pass              // the pass being planned
+	detail  string                    // what the pass being planned adds to the plan
 }
 
 type planTokenizer struct {
@@ -77,6 +78,14 @@ func (pc *PlanContext) LayerMetrics(ref recipe.Ref) (blocks map[string]int, ok b
 	return blocks, ok
 }
 
+// Detail adds text that the plan prints under the stage of the pass being
+// planned (the search pass lists its candidates there).
+func (pc *PlanContext) Detail(text string) {
+	if pc.pass != nil {
+		pc.detail += text
+	}
+}
+
 // Stage is one line of a plan: a declared model or a pass's result.
 type Stage struct {
 	Name   string
@@ -87,6 +96,8 @@ type Stage struct {
 	// ConfigOnly marks a declared model given as a config.json without
 	// weights: it plans, but Run refuses it.
 	ConfigOnly bool
+	// Detail is what the pass added with PlanContext.Detail.
+	Detail string
 }
 
 // Plan is the static dry run of a recipe.
@@ -121,13 +132,13 @@ func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: unknown pass kind %q", At(p.DeclRange), p.Kind)
 		}
-		pc.pass = p
+		pc.pass, pc.detail = p, ""
 		cfg, err := impl.Plan(pc, p)
 		pc.pass = nil
 		if err != nil {
 			return nil, fmt.Errorf("%s: pass %q: %w", At(p.DeclRange), p.Name, err)
 		}
-		st := Stage{Name: p.Name, Kind: p.Kind}
+		st := Stage{Name: p.Name, Kind: p.Kind, Detail: pc.detail}
 		switch impl.Spec().Produces {
 		case recipe.SlotModel:
 			if cfg == nil {
@@ -214,7 +225,17 @@ func (p *Plan) Write(w io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, kind, slot, arch, params)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range p.Stages {
+		if s.Detail != "" {
+			if _, err := fmt.Fprintf(w, "\n%s:\n%s", s.Name, s.Detail); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // FormatCount prints a parameter count with thousands separators.
