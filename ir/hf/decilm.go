@@ -67,6 +67,8 @@ func CheckDeciLM(cfg *ir.Config) error {
 	heads := cfg.Layers[0].Heads
 	for i, l := range cfg.Layers {
 		switch {
+		case l.MoE():
+			return fmt.Errorf("layer %d is a mixture of experts; %s's blocks are dense", i, DeciLMArchitecture)
 		case l.Window != 0:
 			return fmt.Errorf("layer %d has sliding window %d; whittle writes %s without windows", i, l.Window, DeciLMArchitecture)
 		case l.Heads != heads:

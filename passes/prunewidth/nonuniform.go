@@ -159,7 +159,10 @@ func (t NonUniformTargets) check(c *ir.Config) (nonUniformAxes, error) {
 	}
 	a.roundTo = max(t.RoundTo, 1)
 	curMLP, curKV, minMLP := 0, 0, 0
-	for _, l := range c.Layers {
+	for i, l := range c.Layers {
+		if l.MoE() {
+			return a, fmt.Errorf("layer %d is a mixture of experts: non-uniform width pruning ranks dense MLP neurons only", i)
+		}
 		curMLP += l.MLP
 		curKV += l.KVHeads
 		minMLP += min(a.roundTo, l.MLP)

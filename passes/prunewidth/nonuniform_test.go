@@ -10,6 +10,7 @@ import (
 
 	"github.com/whittle-ml/whittle/core/scores"
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
 // bestAllocation is the brute-force reference for allocate: over every
@@ -324,6 +325,10 @@ func TestSelectNonUniformErrors(t *testing.T) {
 				t.Errorf("SelectNonUniform: %v; want an error mentioning %q", err, tc.wantErr)
 			}
 		})
+	}
+	moe := irtest.MoEFamilies()["mixtral"]
+	if _, err := SelectNonUniform(&moe, table(moe, rand.New(rand.NewPCG(1, 2))), NonUniformTargets{KVHeads: 4}); err == nil || !strings.Contains(err.Error(), "mixture of experts") {
+		t.Errorf("mixture of experts: %v", err)
 	}
 	short := *s
 	short.MLP = s.MLP[:2]
