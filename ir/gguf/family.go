@@ -24,6 +24,11 @@ const (
 	archPhi3     = "phi3"
 	archQwen2MoE = "qwen2moe"
 	archQwen3MoE = "qwen3moe"
+	// archDeci is llama.cpp's DeciLM (Llama-3.1-Nemotron-51B): Llama's
+	// computation with every layer's head count, KV-head count and FFN
+	// width read from per-layer arrays, which llama.cpp's llama
+	// architecture refuses.
+	archDeci = "deci"
 )
 
 // IR families that llama.cpp names otherwise.
@@ -34,25 +39,45 @@ const (
 )
 
 // readableArchs lists the architectures whittle reads and writes.
-var readableArchs = []string{archLlama, archQwen2, archQwen3, archGemma2, archPhi3, archQwen2MoE, archQwen3MoE}
+var readableArchs = []string{archLlama, archDeci, archQwen2, archQwen3, archGemma2, archPhi3, archQwen2MoE, archQwen3MoE}
 
 func readableArch(a string) bool { return slices.Contains(readableArchs, a) }
 
-// ggufArch is the llama.cpp architecture an IR family is written as:
-// Mistral and Mixtral are Llama to llama.cpp's converter (Mixtral with
-// expert tensors).
-func ggufArch(irArch string) (string, error) {
-	switch irArch {
-	case "", archLlama, "mistral", irMixtral:
+// ggufArch is the llama.cpp architecture a model of config c is written
+// as: Mistral and Mixtral are Llama to llama.cpp's converter (Mixtral
+// with expert tensors), and a dense Llama-family model whose layers differ
+// in size (or any when deci is asked for) is deci.
+func ggufArch(c *ir.Config, deci bool) (string, error) {
+	switch c.Arch {
+	case "", archLlama, "mistral":
+		if deci || !c.Uniform() {
+			return archDeci, nil
+		}
 		return archLlama, nil
-	case archQwen2, archQwen3, archGemma2, archPhi3:
-		return irArch, nil
-	case irQwen2MoE:
-		return archQwen2MoE, nil
-	case irQwen3MoE:
-		return archQwen3MoE, nil
+	case irMixtral, archQwen2, archQwen3, archGemma2, archPhi3, irQwen2MoE, irQwen3MoE:
+		if deci {
+			return "", fmt.Errorf("llama.cpp's deci architecture computes as dense Llama; a %s model cannot be written as deci", c.Arch)
+		}
+		switch c.Arch {
+		case irMixtral:
+			return archLlama, nil
+		case irQwen2MoE:
+			return archQwen2MoE, nil
+		case irQwen3MoE:
+			return archQwen3MoE, nil
+		}
+		return c.Arch, nil
 	}
-	return "", fmt.Errorf("architecture %q has no GGUF mapping (whittle writes llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, gemma2 and phi3)", irArch)
+	return "", fmt.Errorf("architecture %q has no GGUF mapping (whittle writes llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, gemma2 and phi3)", c.Arch)
+}
+
+// irArch is the IR family a dense GGUF architecture reads as: deci is
+// Llama with per-layer sizes.
+func irArch(arch string) string {
+	if arch == archDeci {
+		return archLlama
+	}
+	return arch
 }
 
 // moeArch reports whether every layer of arch is a mixture of experts;
@@ -76,6 +101,11 @@ func irArchOf(arch string, experts bool) string {
 // build_moe_ffn's norm_w): renormalized for Mixtral (llama) and
 // qwen3moe, as they are for qwen2moe.
 func normTopK(arch string) bool { return arch != archQwen2MoE }
+
+// llamaLike reports the architectures that keep Q and K rows in the
+// interleaved RoPE order and read llama3 scaling from a rope_freqs tensor,
+// as llama.cpp's converter writes both llama and deci.
+func llamaLike(arch string) bool { return arch == archLlama || arch == archDeci }
 
 // Family metadata keys (spelled with the architecture prefix).
 const (
@@ -288,7 +318,7 @@ func layout(c *ir.Config, arch string) []layoutTensor {
 				rows: []int{l.Heads * l.HeadDim, l.KVHeads * l.HeadDim, l.KVHeads * l.HeadDim}})
 		} else {
 			q, k := w("attn_q", lt.Q), w("attn_k", lt.K)
-			if arch == archLlama {
+			if llamaLike(arch) {
 				q.ropeHeads, q.headDim = l.Heads, l.HeadDim
 				k.ropeHeads, k.headDim = l.KVHeads, l.HeadDim
 			}

@@ -12,8 +12,9 @@ import (
 	"github.com/whittle-ml/whittle/ir"
 )
 
-// Load reads a GGUF file of the llama (Mixtral too), qwen2, qwen3,
-// qwen2moe, qwen3moe, gemma2 or phi3 architecture as an IR model. Tensors stay in the memory-mapped file
+// Load reads a GGUF file of the llama (Mixtral too), deci (as Llama with
+// per-layer sizes), qwen2, qwen3, qwen2moe, qwen3moe, gemma2 or phi3
+// architecture as an IR model. Tensors stay in the memory-mapped file
 // until used; they are brought to Hugging Face's conventions when read
 // (see Model). The map is released by the model's Close.
 func Load(path string) (*ir.Model, error) {
@@ -95,7 +96,7 @@ func (f *File) Model() (*ir.Model, error) {
 	split := map[string][]*ir.Tensor{} // stacked name: its experts, from the older layout
 	for i := range f.Tensors {
 		ti := &f.Tensors[i]
-		if ti.Name == tensorRopeFreqs && arch == archLlama {
+		if ti.Name == tensorRopeFreqs && llamaLike(arch) {
 			continue // read into the config's RoPE scaling
 		}
 		lt, ok := byName[ti.Name]
@@ -260,7 +261,7 @@ func (f *File) tied() (bool, error) {
 // tokens and tying, which come from elsewhere).
 func (f *File) config(arch string) (ir.Config, error) {
 	ak := func(k string) string { return archKeyOf(arch, k) }
-	cfg := ir.Config{Arch: arch}
+	cfg := ir.Config{Arch: irArch(arch)}
 	setFamily(&cfg, arch)
 	var err error
 	req := func(key string) int {
@@ -326,6 +327,13 @@ func (f *File) config(arch string) (ir.Config, error) {
 	} else if ok && r != headDim {
 		return cfg, f.keyErr(ak(keyRopeDim), "RoPE rotates %d of the %d dimensions of each head; whittle supports only full rotation", r, headDim)
 	}
+	if arch == archDeci {
+		for i := range n {
+			if heads[i] == 0 || kvHeads[i] == 0 || mlp[i] == 0 {
+				return cfg, fmt.Errorf("%s: layer %d has %d heads, %d KV heads and FFN width %d: a deci layer without attention, with linear attention or without FFN is not something whittle runs", f.Path, i, heads[i], kvHeads[i], mlp[i])
+			}
+		}
+	}
 	cfg.Layers = make([]ir.LayerConfig, n)
 	for i := range cfg.Layers {
 		cfg.Layers[i] = ir.LayerConfig{Heads: heads[i], KVHeads: kvHeads[i], HeadDim: headDim, MLP: mlp[i]}
@@ -360,7 +368,7 @@ func (f *File) config(arch string) (ir.Config, error) {
 	if err := f.experts(arch, &cfg); err != nil {
 		return cfg, err
 	}
-	if _, ok := f.Info(tensorRopeFreqs); ok && arch == archLlama {
+	if _, ok := f.Info(tensorRopeFreqs); ok && llamaLike(arch) {
 		if cfg.RopeScaling != nil {
 			return cfg, fmt.Errorf("%s: both %s scaling metadata and a %s tensor; llama.cpp would apply both, whittle applies one", f.Path, cfg.RopeScaling.Type, tensorRopeFreqs)
 		}

@@ -48,7 +48,7 @@ func TestMoERoundTrip(t *testing.T) {
 			sameConfig(t, got.Config, c)
 			compareTensors(t, &c, got.Tensors, m.Tensors)
 			f := openGGUF(t, path)
-			wantArch, _ := ggufArch(c.Arch)
+			wantArch, _ := ggufArch(&c, false)
 			if arch, _ := f.str(KeyArchitecture, true); arch != wantArch {
 				t.Errorf("architecture %s, want %s", arch, wantArch)
 			}
@@ -136,7 +136,7 @@ var llamaLossRE = regexp.MustCompile(`targets (\d+) loss ([0-9.eE+-]+)`)
 
 // llamaLogits runs llama-logits on a model over tokens (rows, length) and
 // returns its mean NLL and logits.
-func llamaLogits(t *testing.T, bin, model string, rows, length int, toks []int32) (float64, []float32) {
+func llamaLogitsLoss(t *testing.T, bin, model string, rows, length int, toks []int32) (float64, []float32) {
 	t.Helper()
 	dir := t.TempDir()
 	tokPath, out := filepath.Join(dir, "tokens.npy"), filepath.Join(dir, "logits.npy")
@@ -278,7 +278,7 @@ func TestMoEMatchesLlamaCpp(t *testing.T) {
 		wrong func(g *decoder64.Model)
 	}{{"mixtral", mixtral, flip}, {"mixtral pruned to 2 experts", pruned, unprunedRouter}, {"qwen2_moe", qwen, flip}} {
 		t.Run(tc.name, func(t *testing.T) {
-			loss, logits := llamaLogits(t, bin, exportModel(t, tc.m), rows, length, toks)
+			loss, logits := llamaLogitsLoss(t, bin, exportModel(t, tc.m), rows, length, toks)
 			moved := compareDecoder64(t, tc.m, rows, length, toks, loss, logits, tc.wrong)
 			t.Logf("perturbed: max |Δlogit| %.3g", moved)
 			if !(moved > 0.15) {

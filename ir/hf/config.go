@@ -87,6 +87,7 @@ type configJSON struct {
 	HiddenAct             *string          `json:"hidden_act"`
 	QuantizationConfig    json.RawMessage  `json:"quantization_config"`
 	WhittleLayers         []ir.LayerConfig `json:"whittle_layers"`
+	BlockConfigs          []deciBlock      `json:"block_configs"`
 
 	// Sliding windows (Mistral, Qwen2/3, Gemma 2, Phi-3).
 	SlidingWindow    opt[int] `json:"sliding_window"`
@@ -322,6 +323,9 @@ func parseLayers(c *configJSON, hidden, defHeadDim int) ([]ir.LayerConfig, error
 	if n <= 0 || n > maxLayers {
 		return nil, fmt.Errorf("num_hidden_layers must be in [1, %d], got %d", maxLayers, n)
 	}
+	if c.ModelType == DeciLMModelType || c.BlockConfigs != nil {
+		return parseDeciLayers(c, hidden)
+	}
 	if c.WhittleLayers != nil {
 		if len(c.WhittleLayers) != n {
 			return nil, fmt.Errorf("%s has %d entries for num_hidden_layers %d", WhittleLayersKey, len(c.WhittleLayers), n)
@@ -468,6 +472,15 @@ func torchDType(d ir.DType) string {
 // and Phi-3; for Qwen2/3 and Gemma 2 any set of layers, other sets than
 // theirs written as layer_types, which transformers reads from 4.53).
 func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
+	m, err := configMap(cfg, dtype)
+	if err != nil {
+		return nil, err
+	}
+	return marshalJSON(m)
+}
+
+// configMap is MarshalConfig's content, before rendering.
+func configMap(cfg *ir.Config, dtype ir.DType) (map[string]any, error) {
 	if len(cfg.Layers) == 0 {
 		return nil, fmt.Errorf("model has no layers")
 	}
@@ -577,7 +590,7 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 		}
 		m[WhittleLayersKey] = sizes
 	}
-	return marshalJSON(m)
+	return m, nil
 }
 
 // nullableCap is a soft cap as Gemma 2 writes it: null for none.

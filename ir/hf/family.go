@@ -91,6 +91,10 @@ var families = map[string]family{
 	"gemma2": {arch: "gemma2", architecture: "Gemma2ForCausalLM",
 		normEps: 1e-6, ropeTheta: 10000, maxSeq: 8192, tied: true, bos: 2, eos: 1, headDim: 256, version: windowedVersion,
 		opts: familyOptions{NormOffset: 1, EmbedScale: true, Act: ir.ActGELUTanh, PostNorms: true}},
+	// DeciLM is read as Llama with per-layer sizes (see decilm.go);
+	// DeciLMConfig extends LlamaConfig, so it has Llama's defaults.
+	DeciLMModelType: {arch: "llama", architecture: DeciLMArchitecture,
+		normEps: 1e-6, ropeTheta: 10000, maxSeq: 2048, bos: 1, eos: 2, version: transformersVersion},
 	"phi3": {arch: "phi3", architecture: "Phi3ForCausalLM",
 		normEps: 1e-5, ropeTheta: 10000, maxSeq: 4096, bos: 1, eos: 32000, version: windowedVersion},
 	// MixtralConfig, Qwen2MoeConfig and Qwen3MoeConfig.

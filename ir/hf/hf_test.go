@@ -1059,6 +1059,21 @@ func FuzzParseConfig(f *testing.F) {
 		if !reflect.DeepEqual(again, cfg) {
 			t.Fatalf("round trip: %+v\nwant %+v", again, cfg)
 		}
+		// So is every config DeciLM can express, written as DeciLM.
+		if CheckDeciLM(&cfg) != nil {
+			return
+		}
+		if out, err = MarshalDeciLMConfig(&cfg, ir.F32); err != nil {
+			t.Fatal(err)
+		}
+		if again, err = ParseConfig(out); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		want := cfg.Clone()
+		want.Arch = "llama" // a window-free Mistral is Llama to DeciLM
+		if !reflect.DeepEqual(again, want) {
+			t.Fatalf("DeciLM round trip: %+v\nwant %+v", again, want)
+		}
 	})
 }
 
