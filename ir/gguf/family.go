@@ -216,6 +216,8 @@ func checkMoE(c *ir.Config, arch string) error {
 		return fmt.Errorf("no mixture-of-experts layers: llama.cpp's %s routes every layer", arch)
 	case arch != archLlama && !moeArch(arch):
 		return fmt.Errorf("mixture-of-experts layers: llama.cpp's %s has none", arch)
+	case moe != len(c.Layers) && moeArch(arch):
+		return fmt.Errorf("%d of %d layers are mixtures of experts: llama.cpp's %s routes every layer", moe, len(c.Layers), arch)
 	case moe != len(c.Layers):
 		return fmt.Errorf("%d of %d layers are mixtures of experts: llama.cpp's %s routes every layer or none", moe, len(c.Layers), arch)
 	case c.NormTopK != normTopK(arch):

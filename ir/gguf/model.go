@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/whittle-ml/whittle/ir"
@@ -45,6 +47,9 @@ func Load(path string) (*ir.Model, error) {
 // tensor; SentencePiece ("llama") tokenizers.
 // An output.weight byte-identical to token_embd.weight (as llama2.c's
 // converter writes for tied models) is read as a tied classifier.
+// Mixtures of experts (see experts) are read from the stacked
+// ffn_*_exps tensors, or from the older one tensor per expert
+// (blk.N.ffn_gate.J.weight), stacked when first read.
 func (f *File) Model() (*ir.Model, error) {
 	// Checked first: a vocabulary-only file's architecture keys describe
 	// weights it does not hold (32 blocks and no tensors).
@@ -87,6 +92,7 @@ func (f *File) Model() (*ir.Model, error) {
 		byName[lt.name] = lt
 	}
 	tensors := make(map[string]*ir.Tensor, len(f.Tensors))
+	split := map[string][]*ir.Tensor{} // stacked name: its experts, from the older layout
 	for i := range f.Tensors {
 		ti := &f.Tensors[i]
 		if ti.Name == tensorRopeFreqs && arch == archLlama {
@@ -94,6 +100,17 @@ func (f *File) Model() (*ir.Model, error) {
 		}
 		lt, ok := byName[ti.Name]
 		if !ok {
+			if name, j, isExpert := splitExpert(&cfg, ti.Name); isExpert {
+				t, err := f.tensor(ti)
+				if err != nil {
+					return nil, err
+				}
+				if split[name] == nil {
+					split[name] = make([]*ir.Tensor, cfg.Layers[0].Experts)
+				}
+				split[name][j] = t
+				continue
+			}
 			if layer, isBlk := layerOf(ti.Name); isBlk && layer >= len(cfg.Layers) {
 				return nil, fmt.Errorf("%s: offset %d: tensor %q belongs to layer %d, but %s is %d", f.Path, ti.InfoOffset, ti.Name, layer, archKeyOf(arch, keyBlocks), len(cfg.Layers))
 			}
@@ -131,6 +148,17 @@ func (f *File) Model() (*ir.Model, error) {
 		tensors[lt.parts[0]] = t
 	}
 
+	for name, parts := range split {
+		if _, dup := tensors[name]; dup {
+			return nil, fmt.Errorf("%s: the experts of %s are stored both stacked and one tensor each", f.Path, name)
+		}
+		t, err := stackExperts(parts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: experts of %s: %w", f.Path, name, err)
+		}
+		tensors[name] = t
+	}
+
 	// Vocabulary without a tokenizer: llama.vocab_size, else the
 	// embedding's rows.
 	if tok == nil {
@@ -158,6 +186,52 @@ func (f *File) Model() (*ir.Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// splitExpertRE matches the older Mixtral layout of llama.cpp's files,
+// one tensor per expert (blk.N.ffn_gate.J.weight), which llama.cpp still
+// reads.
+var splitExpertRE = regexp.MustCompile(`^blk\.(\d+)\.ffn_(gate|up|down)\.(\d+)\.weight$`)
+
+// splitExpert is the stacked IR tensor and the expert a tensor of the
+// older layout belongs to.
+func splitExpert(c *ir.Config, gguf string) (string, int, bool) {
+	m := splitExpertRE.FindStringSubmatch(gguf)
+	if m == nil || !canonicalInt(m[1]) || !canonicalInt(m[3]) {
+		return "", 0, false
+	}
+	l, _ := strconv.Atoi(m[1])
+	j, _ := strconv.Atoi(m[3])
+	if l >= len(c.Layers) || !c.Layers[l].MoE() || j >= c.Layers[l].Experts || c.Layers[l].Experts != c.Layers[0].Experts {
+		return "", 0, false
+	}
+	lt := c.LayerTensors(l)
+	return map[string]string{"gate": lt.ExpertGate, "up": lt.ExpertUp, "down": lt.ExpertDown}[m[2]], j, true
+}
+
+// stackExperts is the experts' matrices stacked along a new dimension 0,
+// concatenated when first read.
+func stackExperts(parts []*ir.Tensor) (*ir.Tensor, error) {
+	for j, p := range parts {
+		switch {
+		case p == nil:
+			return nil, fmt.Errorf("expert %d is missing", j)
+		case len(p.Shape) != 2 || p.DType != parts[0].DType || !slices.Equal(p.Shape, parts[0].Shape):
+			return nil, fmt.Errorf("expert %d is %s %v, expert 0 %s %v", j, p.DType, p.Shape, parts[0].DType, parts[0].Shape)
+		}
+	}
+	shape := append([]int{len(parts)}, parts[0].Shape...)
+	return ir.LazyTensor(parts[0].DType, shape, func() ([]byte, error) {
+		var out []byte
+		for _, p := range parts {
+			b, err := p.Bytes()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, b...)
+		}
+		return out, nil
+	}), nil
 }
 
 // tied reports whether the classifier is the embedding: output.weight is

@@ -287,3 +287,64 @@ func TestMoEMatchesLlamaCpp(t *testing.T) {
 		})
 	}
 }
+
+// TestMoESplitExperts reads llama.cpp's older Mixtral layout, one tensor
+// per expert (blk.N.ffn_gate.J.weight, as Mixtral GGUFs of early 2024
+// have it): the Mixtral fixture written so reads as the stacked file
+// does. (The shared llama.cpp build still names these tensors but no
+// longer loads them: "missing tensor 'blk.0.ffn_down_exps.weight'".)
+func TestMoESplitExperts(t *testing.T) {
+	m := hfModel(t, "mixtral")
+	f32 := ir.F32
+	kvs, ts, err := saveLayout(m, "x.gguf", SaveOptions{DType: &f32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var split []WriteTensor
+	re := regexp.MustCompile(`^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$`)
+	for _, wt := range ts {
+		mm := re.FindStringSubmatch(wt.Name)
+		if mm == nil {
+			split = append(split, wt)
+			continue
+		}
+		e, size := wt.Shape[0], wt.Shape[1]*wt.Shape[2]*4
+		for j := range e {
+			data := wt.Data
+			split = append(split, WriteTensor{Name: "blk." + mm[1] + ".ffn_" + mm[2] + "." + strconv.Itoa(j) + ".weight", Type: wt.Type, Shape: wt.Shape[1:],
+				Data: func() ([]byte, error) {
+					b, err := data()
+					if err != nil {
+						return nil, err
+					}
+					return b[j*size : (j+1)*size], nil
+				}})
+		}
+	}
+	if len(split) == len(ts) {
+		t.Fatal("no stacked expert tensors to split")
+	}
+	path := filepath.Join(t.TempDir(), "split.gguf")
+	if err := Write(path, kvs, split); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	sameConfig(t, got.Config, m.Config)
+	compareTensors(t, &m.Config, got.Tensors, m.Tensors)
+
+	// An expert missing is named.
+	short := slices.DeleteFunc(slices.Clone(split), func(w WriteTensor) bool { return w.Name == "blk.1.ffn_up.3.weight" })
+	if err := Write(path, kvs, short); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := Load(path); err == nil || !strings.Contains(err.Error(), "expert 3 is missing") {
+		if err == nil {
+			m.Close()
+		}
+		t.Errorf("without an expert: %v", err)
+	}
+}

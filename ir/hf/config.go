@@ -273,6 +273,11 @@ func parseConfig(c *configJSON) (ir.Config, error) {
 	if err := cfg.Check(); err != nil {
 		return cfg, err
 	}
+	// whittle_layers may give layers experts the family's class cannot
+	// have (a shared expert outside Qwen2-MoE, experts in a dense family).
+	if _, _, err := moeConfigKeys(f, &cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 

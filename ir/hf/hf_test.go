@@ -1036,6 +1036,8 @@ func FuzzParseConfig(f *testing.F) {
 	}
 	f.Add([]byte(`{"model_type":"llama","hidden_size":8,"num_hidden_layers":1,"whittle_layers":[{}],"vocab_size":1}`))
 	f.Add([]byte(`{"model_type":"qwen2","hidden_size":8,"num_hidden_layers":3,"num_attention_heads":2,"intermediate_size":4,"vocab_size":4,"use_sliding_window":true,"sliding_window":2,"layer_types":["full_attention","sliding_attention","full_attention"]}`))
+	f.Add([]byte(`{"model_type":"qwen2_moe","hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":4,"vocab_size":4,"num_experts":3,"num_experts_per_tok":2,"moe_intermediate_size":2,"shared_expert_intermediate_size":3,"decoder_sparse_step":2,"mlp_only_layers":[0]}`))
+	f.Add([]byte(`{"model_type":"mixtral","hidden_size":8,"num_hidden_layers":2,"vocab_size":4,"num_experts_per_tok":1,"whittle_layers":[{"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"num_experts":2,"moe_intermediate_size":3},{"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"intermediate_size":5}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
