@@ -166,6 +166,12 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 			t.Run("Stats", func(t *testing.T) { s.checkStats(t, f) })
 			t.Run("Generate", func(t *testing.T) { s.checkGenerate(t, f) })
 			t.Run("TrainGradCE", func(t *testing.T) { s.checkGradient(t, f, nil, backend.ObjectiveCE, backend.LossConfig{}, true) })
+			if hasMoE(f.m.Config) {
+				// The routers' balancing loss reaches every router weight.
+				t.Run("TrainGradRouterAux", func(t *testing.T) {
+					s.checkGradient(t, f, nil, backend.ObjectiveCE, backend.LossConfig{RouterAuxWeight: 0.5}, true)
+				})
+			}
 		})
 	}
 	t.Run("tiny/TrainGradKL", func(t *testing.T) {
