@@ -2,6 +2,7 @@ package backend
 
 import (
 	"fmt"
+	"slices"
 
 	api "github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/ir"
@@ -27,6 +28,9 @@ type loraSet struct {
 }
 
 func (b *Backend) newLoRA(cfg ir.Config, c api.ResolvedLoRA, seed int64) (*loraSet, error) {
+	if err := loraMoE(&cfg, c.Roles); err != nil {
+		return nil, err
+	}
 	init, err := engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: c.Roles}, uint64(seed))
 	if err != nil {
 		return nil, err
@@ -115,4 +119,22 @@ func projName(lt ir.LayerTensors, role string) string {
 		return lt.Down
 	}
 	return ""
+}
+
+// loraMoE refuses adapters on MLP matrices in a model with
+// mixture-of-experts layers: those layers have per-expert matrices, which
+// the adapters (one per layer and role) do not cover. Attention is
+// adapted as in a dense model.
+func loraMoE(cfg *ir.Config, roles []string) error {
+	l := slices.IndexFunc(cfg.Layers, ir.LayerConfig.MoE)
+	if l < 0 {
+		return nil
+	}
+	for _, r := range roles {
+		switch r {
+		case ir.RoleGate, ir.RoleUp, ir.RoleDown:
+			return fmt.Errorf("LoRA target %q: layer %d is a mixture of experts, whose expert matrices take no adapters; target the attention matrices (q, k, v, o)", r, l)
+		}
+	}
+	return nil
 }
