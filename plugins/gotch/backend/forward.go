@@ -28,6 +28,9 @@ type fwdOpts struct {
 	// cache, for decoding one sequence: the input continues the cached
 	// positions, and each layer's keys and values are appended to it.
 	cache *kvCache
+	// aux, when set, collects the routers' probabilities and counts for
+	// their load-balancing loss.
+	aux *routerAux
 }
 
 // kvCache holds each layer's keys and values after RoPE and before the
@@ -226,11 +229,14 @@ func (b *Backend) layer(s *torch.Scope, m *model, l int, lc ir.LayerConfig, x to
 	var moe *moeActs
 	if lc.MoE() {
 		var err error
-		mo, moe, err = b.moe(s, m, l, lc, s.View(h2, bb*tt, int64(cfg.Hidden)), B*T, cdt)
+		mo, moe, err = b.moe(s, m, l, lc, s.View(h2, bb*tt, int64(cfg.Hidden)), B*T, cdt, o.hook != nil)
 		if err != nil {
 			return torch.Tensor{}, err
 		}
 		mo = s.View(mo, bb, tt, int64(cfg.Hidden))
+		if o.aux != nil {
+			o.aux.add(s, moe)
+		}
 	} else {
 		h2c := s.ToDType(h2, cdt)
 		act = gated(s, cfg, proj(h2c, ir.RoleGate, lt.Gate, ""), proj(h2c, ir.RoleUp, lt.Up, ""))

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"fmt"
-	"slices"
 
 	api "github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/ir"
@@ -19,7 +18,9 @@ type loraKey struct {
 // projection computes x·Wᵀ + (α/r)·(x·Aᵀ)·Bᵀ. A and B are float32 on the
 // device. They start as the CPU backend's do (engine.NewLoRA with the
 // request's seed: A uniform, B zero), so both backends train the same
-// adapters.
+// adapters; like the CPU backend's, they leave the expert matrices of
+// mixture-of-experts layers alone (those layers have no dense gate, up,
+// down to adapt).
 type loraSet struct {
 	scale float64
 	keys  []loraKey // layer, then role order: the parameter order
@@ -28,9 +29,6 @@ type loraSet struct {
 }
 
 func (b *Backend) newLoRA(cfg ir.Config, c api.ResolvedLoRA, seed int64) (*loraSet, error) {
-	if err := loraMoE(&cfg, c.Roles); err != nil {
-		return nil, err
-	}
 	init, err := engine.NewLoRA(cfg, engine.LoRAConfig{Rank: c.Rank, Alpha: c.Alpha, Targets: c.Roles}, uint64(seed))
 	if err != nil {
 		return nil, err
@@ -119,22 +117,4 @@ func projName(lt ir.LayerTensors, role string) string {
 		return lt.Down
 	}
 	return ""
-}
-
-// loraMoE refuses adapters on MLP matrices in a model with
-// mixture-of-experts layers: those layers have per-expert matrices, which
-// the adapters (one per layer and role) do not cover. Attention is
-// adapted as in a dense model.
-func loraMoE(cfg *ir.Config, roles []string) error {
-	l := slices.IndexFunc(cfg.Layers, ir.LayerConfig.MoE)
-	if l < 0 {
-		return nil
-	}
-	for _, r := range roles {
-		switch r {
-		case ir.RoleGate, ir.RoleUp, ir.RoleDown:
-			return fmt.Errorf("LoRA target %q: layer %d is a mixture of experts, whose expert matrices take no adapters; target the attention matrices (q, k, v, o)", r, l)
-		}
-	}
-	return nil
 }

@@ -84,12 +84,14 @@ type moeActs struct {
 
 // moe is the mixture of experts of layer l on its normalized input h
 // (float32 [N, hidden]): the router in float32 (so that routing does not
-// depend on the compute dtype's rounding), then each expert's gated MLP
-// on just the rows routed to it (index_select, matrix products in cdt),
-// the outputs weighted and summed back into their tokens' rows
-// (index_add), plus the shared expert scaled by its sigmoid gate. It
-// returns the float32 output [N, hidden] and the activations.
-func (b *Backend) moe(s *torch.Scope, m *model, l int, lc ir.LayerConfig, h torch.Tensor, n int, cdt torch.DType) (torch.Tensor, *moeActs, error) {
+// depend on the compute dtype's rounding), top-k on the host, then each
+// expert's gated MLP on just the rows routed to it (gathered grouped by
+// expert; matrix products in cdt), the outputs weighted and summed back
+// into their tokens' rows, plus the shared expert scaled by its sigmoid
+// gate. It returns the float32 output [N, hidden] and the activations
+// (the experts' only when record is set: the hooks need them, training
+// does not).
+func (b *Backend) moe(s *torch.Scope, m *model, l int, lc ir.LayerConfig, h torch.Tensor, n int, cdt torch.DType, record bool) (torch.Tensor, *moeActs, error) {
 	cfg := &m.cfg
 	lt := cfg.LayerTensors(l)
 	k := cfg.ExpertsPerToken
@@ -100,15 +102,25 @@ func (b *Backend) moe(s *torch.Scope, m *model, l int, lc ir.LayerConfig, h torc
 	}
 	r := route(host, n, lc.Experts, k)
 	idx := func(v []int64) torch.Tensor { return s.To(s.FromInt64(v, int64(len(v))), b.dev) }
-	rows, slots := idx(r.rows), idx(r.slots)
+	// inv[slot] is the grouped position of the slot's assignment.
+	inv := make([]int64, len(r.slots))
+	for i, sl := range r.slots {
+		inv[sl] = int64(i)
+	}
+	slots := idx(r.slots)
 	w := s.Gather(probs, 1, s.View(idx(r.choice), int64(n), int64(k)))
 	if cfg.NormTopK {
 		w = s.Div(w, s.Sum(w, true, -1))
 	}
 	w = s.IndexSelect(s.View(w, int64(n*k)), 0, slots)
 
+	// Tokens are gathered and their outputs summed through permutations
+	// of the [N·k] slots rather than an index_add over tokens: every index
+	// is distinct, so neither direction needs atomic accumulation and the
+	// result does not depend on a GPU's scheduling.
+	C := int64(cfg.Hidden)
 	hc := s.ToDType(h, cdt)
-	xs := s.IndexSelect(hc, 0, rows)
+	xs := s.IndexSelect(s.Reshape(s.Expand(s.Unsqueeze(hc, 1), int64(n), int64(k), C), int64(n*k), C), 0, slots)
 	gate, up, down := m.weight(s, lt.ExpertGate, cdt), m.weight(s, lt.ExpertUp, cdt), m.weight(s, lt.ExpertDown, cdt)
 	var acts, outs []torch.Tensor
 	for e := range lc.Experts {
@@ -123,8 +135,11 @@ func (b *Backend) moe(s *torch.Scope, m *model, l int, lc ir.LayerConfig, h torc
 		outs = append(outs, s.Linear(a, s.Select(down, 0, ie)))
 	}
 	ys := s.Mul(s.ToDType(s.Cat(outs, 0), torch.Float32), s.Unsqueeze(w, 1))
-	out := s.IndexAdd(s.Zeros([]int64{int64(n), int64(cfg.Hidden)}, torch.Float32, b.dev), 0, rows, ys)
-	ma := &moeActs{route: r, probs: probs, act: s.Cat(acts, 0), out: ys}
+	out := s.Sum(s.View(s.IndexSelect(ys, 0, idx(inv)), int64(n), int64(k), C), false, 1)
+	ma := &moeActs{route: r, probs: probs, out: ys}
+	if record {
+		ma.act = s.Cat(acts, 0)
+	}
 	if lt.SharedDown != "" {
 		a := gated(s, cfg, s.Linear(hc, m.weight(s, lt.SharedGate, cdt)), s.Linear(hc, m.weight(s, lt.SharedUp, cdt)))
 		y := s.ToDType(s.Linear(a, m.weight(s, lt.SharedDown, cdt)), torch.Float32)
@@ -148,4 +163,77 @@ func gated(s *torch.Scope, cfg *ir.Config, gate, up torch.Tensor) torch.Tensor {
 // hasMoE reports whether any layer of cfg is a mixture of experts.
 func hasMoE(cfg *ir.Config) bool {
 	return slices.ContainsFunc(cfg.Layers, ir.LayerConfig.MoE)
+}
+
+// routerAux collects what the routers' load-balancing loss needs from a
+// forward pass: per computed mixture-of-experts layer, the sum over the
+// batch's rows of the router probabilities (differentiable, owned by s)
+// and how many rows were routed to each expert.
+type routerAux struct {
+	s      *torch.Scope
+	rows   int
+	layers []auxLayer
+}
+
+type auxLayer struct {
+	prob  torch.Tensor // float32 [experts]
+	count []int
+}
+
+// add records layer activations ma (of a layer scope ls).
+func (a *routerAux) add(ls *torch.Scope, ma *moeActs) {
+	r := ma.route
+	p := ls.Sum(ma.probs, false, 0)
+	if ls.Err() != nil {
+		return
+	}
+	count := make([]int, r.experts)
+	for e := range count {
+		count[e] = r.count(e)
+	}
+	a.layers = append(a.layers, auxLayer{prob: a.s.Adopt(ls.Keep(p)), count: count})
+	a.rows = len(r.rows) / r.k
+}
+
+// loss is Hugging Face Mixtral's load_balancing_loss_func (no attention
+// mask), as the CPU engine computes it: the routers of all layers are
+// concatenated as M rows, and aux = E·Σ_e f_e·P_e with f_e the fraction of
+// rows routed to e (a constant: top-k has no gradient) and P_e e's mean
+// probability. Layers with different expert counts (after non-uniform
+// pruning) form separate groups whose losses add. It is a float32 scalar,
+// undefined without mixture-of-experts layers.
+func (a *routerAux) loss(s *torch.Scope, dev torch.Device) torch.Tensor {
+	var order []int
+	groups := map[int][]auxLayer{}
+	for _, l := range a.layers {
+		e := len(l.count)
+		if _, ok := groups[e]; !ok {
+			order = append(order, e)
+		}
+		groups[e] = append(groups[e], l)
+	}
+	var total torch.Tensor
+	for _, E := range order {
+		ls := groups[E]
+		m := float64(len(ls) * a.rows)
+		coef := make([]float32, E) // E·count_e/M², the factor of Σ probs
+		var prob torch.Tensor
+		for _, l := range ls {
+			for e := range E {
+				coef[e] += float32(float64(E) * float64(l.count[e]) / (m * m))
+			}
+			if prob.Defined() {
+				prob = s.Add(prob, l.prob)
+			} else {
+				prob = l.prob
+			}
+		}
+		g := s.Sum(s.Mul(prob, s.To(s.FromFloat32(coef, int64(E)), dev)), false)
+		if total.Defined() {
+			total = s.Add(total, g)
+		} else {
+			total = g
+		}
+	}
+	return total
 }

@@ -344,10 +344,17 @@ func (b *Backend) trainMicro(m, teacher *model, adapters *loraSet, tokens []int6
 		in.teacher, in.th = teacher, th
 	}
 	torch.SetGradEnabled(true)
-	h, err := b.forward(s, m, x, n, t, fwdOpts{adapters: adapters})
+	o := fwdOpts{adapters: adapters}
+	if obj.routerAux > 0 && hasMoE(&m.cfg) {
+		o.aux = &routerAux{s: s}
+	}
+	h, err := b.forward(s, m, x, n, t, o)
 	if err != nil {
 		return lossOut{}, err
 	}
 	in.h = h
+	if o.aux != nil {
+		in.aux = o.aux.loss(s, b.dev)
+	}
 	return b.loss(s, in)
 }
