@@ -4,10 +4,13 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
@@ -153,6 +156,38 @@ func TestMoEActs(t *testing.T) {
 							t.Fatalf("layer %d position %d: expert %d has activations %v, chosen %v", l, p, e, act != nil, r.Chosen)
 						}
 					}
+				}
+			}
+		})
+	}
+}
+
+// TestMoEFixturesHF checks ir/hf's reading of the mixture-of-experts
+// fixtures against this package's own test reader of the same files
+// (hfConfig, stackExperts: written from the transformers classes): the
+// same config, and the same logits from the stacked experts.
+func TestMoEFixturesHF(t *testing.T) {
+	for _, fam := range []string{"mixtral", "qwen2_moe", "qwen3_moe"} {
+		t.Run(fam, func(t *testing.T) {
+			dir := filepath.Join(familiesDir, fam)
+			cfg := hfConfig(t, dir)
+			m, err := hf.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			if !reflect.DeepEqual(m.Config, cfg) {
+				t.Fatalf("hf.Load config %+v\nwant %+v", m.Config, cfg)
+			}
+			got, err := Load(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokens := []int{1, 400, 17, 300, 5, 99, 511, 42}
+			want := New(cfg, stackExperts(t, hfWeights(t, dir))).Forward(tokens, nil, nil)
+			for p, z := range got.Forward(tokens, nil, nil) {
+				if !slices.Equal(z, want[p]) {
+					t.Fatalf("position %d: logits differ", p)
 				}
 			}
 		})

@@ -30,7 +30,7 @@ import (
 const familiesDir = "../testdata/families"
 
 // llamaCppFamilies are the fixtures with a llama.cpp conversion.
-var llamaCppFamilies = []string{"llama3", "mistral", "qwen2", "gemma2"}
+var llamaCppFamilies = []string{"llama3", "mistral", "qwen2", "gemma2", "mixtral"}
 
 // hfModel is the fixture as ir/hf loads it.
 func hfModel(t *testing.T, fam string) *ir.Model {
@@ -217,7 +217,7 @@ func computeKeys(f *File) map[string]string {
 	}
 	out := map[string]string{KeyArchitecture: arch}
 	for _, k := range []string{keyContext, keyEmbedding, keyBlocks, keyFFN, keyHeads, keyKVHeads, keyRMSEps,
-		keyRopeType, keyRopeFactor, keyRopeLinear} {
+		keyRopeType, keyRopeFactor, keyRopeLinear, keyExperts, keyExpertsUsed, keyExpertFFN, keySharedExpertFFN} {
 		out[ak(k)] = str(ak(k), nil)
 	}
 	headDim := func() string {

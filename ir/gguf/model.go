@@ -10,8 +10,8 @@ import (
 	"github.com/whittle-ml/whittle/ir"
 )
 
-// Load reads a GGUF file of the llama, qwen2, qwen3, gemma2 or phi3
-// architecture as an IR model. Tensors stay in the memory-mapped file
+// Load reads a GGUF file of the llama (Mixtral too), qwen2, qwen3,
+// qwen2moe, qwen3moe, gemma2 or phi3 architecture as an IR model. Tensors stay in the memory-mapped file
 // until used; they are brought to Hugging Face's conventions when read
 // (see Model). The map is released by the model's Close.
 func Load(path string) (*ir.Model, error) {
@@ -121,6 +121,9 @@ func (f *File) Model() (*ir.Model, error) {
 		}
 		if lt.ropeHeads > 0 {
 			t = permuted(t, lt.ropeHeads, lt.headDim, ir.RopeToHalf)
+		}
+		if lt.rowVector && len(t.Shape) == 1 {
+			t = ir.LazyTensor(t.DType, []int{1, t.Shape[0]}, t.Bytes)
 		}
 		if lt.normOffset != 0 {
 			t = offsetTensor(t, -lt.normOffset)
@@ -280,6 +283,9 @@ func (f *File) config(arch string) (ir.Config, error) {
 	if err := f.familyValues(arch, &cfg); err != nil {
 		return cfg, err
 	}
+	if err := f.experts(arch, &cfg); err != nil {
+		return cfg, err
+	}
 	if _, ok := f.Info(tensorRopeFreqs); ok && arch == archLlama {
 		if cfg.RopeScaling != nil {
 			return cfg, fmt.Errorf("%s: both %s scaling metadata and a %s tensor; llama.cpp would apply both, whittle applies one", f.Path, cfg.RopeScaling.Type, tensorRopeFreqs)
@@ -336,6 +342,69 @@ func (f *File) familyValues(arch string, cfg *ir.Config) error {
 		for i := range cfg.Layers {
 			cfg.Layers[i].Window = w
 		}
+	}
+	return nil
+}
+
+// experts reads the mixture-of-experts keys as llama.cpp's loader does:
+// expert_count experts in every layer (none: a dense llama), each token
+// routed to expert_used_count; each expert feed_forward_length wide in
+// llama (Mixtral), expert_feed_forward_length in qwen2moe and qwen3moe
+// (default feed_forward_length / expert_used_count), qwen2moe's shared
+// expert expert_shared_feed_forward_length (default
+// feed_forward_length). The Arch becomes the IR's MoE family.
+func (f *File) experts(arch string, cfg *ir.Config) error {
+	ak := func(k string) string { return archKeyOf(arch, k) }
+	n, _, err := f.size(ak(keyExperts))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		if moeArch(arch) {
+			return fmt.Errorf("%s: missing metadata key %q (llama.cpp's %s routes every layer)", f.Path, ak(keyExperts), arch)
+		}
+		return nil
+	}
+	if arch != archLlama && !moeArch(arch) {
+		return f.keyErr(ak(keyExperts), "%d experts, but llama.cpp's %s has no mixture of experts", n, arch)
+	}
+	used, ok, err := f.size(ak(keyExpertsUsed))
+	if err != nil {
+		return err
+	}
+	if !ok || used == 0 || used > n {
+		return f.keyErr(ak(keyExpertsUsed), "%d experts used per token (of %d): want between 1 and %d", used, n, n)
+	}
+	cfg.Arch, cfg.ExpertsPerToken, cfg.NormTopK = irArchOf(arch, true), used, normTopK(arch)
+	expertFFN, hasExpertFFN, err := f.size(ak(keyExpertFFN))
+	if err != nil {
+		return err
+	}
+	shared, hasShared, err := f.size(ak(keySharedExpertFFN))
+	if err != nil {
+		return err
+	}
+	for i := range cfg.Layers {
+		l := &cfg.Layers[i]
+		l.Experts = n
+		switch {
+		case arch == archLlama:
+			l.ExpertMLP = l.MLP
+		case hasExpertFFN:
+			l.ExpertMLP = expertFFN
+		default:
+			l.ExpertMLP = l.MLP / used
+		}
+		if arch == archQwen2MoE {
+			l.SharedMLP = l.MLP
+			if hasShared {
+				l.SharedMLP = shared
+			}
+		}
+		if l.ExpertMLP == 0 {
+			return fmt.Errorf("%s: layer %d: experts of width 0", f.Path, i)
+		}
+		l.MLP = 0
 	}
 	return nil
 }

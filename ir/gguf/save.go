@@ -40,11 +40,13 @@ var quantTypes = map[string]struct {
 }
 
 // Save writes m as a GGUF v3 model that llama.cpp loads, laid out as
-// llama.cpp's convert_hf_to_gguf.py writes its family: Llama and Mistral
-// as the llama architecture (Q and K rows permuted back to the interleaved
-// RoPE order), Qwen2, Qwen3, Gemma 2 and Phi-3 as qwen2, qwen3, gemma2 and
-// phi3 (half RoPE order, as in the IR; Gemma's norm weights stored as
-// 1 + w; Phi-3's q/k/v and gate/up fused into attn_qkv and ffn_up). It
+// llama.cpp's convert_hf_to_gguf.py writes its family: Llama, Mistral and
+// Mixtral as the llama architecture (Q and K rows permuted back to the
+// interleaved RoPE order; Mixtral's experts stacked in ffn_*_exps with
+// the router ffn_gate_inp), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, Gemma 2
+// and Phi-3 as qwen2, qwen3, qwen2moe, qwen3moe, gemma2 and phi3 (half
+// RoPE order, as in the IR; Gemma's norm weights stored as 1 + w; Phi-3's
+// q/k/v and gate/up fused into attn_qkv and ffn_up). Routers are F32. It
 // writes the architecture's metadata, the tokenizer in SentencePiece form
 // when m has one, and the tensors under GGUF names. A tied classifier is
 // written once, as token_embd.weight (phi3 also as output.weight, which
@@ -134,6 +136,24 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		{ak(keyRopeBase), Of(float32(c.RopeTheta))},
 		{ak(keyRMSEps), Of(float32(c.NormEps))},
 	}
+	if moe := c.Layers[0]; moe.MoE() {
+		// checkFamily has made every layer alike in experts. In llama
+		// (Mixtral) feed_forward_length is the experts' width; the qwen
+		// MoE architectures read it only as a default, written as the
+		// chosen experts' width together, as the published configs
+		// have it.
+		kvs = append(kvs, KV{ak(keyExperts), Of(uint32(moe.Experts))}, KV{ak(keyExpertsUsed), Of(uint32(c.ExpertsPerToken))})
+		if arch == archLlama {
+			kvs[slices.IndexFunc(kvs, func(kv KV) bool { return kv.Key == ak(keyFFN) })] =
+				layerKV(ak(keyFFN), c.Layers, func(l ir.LayerConfig) int { return l.ExpertMLP })
+		} else {
+			kvs[slices.IndexFunc(kvs, func(kv KV) bool { return kv.Key == ak(keyFFN) })] = KV{ak(keyFFN), Of(uint32(moe.ExpertMLP * c.ExpertsPerToken))}
+			kvs = append(kvs, KV{ak(keyExpertFFN), Of(uint32(moe.ExpertMLP))})
+			if moe.SharedMLP > 0 {
+				kvs = append(kvs, KV{ak(keySharedExpertFFN), Of(uint32(moe.SharedMLP))})
+			}
+		}
+	}
 	switch arch {
 	case archGemma2:
 		kvs = append(kvs,
@@ -201,13 +221,15 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		}
 		src := layoutSource(lt, parts)
 		dt := parts[0].DType
-		if len(shape) == 1 {
+		if len(shape) == 1 || lt.f32 {
 			dt = ir.F32
 		} else if opts.DType != nil {
 			dt = *opts.DType
 		}
-		if quantized && len(shape) == 2 {
-			if shape[1]%qk == 0 {
+		if quantized && len(shape) >= 2 && !lt.f32 {
+			// Blocks run along the rows, so stacked experts quantize
+			// as matrices do.
+			if shape[len(shape)-1]%qk == 0 {
 				tensors = append(tensors, WriteTensor{Name: lt.name, Type: quant.typ, Shape: shape, Data: quantizer(src, quant.encode)})
 				continue
 			}

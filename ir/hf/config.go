@@ -94,6 +94,19 @@ type configJSON struct {
 	MaxWindowLayers  *int     `json:"max_window_layers"`
 	LayerTypes       []string `json:"layer_types"`
 
+	// Mixtures of experts (Mixtral's num_local_experts, Qwen-MoE's
+	// num_experts). router_aux_loss_coef and output_router_logits only
+	// matter to training in transformers, so they are not read; whittle's
+	// training passes take the auxiliary loss's weight as an option.
+	NumLocalExperts              *int  `json:"num_local_experts"`
+	NumExperts                   *int  `json:"num_experts"`
+	NumExpertsPerTok             *int  `json:"num_experts_per_tok"`
+	NormTopKProb                 *bool `json:"norm_topk_prob"`
+	MoEIntermediateSize          *int  `json:"moe_intermediate_size"`
+	SharedExpertIntermediateSize *int  `json:"shared_expert_intermediate_size"`
+	DecoderSparseStep            *int  `json:"decoder_sparse_step"`
+	MLPOnlyLayers                []int `json:"mlp_only_layers"`
+
 	// Gemma 2.
 	HiddenActivation      *string      `json:"hidden_activation"`
 	QueryPreAttnScalar    opt[float64] `json:"query_pre_attn_scalar"`
@@ -140,7 +153,7 @@ func parseConfig(c *configJSON) (ir.Config, error) {
 	f.opts.apply(&cfg)
 
 	switch {
-	case c.AttentionBias != nil && *c.AttentionBias && f.arch != "qwen2":
+	case c.AttentionBias != nil && *c.AttentionBias && !f.opts.AttnBias:
 		// Qwen2's q/k/v biases are built in (its class ignores the key);
 		// elsewhere the key adds an o_proj bias whittle does not have.
 		return cfg, errUnsupported("attention_bias is true (whittle's %s has no attention output bias)", f.arch)
@@ -189,6 +202,9 @@ func parseConfig(c *configJSON) (ir.Config, error) {
 		return cfg, err
 	}
 	cfg.Layers = layers
+	if err := parseMoE(f, c, &cfg); err != nil {
+		return cfg, err
+	}
 
 	cfg.NormEps = f.normEps
 	if c.RMSNormEps != nil {
@@ -471,6 +487,10 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	moeKeys, uniform, err := moeConfigKeys(f, cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	l0 := cfg.Layers[0]
 	m := map[string]any{
@@ -506,7 +526,7 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 		delete(m, "pretraining_tp")
 	}
 	switch f.arch {
-	case "mistral", "qwen2":
+	case "mistral", "qwen2", "mixtral", "qwen2_moe":
 		delete(m, "attention_bias") // not a key of their classes
 	case "gemma2":
 		m["hidden_act"] = defaultGemmaActivation // beside the key Gemma2Config reads, as published
@@ -529,6 +549,9 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 	for k, v := range windows {
 		m[k] = v
 	}
+	for k, v := range moeKeys {
+		m[k] = v
+	}
 	if s := cfg.RopeScaling; s != nil {
 		rs := map[string]any{"rope_type": s.Type, "factor": s.Factor}
 		if s.Type == "llama3" {
@@ -542,7 +565,7 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 		}
 		m["rope_scaling"] = rs
 	}
-	if !cfg.Uniform() {
+	if !uniform {
 		sizes := make([]ir.LayerConfig, len(cfg.Layers))
 		for i, l := range cfg.Layers {
 			sizes[i] = l.Sizes()

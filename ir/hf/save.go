@@ -129,6 +129,9 @@ func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
 	if err != nil {
 		return err
 	}
+	if srcs, err = splitExperts(&m.Config, srcs); err != nil {
+		return err
+	}
 	meta := map[string]string{"format": "pt"}
 	shards := planShards(srcs, maxShard)
 	if len(shards) == 1 {

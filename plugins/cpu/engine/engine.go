@@ -110,6 +110,17 @@ type MoEActivations struct {
 	SharedAct, SharedGate []float32
 }
 
+// PairWeight is the routing weight of the pair at grouped position j.
+func (m *MoEActivations) PairWeight(j int) float32 {
+	r := int(m.Rows[j])
+	for s := 0; s < m.TopK; s++ {
+		if int(m.Pos[r*m.TopK+s]) == j {
+			return m.Weights[r*m.TopK+s]
+		}
+	}
+	panic("engine: grouped position without a pair")
+}
+
 func (a *moeActs) view(p *Layer, k, n, d int) *MoEActivations {
 	nk := n * k
 	v := &MoEActivations{
