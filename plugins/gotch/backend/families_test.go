@@ -984,7 +984,7 @@ const familiesDir = "../../../ir/testdata/families"
 func TestFamilyFixtures(t *testing.T) {
 	ctx := context.Background()
 	b := newFamilyBackend(t, "fp32")
-	for _, fam := range []string{"gemma2", "llama3", "mistral", "phi3", "qwen2", "qwen3"} {
+	for _, fam := range []string{"gemma2", "llama3", "mistral", "phi3", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe"} {
 		t.Run(fam, func(t *testing.T) {
 			dir := filepath.Join(familiesDir, fam)
 			im, err := hf.Load(dir)

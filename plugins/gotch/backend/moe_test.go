@@ -1,8 +1,14 @@
 package backend
 
 import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"testing"
+
+	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/plugins/cpu"
 )
 
 // TestRoute: each token goes to its k most probable experts, ties to the
@@ -49,6 +55,75 @@ func TestRoute(t *testing.T) {
 				for i := r.off[e]; i < r.off[e+1]; i++ {
 					if s := r.slots[i]; s/int64(c.k) != r.rows[i] || c.choice[s] != int64(e) {
 						t.Errorf("expert %d, assignment %d: slot %d is not token %d's choice of expert %d", e, i, s, r.rows[i], e)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestMoETrainMatchesCPU: training each mixture-of-experts fixture (full
+// fine-tuning and LoRA, which adapts attention only in MoE layers, with
+// and without the routers' load-balancing loss) gives the CPU backend's
+// loss at every step, and the balancing loss changes the run.
+func TestMoETrainMatchesCPU(t *testing.T) {
+	ctx := context.Background()
+	g := newFamilyBackend(t, "fp32")
+	c, err := cpu.New(cpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for fi, fam := range []string{"mixtral", "qwen2_moe", "qwen3_moe"} {
+		t.Run(fam, func(t *testing.T) {
+			dir := filepath.Join(familiesDir, fam)
+			rng := rand.New(rand.NewPCG(12, uint64(fi)))
+			seqs := make([][]int, 4)
+			for i := range seqs {
+				for range famSeqLen {
+					seqs[i] = append(seqs[i], rng.IntN(32))
+				}
+			}
+			data := api.Sequences{Path: tokenFile(t, seqs)}
+			losses := func(b api.Backend, aux float64, lora bool) []float64 {
+				t.Helper()
+				id, err := b.Load(ctx, api.LoadRequest{Dir: dir, Trainable: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer b.Release(ctx, id)
+				req := api.TrainRequest{Model: id, Objective: api.ObjectiveCE, Data: data, Steps: 3, BatchSize: 2, Seed: 1,
+					Loss: api.LossConfig{RouterAuxWeight: aux}, Optim: api.OptimConfig{LR: 3e-2}}
+				if lora {
+					req.Mode = "lora"
+					req.LoRA = &api.LoRAConfig{Rank: 2, Alpha: 4, Targets: []string{"q_proj", "v_proj", "gate_proj", "down_proj"}}
+				}
+				res, err := b.Train(ctx, req, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out []float64
+				for _, ev := range res.History {
+					out = append(out, ev.Loss)
+				}
+				return out
+			}
+			for _, lora := range []bool{false, true} {
+				var plain []float64
+				for _, aux := range []float64{0, 0.5} {
+					got, want := losses(g, aux, lora), losses(c, aux, lora)
+					if len(got) != 3 || len(want) != 3 {
+						t.Fatalf("lora %v, aux %g: %d and %d steps, want 3", lora, aux, len(got), len(want))
+					}
+					for i := range want {
+						if !closeTo(got[i], want[i], tol(g, 1e-4)) {
+							t.Errorf("lora %v, aux %g, step %d: loss %.7g, CPU backend %.7g", lora, aux, i+1, got[i], want[i])
+						}
+					}
+					if aux == 0 {
+						plain = got
+					} else if got[0] <= plain[0] {
+						t.Errorf("lora %v: first-step loss %.7g with the balancing loss, %.7g without", lora, got[0], plain[0])
 					}
 				}
 			}

@@ -77,7 +77,7 @@ func (b *Backend) newTrainJob(req api.ResolvedTrain) (*trainJob, error) {
 	}
 	j := &trainJob{b: b, req: req, m: m, state: torch.NewScope()}
 	l := req.Loss
-	j.obj = objective{alpha: req.KLWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK}
+	j.obj = objective{alpha: req.KLWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK, routerAux: l.RouterAuxWeight}
 	cfg := &m.cfg
 	if req.Teacher != "" {
 		// With objective ce the teacher is only measured against (ValKL).
