@@ -121,7 +121,14 @@ func (b *Backend) moe(s *torch.Scope, m *model, l int, lc ir.LayerConfig, h torc
 	C := int64(cfg.Hidden)
 	hc := s.ToDType(h, cdt)
 	xs := s.IndexSelect(s.Reshape(s.Expand(s.Unsqueeze(hc, 1), int64(n), int64(k), C), int64(n*k), C), 0, slots)
-	gate, up, down := m.weight(s, lt.ExpertGate, cdt), m.weight(s, lt.ExpertUp, cdt), m.weight(s, lt.ExpertDown, cdt)
+	// Unbind, not a Select per expert: the weights' gradients come back
+	// as one stacked tensor instead of one full-size one per expert.
+	gate := s.Unbind(m.weight(s, lt.ExpertGate, cdt), 0)
+	up := s.Unbind(m.weight(s, lt.ExpertUp, cdt), 0)
+	down := s.Unbind(m.weight(s, lt.ExpertDown, cdt), 0)
+	if err := s.Err(); err != nil {
+		return torch.Tensor{}, nil, err
+	}
 	var acts, outs []torch.Tensor
 	for e := range lc.Experts {
 		c := r.count(e)
@@ -129,10 +136,9 @@ func (b *Backend) moe(s *torch.Scope, m *model, l int, lc ir.LayerConfig, h torc
 			continue
 		}
 		x := s.Narrow(xs, 0, int64(r.off[e]), int64(c))
-		ie := int64(e)
-		a := gated(s, cfg, s.Linear(x, s.Select(gate, 0, ie)), s.Linear(x, s.Select(up, 0, ie)))
+		a := gated(s, cfg, s.Linear(x, gate[e]), s.Linear(x, up[e]))
 		acts = append(acts, a)
-		outs = append(outs, s.Linear(a, s.Select(down, 0, ie)))
+		outs = append(outs, s.Linear(a, down[e]))
 	}
 	ys := s.Mul(s.ToDType(s.Cat(outs, 0), torch.Float32), s.Unsqueeze(w, 1))
 	out := s.Sum(s.View(s.IndexSelect(ys, 0, idx(inv)), int64(n), int64(k), C), false, 1)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	api "github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/plugins/cpu"
 )
 
@@ -128,5 +129,23 @@ func TestMoETrainMatchesCPU(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMoEBench: the mixture-of-experts bench shape (moe-15M) runs through
+// the grouped expert path (forward only: a training step of its 41M
+// parameters takes seconds on a CPU, and training is checked against
+// the CPU backend above).
+func TestMoEBench(t *testing.T) {
+	b := newFamilyBackend(t, "fp32")
+	for _, w := range []string{bench.Forward} {
+		res, err := b.Bench(context.Background(), bench.Request{Shape: "moe-15M", Workload: w, Batch: 1, Seq: 16, Seed: 1})
+		if err != nil {
+			t.Fatalf("%s: %v", w, err)
+		}
+		if res.Steps < 3 || !(res.GFLOPS > 0) {
+			t.Errorf("%s: %d steps at %g GFLOP/s", w, res.Steps, res.GFLOPS)
+		}
+		t.Logf("%s: %.2f GFLOP/s on the active FLOPs (%.3g per step)", w, res.GFLOPS, res.FLOPsPerStep)
 	}
 }

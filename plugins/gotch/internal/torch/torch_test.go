@@ -126,3 +126,33 @@ func TestIndexAddSigmoid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUnbind: the slices of a tensor along a dim, each a view whose
+// gradient reaches the right part of the source.
+func TestUnbind(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s := NewScope()
+	defer s.Free()
+	w := s.FromFloat32([]float32{1, 2, 3, 4, 5, 6}, 3, 2)
+	s.SetRequiresGrad(w, true)
+	parts := s.Unbind(w, 0)
+	if len(parts) != 3 {
+		t.Fatalf("%d slices, want 3", len(parts))
+	}
+	if got := s.Float32s(parts[1]); got[0] != 3 || got[1] != 4 {
+		t.Fatalf("slice 1 = %v, want [3 4]", got)
+	}
+	// Only slices 0 and 2 feed the loss, slice 2 twice.
+	s.Backward(s.Add(s.Sum(parts[0], false), s.Scale(s.Sum(parts[2], false), 2)))
+	g := s.Float32s(s.Grad(w))
+	want := []float32{1, 1, 0, 0, 2, 2}
+	for i := range want {
+		if g[i] != want[i] {
+			t.Fatalf("gradient %v, want %v", g, want)
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
