@@ -39,7 +39,7 @@ func TestStatsStories260K(t *testing.T) {
 // checkpoint (Gemma 2's block-input norms are input_layernorm and
 // pre_feedforward_layernorm; its post norms feed no block).
 func TestStatsFamilies(t *testing.T) {
-	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3"} {
+	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"} {
 		t.Run(fam, func(t *testing.T) {
 			dir := filepath.Join("..", "..", "ir", "testdata", "families", fam)
 			m, err := hf.Load(dir)

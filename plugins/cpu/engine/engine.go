@@ -1,7 +1,9 @@
 // Package engine is the CPU backend's training engine: a batched float32
 // forward pass of the IR's decoder with every family option of ir.Config
-// (per-layer sizes may differ), chunked losses over the vocabulary
-// (next-token cross-entropy, masked SFT, forward KL to a teacher), a
+// (per-layer sizes may differ) and mixture-of-experts layers (moe.go:
+// tokens grouped per expert, no dense all-experts compute), chunked
+// losses over the vocabulary (next-token cross-entropy, masked SFT,
+// forward KL to a teacher, the routers' balancing loss), a
 // hand-written backward pass in the manner of llm.c, and AdamW with warm-up
 // and cosine decay.
 //
@@ -309,7 +311,7 @@ func (e *Engine) alloc(b, t int) {
 			mkvh = max(mkvh, lc.KVHeads)
 		}
 		shared := newLayerActs(cfg, n, d, mq, mkv, mm, attSize(mh), mh, mkvh)
-		if ne, k, m, s := moeSizes(cfg, cfg.Layers); ne > 0 {
+		if ne, k, m, s := moeSizes(cfg); ne > 0 {
 			shared.moe = newMoEActs(n, d, ne, k, m, s)
 		}
 		a, c := make([]float32, n*d), make([]float32, n*d)

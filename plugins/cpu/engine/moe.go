@@ -59,8 +59,8 @@ func newMoEActs(n, d, e, k, m, s int) *moeActs {
 
 // moeSizes are the widest MoE buffers any layer needs: experts, experts
 // per token, expert and shared widths.
-func moeSizes(cfg *ir.Config, layers []ir.LayerConfig) (e, k, m, s int) {
-	for _, lc := range layers {
+func moeSizes(cfg *ir.Config) (e, k, m, s int) {
+	for _, lc := range cfg.Layers {
 		if lc.MoE() {
 			e, k, m, s = max(e, lc.Experts), cfg.ExpertsPerToken, max(m, lc.ExpertMLP), max(s, lc.SharedMLP)
 		}
