@@ -121,7 +121,7 @@ func newConvertCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
-				return usageErr("convert: --to is required (hf, gguf or llama2c)")
+				return usageErr("convert: --to is required (hf, gguf, llama2c or decilm)")
 			}
 			format, err := modelio.ParseFormat(to)
 			if err != nil {
@@ -149,7 +149,7 @@ func newConvertCmd() *cobra.Command {
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf or llama2c")
+	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf, llama2c or decilm (an HF directory in DeciLM's block_configs, for a Llama whose layers differ)")
 	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16, or quantize GGUF matrices to q8_0 or q4_0 (default: keep)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace OUT (and a llama2.c tokenizer beside it) when it exists")
 	return cmd
