@@ -6,6 +6,8 @@ package torch
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +18,11 @@ import (
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/backend/conformance"
+	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/core/plugin"
 	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/plugins/cpu"
 )
 
@@ -102,5 +107,115 @@ func TestServedBadAttribute(t *testing.T) {
 		Config: map[string]cty.Value{"nproc_per_nod": cty.NumberIntVal(2)}})
 	if err == nil || !strings.Contains(err.Error(), "nproc_per_nod") {
 		t.Fatalf("a backend block with an unknown attribute: error %v, want one naming it", err)
+	}
+}
+
+// llamaFixture writes the llama family's test model (Llama 3.1 RoPE
+// scaling, grouped-query attention) as a Hugging Face directory, and n
+// random rows of l tokens.
+func llamaFixture(t *testing.T, n, l int) (dir, tokens string) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(7, 8))
+	m := irtest.RandomModel(t, irtest.Families()["llama"], rng)
+	dir = filepath.Join(t.TempDir(), "llama")
+	if err := hf.Save(m, dir, hf.SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	flat := make([]int32, n*l)
+	for i := range flat {
+		flat[i] = int32(rng.IntN(m.Config.Vocab))
+	}
+	tokens = filepath.Join(t.TempDir(), "tokens.npy")
+	if err := npy.WriteInt32(tokens, []int{n, l}, flat); err != nil {
+		t.Fatal(err)
+	}
+	return dir, tokens
+}
+
+// TestServedInfo: Info names the ranks and the sharding strategy, which
+// on torch < 2.4 is DDP + ZeRO-1.
+func TestServedInfo(t *testing.T) {
+	bin := pluginPath(t)
+	host := plugin.New(plugin.Options{})
+	t.Cleanup(host.Close)
+	b, err := host.OpenBackend(context.Background(), decl(bin, 2, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	info, err := b.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(info.Device, "x2 ranks") || !(strings.Contains(info.Device, "ZeRO-1") || strings.Contains(info.Device, "FSDP2")) {
+		t.Errorf("Info.Device %q does not name 2 ranks and the strategy", info.Device)
+	}
+	t.Log(info.Device)
+}
+
+// TestServedRopeScaling: the llama family's model with Llama 3.1 RoPE
+// scaling evaluates to the CPU backend's loss, at 1 and 2 ranks.
+func TestServedRopeScaling(t *testing.T) {
+	bin := pluginPath(t)
+	dir, tokens := llamaFixture(t, 5, 40)
+	ctx := context.Background()
+	eval := func(b backend.Backend) float64 {
+		t.Helper()
+		id, err := b.Load(ctx, backend.LoadRequest{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &backend.Sequences{Path: tokens}, BatchSize: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.LM.Loss
+	}
+	ref, err := cpu.New(cpu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	want := eval(ref)
+	for _, n := range ranks() {
+		host := plugin.New(plugin.Options{})
+		b, err := host.OpenBackend(ctx, decl(bin, n, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := eval(b); math.Abs(got-want) > 1e-4*want {
+			t.Errorf("%d ranks: LM loss %.8g, CPU backend %.8g", n, got, want)
+		}
+		b.Close()
+		host.Close()
+	}
+}
+
+// TestServedDeadRank: a rank that dies fails the call in progress with an
+// error naming it, and later calls fail too (the run is then resumed by
+// running the recipe again, with a fresh plugin).
+func TestServedDeadRank(t *testing.T) {
+	bin := pluginPath(t)
+	dir, tokens := llamaFixture(t, 4, 16)
+	t.Setenv("WHITTLE_TORCH_TEST_DIE", "1:stats")
+	host := plugin.New(plugin.Options{})
+	t.Cleanup(host.Close)
+	ctx := context.Background()
+	b, err := host.OpenBackend(ctx, decl(bin, 2, map[string]cty.Value{"timeout": cty.NumberIntVal(30)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	id, err := b.Load(ctx, backend.LoadRequest{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Stats(ctx, backend.StatsRequest{Model: id, Data: backend.Sequences{Path: tokens}, BlockInfluence: true})
+	if err == nil || !strings.Contains(err.Error(), "rank 1") || !strings.Contains(err.Error(), "exited") {
+		t.Fatalf("stats with rank 1 dead: error %v, want one naming rank 1", err)
+	}
+	t.Log(err)
+	if _, err := b.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &backend.Sequences{Path: tokens}}); err == nil || !strings.Contains(err.Error(), "rank 1") {
+		t.Errorf("a call after the rank died: error %v, want one naming rank 1", err)
 	}
 }

@@ -257,8 +257,9 @@ def rank_device(device, local_rank):
     return "cpu"
 
 
-class RankDied(RuntimeError):
-    pass
+# DIE_ENV = "<rank>:<op>" makes that rank exit on that call: the tests'
+# stand-in for a worker that crashes or is killed.
+DIE_ENV = "WHITTLE_TORCH_TEST_DIE"
 
 
 class Launcher:
@@ -309,6 +310,8 @@ def worker_loop(engine_factory):
         if cmd is None or cmd[0] == "stop":
             return
         op, req = cmd
+        if os.environ.get(DIE_ENV) == "%d:%s" % (comm.rank, op):
+            os._exit(3)  # fault injection for the tests: this rank dies
         try:
             if op == "train":
                 eng.train(req, None, lambda: False)
