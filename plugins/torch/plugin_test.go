@@ -18,6 +18,7 @@ import (
 
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/backend/conformance"
+	corebench "github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/core/plugin"
 	"github.com/whittle-ml/whittle/core/recipe"
@@ -217,5 +218,54 @@ func TestServedDeadRank(t *testing.T) {
 	t.Log(err)
 	if _, err := b.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &backend.Sequences{Path: tokens}}); err == nil || !strings.Contains(err.Error(), "rank 1") {
 		t.Errorf("a call after the rank died: error %v, want one naming rank 1", err)
+	}
+}
+
+// TestServedBenchZeRO: at 2 ranks each rank holds about half the AdamW
+// state of 1 rank (within 10 %: ZeRO-1 partitions whole tensors), the
+// whole parameters and gradients (DDP replicates them) — or, under
+// FSDP2, about half of those too.
+func TestServedBenchZeRO(t *testing.T) {
+	bin := pluginPath(t)
+	ctx := context.Background()
+	run := func(n int) *corebench.Result {
+		t.Helper()
+		host := plugin.New(plugin.Options{})
+		defer host.Close()
+		b, err := host.OpenBackend(ctx, decl(bin, n, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		r, err := b.(backend.Benchmarker).Bench(ctx, corebench.Request{Shape: "stories260K", Workload: corebench.Train, Batch: 2, Seq: 16, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.PerRank) != n {
+			t.Fatalf("%d ranks report %d memory entries", n, len(r.PerRank))
+		}
+		for _, m := range r.PerRank {
+			t.Logf("%d ranks: rank %d: params %d B, grads %d B, optimizer state %d B, peak RSS %d MiB",
+				n, m.Rank, m.ParamBytes, m.GradBytes, m.OptimStateBytes, m.PeakRSSBytes>>20)
+		}
+		return r
+	}
+	one, two := run(1), run(2)
+	whole := one.PerRank[0]
+	if want := 2 * 4 * one.Params; whole.OptimStateBytes < want {
+		t.Errorf("1 rank: optimizer state %d B, want at least two float32 moments per parameter (%d B)", whole.OptimStateBytes, want)
+	}
+	fsdp := !strings.Contains(two.Kernel, "ZeRO-1")
+	for _, m := range two.PerRank {
+		if r := float64(m.OptimStateBytes) / (float64(whole.OptimStateBytes) / 2); r < 0.9 || r > 1.1 {
+			t.Errorf("rank %d: optimizer state %d B, %.2f× half of 1 rank's %d B", m.Rank, m.OptimStateBytes, r, whole.OptimStateBytes)
+		}
+		wantParams := whole.ParamBytes
+		if fsdp {
+			wantParams /= 2
+		}
+		if r := float64(m.ParamBytes) / float64(wantParams); r < 0.9 || r > 1.1 {
+			t.Errorf("rank %d: parameters %d B, want about %d B", m.Rank, m.ParamBytes, wantParams)
+		}
 	}
 }

@@ -120,6 +120,15 @@ class Comm:
             import torch.distributed as dist
             dist.barrier(group=self.control)
 
+    def gather_objects(self, obj):
+        """Every rank's obj, in rank order (on every rank)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+        out = [None] * self.world
+        dist.all_gather_object(out, obj, group=self.control)
+        return out
+
     def broadcast(self, obj):
         if self.world == 1:
             return obj
