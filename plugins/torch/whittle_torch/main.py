@@ -76,5 +76,5 @@ def main():
     from .backend import open_backend
     from .server import serve
     v = torch.__version__
-    note = dist.strategy_note(dist.select_strategy(2, v, dist.fully_shard_available()), v)
-    serve("torch", "%s (torch %s; several ranks: %s)" % (VERSION, v, note), open_backend)
+
+    serve("torch", "%s (torch %s, several ranks: %s)" % (VERSION, v, dist.select_strategy(2, v, dist.fully_shard_available())), open_backend)
