@@ -37,7 +37,11 @@ func pluginPath(t *testing.T) string {
 	if os.Getenv(EnableEnv) != "1" {
 		t.Skipf("set %s=1 to run the torch plugin (make test-torch)", EnableEnv)
 	}
-	p, err := filepath.Abs("whittle-plugin-torch")
+	p := os.Getenv("WHITTLE_TORCH_PLUGIN") // the GPU check runs the test binary elsewhere
+	if p == "" {
+		p = "whittle-plugin-torch"
+	}
+	p, err := filepath.Abs(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,9 +151,9 @@ def run(eng, req):
     model = random_model(cfg, seed, dev)
     teacher = random_model(config(s, t), seed + 1, dev) if w == "distill" else None
     if eng.strategy == dist.STRATEGY_FSDP2:
-        dist.shard_fsdp2(model, comm, trainable=True)
+        dist.shard_fsdp2(eng, model)
         if teacher is not None:
-            dist.shard_fsdp2(teacher, comm, trainable=False)
+            dist.shard_fsdp2(eng, teacher)
     rng = np.random.default_rng(seed)
     tokens = torch.as_tensor(rng.integers(0, s["voc"], size=(b, t + 1)), dtype=torch.int64)
     mine = list(eng._mine(b))

@@ -210,32 +210,80 @@ def grad_norm(eng, model, lora):
 
 
 def optimizer_state(opt):
-    """This rank's optimizer state, for its checkpoint file."""
+    """This rank's optimizer state, for its checkpoint file: the local
+    AdamW shard under ZeRO-1, the local parts of the moments under FSDP2
+    (plain tensors: a DTensor's pickling ties it to a process group)."""
     inner = getattr(opt, "optim", None)  # ZeroRedundancyOptimizer's local shard
-    return (inner or opt).state_dict()
+    if inner is not None:
+        return {"kind": "torch", "state": inner.state_dict()}
+    ps = [p for g in opt.param_groups for p in g["params"]]
+    if not any(hasattr(p, "to_local") for p in ps):
+        return {"kind": "torch", "state": opt.state_dict()}
+    out = []
+    for p in ps:
+        st = opt.state.get(p, {})
+        out.append({k: (float(v) if k == "step" else local(v).detach().cpu().clone()) for k, v in st.items()})
+    return {"kind": "local", "state": out}
 
 
-def load_optimizer(opt, state):
+def load_optimizer(opt, saved):
     inner = getattr(opt, "optim", None)
-    (inner or opt).load_state_dict(state)
+    if saved["kind"] == "torch":
+        (inner or opt).load_state_dict(saved["state"])
+        return
+    # FSDP2: rebuild AdamW's per-parameter state (step, exp_avg,
+    # exp_avg_sq) around the local parts.
+    ps = [p for g in opt.param_groups for p in g["params"]]
+    if len(ps) != len(saved["state"]):
+        raise ValueError("checkpoint holds optimizer state for %d tensors, the run has %d" % (len(saved["state"]), len(ps)))
+    for p, st in zip(ps, saved["state"]):
+        if not st:
+            continue
+        new = {}
+        for k, v in st.items():
+            if k == "step":
+                new[k] = torch.tensor(v, dtype=torch.float32)
+            else:
+                z = torch.zeros_like(p)
+                local(z).copy_(v.to(local(z).device))
+                new[k] = z
+        opt.state[p] = new
 
 
-def shard_fsdp2(model, comm, trainable):
+def shard_fsdp2(eng, model):
     """FSDP2: shard every layer, then the root (embedding, final norm,
-    classifier). Untested on this machine (torch 1.13); see
-    docs/distributed.md."""
+    classifier), over a 1-D mesh of all ranks on the engine's device type.
+    With precision bf16 on CUDA, layers compute in bf16 and gradients are
+    reduced in float32 (float32 master weights). Not run on Debian 12's
+    torch 1.13 (no FSDP2); see docs/distributed.md for how it is checked."""
     try:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     except ImportError:
         from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
-    mp = None
-    if model.model.embed_tokens.weight.device.type == "cuda":
-        # bf16 compute, float32 master weights and gradient reduction.
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    kw = {"mp_policy": mp} if mp is not None else {}
+    from torch.distributed.device_mesh import init_device_mesh
+    if eng.mesh is None:
+        eng.mesh = init_device_mesh(eng.device.type, (eng.comm.world,))
+    kw = {"mesh": eng.mesh}
+    if eng.device.type == "cuda" and eng.precision == "bf16":
+        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for layer in model.model.layers:
         fully_shard(layer, **kw)
     fully_shard(model, **kw)
+
+
+def local(t):
+    """A tensor's local part: an FSDP2 shard's, or the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def distribute_like(full, like):
+    """full (a whole tensor, the same on every rank) sharded as the DTensor
+    like is."""
+    try:
+        from torch.distributed.tensor import distribute_tensor
+    except ImportError:
+        from torch.distributed._tensor import distribute_tensor
+    return distribute_tensor(full, like.device_mesh, like.placements)
 
 
 # --- launching and the command loop

@@ -274,7 +274,11 @@ class LoRA:
                 lay = model.model.layers[i]
                 mod = lay.self_attn if role in ("q", "k", "v", "o") else lay.mlp
                 w = getattr(mod, role + "_proj").weight
-                w.add_((s * (b @ a)).to(w.dtype))
+                delta = (s * (b @ a)).to(w.dtype)
+                if hasattr(w, "device_mesh"):  # an FSDP2 shard
+                    from .dist import distribute_like
+                    delta = distribute_like(delta, w)
+                w.add_(delta)
 
 
 class Entry:
@@ -307,6 +311,7 @@ class Engine:
         self.precision = precision
         self.models = {}
         self.next_id = 0
+        self.mesh = None  # FSDP2's device mesh, made at the first load
         if threads > 0:
             torch.set_num_threads(threads)
 
@@ -330,7 +335,7 @@ class Engine:
         m.eval()
         if self.strategy == "fsdp2":
             from . import dist
-            dist.shard_fsdp2(m, self.comm, trainable=bool(req.get("trainable")))
+            dist.shard_fsdp2(self, m)
         self.next_id += 1
         mid = "torch-%d" % self.next_id
         self.models[mid] = Entry(mid, d, raw, cfg, m, bool(req.get("trainable")))
@@ -382,6 +387,17 @@ class Engine:
         lo, hi = (n * r) // w, (n * (r + 1)) // w
         return range(lo, hi)
 
+    def _batches(self, items, bs, n):
+        """items (this rank's share of n) in batches of bs. Under FSDP2 every
+        forward is a collective, so ranks with fewer batches get empty
+        ones until all ranks have the same count."""
+        out = [items[s:s + bs] for s in range(0, len(items), bs)]
+        if self.strategy == "fsdp2" and self.comm.world > 1:
+            w = self.comm.world
+            most = max(-(-((n * (r + 1)) // w - (n * r) // w) // bs) for r in range(w))
+            out += [[]] * (most - len(out))
+        return out
+
     def _t(self, a):
         return torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64, device=self.device)
 
@@ -407,8 +423,8 @@ class Engine:
         acc = torch.zeros(sum(sizes) + nl, dtype=torch.float64, device=self.device)
         mine = list(self._mine(data.rows))
         with torch.no_grad():
-            for s in range(0, len(mine), bs):
-                tok, _ = data.batch(mine[s:s + bs])
+            for rows in self._batches(mine, bs, data.rows):
+                tok, _ = data.batch(rows)
                 acts = []
                 self._forward(e, self._t(tok), acts=acts)
                 off = 0
@@ -453,8 +469,8 @@ class Engine:
         acc = torch.zeros(3, dtype=torch.float64, device=self.device)
         mine = list(self._mine(data.rows))
         with torch.no_grad():
-            for s in range(0, len(mine), bs):
-                tok, tg = data.batch(mine[s:s + bs])
+            for rows in self._batches(mine, bs, data.rows):
+                tok, tg = data.batch(rows)
                 t = self._t(tok)
                 z = self._forward(e, t, skip=skip, lora=lora)
                 tgt = self._t(tg)
@@ -476,10 +492,17 @@ class Engine:
         n = len(opts)
         nll = torch.zeros(n, dtype=torch.float64, device=self.device)
         greedy = torch.zeros(n, dtype=torch.float64, device=self.device)
-        mine = [i for i in sorted(range(n), key=lambda i: -len(opts[i][0]))][self.comm.rank::self.comm.world]
+        order = sorted(range(n), key=lambda i: -len(opts[i][0]))
+        mine = order[self.comm.rank::self.comm.world]
+        batches = [mine[s:s + bs] for s in range(0, len(mine), bs)]
+        if self.strategy == "fsdp2" and self.comm.world > 1:
+            most = -(-len(order[0::self.comm.world]) // bs) if order else 0
+            batches += [[]] * (most - len(batches))
         with torch.no_grad():
-            for s in range(0, len(mine), bs):
-                b = mine[s:s + bs]
+            for b in batches:
+                if not b:
+                    self._forward(e, self._t(np.zeros((0, 1))), skip=skip)  # FSDP2: keep in step
+                    continue
                 T = len(opts[b[0]][0]) - 1
                 tok = np.zeros((len(b), T), dtype=np.int64)
                 for bi, oi in enumerate(b):

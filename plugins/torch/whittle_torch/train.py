@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from . import dist
 from .engine import BadRequest, LoRA, Sequences, lr_at, resolve_train, token_terms
 from .server import Cancelled
 
@@ -69,7 +70,7 @@ def run(eng, raw, emit, should_stop):
 
     lora = LoRA(cfg, adapters, int(req.get("seed", 0)) & ((1 << 64) - 1), eng.device) if adapters else None
     # What the run may change, to restore it if the run fails.
-    snapshot = {n: weights[n].detach().clone() for n in names if trains(n)}
+    snapshot = {n: dist.local(weights[n]).detach().clone() for n in names if trains(n)}
     hash0 = e.weights_hash()
     st = {"data_shape": [data.rows, data.cols], "weights": hash0, "teacher": teacher.weights_hash() if teacher else "",
           "layout": ["world/%d" % comm.world, "strategy/%s" % eng.strategy]}
@@ -86,7 +87,6 @@ def run(eng, raw, emit, should_stop):
         decay += list(lora.params)
     groups = [g for g in ({"params": decay, "weight_decay": o["weight_decay"]}, {"params": nodecay, "weight_decay": 0.0})
               if g["params"]]
-    from . import dist
     net, opt = dist.wrap_for_training(eng, model, lora, groups, o)
     steps, bs, accum = req["steps"], req["batch_size"], req["grad_accum"]
     L = data.cols
@@ -105,9 +105,12 @@ def run(eng, raw, emit, should_stop):
         if ok:
             if ck0["step"] > steps:
                 raise BadRequest("%s: checkpoint at step %d is past the run's %d steps" % (ckdir, ck0["step"], steps))
+            # Replicated weights come from rank 0's file; FSDP2 shards
+            # from each rank's own.
+            src = ck if eng.strategy == dist.STRATEGY_FSDP2 else ck0
             with torch.no_grad():
-                for n, v in ck0["weights"].items():
-                    weights[n].copy_(v)
+                for n, v in src["weights"].items():
+                    dist.local(weights[n]).copy_(v)
                 if lora is not None:
                     for p, v in zip(lora.params, ck0["lora"]):
                         p.copy_(v)
@@ -178,7 +181,8 @@ def run(eng, raw, emit, should_stop):
             if ckdir and (last or ce_every > 0 and (step + 1) % ce_every == 0):
                 _write_checkpoint(ckdir, comm, {
                     "fingerprint": fp, "step": step + 1, "tokens": tokens, "history": history,
-                    "weights": {n: weights[n].detach().cpu().clone() for n in names if trains(n)} if comm.rank == 0 else {},
+                    "weights": {n: dist.local(weights[n]).detach().cpu().clone() for n in names if trains(n)}
+                    if comm.rank == 0 or eng.strategy == dist.STRATEGY_FSDP2 else {},
                     "lora": [p.detach().cpu().clone() for p in lora.params] if (lora is not None and comm.rank == 0) else [],
                     "optim": dist.optimizer_state(opt),
                 })
@@ -189,7 +193,7 @@ def run(eng, raw, emit, should_stop):
     except BaseException:
         with torch.no_grad():
             for n, v in snapshot.items():
-                weights[n].copy_(v)
+                dist.local(weights[n]).copy_(v)
         e.hash = hash0
         raise
     finally:
