@@ -301,6 +301,9 @@ class _MLP(nn.Module):
             setattr(self, r + "_proj", _W(t[layer_name(i, r)]))
 
 
+_SDPA = getattr(F, "scaled_dot_product_attention", None)
+
+
 def rms_norm(x, w, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
@@ -341,10 +344,16 @@ class Layer(nn.Module):
         if KV != H:
             k = k.repeat_interleave(H // KV, dim=1)
             v = v.repeat_interleave(H // KV, dim=1)
-        s = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
-        mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-        s = s.masked_fill(mask, float("-inf"))
-        a = torch.matmul(torch.softmax(s, dim=-1), v).transpose(1, 2).reshape(B, T, H * hd)
+        if _SDPA is not None and B > 0:
+            # torch >= 2.0: fused (flash / memory-efficient) attention, which
+            # never holds the T x T scores.
+            a = _SDPA(q, k, v, is_causal=True)
+        else:
+            s = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(hd))
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            s = s.masked_fill(mask, float("-inf"))
+            a = torch.matmul(torch.softmax(s, dim=-1), v)
+        a = a.transpose(1, 2).reshape(B, T, H * hd)
         x2 = x + self.proj("o", a, lora)
         h2 = rms_norm(x2, self.post_attention_layernorm.weight, self.eps)
         m = F.silu(self.proj("gate", h2, lora)) * self.proj("up", h2, lora)

@@ -227,9 +227,16 @@ def _read_checkpoint(d, rank, device):
 
 
 def _write_checkpoint(d, comm, ck):
-    os.makedirs(d, exist_ok=True)
-    p = _path(d, comm.rank)
-    tmp = p + ".tmp"
-    torch.save(ck, tmp)
-    os.replace(tmp, p)
-    comm.barrier()
+    """Writes this rank's file; every rank learns whether all succeeded, so
+    that a failed write fails the run on every rank alike."""
+    err = None
+    try:
+        os.makedirs(d, exist_ok=True)
+        p = _path(d, comm.rank)
+        tmp = p + ".tmp"
+        torch.save(ck, tmp)
+        os.replace(tmp, p)
+    except OSError as e:
+        err = e
+    if not comm.all_agree(err is None):
+        raise RuntimeError("writing the checkpoint in %s%s" % (d, ": %s" % err if err else " failed on another rank"))
