@@ -273,3 +273,83 @@ func TestServedBenchZeRO(t *testing.T) {
 		}
 	}
 }
+
+// TestServedDeadRankResume: a rank that dies in the middle of training
+// fails the run naming it; the same request on a fresh plugin (what
+// running the recipe again does) resumes from the last checkpoint and
+// ends where an uninterrupted run does.
+func TestServedDeadRankResume(t *testing.T) {
+	bin := pluginPath(t)
+	dir, tokens := llamaFixture(t, 8, 16)
+	ctx := context.Background()
+	req := backend.TrainRequest{Objective: backend.ObjectiveCE, Data: backend.Sequences{Path: tokens}, Steps: 6, BatchSize: 2,
+		CheckpointEvery: 2, Optim: backend.OptimConfig{LR: 1e-3, WarmupSteps: 1, WeightDecay: 0.1, GradClip: 1}}
+	train := func(ckpt string) (*backend.TrainResult, map[string][]float32, error) {
+		host := plugin.New(plugin.Options{})
+		defer host.Close()
+		b, err := host.OpenBackend(ctx, decl(bin, 2, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		// Later starts (the resumed run's) get no fault.
+		os.Setenv("WHITTLE_TORCH_TEST_DIE", "")
+		r := req
+		r.CheckpointDir = ckpt
+		if r.Model, err = b.Load(ctx, backend.LoadRequest{Dir: dir, Trainable: true}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.Train(ctx, r, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		out := filepath.Join(t.TempDir(), "trained")
+		if err := b.Save(ctx, backend.SaveRequest{Model: r.Model, Dir: out}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := hf.Load(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		w := map[string][]float32{}
+		for _, n := range m.TensorNames() {
+			tt, _ := m.Tensor(n)
+			if w[n], err = tt.Float32(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return res, w, nil
+	}
+	want, wantW, err := train(filepath.Join(t.TempDir(), "straight"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckpt := filepath.Join(t.TempDir(), "ckpt")
+	t.Setenv("WHITTLE_TORCH_TEST_DIE", "1:train:3") // rank 1 exits before step 4, after the step-2 checkpoint
+	if _, _, err := train(ckpt); err == nil || !strings.Contains(err.Error(), "rank 1") {
+		t.Fatalf("training with rank 1 dying: error %v, want one naming rank 1", err)
+	} else {
+		t.Log(err)
+	}
+	got, gotW, err := train(ckpt)
+	if err != nil {
+		t.Fatalf("resuming: %v", err)
+	}
+	if got.ResumedFrom != 2 {
+		t.Errorf("resumed from step %d, want 2", got.ResumedFrom)
+	}
+	for i := range want.History {
+		if math.Abs(got.History[i].Loss-want.History[i].Loss) > 1e-6*math.Abs(want.History[i].Loss) {
+			t.Errorf("step %d loss %g after resuming, %g uninterrupted", i+1, got.History[i].Loss, want.History[i].Loss)
+		}
+	}
+	for n, w := range wantW {
+		for i := range w {
+			if math.Abs(float64(gotW[n][i]-w[i])) > 1e-6*(1+math.Abs(float64(w[i]))) {
+				t.Errorf("%s[%d] = %g after resuming, %g uninterrupted", n, i, gotW[n][i], w[i])
+				break
+			}
+		}
+	}
+}

@@ -123,6 +123,8 @@ def run(eng, raw, emit, should_stop):
         for step in range(start, steps):
             if comm.any_flag(should_stop() if comm.rank == 0 else False):
                 raise Cancelled()
+            if os.environ.get(dist.DIE_ENV) == "%d:train:%d" % (comm.rank, step):
+                os._exit(3)  # fault injection for the tests: this rank dies here
             lr = lr_at(o, step, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
