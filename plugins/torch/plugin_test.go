@@ -353,3 +353,34 @@ func TestServedDeadRankResume(t *testing.T) {
 		}
 	}
 }
+
+// TestServedRankError: a call that fails on another rank than 0 (before
+// any collective, as a rank that cannot read a file does) is reported
+// naming that rank, and the ranks stay in step for the next call.
+func TestServedRankError(t *testing.T) {
+	bin := pluginPath(t)
+	dir, tokens := llamaFixture(t, 4, 16)
+	t.Setenv("WHITTLE_TORCH_TEST_FAIL", "1:evaluate")
+	host := plugin.New(plugin.Options{})
+	t.Cleanup(host.Close)
+	ctx := context.Background()
+	b, err := host.OpenBackend(ctx, decl(bin, 2, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	id, err := b.Load(ctx, backend.LoadRequest{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An evaluation of nothing: rank 0 reaches the end-of-call agreement
+	// without a collective rank 1 would miss.
+	_, err = b.Evaluate(ctx, backend.EvalRequest{Model: id})
+	if err == nil || !strings.Contains(err.Error(), "rank 1: injected failure") {
+		t.Fatalf("evaluate failing on rank 1: error %v, want one naming rank 1", err)
+	}
+	t.Log(err)
+	if _, err := b.Stats(ctx, backend.StatsRequest{Model: id, Data: backend.Sequences{Path: tokens}, BlockInfluence: true}); err != nil {
+		t.Errorf("stats after a failed call: %v", err)
+	}
+}

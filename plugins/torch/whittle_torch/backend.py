@@ -131,14 +131,27 @@ class Backend:
                     self.eng.comm.broadcast((op, req))
                 except Exception as e:
                     raise self._failure(op, e)
+            result, err = None, None
             try:
-                return local()
-            except (BadRequest, Cancelled, RemoteError):
-                raise
+                result = local()
             except Exception as e:
-                if self.world > 1:
-                    raise self._failure(op, e)
-                raise
+                err = e
+            if self.world > 1:
+                # Every rank says how the call ended, so that a failure on
+                # another rank (a file it cannot read) is reported naming it
+                # rather than leaving the ranks out of step.
+                try:
+                    ends = self.eng.comm.gather_objects(None)
+                except Exception as e:
+                    raise self._failure(op, err or e)
+                for r, msg in enumerate(ends):
+                    if r > 0 and msg and err is None:
+                        err = RemoteError("torch: %s: rank %d: %s" % (op, r, msg))
+            if err is None:
+                return result
+            if isinstance(err, (BadRequest, Cancelled, RemoteError)) or self.world == 1:
+                raise err
+            raise self._failure(op, err)
 
     def _failure(self, op, e):
         # A collective that fails because a rank died: name the rank.

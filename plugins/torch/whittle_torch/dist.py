@@ -317,6 +317,9 @@ def rank_device(device, local_rank):
 # DIE_ENV = "<rank>:<op>" makes that rank exit on that call: the tests'
 # stand-in for a worker that crashes or is killed.
 DIE_ENV = "WHITTLE_TORCH_TEST_DIE"
+# FAIL_ENV = "<rank>:<op>" makes that rank fail that call before its work,
+# as a rank that cannot read a file would.
+FAIL_ENV = "WHITTLE_TORCH_TEST_FAIL"
 
 
 class Launcher:
@@ -369,14 +372,15 @@ def worker_loop(engine_factory):
         op, req = cmd
         if os.environ.get(DIE_ENV) == "%d:%s" % (comm.rank, op):
             os._exit(3)  # fault injection for the tests: this rank dies
+        msg = None
         try:
+            if os.environ.get(FAIL_ENV) == "%d:%s" % (comm.rank, op):
+                raise RuntimeError("injected failure")
             if op == "train":
                 eng.train(req, None, lambda: False)
             else:
                 getattr(eng, op)(req)
         except Exception as e:
-            # Every rank validates the same request the same way; a
-            # failure here that rank 0 does not share shows in rank 0's
-            # collectives. Log it for the operator.
-            sys.stderr.write("whittle-plugin-torch rank %d: %s: %s\n" % (comm.rank, op, e))
-            sys.stderr.flush()
+            msg = str(e) or type(e).__name__
+        # How the call ended here, for rank 0 to report (see Backend._run).
+        comm.gather_objects(msg)
