@@ -2,7 +2,6 @@
 Info, and every call broadcast to the ranks."""
 
 import json
-import os
 import sys
 import threading
 import time

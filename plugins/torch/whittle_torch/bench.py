@@ -7,14 +7,11 @@ gradients and optimizer state (what ZeRO-1 and FSDP2 shard).
 The shapes and FLOP counts repeat core/bench's (Shapes, StepFLOPs,
 ir.Config.Params); the conformance suite's Bench check compares them."""
 
-import math
-import os
 import resource
 import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import dist
 from .engine import BadRequest, token_terms

@@ -28,7 +28,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import torch

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import time
 
 import numpy as np
 import torch
@@ -24,7 +23,6 @@ import torch.nn.functional as F
 
 from . import gorand
 from .model import (LORA_ROLES, NAME_CLASSIFIER, ConfigError, Decoder, load_dir, write_safetensors)
-from .server import Cancelled, RemoteError, unsupported
 
 VERSION = "0.1.0"
 CHECKPOINT_PREFIX = "train.rank"
@@ -329,9 +327,10 @@ class Engine:
             raw, cfg, tensors = load_dir(d)
         except (ConfigError, OSError, ValueError) as e:
             raise BadRequest(str(e))
-        m = Decoder(cfg, tensors).to(self.device)
+        m = Decoder(cfg, tensors)
         if not req.get("trainable") and self.device.type == "cuda" and self.precision == "bf16":
-            m = m.to(torch.bfloat16)  # a teacher or evaluated model, held cheaply
+            m = m.to(torch.bfloat16)  # a teacher or evaluated model, held cheaply (converted before it moves)
+        m = m.to(self.device)
         m.eval()
         if self.strategy == "fsdp2":
             from . import dist
