@@ -158,6 +158,8 @@ def wrap_for_training(eng, model, lora, groups, o):
     engine's strategy."""
     kw = dict(lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"])
     st = eng.strategy
+    if eng.device.type == "cuda" and st != STRATEGY_FSDP2 and parse_version(torch.__version__) >= (2, 0):
+        kw["fused"] = True  # one kernel for the whole update, as the peer uses
     if st == STRATEGY_SINGLE:
         return _Wrapped(model, lora), torch.optim.AdamW(groups, **kw)
     if st == STRATEGY_ZERO1:

@@ -212,11 +212,11 @@ def new_option(ctx, cont, vocab, max_seq):
 
 # --- losses
 
-def token_terms(z, tg, zt=None, tau=1.0, top_k=0):
-    """Per scored position: cross-entropy at temperature 1 and, with teacher
-    logits zt, KL(teacher^tau (top-k renormalized) || student^tau). z, zt:
-    [N, V]; tg: [N] (all scored)."""
-    ce = F.cross_entropy(z, tg, reduction="none")
+def token_terms(z, tg, zt=None, tau=1.0, top_k=0, need_ce=True):
+    """Per scored position: cross-entropy at temperature 1 (None unless
+    need_ce) and, with teacher logits zt, KL(teacher^tau (top-k
+    renormalized) || student^tau). z, zt: [N, V]; tg: [N] (all scored)."""
+    ce = F.cross_entropy(z, tg, reduction="none") if need_ce else None
     if zt is None:
         return ce, None
     lq = F.log_softmax(z / tau, dim=-1)

@@ -142,8 +142,10 @@ def run(eng, raw, emit, should_stop):
                 if teacher is not None and kl_weight > 0:
                     with torch.no_grad():
                         zt = eng._forward(teacher, t)[sel]
-                ce, kl = token_terms(z[sel], tgt[sel], zt, tau, top_k)
-                part = ce.sum() * (1 - kl_weight)
+                ce, kl = token_terms(z[sel], tgt[sel], zt, tau, top_k, need_ce=kl_weight < 1)
+                part = 0.0
+                if ce is not None:
+                    part = ce.sum() * (1 - kl_weight)
                 if kl is not None:
                     part = part + kl_weight * st2 * kl.sum()
                 if n_scored > 0:
