@@ -119,4 +119,4 @@ torch-proto-check:
 	$(TORCH)/scripts/generate.sh --check
 
 clean:
-	rm -rf bin runs plugins/gotch/build
+	rm -rf bin runs plugins/gotch/build plugins/torch/build

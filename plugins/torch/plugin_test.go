@@ -384,3 +384,24 @@ func TestServedRankError(t *testing.T) {
 		t.Errorf("stats after a failed call: %v", err)
 	}
 }
+
+// TestServedWithoutOpenSSL: where there is no openssl command the plugin
+// makes its AutoMTLS certificate with the cryptography package, and the
+// host still connects.
+func TestServedWithoutOpenSSL(t *testing.T) {
+	bin := pluginPath(t)
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import cryptography").CombinedOutput(); err != nil {
+		t.Skipf("no cryptography package: %s", out)
+	}
+	t.Setenv("PATH", t.TempDir())
+	host := plugin.New(plugin.Options{})
+	t.Cleanup(host.Close)
+	b, err := host.OpenBackend(context.Background(), decl(bin, 1, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Info(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -27,6 +27,7 @@ written here with generic handlers over the protoc-generated messages.
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -284,7 +285,10 @@ class BackendService:
 def _server_cert(tmp):
     """A self-signed certificate for localhost (what go-plugin's own
     generateCert makes), through the openssl command-line tool, which every
-    Debian system has: python3-cryptography is not a dependency."""
+    Debian system has (python3-cryptography is not a dependency), or the
+    cryptography package where there is no openssl."""
+    if shutil.which("openssl") is None:
+        return _server_cert_cryptography()
     key, crt = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", key, "-out", crt, "-days", "3650", "-subj", "/O=whittle/CN=localhost",
@@ -299,6 +303,31 @@ def _server_cert(tmp):
     with open(crt, "rb") as f:
         crt_pem = f.read()
     return key_pem, crt_pem, der
+
+
+def _server_cert_cryptography():
+    try:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    except ImportError:
+        raise RuntimeError("AutoMTLS needs the openssl command (apt-get install openssl) or the cryptography package")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "whittle"), x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(seconds=30))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM), cert.public_bytes(serialization.Encoding.DER)
 
 
 def _watch_host():
