@@ -161,11 +161,10 @@ class Sequences:
             raise BadRequest("%s: no tokens (shape %s, limit %d)" % (path, list(tok.shape), limit))
         if max_seq > 0 and self.cols > max_seq:
             raise BadRequest("%s: sequences of %d tokens exceed the model's %d positions" % (path, self.cols, max_seq))
-        self.tok = np.asarray(tok[:self.rows], dtype=np.int64)
-        bad = np.argwhere((self.tok < 0) | (self.tok >= vocab))
-        if bad.size:
-            r, j = bad[0]
-            raise BadRequest("%s: row %d position %d: token %d outside vocabulary of %d" % (path, r, j, self.tok[r, j], vocab))
+        # Memory-mapped: a batch reads its rows (and checks their tokens)
+        # when it is made, as core/backend/batch does.
+        self.tok = tok
+        self.vocab = vocab
         self.mask = None
         mp = s.get("mask_path") or ""
         if mp:
@@ -175,17 +174,21 @@ class Sequences:
                 raise BadRequest("%s: %s" % (mp, e))
             if m.ndim != 2 or m.shape[0] != tok.shape[0] or m.shape[1] != self.cols:
                 raise BadRequest("%s: mask shape %s differs from the tokens' %s (%s)" % (mp, list(m.shape), list(tok.shape), path))
-            self.mask = np.asarray(m[:self.rows])
-        self.shape = [int(tok.shape[0]) if limit <= 0 else self.rows, self.cols]
+            self.mask = m
 
     def batch(self, rows):
         """Tokens [n, L] and next-token targets [n, L] (-1: not scored)."""
         rows = np.asarray(rows, dtype=np.int64) % self.rows
-        tok = self.tok[rows]
+        tok = np.asarray(self.tok[rows], dtype=np.int64).reshape(len(rows), self.cols)
+        bad = np.argwhere((tok < 0) | (tok >= self.vocab))
+        if bad.size:
+            i, j = bad[0]
+            raise BadRequest("%s: row %d position %d: token %d outside vocabulary of %d" % (
+                self.path, rows[i], j, tok[i, j], self.vocab))
         tg = np.full_like(tok, -1)
         tg[:, :-1] = tok[:, 1:]
         if self.mask is not None:
-            m = self.mask[rows]
+            m = np.asarray(self.mask[rows]).reshape(len(rows), self.cols)
             tg[:, :-1][m[:, 1:] == 0] = -1
         return tok, tg
 
