@@ -405,3 +405,28 @@ func TestServedWithoutOpenSSL(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServedStoppedRank: a rank that hangs (here stopped with SIGSTOP) is
+// named when the collective waiting for it times out.
+func TestServedStoppedRank(t *testing.T) {
+	bin := pluginPath(t)
+	dir, tokens := llamaFixture(t, 4, 16)
+	t.Setenv("WHITTLE_TORCH_TEST_STOP", "1:stats")
+	host := plugin.New(plugin.Options{})
+	t.Cleanup(host.Close)
+	ctx := context.Background()
+	b, err := host.OpenBackend(ctx, decl(bin, 2, map[string]cty.Value{"timeout": cty.NumberIntVal(10)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	id, err := b.Load(ctx, backend.LoadRequest{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Stats(ctx, backend.StatsRequest{Model: id, Data: backend.Sequences{Path: tokens}, BlockInfluence: true})
+	if err == nil || !strings.Contains(err.Error(), "rank 1") || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("stats with rank 1 stopped: error %v, want one naming rank 1", err)
+	}
+	t.Log(err)
+}

@@ -159,9 +159,13 @@ class Backend:
         while dead is None and time.time() < deadline:
             time.sleep(0.1)
             dead = self.launcher.dead()
+        if dead is None:
+            dead = self.launcher.stopped()
         if dead:
             self.broken = "%s; the process group is gone: run the recipe again to resume" % dead
             return RemoteError("torch: %s: %s (%s)" % (op, self.broken, e))
+        if self.cfg["nnodes"] > 1:
+            return RuntimeError("%s (no rank of this node exited or stopped: look at the other nodes' ranks)" % e)
         return e
 
     def load(self, req):

@@ -25,6 +25,7 @@ gradients replicated).
 import datetime
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -321,6 +322,8 @@ DIE_ENV = "WHITTLE_TORCH_TEST_DIE"
 # FAIL_ENV = "<rank>:<op>" makes that rank fail that call before its work,
 # as a rank that cannot read a file would.
 FAIL_ENV = "WHITTLE_TORCH_TEST_FAIL"
+# STOP_ENV = "<rank>:<op>" stops that rank (SIGSTOP) on that call.
+STOP_ENV = "WHITTLE_TORCH_TEST_STOP"
 
 
 class Launcher:
@@ -349,6 +352,20 @@ class Launcher:
                 return "rank %d (pid %d) exited (%s)" % (r, p.pid, how)
         return None
 
+    def stopped(self):
+        """A description of the first worker that is stopped (SIGSTOP, a
+        debugger), or None: a rank that hangs is seen when a collective
+        times out, and this names it."""
+        for r, p in sorted(self.procs.items()):
+            try:
+                with open("/proc/%d/stat" % p.pid) as f:
+                    state = f.read().rpartition(")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state in ("T", "t"):
+                return "rank %d (pid %d) is stopped" % (r, p.pid)
+        return None
+
     def stop(self, grace=5.0):
         end = time.time() + grace
         for p in self.procs.values():
@@ -373,6 +390,8 @@ def worker_loop(engine_factory):
         op, req = cmd
         if os.environ.get(DIE_ENV) == "%d:%s" % (comm.rank, op):
             os._exit(3)  # fault injection for the tests: this rank dies
+        if os.environ.get(STOP_ENV) == "%d:%s" % (comm.rank, op):
+            os.kill(os.getpid(), signal.SIGSTOP)  # ... or hangs
         msg = None
         try:
             if os.environ.get(FAIL_ENV) == "%d:%s" % (comm.rank, op):
