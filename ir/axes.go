@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"sort"
@@ -21,6 +22,13 @@ const (
 	AxisKVHeads AxisKind = "kv_heads"
 	// AxisMLP is the intermediate width of one layer's MLP.
 	AxisMLP AxisKind = "mlp"
+	// AxisExperts is the routed experts of one mixture-of-experts layer.
+	AxisExperts AxisKind = "experts"
+	// AxisExpertMLP is each routed expert's width in one layer; every
+	// expert keeps its own neurons, the same number in all.
+	AxisExpertMLP AxisKind = "expert_mlp"
+	// AxisSharedMLP is the shared expert's width in one layer.
+	AxisSharedMLP AxisKind = "shared_mlp"
 )
 
 // Coupling says that one unit of an axis owns Block consecutive entries of
@@ -92,7 +100,7 @@ func checkAxis(axis AxisKind, layer, layers int) error {
 		return fmt.Errorf("layer %d out of range [0,%d)", layer, layers)
 	}
 	switch axis {
-	case AxisHidden, AxisHeads, AxisKVHeads, AxisMLP:
+	case AxisHidden, AxisHeads, AxisKVHeads, AxisMLP, AxisExperts, AxisExpertMLP, AxisSharedMLP:
 		return nil
 	}
 	return fmt.Errorf("unknown axis %q", axis)
@@ -120,6 +128,59 @@ func (m *Model) keepAlong(couplings []Coupling, units []int, into map[string]*Te
 		into[c.Tensor] = nt
 	}
 	return nil
+}
+
+// keepWithin slices every coupled tensor, stacked along dimension 0, to
+// per[g]'s units within slice g.
+func (m *Model) keepWithin(couplings []Coupling, per [][]int, into map[string]*Tensor) error {
+	for _, c := range couplings {
+		t, ok := into[c.Tensor]
+		if !ok {
+			_, err := m.Tensor(c.Tensor)
+			return err
+		}
+		nt, err := t.KeepIndicesWithin(c.Dim, per)
+		if err != nil {
+			return fmt.Errorf("slicing %s: %w", c.Tensor, err)
+		}
+		into[c.Tensor] = nt
+	}
+	return nil
+}
+
+// expertNeurons sorts and checks one layer's per-expert neuron lists,
+// filling the nil lists of dropped experts with the first neurons.
+func expertNeurons(layer int, l LayerConfig, lists [][]int) ([][]int, error) {
+	if len(lists) != l.Experts {
+		return nil, fmt.Errorf("layer %d expert_mlp: %d neuron lists for %d experts", layer, len(lists), l.Experts)
+	}
+	k := -1
+	for _, n := range lists {
+		if n != nil {
+			k = len(n)
+			break
+		}
+	}
+	if k < 0 {
+		return nil, fmt.Errorf("layer %d expert_mlp: no expert keeps any neurons", layer)
+	}
+	per := make([][]int, len(lists))
+	for e, n := range lists {
+		if n == nil {
+			n = make([]int, k)
+			for i := range n {
+				n[i] = i
+			}
+		}
+		per[e] = sortedCopy(n)
+		if len(per[e]) != k {
+			return nil, fmt.Errorf("layer %d expert_mlp: expert %d keeps %d neurons, others %d; every expert keeps the same number", layer, e, len(per[e]), k)
+		}
+		if err := checkUnits(fmt.Sprintf("layer %d expert %d", layer, e), per[e], l.ExpertMLP); err != nil {
+			return nil, err
+		}
+	}
+	return per, nil
 }
 
 func (m *Model) copyTensors() map[string]*Tensor {
@@ -160,6 +221,16 @@ type Selection struct {
 	// must keep the same number of query heads, because grouped-query
 	// attention assigns heads to groups by position.
 	Heads map[int][]int
+	// Experts maps a mixture-of-experts layer to the routed experts it
+	// keeps; their router rows are kept with them.
+	Experts map[int][]int
+	// ExpertMLP maps a mixture-of-experts layer to each expert's kept
+	// neurons, one list per expert of the layer as it stands (before
+	// Experts drops any), all of one length; a nil list (an expert that
+	// Experts drops) keeps the first neurons.
+	ExpertMLP map[int][][]int
+	// SharedMLP maps a layer to its shared expert's kept neurons.
+	SharedMLP map[int][]int
 }
 
 // Keep applies a whole selection with one graph and one validation, which
@@ -172,9 +243,11 @@ func (m *Model) Keep(s Selection) (*Model, error) {
 			return nil, fmt.Errorf("layer %d out of range [0,%d)", l, len(c.Layers))
 		}
 	}
-	for _, l := range slices.Sorted(maps.Keys(s.Heads)) {
-		if l < 0 || l >= len(c.Layers) {
-			return nil, fmt.Errorf("layer %d out of range [0,%d)", l, len(c.Layers))
+	for _, layers := range []iter.Seq[int]{maps.Keys(s.Heads), maps.Keys(s.Experts), maps.Keys(s.ExpertMLP), maps.Keys(s.SharedMLP)} {
+		for _, l := range slices.Sorted(layers) {
+			if l < 0 || l >= len(c.Layers) {
+				return nil, fmt.Errorf("layer %d out of range [0,%d)", l, len(c.Layers))
+			}
 		}
 	}
 	// Heads map to groups by division, so the sizes must be sane first.
@@ -186,6 +259,9 @@ func (m *Model) Keep(s Selection) (*Model, error) {
 		axis  AxisKind
 		layer int
 		units []int
+		// within, when set, holds one unit list per slice of dimension 0
+		// (each expert's own neurons) instead of units.
+		within [][]int
 	}
 	var cuts []cut
 	if s.Hidden != nil {
@@ -193,7 +269,7 @@ func (m *Model) Keep(s Selection) (*Model, error) {
 		if err := checkUnits("hidden", ch, c.Hidden); err != nil {
 			return nil, err
 		}
-		cuts = append(cuts, cut{AxisHidden, -1, ch})
+		cuts = append(cuts, cut{axis: AxisHidden, layer: -1, units: ch})
 		cfg.Hidden = len(ch)
 	}
 	for _, l := range slices.Sorted(maps.Keys(s.MLP)) {
@@ -201,7 +277,7 @@ func (m *Model) Keep(s Selection) (*Model, error) {
 		if err := checkUnits(fmt.Sprintf("layer %d mlp", l), neurons, c.Layers[l].MLP); err != nil {
 			return nil, err
 		}
-		cuts = append(cuts, cut{AxisMLP, l, neurons})
+		cuts = append(cuts, cut{axis: AxisMLP, layer: l, units: neurons})
 		cfg.Layers[l].MLP = len(neurons)
 	}
 	for _, l := range slices.Sorted(maps.Keys(s.Heads)) {
@@ -209,9 +285,39 @@ func (m *Model) Keep(s Selection) (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
-		cuts = append(cuts, cut{AxisHeads, l, heads}, cut{AxisKVHeads, l, groups})
+		cuts = append(cuts, cut{axis: AxisHeads, layer: l, units: heads}, cut{axis: AxisKVHeads, layer: l, units: groups})
 		cfg.Layers[l].Heads = len(heads)
 		cfg.Layers[l].KVHeads = len(groups)
+	}
+	// Each expert's neurons are cut while the experts still have their
+	// original numbering; then the experts.
+	for _, l := range slices.Sorted(maps.Keys(s.ExpertMLP)) {
+		lc := c.Layers[l]
+		per, err := expertNeurons(l, lc, s.ExpertMLP[l])
+		if err != nil {
+			return nil, err
+		}
+		cuts = append(cuts, cut{axis: AxisExpertMLP, layer: l, within: per})
+		cfg.Layers[l].ExpertMLP = len(per[0])
+	}
+	for _, l := range slices.Sorted(maps.Keys(s.Experts)) {
+		experts := sortedCopy(s.Experts[l])
+		if err := checkUnits(fmt.Sprintf("layer %d experts", l), experts, c.Layers[l].Experts); err != nil {
+			return nil, err
+		}
+		if len(experts) < c.ExpertsPerToken {
+			return nil, fmt.Errorf("layer %d experts: keeping %d experts leaves fewer than num_experts_per_tok = %d; lower it first", l, len(experts), c.ExpertsPerToken)
+		}
+		cuts = append(cuts, cut{axis: AxisExperts, layer: l, units: experts})
+		cfg.Layers[l].Experts = len(experts)
+	}
+	for _, l := range slices.Sorted(maps.Keys(s.SharedMLP)) {
+		neurons := sortedCopy(s.SharedMLP[l])
+		if err := checkUnits(fmt.Sprintf("layer %d shared_mlp", l), neurons, c.Layers[l].SharedMLP); err != nil {
+			return nil, err
+		}
+		cuts = append(cuts, cut{axis: AxisSharedMLP, layer: l, units: neurons})
+		cfg.Layers[l].SharedMLP = len(neurons)
 	}
 	axes, err := c.Axes()
 	if err != nil {
@@ -223,7 +329,12 @@ func (m *Model) Keep(s Selection) (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := m.keepAlong(cs, k.units, ts); err != nil {
+		if k.within != nil {
+			err = m.keepWithin(cs, k.within, ts)
+		} else {
+			err = m.keepAlong(cs, k.units, ts)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -54,6 +54,13 @@ type Config struct {
 	// and logits as cap·tanh(x/cap) (Gemma 2).
 	AttnSoftCap  float64 `json:"attn_logit_softcapping,omitempty"`
 	FinalSoftCap float64 `json:"final_logit_softcapping,omitempty"`
+
+	// ExpertsPerToken is how many experts each token is routed to in the
+	// mixture-of-experts layers (LayerConfig.Experts); NormTopK
+	// renormalizes the chosen experts' router probabilities to sum to 1
+	// (Mixtral, Qwen3-MoE), else they are used as they are (Qwen2-MoE).
+	ExpertsPerToken int  `json:"num_experts_per_tok,omitempty"`
+	NormTopK        bool `json:"norm_topk_prob,omitempty"`
 }
 
 // Gated-MLP activations.
@@ -89,7 +96,17 @@ type LayerConfig struct {
 	// Window, when positive, limits each query to the Window most recent
 	// positions, itself included (sliding-window attention); 0 is global.
 	Window int `json:"sliding_window,omitempty"`
+	// Experts, when positive, makes the layer's MLP a mixture of that many
+	// routed experts of ExpertMLP neurons each (MLP is then 0), plus a
+	// shared expert of SharedMLP neurons with a sigmoid gate when
+	// SharedMLP is positive (Qwen2-MoE).
+	Experts   int `json:"num_experts,omitempty"`
+	ExpertMLP int `json:"moe_intermediate_size,omitempty"`
+	SharedMLP int `json:"shared_expert_intermediate_size,omitempty"`
 }
+
+// MoE reports whether the layer's MLP is a mixture of experts.
+func (l LayerConfig) MoE() bool { return l.Experts > 0 }
 
 // RopeScaling mirrors Hugging Face's rope_scaling dictionary for the
 // "linear" and "llama3" schemes.
@@ -168,11 +185,14 @@ func (c *Config) Check() error {
 		}
 	}
 	for i, l := range c.Layers {
+		if err := c.checkMLP(i, l); err != nil {
+			return err
+		}
 		switch {
 		case l.Window < 0:
 			return fmt.Errorf("layer %d: sliding window %d must not be negative", i, l.Window)
-		case l.Heads <= 0 || l.KVHeads <= 0 || l.HeadDim <= 0 || l.MLP <= 0:
-			return fmt.Errorf("layer %d: heads (%d), kv heads (%d), head_dim (%d) and intermediate size (%d) must be positive", i, l.Heads, l.KVHeads, l.HeadDim, l.MLP)
+		case l.Heads <= 0 || l.KVHeads <= 0 || l.HeadDim <= 0:
+			return fmt.Errorf("layer %d: heads (%d), kv heads (%d) and head_dim (%d) must be positive", i, l.Heads, l.KVHeads, l.HeadDim)
 		case l.Heads%l.KVHeads != 0:
 			return fmt.Errorf("layer %d: %d query heads do not divide into %d KV groups", i, l.Heads, l.KVHeads)
 		case l.HeadDim%2 != 0:
@@ -183,6 +203,27 @@ func (c *Config) Check() error {
 		if id < -1 || id >= c.Vocab {
 			return fmt.Errorf("special token id %d outside vocabulary of %d", id, c.Vocab)
 		}
+	}
+	return nil
+}
+
+// checkMLP checks one layer's MLP: dense with a positive width, or a
+// mixture of experts that routes each token to at most as many experts as
+// it has.
+func (c *Config) checkMLP(i int, l LayerConfig) error {
+	if !l.MoE() {
+		if l.MLP <= 0 || l.ExpertMLP != 0 || l.SharedMLP != 0 || l.Experts < 0 {
+			return fmt.Errorf("layer %d: a dense MLP needs a positive intermediate size (%d) and no expert sizes (experts %d, expert width %d, shared %d)", i, l.MLP, l.Experts, l.ExpertMLP, l.SharedMLP)
+		}
+		return nil
+	}
+	switch {
+	case l.MLP != 0:
+		return fmt.Errorf("layer %d: a mixture of experts has no dense intermediate size (got %d)", i, l.MLP)
+	case l.ExpertMLP <= 0 || l.SharedMLP < 0:
+		return fmt.Errorf("layer %d: expert width %d must be positive and shared expert width %d not negative", i, l.ExpertMLP, l.SharedMLP)
+	case c.ExpertsPerToken < 1 || c.ExpertsPerToken > l.Experts:
+		return fmt.Errorf("layer %d: num_experts_per_tok %d must be between 1 and the layer's %d experts", i, c.ExpertsPerToken, l.Experts)
 	}
 	return nil
 }

@@ -61,10 +61,19 @@ func (c *Config) Graph() (*graph.Graph, error) {
 		x = b.Add("residual", x, a)
 
 		h = b.RMSNorm("mlp_norm", t.MLPNorm, x, norm)
-		mlp := graph.D(string(AxisMLP), l.MLP)
-		g := b.Linear("gate_proj", t.Gate, "", h, mlp)
-		u := b.Linear("up_proj", t.Up, "", h, mlp)
-		m := b.Linear("down_proj", t.Down, "", b.GLU("act", g, u, graph.GLUAttrs{Act: act}), hidden)
+		var m *graph.Value
+		if l.MoE() {
+			m = b.MoE("moe", h, graph.MoEParams{
+				Router: t.Router, Gate: t.ExpertGate, Up: t.ExpertUp, Down: t.ExpertDown,
+				SharedGate: t.SharedGate, SharedUp: t.SharedUp, SharedDown: t.SharedDown, SharedExpertGate: t.SharedExpertGate,
+			}, graph.D(string(AxisExperts), l.Experts), graph.D(string(AxisExpertMLP), l.ExpertMLP), graph.D(string(AxisSharedMLP), l.SharedMLP),
+				graph.MoEAttrs{TopK: c.ExpertsPerToken, NormTopK: c.NormTopK, Act: act})
+		} else {
+			mlp := graph.D(string(AxisMLP), l.MLP)
+			g := b.Linear("gate_proj", t.Gate, "", h, mlp)
+			u := b.Linear("up_proj", t.Up, "", h, mlp)
+			m = b.Linear("down_proj", t.Down, "", b.GLU("act", g, u, graph.GLUAttrs{Act: act}), hidden)
+		}
 		if c.PostNorms {
 			m = b.RMSNorm("mlp_post_norm", t.MLPPostNorm, m, norm)
 		}

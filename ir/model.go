@@ -126,6 +126,10 @@ type ParamCounts struct {
 	Norms      int64 `json:"norms"`
 	Classifier int64 `json:"classifier"` // 0 when tied to the embedding
 	Total      int64 `json:"total"`
+	// Active is what one token computes with: Total less the routed
+	// experts it is not sent to (num_experts − num_experts_per_tok per
+	// mixture-of-experts layer); Total for a dense model.
+	Active int64 `json:"active"`
 }
 
 // Params counts parameters from the config alone (no tensor is read), with
@@ -164,17 +168,33 @@ func (c *Config) Params() ParamCounts {
 			} else {
 				p.MLP += n
 			}
+		case graph.KindMoE:
+			p.MLP += n
+			p.Active -= idleExperts(op)
 		}
 	}
 	p.Total = p.Embedding + p.Attention + p.MLP + p.Norms + p.Classifier
+	p.Active += p.Total
 	return p
+}
+
+// idleExperts is the parameters of the routed experts of a
+// mixture-of-experts op that a token is not sent to.
+func idleExperts(op *graph.Op) int64 {
+	experts := int64(op.Params[1].Shape[0].Size())
+	var all int64
+	for _, w := range op.Params[1:4] { // the stacked gate, up and down
+		all += w.Shape.Elements()
+	}
+	return all / experts * (experts - int64(op.Attrs.(graph.MoEAttrs).TopK))
 }
 
 // FLOPsPerToken is the forward matmul cost of one token at context length
 // ctx (2 FLOPs per multiply-add; attention scores counted at ctx): 2·in·out
 // for each linear and the LM head (tied or not), and for each attention
-// 2·ctx·q_dim for the scores plus as much for mixing the values. Biases,
-// norms and activations are not counted.
+// 2·ctx·q_dim for the scores plus as much for mixing the values; a
+// mixture of experts counts its router, the experts a token is sent to
+// and the shared expert. Biases, norms and activations are not counted.
 func (c *Config) FLOPsPerToken(ctx int) int64 {
 	g, err := c.Graph()
 	if err != nil {
@@ -187,6 +207,12 @@ func (c *Config) FLOPsPerToken(ctx int) int64 {
 			f += 2 * op.Params[0].Shape.Elements() // the [out, in] weight
 		case graph.KindAttention:
 			f += 2 * 2 * int64(ctx) * int64(op.Inputs[0].Shape[1].Size())
+		case graph.KindMoE:
+			var n int64
+			for _, w := range op.Params {
+				n += w.Shape.Elements()
+			}
+			f += 2 * (n - idleExperts(op))
 		}
 	}
 	return f

@@ -69,6 +69,17 @@ type LayerTensors struct {
 	MLPNorm             string
 	Gate, Up, Down      string
 	MLPPostNorm         string
+
+	// A mixture-of-experts layer has no Gate, Up, Down but a router
+	// [experts, hidden], the routed experts stacked along dimension 0
+	// (ExpertGate and ExpertUp [experts, expert_mlp, hidden], ExpertDown
+	// [experts, hidden, expert_mlp]: whittle's own layout, which formats
+	// split into one tensor per expert), and optionally a shared expert
+	// with its sigmoid gate [1, hidden].
+	Router                           string
+	ExpertGate, ExpertUp, ExpertDown string
+	SharedGate, SharedUp, SharedDown string
+	SharedExpertGate                 string
 }
 
 // LayerTensors names layer i's parameters under c's family options.
@@ -91,13 +102,34 @@ func (c *Config) LayerTensors(i int) LayerTensors {
 		t.MLPNorm = LayerName(i, RolePreFFNorm)
 		t.MLPPostNorm = LayerName(i, RolePostFFNorm)
 	}
+	if i < len(c.Layers) && c.Layers[i].MoE() {
+		t.Gate, t.Up, t.Down = "", "", ""
+		// Mixtral's module is block_sparse_moe with experts' w1 (gate),
+		// w3 (up) and w2 (down); the Qwen MoE families use mlp and the
+		// dense names.
+		moe, gate, up, down := "mlp", "gate_proj", "up_proj", "down_proj"
+		if c.Arch == "mixtral" {
+			moe, gate, up, down = "block_sparse_moe", "w1", "w3", "w2"
+		}
+		t.Router = LayerName(i, moe+".gate")
+		t.ExpertGate = LayerName(i, moe+".experts."+gate)
+		t.ExpertUp = LayerName(i, moe+".experts."+up)
+		t.ExpertDown = LayerName(i, moe+".experts."+down)
+		if c.Layers[i].SharedMLP > 0 {
+			t.SharedGate = LayerName(i, moe+".shared_expert.gate_proj")
+			t.SharedUp = LayerName(i, moe+".shared_expert.up_proj")
+			t.SharedDown = LayerName(i, moe+".shared_expert.down_proj")
+			t.SharedExpertGate = LayerName(i, moe+".shared_expert_gate")
+		}
+	}
 	return t
 }
 
 // All lists the layer's parameter names in file order.
 func (t LayerTensors) All() []string {
 	var out []string
-	for _, n := range []string{t.AttnNorm, t.Q, t.QBias, t.K, t.KBias, t.V, t.VBias, t.QNorm, t.KNorm, t.O, t.AttnPostNorm, t.MLPNorm, t.Gate, t.Up, t.Down, t.MLPPostNorm} {
+	for _, n := range []string{t.AttnNorm, t.Q, t.QBias, t.K, t.KBias, t.V, t.VBias, t.QNorm, t.KNorm, t.O, t.AttnPostNorm, t.MLPNorm,
+		t.Gate, t.Up, t.Down, t.Router, t.ExpertGate, t.ExpertUp, t.ExpertDown, t.SharedGate, t.SharedUp, t.SharedDown, t.SharedExpertGate, t.MLPPostNorm} {
 		if n != "" {
 			out = append(out, n)
 		}

@@ -128,6 +128,53 @@ func (t *Tensor) KeepIndices(dim int, idx []int) (*Tensor, error) {
 	return NewTensor(t.DType, shape, out), nil
 }
 
+// KeepIndicesWithin keeps, in each slice g of dimension 0, the entries
+// per[g] along dimension dim (≥ 1): the experts of a stacked [experts, …]
+// tensor each keep their own neurons. Every per[g] must have one length.
+func (t *Tensor) KeepIndicesWithin(dim int, per [][]int) (*Tensor, error) {
+	if dim < 1 || dim >= len(t.Shape) {
+		return nil, fmt.Errorf("dim %d out of range [1,%d) for shape %v", dim, len(t.Shape), t.Shape)
+	}
+	if len(per) != t.Shape[0] {
+		return nil, fmt.Errorf("%d index lists for %d slices of shape %v", len(per), t.Shape[0], t.Shape)
+	}
+	n, k := t.Shape[dim], len(per[0])
+	for g, idx := range per {
+		if len(idx) != k {
+			return nil, fmt.Errorf("slice %d keeps %d entries, slice 0 keeps %d", g, len(idx), k)
+		}
+		for _, i := range idx {
+			if i < 0 || i >= n {
+				return nil, fmt.Errorf("slice %d: index %d out of range [0,%d) along dim %d", g, i, n, dim)
+			}
+		}
+	}
+	raw, err := t.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	outer := 1
+	for _, s := range t.Shape[1:dim] {
+		outer *= s
+	}
+	inner := t.DType.Size()
+	for _, s := range t.Shape[dim+1:] {
+		inner *= s
+	}
+	out := make([]byte, 0, len(per)*outer*k*inner)
+	for g, idx := range per {
+		for o := 0; o < outer; o++ {
+			base := (g*outer + o) * n * inner
+			for _, i := range idx {
+				out = append(out, raw[base+i*inner:base+(i+1)*inner]...)
+			}
+		}
+	}
+	shape := append([]int(nil), t.Shape...)
+	shape[dim] = k
+	return NewTensor(t.DType, shape, out), nil
+}
+
 // PermuteRows reorders dimension 0: row i of the result is row perm[i].
 func (t *Tensor) PermuteRows(perm []int) (*Tensor, error) {
 	if len(t.Shape) == 0 || len(perm) != t.Shape[0] {

@@ -12,6 +12,7 @@ import (
 	"github.com/whittle-ml/whittle/passes/prunedepth"
 	"github.com/whittle-ml/whittle/passes/prunewidth"
 	"github.com/whittle-ml/whittle/passes/score"
+	"github.com/whittle-ml/whittle/passes/search"
 )
 
 // Registry returns a registry holding every built-in pass kind.
@@ -19,7 +20,7 @@ func Registry() (*pipeline.Registry, error) {
 	r := pipeline.NewRegistry()
 	for _, p := range []pipeline.Pass{
 		correct.Pass{}, initialize.Pass{}, score.Pass{}, prunewidth.Pass{}, prunedepth.Pass{},
-		distill.Pass{}, instructtune.Pass{}, eval.Pass{}, export.Pass{},
+		distill.Pass{}, instructtune.Pass{}, eval.Pass{}, export.Pass{}, search.Pass{},
 	} {
 		if err := r.Register(p); err != nil {
 			return nil, err

@@ -109,6 +109,26 @@ func TestFamiliesLogits(t *testing.T) {
 			if worst, at := maxAbsDiff(z, theirZ); !(worst <= 1e-4) {
 				t.Errorf("llama.cpp on whittle's GGUF vs on its own conversion: max |Δ| %.3g at %d", worst, at)
 			}
+			if fam != "llama3" && fam != "mistral" {
+				return // this llama.cpp runs pruned qwen2/gemma2 shapes only in a few sizes
+			}
+
+			// A width- and depth-pruned student (examples/families/prune.hcl)
+			// exported to GGUF computes in llama.cpp what whittle computes.
+			runDir := filepath.Join(dir, "run-"+fam)
+			mustWhittle(t, "run", "../../examples/families/prune.hcl", "--out", runDir, "--var", "model="+hf)
+			student := filepath.Join(runDir, "out", "student.gguf")
+			wz := filepath.Join(dir, fam+"-student.npy")
+			_, wLoss := summary(t, mustWhittle(t, "logits", student, toks, wz, "--threads", "2"))
+			lz := filepath.Join(dir, fam+"-student-llamacpp.npy")
+			lLoss := run(student, lz)
+			_, a := readFloats(t, wz)
+			_, b := readFloats(t, lz)
+			worst, _ = maxAbsDiff(a, b)
+			if math.Abs(wLoss-lLoss) > 1e-3 || !(worst <= 0.2) {
+				t.Errorf("pruned student: whittle mean NLL %.6f, llama.cpp %.6f, max |Δ| %.3g", wLoss, lLoss, worst)
+			}
+			t.Logf("pruned student: whittle mean NLL %.6f, llama.cpp %.6f, max |Δ| %.3g", wLoss, lLoss, worst)
 		})
 	}
 }

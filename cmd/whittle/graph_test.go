@@ -35,6 +35,29 @@ func TestInspectGraphGolden(t *testing.T) {
 	}
 }
 
+// TestInspectGraphFamilies: the graphs of the families' options, from
+// config.json alone (Gemma 2 cut to two layers), against golden files
+// reviewed by hand: Qwen2's biases cut with their heads, Qwen3's per-head
+// q/k norms cut by no axis, Gemma 2's post norms on the hidden axis.
+func TestInspectGraphFamilies(t *testing.T) {
+	for _, fam := range []string{"qwen2", "qwen3", "gemma2"} {
+		golden := filepath.Join("testdata", "graphs", fam+".graph.txt")
+		got := mustWhittle(t, "inspect", "--graph", filepath.Join("testdata", "graphs", fam))
+		if *update {
+			if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != string(want) {
+			t.Errorf("%s: inspect --graph differs from %s:\n%s", fam, golden, got)
+		}
+	}
+}
+
 func TestInspectGraphFlags(t *testing.T) {
 	dir := filepath.Join(sharedData(t), "models", "stories260K")
 	for _, extra := range []string{"--json", "--tensors"} {

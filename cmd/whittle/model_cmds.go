@@ -296,6 +296,10 @@ func writeInspection(w interface{ Write([]byte) (int, error) }, m *ir.Model, in 
 		}
 		fmt.Fprintf(tw, "%s\t%d\t(%s, %.1f%%)\n", row.name, row.n, pipeline.FormatCount(row.n), share)
 	}
+	if p.Active != p.Total && p.Total > 0 {
+		// A mixture of experts: what one token computes with.
+		fmt.Fprintf(tw, "active\t%d\t(%s, %.1f%% of total: top-%d experts per token)\n", p.Active, pipeline.FormatCount(p.Active), 100*float64(p.Active)/float64(p.Total), c.ExpertsPerToken)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

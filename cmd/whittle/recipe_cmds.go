@@ -17,6 +17,7 @@ import (
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/fsutil"
+	"github.com/whittle-ml/whittle/passes/search"
 )
 
 // varFlags collects repeated `-var name=value` overrides.
@@ -221,7 +222,7 @@ func newReportCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "report RUN_DIR [--plot curves.png]",
-		Short: "Summarize a run directory: each pass's status, evaluations, outputs; optionally plot training curves (exits 1 when the run failed or did not finish)",
+		Short: "Summarize a run directory: each pass's status, evaluations, search results, outputs; optionally plot training curves and searches (exits 1 when the run failed or did not finish)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !(width > 0) || !(height > 0) {
@@ -242,6 +243,16 @@ func newReportCmd() *cobra.Command {
 			if err := man.Summary(w); err != nil {
 				return err
 			}
+			searches, err := search.ReadRun(args[0], man)
+			if err != nil {
+				return err
+			}
+			for _, s := range searches {
+				fmt.Fprintln(w)
+				if err := search.WriteTable(w, s.Pass, s.Results); err != nil {
+					return err
+				}
+			}
 			incomplete := man.Incomplete()
 			if incomplete != nil {
 				incomplete = fmt.Errorf("%s: %w", args[0], incomplete)
@@ -253,15 +264,31 @@ func newReportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			title := "training curves: " + filepath.Base(filepath.Clean(args[0]))
-			if err := curves.Draw(series, title, plotPath, vg.Length(width)*vg.Inch, vg.Length(height)*vg.Inch); err != nil {
-				return fmt.Errorf("report: %w", err)
+			run := filepath.Base(filepath.Clean(args[0]))
+			wd, ht := vg.Length(width)*vg.Inch, vg.Length(height)*vg.Inch
+			if len(series) > 0 || len(searches) == 0 {
+				if err := curves.Draw(series, "training curves: "+run, plotPath, wd, ht); err != nil {
+					return fmt.Errorf("report: %w", err)
+				}
+				fmt.Fprintf(w, "\nplot        %s (%d training passes)\n", plotPath, len(series))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "\nplot        %s (%d training passes)\n", plotPath, len(series))
+			// Each search's score against parameters: in the file itself when
+			// it is the only plot, else next to it, named after the pass.
+			for _, s := range searches {
+				path := plotPath
+				if len(series) > 0 || len(searches) > 1 {
+					ext := filepath.Ext(plotPath)
+					path = strings.TrimSuffix(plotPath, ext) + "-" + s.Pass + ext
+				}
+				if err := search.Draw(s.Results, "search "+s.Pass+": "+run, path, wd, ht); err != nil {
+					return fmt.Errorf("report: %w", err)
+				}
+				fmt.Fprintf(w, "\nplot        %s (search %s: score against parameters)\n", path, s.Pass)
+			}
 			return incomplete
 		},
 	}
-	cmd.Flags().StringVar(&plotPath, "plot", "", "draw the training passes' loss curves to this file (.png, .svg or .pdf)")
+	cmd.Flags().StringVar(&plotPath, "plot", "", "draw the training passes' loss curves to this file (.png, .svg or .pdf), and each search pass's score against parameters (to this file when the run has no training curves, else to FILE-<pass>.png)")
 	cmd.Flags().Float64Var(&width, "width", 8, "plot width in inches")
 	cmd.Flags().Float64Var(&height, "height", 5, "plot height in inches")
 	return cmd

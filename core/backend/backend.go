@@ -153,6 +153,25 @@ type StatsResult struct {
 	BlockInfluence []float64 `json:"block_influence,omitempty"`
 	Sequences      int       `json:"sequences"`
 	Tokens         int       `json:"tokens"`
+
+	// Mixture-of-experts layers (entries of dense layers are nil; all nil
+	// for a dense model). In a MoE layer MLP[l] is nil.
+	//
+	// ExpertMLP[l][e][j]: neuron j of routed expert e (the input of its
+	// down projection), aggregated as MLP is over the tokens routed to e
+	// (a sequence's mean runs over its tokens routed to e).
+	ExpertMLP [][][]float64 `json:"expert_mlp,omitempty"`
+	// ExpertProb[l][e]: Σ over tokens of e's router probability (softmax
+	// over all experts, before top-k): the routed probability mass.
+	ExpertProb [][]float64 `json:"expert_prob,omitempty"`
+	// ExpertOutput[l][e]: Σ over the tokens routed to e of ‖w·expert_e(x)‖₂,
+	// the magnitude of e's weighted contribution to the layer's output
+	// (w its routing weight after top-k and any renormalization).
+	ExpertOutput [][]float64 `json:"expert_output,omitempty"`
+	// ExpertTokens[l][e]: how many tokens were routed to e.
+	ExpertTokens [][]int `json:"expert_tokens,omitempty"`
+	// SharedMLP[l][j]: neuron j of the shared expert, aggregated as MLP.
+	SharedMLP [][]float64 `json:"shared_mlp,omitempty"`
 }
 
 // EvalRequest asks for one or more evaluations of a model.

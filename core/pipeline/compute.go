@@ -92,6 +92,17 @@ func (rc *RunContext) ModelDir(ref recipe.Ref) (string, error) {
 	return dir, nil
 }
 
+// Hash is the content hash of a slot a pass refers to (a model, scores,
+// dataset or task), as the pipeline keys pass results by it; a pass that
+// caches partial results of its own keys them by it too.
+func (rc *RunContext) Hash(ref recipe.Ref) (string, error) {
+	s, ok := rc.run.slots[slotKey(ref)]
+	if !ok || s.hash == "" {
+		return "", fmt.Errorf("%s is not available", ref)
+	}
+	return s.hash, nil
+}
+
 // SetModelDir publishes a model a backend saved as a Hugging Face
 // directory. When dir is this pass's own "model" directory the pipeline
 // keeps it as the artifact instead of writing the model again.

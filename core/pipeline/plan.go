@@ -25,6 +25,7 @@ type PlanContext struct {
 	scores  map[string]bool
 	metrics map[string]map[string]int // scores slot → layer metric → block size
 	pass    *recipe.Pass              // the pass being planned
+	detail  string                    // what the pass being planned adds to the plan
 }
 
 type planTokenizer struct {
@@ -77,6 +78,14 @@ func (pc *PlanContext) LayerMetrics(ref recipe.Ref) (blocks map[string]int, ok b
 	return blocks, ok
 }
 
+// Detail adds text that the plan prints under the stage of the pass being
+// planned (the search pass lists its candidates there).
+func (pc *PlanContext) Detail(text string) {
+	if pc.pass != nil {
+		pc.detail += text
+	}
+}
+
 // Stage is one line of a plan: a declared model or a pass's result.
 type Stage struct {
 	Name   string
@@ -87,6 +96,8 @@ type Stage struct {
 	// ConfigOnly marks a declared model given as a config.json without
 	// weights: it plans, but Run refuses it.
 	ConfigOnly bool
+	// Detail is what the pass added with PlanContext.Detail.
+	Detail string
 }
 
 // Plan is the static dry run of a recipe.
@@ -121,13 +132,13 @@ func MakePlan(r *recipe.Recipe, reg *Registry) (*Plan, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s: unknown pass kind %q", At(p.DeclRange), p.Kind)
 		}
-		pc.pass = p
+		pc.pass, pc.detail = p, ""
 		cfg, err := impl.Plan(pc, p)
 		pc.pass = nil
 		if err != nil {
 			return nil, fmt.Errorf("%s: pass %q: %w", At(p.DeclRange), p.Name, err)
 		}
-		st := Stage{Name: p.Name, Kind: p.Kind}
+		st := Stage{Name: p.Name, Kind: p.Kind, Detail: pc.detail}
 		switch impl.Spec().Produces {
 		case recipe.SlotModel:
 			if cfg == nil {
@@ -176,19 +187,41 @@ func loadOptions(m *recipe.Model) modelio.LoadOptions {
 // Describe summarizes an architecture in one line: layers, hidden,
 // heads/KV heads, MLP width (ranges when layers differ).
 func Describe(c *ir.Config) string {
-	heads, kv, mlp := span(c, func(l ir.LayerConfig) int { return l.Heads }), span(c, func(l ir.LayerConfig) int { return l.KVHeads }), span(c, func(l ir.LayerConfig) int { return l.MLP })
-	return fmt.Sprintf("layers=%d hidden=%d heads=%s/%s mlp=%s", len(c.Layers), c.Hidden, heads, kv, mlp)
+	all := func(ir.LayerConfig) bool { return true }
+	moe := func(l ir.LayerConfig) bool { return l.MoE() }
+	dense := func(l ir.LayerConfig) bool { return !l.MoE() }
+	heads, kv := span(c, all, func(l ir.LayerConfig) int { return l.Heads }), span(c, all, func(l ir.LayerConfig) int { return l.KVHeads })
+	s := fmt.Sprintf("layers=%d hidden=%d heads=%s/%s", len(c.Layers), c.Hidden, heads, kv)
+	if mlp := span(c, dense, func(l ir.LayerConfig) int { return l.MLP }); mlp != "-" {
+		s += " mlp=" + mlp
+	}
+	if experts := span(c, moe, func(l ir.LayerConfig) int { return l.Experts }); experts != "-" {
+		// Mixtures of experts: experts × each one's width, routed top-k.
+		s += fmt.Sprintf(" experts=%sx%s top-%d", experts, span(c, moe, func(l ir.LayerConfig) int { return l.ExpertMLP }), c.ExpertsPerToken)
+		if shared := span(c, moe, func(l ir.LayerConfig) int { return l.SharedMLP }); shared != "0" {
+			s += " shared=" + shared
+		}
+	}
+	return s
 }
 
-func span(c *ir.Config, f func(ir.LayerConfig) int) string {
-	if len(c.Layers) == 0 {
-		return "-"
-	}
-	lo, hi := f(c.Layers[0]), f(c.Layers[0])
+// span is the range of f over the layers that pass keep, "-" for none.
+func span(c *ir.Config, keep func(ir.LayerConfig) bool, f func(ir.LayerConfig) int) string {
+	first := true
+	var lo, hi int
 	for _, l := range c.Layers {
+		if !keep(l) {
+			continue
+		}
+		if first {
+			lo, hi, first = f(l), f(l), false
+		}
 		lo, hi = min(lo, f(l)), max(hi, f(l))
 	}
-	if lo == hi {
+	switch {
+	case first:
+		return "-"
+	case lo == hi:
 		return fmt.Sprint(lo)
 	}
 	return fmt.Sprintf("%d..%d", lo, hi)
@@ -203,6 +236,9 @@ func (p *Plan) Write(w io.Writer) error {
 		if s.Config != nil {
 			arch = Describe(s.Config)
 			params = FormatCount(s.Params.Total)
+			if a := s.Params.Active; a != s.Params.Total {
+				params += " (active " + FormatCount(a) + ")"
+			}
 		}
 		slot := s.Slot
 		if slot == "" {
@@ -214,7 +250,17 @@ func (p *Plan) Write(w io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, kind, slot, arch, params)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range p.Stages {
+		if s.Detail != "" {
+			if _, err := fmt.Fprintf(w, "\n%s:\n%s", s.Name, s.Detail); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // FormatCount prints a parameter count with thousands separators.

@@ -4,18 +4,26 @@
 # graph: `whittle inspect --graph MODEL` prints them.
 #
 #   whittle run examples/families/prune.hcl --out runs/qwen2 \
-#     --var model=ir/testdata/families/qwen2
+#     --var model=$PWD/ir/testdata/families/qwen2
 #
-# Depth pruning: --var 'drop=[1]'.
+# The layers to drop: --var 'drop=[2, 3]' (layer 1 by default). llama.cpp
+# runs Phi-3 only with heads × head_dim = hidden: for the Phi-3 fixture
+# (4 heads of 8, hidden 32 → 24) keep 3 heads: --var kv_heads=3.
 
 variable "model" {
   type        = string
   description = "A model of any supported family (HF directory or GGUF file)."
 }
 
+variable "kv_heads" {
+  type        = number
+  default     = 1
+  description = "KV heads kept per layer (their query heads come with them)."
+}
+
 variable "drop" {
   type    = list(number)
-  default = []
+  default = [1]
 }
 
 model "teacher" {
@@ -28,7 +36,7 @@ pass "prune-width" {
   criterion    = "magnitude"
   hidden_ratio = 0.75
   mlp_ratio    = 0.5
-  kv_heads     = 1
+  kv_heads     = var.kv_heads
 }
 
 pass "prune-depth" {

@@ -2,12 +2,15 @@ package gguf
 
 import (
 	"bytes"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
@@ -35,6 +38,29 @@ func FuzzParse(f *testing.F) {
 		f.Add(conv)
 	} else {
 		f.Fatal(err)
+	}
+	// Every architecture, as whittle lays out each family, mixtures of
+	// experts included (small; the
+	// llama.cpp conversions of the family fixtures are read in
+	// TestFamiliesReadLlamaCppConversions, and would slow fuzzing down).
+	seeds := map[string]ir.Config{}
+	for name, c := range irtest.Families() {
+		seeds[name], _ = writableFamily(name, c)
+	}
+	for name, c := range irtest.MoEFamilies() {
+		seeds[name] = writableMoE(name, c)
+	}
+	for _, name := range slices.Sorted(maps.Keys(seeds)) {
+		wc := seeds[name]
+		kvs, ts, err := saveLayout(irtest.RandomModel(f, wc, rand.New(rand.NewPCG(1, 2))), "seed.gguf", SaveOptions{})
+		if err != nil {
+			f.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := Encode(&b, kvs, ts); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
 	}
 	var all bytes.Buffer
 	if err := Encode(&all, allValues(), nil); err != nil {

@@ -4,8 +4,8 @@ import (
 	"math"
 )
 
-// Metadata keys of the Llama mapping. The llama.* keys are spelled with
-// the architecture prefix by archKey.
+// Metadata keys of the model mapping. The per-architecture keys are
+// spelled with their prefix by archKeyOf (archKey for llama.*).
 const (
 	KeyArchitecture = "general.architecture"
 	KeyName         = "general.name"
@@ -27,6 +27,12 @@ const (
 	keyRopeOrigCtx = "rope.scaling.original_context_length"
 	keyRopeLinear  = "rope.scale_linear" // older spelling of a linear factor
 	keyVocabSize   = "vocab_size"
+
+	// Mixtures of experts.
+	keyExperts         = "expert_count"
+	keyExpertsUsed     = "expert_used_count"
+	keyExpertFFN       = "expert_feed_forward_length"
+	keySharedExpertFFN = "expert_shared_feed_forward_length"
 
 	KeyTokModel     = "tokenizer.ggml.model"
 	KeyTokTokens    = "tokenizer.ggml.tokens"
@@ -56,7 +62,10 @@ const (
 	fileTypeQ4_0 = 2 // LLAMA_FTYPE_MOSTLY_Q4_0
 )
 
-func archKey(k string) string { return archLlama + "." + k }
+// archKey spells a llama.* key; archKeyOf one of any architecture.
+func archKey(k string) string { return archKeyOf(archLlama, k) }
+
+func archKeyOf(arch, k string) string { return arch + "." + k }
 
 // maxSize bounds every size read from metadata, so that products of two
 // sizes cannot overflow and a hostile file cannot make the loader

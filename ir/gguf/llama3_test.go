@@ -168,10 +168,11 @@ func checkInvFreq(t *testing.T, f *File, c *ir.Config) {
 	}
 }
 
-// TestLlama3Parameters round-trips llama3 scalings through GGUF: Llama
-// 3.1's and 3.2's come back exactly; others come back as parameters that
-// give the same frequencies (the tensor fixes only the factor and the two
-// wavelength thresholds).
+// TestLlama3Parameters round-trips llama3 scalings through GGUF: these
+// come back exactly (an original context other than the converter's 8192
+// is recorded in rope.scaling.original_context_length); in general the
+// parameters come back as ones that give the same frequencies (the tensor
+// fixes only the factor and the two wavelength thresholds).
 func TestLlama3Parameters(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -183,7 +184,7 @@ func TestLlama3Parameters(t *testing.T) {
 		{"llama 3.1 8B", 500000, 128, ir.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 8192}, true},
 		{"llama 3.2 1B", 500000, 64, ir.RopeScaling{Type: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 8192}, true},
 		{"other factors", 500000, 128, ir.RopeScaling{Type: "llama3", Factor: 16, LowFreqFactor: 2, HighFreqFactor: 8, OriginalMaxPos: 8192}, true},
-		{"other context", 10000, 128, ir.RopeScaling{Type: "llama3", Factor: 4, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 2048}, false},
+		{"other context", 10000, 128, ir.RopeScaling{Type: "llama3", Factor: 4, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 2048}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := randomModel(t, ir.Config{

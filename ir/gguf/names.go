@@ -27,7 +27,8 @@ var ggufGlobals = map[string]string{
 	ir.NameClassifier: "output.weight",
 }
 
-// GGUFName is the GGUF tensor name of a canonical IR tensor name.
+// GGUFName is the GGUF tensor name of a canonical IR tensor name in the
+// llama architecture (the other architectures: see layout).
 func GGUFName(canonical string) (string, bool) {
 	if n, ok := ggufGlobals[canonical]; ok {
 		return n, true

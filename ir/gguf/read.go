@@ -1,6 +1,7 @@
 // Package gguf reads and writes llama.cpp's GGUF files (versions 2 and 3):
 // a low-level reader and writer for the header, metadata and tensor data,
-// and the mapping between a GGUF Llama model and whittle's IR.
+// and the mapping between GGUF models (llama.cpp's llama, qwen2, qwen3,
+// gemma2 and phi3 architectures) and whittle's IR.
 //
 // Reading never trusts the file: every count and length is checked against
 // the bytes that remain before anything is allocated, and tensor data is

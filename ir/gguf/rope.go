@@ -26,17 +26,6 @@ func permuted(t *ir.Tensor, heads, headDim int, perm func(heads, headDim int) []
 	})
 }
 
-// interleavedPerms maps the canonical name of every Q and K matrix to the
-// row permutation that takes it back to GGUF's interleaved order.
-func interleavedPerms(c *ir.Config) map[string][]int {
-	perms := map[string][]int{}
-	for l, lc := range c.Layers {
-		perms[ir.LayerName(l, ir.RoleQ)] = ir.RopeToInterleaved(lc.Heads, lc.HeadDim)
-		perms[ir.LayerName(l, ir.RoleK)] = ir.RopeToInterleaved(lc.KVHeads, lc.HeadDim)
-	}
-	return perms
-}
-
 // tensorRopeFreqs is the GGUF tensor that carries llama3 RoPE scaling:
 // one float32 divisor per rotated pair of a head, which llama.cpp applies
 // to the unscaled frequency base^(-2i/d). llama.cpp's converter writes no
@@ -87,7 +76,8 @@ func llama3FreqFactors(theta float64, headDim int, s *ir.RopeScaling) []float32 
 // factor and the two wavelength thresholds orig/low and orig/high, so the
 // original context is taken from metadata when present, else the
 // converter's 8192, and the low/high factors are first Llama 3.x's 1 and
-// 4, then those fitted to the smoothed pairs. A candidate is accepted
+// 4, then those fitted to the smoothed pairs (or, without any, put
+// between the unscaled and the scaled ones). A candidate is accepted
 // only when it reproduces every factor to within two float32 ulps, which
 // absorbs the last-bit differences of torch's vectorised pow; accepted
 // parameters then give whittle's forward the file's frequencies. ok is
@@ -105,6 +95,8 @@ func llama3FromFreqFactors(theta float64, headDim, orig int, ff []float32) (s *i
 	cands := [][2]float64{{1, 4}}
 	if lo, hi, fitted := fitSmooth(theta, headDim, orig, f64, ff); fitted {
 		cands = append(cands, [2]float64{roundSig(lo), roundSig(hi)}, [2]float64{lo, hi})
+	} else if lo, hi, split := splitThresholds(theta, headDim, orig, ff); split {
+		cands = append(cands, [2]float64{roundSig(lo), roundSig(hi)}, [2]float64{lo, hi})
 	}
 	for _, c := range cands {
 		s := &ir.RopeScaling{Type: "llama3", Factor: f64, LowFreqFactor: c[0], HighFreqFactor: c[1], OriginalMaxPos: orig}
@@ -116,6 +108,29 @@ func llama3FromFreqFactors(theta float64, headDim, orig int, ff []float32) (s *i
 		}
 	}
 	return nil, false
+}
+
+// splitThresholds handles divisors with no smoothed pair, all 1 then all
+// factor (as a short original context gives): any thresholds between the
+// last unscaled pair's wavelength and the first scaled pair's reproduce
+// them, so both are put there, a third and two thirds of the way in log
+// space, away from either edge.
+func splitThresholds(theta float64, headDim, orig int, ff []float32) (lo, hi float64, ok bool) {
+	factor := slices.Max(ff)
+	first := slices.Index(ff, factor)
+	for i, v := range ff {
+		if (i < first && v != 1) || (i >= first && v != factor) {
+			return 0, 0, false
+		}
+	}
+	wavelen := func(i int) float64 { return 2 * math.Pi * math.Pow(theta, float64(2*i)/float64(headDim)) }
+	wb := wavelen(first)
+	wa := wb / 4 // every pair is scaled: any threshold below the first
+	if first > 0 {
+		wa = wavelen(first - 1)
+	}
+	highWl, lowWl := math.Pow(wa, 2.0/3)*math.Pow(wb, 1.0/3), math.Pow(wa, 1.0/3)*math.Pow(wb, 2.0/3)
+	return float64(orig) / lowWl, float64(orig) / highWl, wa < wb
 }
 
 // fitSmooth solves the low and high frequency factors from the first and

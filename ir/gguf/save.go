@@ -39,19 +39,31 @@ var quantTypes = map[string]struct {
 	"q4_0": {GGMLQ4_0, fileTypeQ4_0, quantizeQ4_0},
 }
 
-// Save writes m as a GGUF v3 llama model that llama.cpp loads: the llama.*
-// metadata, the tokenizer in SentencePiece form when m has one, and the
-// tensors under GGUF names with Q and K rows permuted back to the
-// interleaved RoPE order. A tied classifier is written once, as
-// token_embd.weight. Tensors are converted one at a time as they are
-// written. The file appears at path only when complete.
+// Save writes m as a GGUF v3 model that llama.cpp loads, laid out as
+// llama.cpp's convert_hf_to_gguf.py writes its family: Llama, Mistral and
+// Mixtral as the llama architecture (Q and K rows permuted back to the
+// interleaved RoPE order; Mixtral's experts stacked in ffn_*_exps with
+// the router ffn_gate_inp), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, Gemma 2
+// and Phi-3 as qwen2, qwen3, qwen2moe, qwen3moe, gemma2 and phi3 (half
+// RoPE order, as in the IR; Gemma's norm weights stored as 1 + w; Phi-3's
+// q/k/v and gate/up fused into attn_qkv and ffn_up). Routers are F32. It
+// writes the architecture's metadata, the tokenizer in SentencePiece form
+// when m has one, and the tensors under GGUF names. A tied classifier is
+// written once, as token_embd.weight (phi3 also as output.weight, which
+// its llama.cpp requires). Tensors are converted one at a time as they
+// are written. The file appears at path only when complete.
 //
-// Limitations: without m.Tokenizer no tokenizer.ggml.* keys are written
-// and llama.cpp will refuse the file (whittle still reads it). Layers that
-// differ in size are written as per-layer arrays, which whittle reads but
-// llama.cpp's llama architecture does not (it needs uniform layers). RoPE
-// scaling is linear (metadata) or llama3 (the rope_freqs tensor, as
-// llama.cpp's converter writes it).
+// Save refuses a model whose family options the architecture cannot
+// express (llama.cpp fixes them per architecture; see checkFamily), and,
+// outside the llama architecture, layers that differ in size. Layers of
+// the llama architecture that differ in size are written as per-layer
+// arrays, which whittle reads but llama.cpp's llama architecture does not
+// (it needs uniform layers). Without m.Tokenizer no tokenizer.ggml.* keys
+// are written and llama.cpp will refuse the file (whittle still reads
+// it). RoPE scaling is linear (metadata) or, in the llama architecture
+// only, llama3 (the rope_freqs tensor, as llama.cpp's converter writes
+// it). The shared llama.cpp build runs gemma2 only with 26, 42 or 46
+// layers, and qwen2 and phi3 only with heads × head size = hidden size.
 func Save(m *ir.Model, path string, opts SaveOptions) error {
 	kvs, tensors, err := saveLayout(m, path, opts)
 	if err != nil {
@@ -65,11 +77,21 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		return nil, nil, err
 	}
 	c := &m.Config
+	arch, err := ggufArch(c.Arch)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkFamily(c, arch); err != nil {
+		return nil, nil, fmt.Errorf("%s as GGUF %s: %w", c.Arch, arch, err)
+	}
 	hd := c.Layers[0].HeadDim
 	for i, l := range c.Layers {
 		if l.HeadDim != hd {
 			return nil, nil, fmt.Errorf("layer %d has head size %d, layer 0 %d; GGUF has one head size for all layers", i, l.HeadDim, hd)
 		}
+	}
+	if arch != archLlama && !c.Uniform() {
+		return nil, nil, fmt.Errorf("layers differ in size; llama.cpp's %s architecture sizes every layer alike (only whittle's llama files carry per-layer sizes)", arch)
 	}
 	if c.MaxSeq < 0 || c.MaxSeq > math.MaxUint32 {
 		return nil, nil, fmt.Errorf("context length %d does not fit a uint32", c.MaxSeq)
@@ -94,38 +116,77 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 	} else if opts.Quantize != "" {
 		return nil, nil, fmt.Errorf("unknown quantization %q (known: %s)", opts.Quantize, strings.Join(Quantizations, ", "))
 	}
+	ak := func(k string) string { return archKeyOf(arch, k) }
 	kvs := []KV{
-		{KeyArchitecture, Of(archLlama)},
+		{KeyArchitecture, Of(arch)},
 		{KeyName, Of(name)},
 		{KeyFileType, Of(ft)},
-		{archKey(keyVocabSize), Of(uint32(c.Vocab))},
-		{archKey(keyContext), Of(uint32(c.MaxSeq))},
-		{archKey(keyEmbedding), Of(uint32(c.Hidden))},
-		{archKey(keyBlocks), Of(uint32(len(c.Layers)))},
-		layerKV(archKey(keyFFN), c.Layers, func(l ir.LayerConfig) int { return l.MLP }),
-		layerKV(archKey(keyHeads), c.Layers, func(l ir.LayerConfig) int { return l.Heads }),
-		layerKV(archKey(keyKVHeads), c.Layers, func(l ir.LayerConfig) int { return l.KVHeads }),
+		{ak(keyVocabSize), Of(uint32(c.Vocab))},
+		{ak(keyContext), Of(uint32(c.MaxSeq))},
+		{ak(keyEmbedding), Of(uint32(c.Hidden))},
+		{ak(keyBlocks), Of(uint32(len(c.Layers)))},
+		layerKV(ak(keyFFN), c.Layers, func(l ir.LayerConfig) int { return l.MLP }),
+		layerKV(ak(keyHeads), c.Layers, func(l ir.LayerConfig) int { return l.Heads }),
+		layerKV(ak(keyKVHeads), c.Layers, func(l ir.LayerConfig) int { return l.KVHeads }),
 		// Always explicit: after head pruning the head size is no longer
 		// embedding_length / head_count, llama.cpp's default.
-		{archKey(keyKeyLength), Of(uint32(hd))},
-		{archKey(keyValueLength), Of(uint32(hd))},
-		{archKey(keyRopeDim), Of(uint32(hd))},
-		{archKey(keyRopeBase), Of(float32(c.RopeTheta))},
-		{archKey(keyRMSEps), Of(float32(c.NormEps))},
+		{ak(keyKeyLength), Of(uint32(hd))},
+		{ak(keyValueLength), Of(uint32(hd))},
+		{ak(keyRopeDim), Of(uint32(hd))},
+		{ak(keyRopeBase), Of(float32(c.RopeTheta))},
+		{ak(keyRMSEps), Of(float32(c.NormEps))},
+	}
+	if moe := c.Layers[0]; moe.MoE() {
+		// checkFamily has made every layer alike in experts. In llama
+		// (Mixtral) feed_forward_length is the experts' width; the qwen
+		// MoE architectures read it only as a default, written as the
+		// chosen experts' width together, as the published configs
+		// have it.
+		kvs = append(kvs, KV{ak(keyExperts), Of(uint32(moe.Experts))}, KV{ak(keyExpertsUsed), Of(uint32(c.ExpertsPerToken))})
+		if arch == archLlama {
+			kvs[slices.IndexFunc(kvs, func(kv KV) bool { return kv.Key == ak(keyFFN) })] =
+				layerKV(ak(keyFFN), c.Layers, func(l ir.LayerConfig) int { return l.ExpertMLP })
+		} else {
+			kvs[slices.IndexFunc(kvs, func(kv KV) bool { return kv.Key == ak(keyFFN) })] = KV{ak(keyFFN), Of(uint32(moe.ExpertMLP * c.ExpertsPerToken))}
+			kvs = append(kvs, KV{ak(keyExpertFFN), Of(uint32(moe.ExpertMLP))})
+			if moe.SharedMLP > 0 {
+				kvs = append(kvs, KV{ak(keySharedExpertFFN), Of(uint32(moe.SharedMLP))})
+			}
+		}
+	}
+	switch arch {
+	case archGemma2:
+		kvs = append(kvs,
+			KV{ak(keyAttnSoftCap), Of(float32(c.AttnSoftCap))},
+			KV{ak(keyFinalSoftCap), Of(float32(c.FinalSoftCap))},
+			KV{ak(keySlidingWindow), Of(uint32(c.Layers[0].Window))})
+	case archPhi3:
+		// As the converter: 0 is no window.
+		kvs = append(kvs, KV{ak(keySlidingWindow), Of(uint32(c.Layers[0].Window))})
 	}
 	var tensors []WriteTensor
 	if s := c.RopeScaling; s != nil && s.Factor != 0 {
 		switch s.Type {
 		case "", "default": // no scaling, as RopeInvFreq reads it
 		case "linear":
-			kvs = append(kvs, KV{archKey(keyRopeType), Of("linear")}, KV{archKey(keyRopeFactor), Of(float32(s.Factor))})
+			kvs = append(kvs, KV{ak(keyRopeType), Of("linear")}, KV{ak(keyRopeFactor), Of(float32(s.Factor))})
 			if s.OriginalMaxPos > 0 {
-				kvs = append(kvs, KV{archKey(keyRopeOrigCtx), Of(uint32(s.OriginalMaxPos))})
+				kvs = append(kvs, KV{ak(keyRopeOrigCtx), Of(uint32(s.OriginalMaxPos))})
 			}
 		case "llama3":
+			if arch != archLlama {
+				return nil, nil, fmt.Errorf("llama3 RoPE scaling: llama.cpp reads its rope_freqs tensor only in the llama architecture, not %s", arch)
+			}
 			// As llama.cpp's converter: no scaling keys (llama.cpp would
 			// apply a factor on top), only the per-pair divisors, first.
 			ff := llama3FreqFactors(c.RopeTheta, hd, s)
+			if s.OriginalMaxPos != converterOrigCtx {
+				// The divisors alone do not say which original context
+				// they were computed with; the reader assumes the
+				// converter's 8192 unless told. llama.cpp reads this key
+				// only for YaRN, so it changes nothing there.
+				kvs = append(kvs, KV{ak(keyRopeOrigCtx), Of(uint32(s.OriginalMaxPos))})
+			}
 			tensors = append(tensors, WriteTensor{Name: tensorRopeFreqs, Type: GGMLF32, Shape: []int{len(ff)},
 				Data: func() ([]byte, error) { return float32Bytes(ff), nil }})
 		default:
@@ -142,45 +203,78 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		kvs = append(kvs, specialTokenKVs(c)...)
 	}
 
-	perms := interleavedPerms(c)
-	for _, n := range m.TensorNames() {
-		t := m.Tensors[n]
-		gname, ok := GGUFName(n)
-		if !ok {
-			return nil, nil, fmt.Errorf("tensor %q has no GGUF name", n)
+	covered := map[string]bool{}
+	for _, lt := range layout(c, arch) {
+		parts := make([]*ir.Tensor, len(lt.parts))
+		for i, p := range lt.parts {
+			if parts[i] = m.Tensors[p]; parts[i] == nil {
+				return nil, nil, fmt.Errorf("tensor %q (part of GGUF %s) is missing", p, lt.name)
+			}
+			covered[p] = true
 		}
-		dt := t.DType
-		if len(t.Shape) == 1 {
+		shape := parts[0].Shape
+		if len(parts) > 1 {
+			shape = []int{0, parts[0].Shape[1]}
+			for _, p := range parts {
+				shape[0] += p.Shape[0]
+			}
+		}
+		src := layoutSource(lt, parts)
+		dt := parts[0].DType
+		if len(shape) == 1 || lt.f32 {
 			dt = ir.F32
 		} else if opts.DType != nil {
 			dt = *opts.DType
 		}
-		if quantized && len(t.Shape) == 2 {
-			if t.Shape[1]%qk == 0 {
-				tensors = append(tensors, WriteTensor{Name: gname, Type: quant.typ, Shape: t.Shape, Data: quantizer(t, perms[n], quant.encode)})
+		if quantized && len(shape) >= 2 && !lt.f32 {
+			// Blocks run along the rows, so stacked experts quantize
+			// as matrices do.
+			if shape[len(shape)-1]%qk == 0 {
+				tensors = append(tensors, WriteTensor{Name: lt.name, Type: quant.typ, Shape: shape, Data: quantizer(src, quant.encode)})
 				continue
 			}
 			dt = ir.F16
 		}
 		gt, err := GGMLTypeOf(dt)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tensor %q: %w", n, err)
+			return nil, nil, fmt.Errorf("tensor %q: %w", lt.parts[0], err)
 		}
-		tensors = append(tensors, WriteTensor{Name: gname, Type: gt, Shape: t.Shape, Data: converter(t, perms[n], dt)})
+		tensors = append(tensors, WriteTensor{Name: lt.name, Type: gt, Shape: shape, Data: converter(src, dt)})
+	}
+	for n := range m.Tensors {
+		if !covered[n] {
+			return nil, nil, fmt.Errorf("tensor %q has no GGUF name in the %s architecture", n, arch)
+		}
 	}
 	return kvs, tensors, nil
 }
 
-// converter returns a tensor's bytes permuted and converted, building the
-// result only when the writer asks for it and keeping nothing afterwards.
-func converter(t *ir.Tensor, perm []int, dt ir.DType) func() ([]byte, error) {
+// layoutSource builds a GGUF tensor's content from its canonical parts,
+// in the IR's dtype, when the writer asks for it: stacked, permuted to
+// the interleaved RoPE order, or offset as the layout says.
+func layoutSource(lt layoutTensor, parts []*ir.Tensor) func() (*ir.Tensor, error) {
+	return func() (*ir.Tensor, error) {
+		if len(parts) > 1 {
+			return concatRows(parts)
+		}
+		t := parts[0]
+		if lt.ropeHeads > 0 {
+			return t.PermuteRows(ir.RopeToInterleaved(lt.ropeHeads, lt.headDim))
+		}
+		if lt.normOffset != 0 {
+			return offsetTensor(t, lt.normOffset), nil
+		}
+		return t, nil
+	}
+}
+
+// converter returns a tensor's bytes built and converted, only when the
+// writer asks for them, keeping nothing afterwards.
+func converter(src func() (*ir.Tensor, error), dt ir.DType) func() ([]byte, error) {
 	return func() ([]byte, error) {
-		var err error
-		out := t
-		if perm != nil {
-			if out, err = out.PermuteRows(perm); err != nil {
-				return nil, err
-			}
+		out, err := src()
+		if err != nil {
+			return nil, err
 		}
 		if out, err = out.Convert(dt); err != nil {
 			return nil, err
@@ -190,14 +284,11 @@ func converter(t *ir.Tensor, perm []int, dt ir.DType) func() ([]byte, error) {
 }
 
 // quantizer is converter for block-quantized storage.
-func quantizer(t *ir.Tensor, perm []int, encode func([]float32) ([]byte, error)) func() ([]byte, error) {
+func quantizer(src func() (*ir.Tensor, error), encode func([]float32) ([]byte, error)) func() ([]byte, error) {
 	return func() ([]byte, error) {
-		var err error
-		out := t
-		if perm != nil {
-			if out, err = out.PermuteRows(perm); err != nil {
-				return nil, err
-			}
+		out, err := src()
+		if err != nil {
+			return nil, err
 		}
 		v, err := out.Float32()
 		if err != nil {

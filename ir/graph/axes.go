@@ -25,6 +25,10 @@ type Axis struct {
 	// GroupedBy is the ID of the axis whose units group this one's (a
 	// layer's query heads are grouped by its KV heads), "" if none.
 	GroupedBy string
+	// Within is the ID of the axis whose every unit cuts this one on its
+	// own (each expert keeps its own expert_mlp neurons, the same number
+	// in all), "" if none.
+	Within string
 }
 
 // ID names the axis: "hidden", or "layers.3.heads" for a per-layer one.
@@ -72,6 +76,13 @@ func (b *Builder) axes() []Axis {
 		kv, okkv := index[g[1].find()]
 		if okq && okkv {
 			out[q].GroupedBy = out[kv].ID()
+		}
+	}
+	for _, w := range b.within {
+		inner, okI := index[w[0].find()]
+		outer, okO := index[w[1].find()]
+		if okI && okO {
+			out[inner].Within = out[outer].ID()
 		}
 	}
 	return out

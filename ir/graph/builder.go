@@ -31,6 +31,9 @@ type Builder struct {
 	layer  int
 	syms   []*Sym
 	groups [][2]*Sym
+	// within pairs an identity cut per unit of another (expert_mlp per
+	// expert).
+	within [][2]*Sym
 	err    error
 }
 
@@ -185,6 +188,46 @@ func (b *Builder) Add(name string, x, y *Value) *Value {
 		return b.placeholder()
 	}
 	return b.op(KindAdd, name, nil, b.like(x.Shape[1]), nil, x, y)
+}
+
+// MoEParams name a mixture of experts' parameters: the router [experts,
+// hidden]; the routed experts' gate and up [experts, expert_mlp, hidden]
+// and down [experts, hidden, expert_mlp]; and, when SharedDown is not "",
+// the shared expert's gate and up [shared_mlp, hidden], down [hidden,
+// shared_mlp] and its gate [1, hidden].
+type MoEParams struct {
+	Router                           string
+	Gate, Up, Down                   string
+	SharedGate, SharedUp, SharedDown string
+	SharedExpertGate                 string
+}
+
+// MoE is a mixture-of-experts MLP over x (see MoEAttrs). shared is the
+// shared expert's width, ignored without one.
+func (b *Builder) MoE(name string, x *Value, p MoEParams, experts, expertMLP, shared Size, a MoEAttrs) *Value {
+	if !b.activation(name, x) {
+		return b.placeholder()
+	}
+	if a.TopK < 1 || a.TopK > experts.N {
+		b.fail("%s: top_k %d outside [1, %d experts]", name, a.TopK, experts.N)
+		return b.placeholder()
+	}
+	h := x.Shape[1]
+	ps := []*Param{
+		b.param(p.Router, "router", b.dim(experts), b.like(h)),
+		b.param(p.Gate, "gate", b.dim(experts), b.dim(expertMLP), b.like(h)),
+		b.param(p.Up, "up", b.dim(experts), b.dim(expertMLP), b.like(h)),
+		b.param(p.Down, "down", b.dim(experts), b.like(h), b.dim(expertMLP)),
+	}
+	if p.SharedDown != "" {
+		ps = append(ps,
+			b.param(p.SharedGate, "shared_gate", b.dim(shared), b.like(h)),
+			b.param(p.SharedUp, "shared_up", b.dim(shared), b.like(h)),
+			b.param(p.SharedDown, "shared_down", b.like(h), b.dim(shared)),
+			b.param(p.SharedExpertGate, "shared_expert_gate", b.dim(D("one", 1)), b.like(h)),
+		)
+	}
+	return b.op(KindMoE, name, a, b.like(h), ps, x)
 }
 
 // LMHead projects x to logits with its own [vocab, hidden] weight.

@@ -141,6 +141,10 @@ const (
 	KindGLU       Kind = "glu"
 	KindAdd       Kind = "add"
 	KindLMHead    Kind = "lm_head"
+	// KindMoE is a mixture-of-experts MLP: a router, routed gated-MLP
+	// experts stacked along their first dimension, and an optional shared
+	// expert with a sigmoid gate (Qwen2-MoE).
+	KindMoE Kind = "moe"
 )
 
 // Op is one node. Ops have one output; params are the weights they read
@@ -280,6 +284,26 @@ func (a LMHeadAttrs) String() string {
 		parts = append(parts, fmt.Sprintf("softcap=%g", a.SoftCap))
 	}
 	return strings.Join(parts, " ")
+}
+
+// MoEAttrs configure a mixture of experts: each token's router logits
+// go through a softmax over all experts, the TopK largest probabilities
+// pick the experts, renormalized to sum to 1 when NormTopK (Mixtral,
+// Qwen3-MoE) or used as they are (Qwen2-MoE by default); the token's
+// output is the weighted sum of those experts' gated MLPs, plus the shared
+// expert's output times sigmoid(shared gate) when there is one.
+type MoEAttrs struct {
+	TopK     int
+	NormTopK bool
+	Act      Activation
+}
+
+func (a MoEAttrs) String() string {
+	s := fmt.Sprintf("top_k=%d act=%s", a.TopK, a.Act)
+	if a.NormTopK {
+		s += " norm_topk"
+	}
+	return s
 }
 
 // noAttrs is the Attrs of ops without options.

@@ -90,6 +90,24 @@ func (b *Builder) propagate(op *Op) error {
 	case KindGLU, KindAdd:
 		// Operands first, so that a mismatch names them in order.
 		eqs = append(eqs, [2]Dim{in[0].Shape[1], in[1].Shape[1]}, [2]Dim{in[0].Shape[1], f})
+	case KindMoE:
+		x := in[0].Shape[1]
+		router, gate, up, down := op.Params[0], op.Params[1], op.Params[2], op.Params[3]
+		// Experts are one identity across the router's rows and the
+		// stacked experts; one expert width across gate, up and down.
+		eqs = append(eqs, [2]Dim{router.Shape[1], x}, [2]Dim{x, f},
+			[2]Dim{router.Shape[0], gate.Shape[0]}, [2]Dim{gate.Shape[0], up.Shape[0]}, [2]Dim{up.Shape[0], down.Shape[0]},
+			[2]Dim{gate.Shape[1], up.Shape[1]}, [2]Dim{up.Shape[1], down.Shape[2]},
+			[2]Dim{gate.Shape[2], x}, [2]Dim{up.Shape[2], x}, [2]Dim{down.Shape[1], f})
+		// Each expert keeps its own neurons: the expert width is cut
+		// within each expert, not across them.
+		b.within = append(b.within, [2]*Sym{gate.Shape[1].Units, gate.Shape[0].Units})
+		if len(op.Params) > 4 {
+			sg, su, sd, seg := op.Params[4], op.Params[5], op.Params[6], op.Params[7]
+			pin(seg.Shape[0].Units, "the shared expert's gate is one scalar per token")
+			eqs = append(eqs, [2]Dim{sg.Shape[0], su.Shape[0]}, [2]Dim{su.Shape[0], sd.Shape[1]},
+				[2]Dim{sg.Shape[1], x}, [2]Dim{su.Shape[1], x}, [2]Dim{sd.Shape[0], f}, [2]Dim{seg.Shape[1], x})
+		}
 	case KindLMHead:
 		w := op.Params[0]
 		pin(f.Units, "logits index the vocabulary")

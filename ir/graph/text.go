@@ -35,6 +35,9 @@ func (g *Graph) WriteText(w io.Writer) error {
 		if a.GroupedBy != "" {
 			fmt.Fprintf(bw, " grouped by %s", a.GroupedBy)
 		}
+		if a.Within != "" {
+			fmt.Fprintf(bw, " within each of %s", a.Within)
+		}
 		fmt.Fprintln(bw)
 		for _, c := range a.Cuts {
 			fmt.Fprintf(bw, "    %s[%d]", c.Tensor, c.Dim)

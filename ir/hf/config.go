@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/whittle-ml/whittle/ir"
@@ -26,29 +27,39 @@ const (
 // express.
 const WhittleLayersKey = "whittle_layers"
 
-// transformersVersion is recorded in the files Save writes. transformers
-// only reads it for messages; it is the oldest release that honours every
-// key Save writes (head_dim in LlamaConfig).
+// transformersVersion is recorded in the files Save writes for Llama (see
+// family.version for the others). transformers only reads it for
+// messages; it is the oldest release that honours every key Save writes
+// (head_dim in LlamaConfig).
 const transformersVersion = "4.46.0"
-
-// Defaults transformers' LlamaConfig and MistralConfig use for keys a
-// config.json leaves out.
-const (
-	defaultNormEps   = 1e-6
-	defaultRopeTheta = 10000.0
-	defaultBOS       = 1
-	defaultEOS       = 2
-)
 
 // maxLayers bounds num_hidden_layers, so a hostile config.json cannot make
 // Load allocate per-layer tables without limit; real models have under 200.
 const maxLayers = 1 << 16
 
-var defaultMaxSeq = map[string]int{"llama": 2048, "mistral": 4096 * 32}
+// Gemma2Config's defaults for Gemma 2's own keys.
+const (
+	defaultGemmaActivation  = "gelu_pytorch_tanh"
+	defaultGemmaAttnScalar  = 256
+	defaultGemmaAttnSoftCap = 50
+	defaultGemmaFinalCap    = 30
+)
 
-// supportedArchitectures are the transformers classes whose weights are a
-// plain Llama decoder.
-var supportedArchitectures = []string{"LlamaForCausalLM", "MistralForCausalLM"}
+// opt is a config.json key that may be missing (the class default
+// applies), null, or set to v.
+type opt[T any] struct {
+	set, null bool
+	v         T
+}
+
+func (o *opt[T]) UnmarshalJSON(b []byte) error {
+	o.set = true
+	if string(b) == "null" {
+		o.null = true
+		return nil
+	}
+	return json.Unmarshal(b, &o.v)
+}
 
 // configJSON is the subset of config.json that determines the model.
 // Pointers tell a missing key (default applies) from a zero value.
@@ -65,6 +76,7 @@ type configJSON struct {
 	RopeTheta             *float64         `json:"rope_theta"`
 	RopeScaling           map[string]any   `json:"rope_scaling"`
 	RopeParameters        map[string]any   `json:"rope_parameters"`
+	PartialRotaryFactor   *float64         `json:"partial_rotary_factor"`
 	MaxPositionEmbeddings *int             `json:"max_position_embeddings"`
 	VocabSize             *int             `json:"vocab_size"`
 	TieWordEmbeddings     *bool            `json:"tie_word_embeddings"`
@@ -72,51 +84,99 @@ type configJSON struct {
 	EOSTokenID            json.RawMessage  `json:"eos_token_id"`
 	AttentionBias         *bool            `json:"attention_bias"`
 	MLPBias               *bool            `json:"mlp_bias"`
-	SlidingWindow         *int             `json:"sliding_window"`
 	HiddenAct             *string          `json:"hidden_act"`
 	QuantizationConfig    json.RawMessage  `json:"quantization_config"`
 	WhittleLayers         []ir.LayerConfig `json:"whittle_layers"`
+
+	// Sliding windows (Mistral, Qwen2/3, Gemma 2, Phi-3).
+	SlidingWindow    opt[int] `json:"sliding_window"`
+	UseSlidingWindow *bool    `json:"use_sliding_window"`
+	MaxWindowLayers  *int     `json:"max_window_layers"`
+	LayerTypes       []string `json:"layer_types"`
+
+	// Mixtures of experts (Mixtral's num_local_experts, Qwen-MoE's
+	// num_experts). router_aux_loss_coef and output_router_logits only
+	// matter to training in transformers, so they are not read; whittle's
+	// training passes take the auxiliary loss's weight as an option.
+	NumLocalExperts              *int  `json:"num_local_experts"`
+	NumExperts                   *int  `json:"num_experts"`
+	NumExpertsPerTok             *int  `json:"num_experts_per_tok"`
+	NormTopKProb                 *bool `json:"norm_topk_prob"`
+	MoEIntermediateSize          *int  `json:"moe_intermediate_size"`
+	SharedExpertIntermediateSize *int  `json:"shared_expert_intermediate_size"`
+	DecoderSparseStep            *int  `json:"decoder_sparse_step"`
+	MLPOnlyLayers                []int `json:"mlp_only_layers"`
+
+	// Gemma 2.
+	HiddenActivation      *string      `json:"hidden_activation"`
+	QueryPreAttnScalar    opt[float64] `json:"query_pre_attn_scalar"`
+	AttnLogitSoftcapping  opt[float64] `json:"attn_logit_softcapping"`
+	FinalLogitSoftcapping opt[float64] `json:"final_logit_softcapping"`
 }
 
-// ParseConfig converts a config.json into an ir.Config. It accepts
-// LlamaForCausalLM and MistralForCausalLM checkpoints whose computation is
-// a plain Llama decoder, and refuses, naming the key, every setting that
-// would change the computation in a way whittle does not implement
-// (biases, sliding-window attention, other RoPE scalings, quantization).
+func errUnsupported(format string, args ...any) error {
+	return fmt.Errorf("unsupported: "+format, args...)
+}
+
+// ParseConfig converts a config.json into an ir.Config. It accepts the
+// causal LMs of the families in families (Llama, Mistral, Qwen2, Qwen3,
+// Gemma 2, Phi-3), with each family's transformers defaults for missing
+// keys, and refuses, naming the key, every setting that would change the
+// computation in a way whittle does not implement (extra biases, other
+// activations and RoPE scalings, quantization).
 func ParseConfig(data []byte) (ir.Config, error) {
 	var c configJSON
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&c); err != nil {
 		return ir.Config{}, fmt.Errorf("invalid JSON: %v", err)
 	}
+	cfg, err := parseConfig(&c)
+	if err != nil {
+		return ir.Config{}, err
+	}
+	return cfg, nil
+}
+
+func parseConfig(c *configJSON) (ir.Config, error) {
 	var cfg ir.Config
+	if c.ModelType == "" {
+		return cfg, fmt.Errorf("no model_type (want one of %q)", modelTypes())
+	}
+	f, ok := families[c.ModelType]
+	if !ok {
+		return cfg, fmt.Errorf("unsupported model_type %q (want one of %q)", c.ModelType, modelTypes())
+	}
+	cfg.Arch = f.arch
+	if len(c.Architectures) > 0 && !slices.Contains(c.Architectures, f.architecture) {
+		return cfg, fmt.Errorf("unsupported architectures %q for model_type %s (want %q)", c.Architectures, c.ModelType, f.architecture)
+	}
+	f.opts.apply(&cfg)
 
-	switch c.ModelType {
-	case "llama", "mistral":
-		cfg.Arch = c.ModelType
-	case "":
-		return cfg, fmt.Errorf("no model_type (want llama or mistral)")
-	default:
-		return cfg, fmt.Errorf("unsupported model_type %q (want llama or mistral)", c.ModelType)
+	switch {
+	case c.AttentionBias != nil && *c.AttentionBias && !f.opts.AttnBias:
+		// Qwen2's q/k/v biases are built in (its class ignores the key);
+		// elsewhere the key adds an o_proj bias whittle does not have.
+		return cfg, errUnsupported("attention_bias is true (whittle's %s has no attention output bias)", f.arch)
+	case c.MLPBias != nil && *c.MLPBias:
+		return cfg, errUnsupported("mlp_bias is true (whittle's %s has no MLP biases)", f.arch)
+	case len(c.QuantizationConfig) > 0 && string(c.QuantizationConfig) != "null":
+		return cfg, errUnsupported("quantized checkpoint (quantization_config is set)")
+	case c.PartialRotaryFactor != nil && *c.PartialRotaryFactor != 1:
+		return cfg, errUnsupported("partial_rotary_factor %g (whittle rotates whole heads)", *c.PartialRotaryFactor)
 	}
-	if len(c.Architectures) > 0 && !slices.ContainsFunc(c.Architectures, func(a string) bool { return slices.Contains(supportedArchitectures, a) }) {
-		return cfg, fmt.Errorf("unsupported architectures %q (want %q)", c.Architectures, supportedArchitectures)
-	}
-
-	unsupported := func(format string, args ...any) (ir.Config, error) {
-		return ir.Config{}, fmt.Errorf("unsupported: "+format, args...)
-	}
-	if c.AttentionBias != nil && *c.AttentionBias {
-		return unsupported("attention_bias is true (whittle's Llama has no attention biases)")
-	}
-	if c.MLPBias != nil && *c.MLPBias {
-		return unsupported("mlp_bias is true (whittle's Llama has no MLP biases)")
-	}
-	if c.HiddenAct != nil && *c.HiddenAct != "silu" {
-		return unsupported("hidden_act %q (want silu)", *c.HiddenAct)
-	}
-	if len(c.QuantizationConfig) > 0 && string(c.QuantizationConfig) != "null" {
-		return unsupported("quantized checkpoint (quantization_config is set)")
+	if f.arch == "gemma2" {
+		// Gemma2Config reads hidden_activation; checkpoints also carry
+		// hidden_act, which must not say otherwise.
+		for _, a := range []struct {
+			key string
+			v   *string
+		}{{"hidden_activation", c.HiddenActivation}, {"hidden_act", c.HiddenAct}} {
+			if a.v != nil && *a.v != defaultGemmaActivation {
+				return cfg, errUnsupported("%s %q (want %s)", a.key, *a.v, defaultGemmaActivation)
+			}
+		}
+	} else if c.HiddenAct != nil && *c.HiddenAct != "silu" {
+		return cfg, errUnsupported("hidden_act %q (want silu)", *c.HiddenAct)
 	}
 
 	required := []struct {
@@ -137,31 +197,51 @@ func ParseConfig(data []byte) (ir.Config, error) {
 		*r.dst = *r.v
 	}
 
-	layers, err := parseLayers(&c, cfg.Hidden)
+	layers, err := parseLayers(c, cfg.Hidden, f.headDim)
 	if err != nil {
 		return cfg, err
 	}
 	cfg.Layers = layers
+	if err := parseMoE(f, c, &cfg); err != nil {
+		return cfg, err
+	}
 
-	cfg.NormEps = defaultNormEps
+	cfg.NormEps = f.normEps
 	if c.RMSNormEps != nil {
 		cfg.NormEps = *c.RMSNormEps
 	}
-	cfg.MaxSeq = defaultMaxSeq[cfg.Arch]
+	cfg.MaxSeq = f.maxSeq
 	if c.MaxPositionEmbeddings != nil {
 		cfg.MaxSeq = *c.MaxPositionEmbeddings
 	}
 	if cfg.MaxSeq <= 0 {
 		return cfg, fmt.Errorf("max_position_embeddings must be positive, got %d", cfg.MaxSeq)
 	}
-	if c.SlidingWindow != nil && *c.SlidingWindow < cfg.MaxSeq {
-		return unsupported("sliding_window %d is shorter than max_position_embeddings %d (whittle has no sliding-window attention)", *c.SlidingWindow, cfg.MaxSeq)
+	if err := parseWindows(f, c, &cfg); err != nil {
+		return cfg, err
 	}
-	cfg.Tied = c.TieWordEmbeddings != nil && *c.TieWordEmbeddings
+	if c.WhittleLayers != nil {
+		// Sizes come from whittle_layers, windows from the family's keys
+		// (what transformers sees); a window in both must agree.
+		for i, l := range c.WhittleLayers {
+			if l.Window != 0 && l.Window != cfg.Layers[i].Window {
+				return cfg, fmt.Errorf("%s[%d] has sliding_window %d, but the config's keys give layer %d window %d", WhittleLayersKey, i, l.Window, i, cfg.Layers[i].Window)
+			}
+		}
+	}
+	cfg.Tied = f.tied
+	if c.TieWordEmbeddings != nil {
+		cfg.Tied = *c.TieWordEmbeddings
+	}
+	if f.arch == "gemma2" {
+		if err := parseGemma2(c, &cfg); err != nil {
+			return cfg, err
+		}
+	}
 
 	// Newer transformers nest rope_theta and the scaling in
 	// rope_parameters; older ones use two top-level keys.
-	cfg.RopeTheta = defaultRopeTheta
+	cfg.RopeTheta = f.ropeTheta
 	if c.RopeTheta != nil {
 		cfg.RopeTheta = *c.RopeTheta
 	}
@@ -179,22 +259,62 @@ func ParseConfig(data []byte) (ir.Config, error) {
 	if cfg.RopeScaling, err = parseRopeScaling(scaling); err != nil {
 		return cfg, fmt.Errorf("%s: %w", key, err)
 	}
+	if f.arch == "phi3" && cfg.RopeScaling != nil {
+		// Phi3Config accepts only longrope, which whittle lacks.
+		return cfg, errUnsupported("%s type %q on phi3 (Phi3Config allows only longrope)", key, cfg.RopeScaling.Type)
+	}
 
-	if cfg.BOS, err = tokenID(c.BOSTokenID, defaultBOS); err != nil {
+	if cfg.BOS, err = tokenID(c.BOSTokenID, f.bos); err != nil {
 		return cfg, fmt.Errorf("bos_token_id: %w", err)
 	}
-	if cfg.EOS, err = tokenID(c.EOSTokenID, defaultEOS); err != nil {
+	if cfg.EOS, err = tokenID(c.EOSTokenID, f.eos); err != nil {
 		return cfg, fmt.Errorf("eos_token_id: %w", err)
 	}
 	if err := cfg.Check(); err != nil {
 		return cfg, err
 	}
+	// whittle_layers may give layers experts the family's class cannot
+	// have (a shared expert outside Qwen2-MoE, experts in a dense family).
+	if _, _, err := moeConfigKeys(f, &cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// parseGemma2 reads Gemma 2's attention scalar and soft caps. A null cap
+// means none, as in transformers; a null scalar transformers cannot use.
+func parseGemma2(c *configJSON, cfg *ir.Config) error {
+	vals := []struct {
+		key  string
+		o    opt[float64]
+		def  float64
+		null bool // null allowed, meaning 0
+		dst  *float64
+	}{
+		{"query_pre_attn_scalar", c.QueryPreAttnScalar, defaultGemmaAttnScalar, false, &cfg.AttnScalar},
+		{"attn_logit_softcapping", c.AttnLogitSoftcapping, defaultGemmaAttnSoftCap, true, &cfg.AttnSoftCap},
+		{"final_logit_softcapping", c.FinalLogitSoftcapping, defaultGemmaFinalCap, true, &cfg.FinalSoftCap},
+	}
+	for _, v := range vals {
+		switch {
+		case !v.o.set:
+			*v.dst = v.def
+		case v.o.null && v.null:
+			*v.dst = 0
+		case v.o.null:
+			return fmt.Errorf("%s is null (want a positive number)", v.key)
+		case !(v.o.v > 0) || math.IsInf(v.o.v, 0):
+			return fmt.Errorf("%s must be positive and finite, got %g", v.key, v.o.v)
+		default:
+			*v.dst = v.o.v
+		}
+	}
+	return nil
 }
 
 // parseLayers builds the per-layer sizes: whittle_layers when present,
 // else num_hidden_layers copies of the top-level sizes.
-func parseLayers(c *configJSON, hidden int) ([]ir.LayerConfig, error) {
+func parseLayers(c *configJSON, hidden, defHeadDim int) ([]ir.LayerConfig, error) {
 	if c.NumHiddenLayers == nil {
 		return nil, fmt.Errorf("missing num_hidden_layers")
 	}
@@ -206,7 +326,11 @@ func parseLayers(c *configJSON, hidden int) ([]ir.LayerConfig, error) {
 		if len(c.WhittleLayers) != n {
 			return nil, fmt.Errorf("%s has %d entries for num_hidden_layers %d", WhittleLayersKey, len(c.WhittleLayers), n)
 		}
-		return slices.Clone(c.WhittleLayers), nil
+		out := make([]ir.LayerConfig, n)
+		for i, l := range c.WhittleLayers {
+			out[i] = l.Sizes()
+		}
+		return out, nil
 	}
 	var l ir.LayerConfig
 	if c.NumAttentionHeads == nil {
@@ -225,6 +349,8 @@ func parseLayers(c *configJSON, hidden int) ([]ir.LayerConfig, error) {
 	}
 	if c.HeadDim != nil {
 		l.HeadDim = *c.HeadDim
+	} else if defHeadDim > 0 {
+		l.HeadDim = defHeadDim
 	} else {
 		if hidden%l.Heads != 0 {
 			return nil, fmt.Errorf("no head_dim, and hidden_size %d does not divide into %d heads", hidden, l.Heads)
@@ -332,17 +458,49 @@ func torchDType(d ir.DType) string {
 	return "float32"
 }
 
-// MarshalConfig renders cfg as the config.json transformers writes for a
-// LlamaForCausalLM: sorted keys, two-space indent. A non-uniform cfg gets
-// layer 0's sizes at the top level plus whittle_layers (see Save).
+// MarshalConfig renders cfg as the config.json transformers writes for
+// its family's CausalLM class (LlamaForCausalLM for Llama and for configs
+// without Arch): sorted keys, two-space indent, the family's own keys. A
+// non-uniform cfg gets layer 0's sizes at the top level plus
+// whittle_layers (see Save). It refuses configs the family's classes
+// cannot express: options of another family, or sliding windows other
+// than the family's patterns (one window size; every layer for Mistral
+// and Phi-3; for Qwen2/3 and Gemma 2 any set of layers, other sets than
+// theirs written as layer_types, which transformers reads from 4.53).
 func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 	if len(cfg.Layers) == 0 {
 		return nil, fmt.Errorf("model has no layers")
 	}
+	f, err := familyOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if got := options(cfg); got != f.opts {
+		return nil, fmt.Errorf("a %s config has options %+v, but %s's are %+v", f.architecture, got, f.arch, f.opts)
+	}
+	gemma := f.arch == "gemma2"
+	if !gemma && (cfg.AttnScalar != 0 || cfg.AttnSoftCap != 0 || cfg.FinalSoftCap != 0) {
+		return nil, fmt.Errorf("%s has no query_pre_attn_scalar or soft caps (config has %g, %g, %g)", f.architecture, cfg.AttnScalar, cfg.AttnSoftCap, cfg.FinalSoftCap)
+	}
+	if gemma && cfg.AttnScalar == 0 {
+		return nil, fmt.Errorf("%s needs query_pre_attn_scalar, and the config has none", f.architecture)
+	}
+	if f.arch == "phi3" && cfg.RopeScaling != nil {
+		return nil, fmt.Errorf("%s allows only longrope scaling, not %q", f.architecture, cfg.RopeScaling.Type)
+	}
+	windows, err := windowKeys(f, cfg.Layers)
+	if err != nil {
+		return nil, err
+	}
+	moeKeys, uniform, err := moeConfigKeys(f, cfg)
+	if err != nil {
+		return nil, err
+	}
+
 	l0 := cfg.Layers[0]
 	m := map[string]any{
-		"architectures":           []string{"LlamaForCausalLM"},
-		"model_type":              "llama",
+		"architectures":           []string{f.architecture},
+		"model_type":              f.arch,
 		"torch_dtype":             torchDType(dtype),
 		"hidden_size":             cfg.Hidden,
 		"intermediate_size":       l0.MLP,
@@ -365,7 +523,39 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 		"attention_dropout":       0.0,
 		"mlp_bias":                false,
 		"pretraining_tp":          1,
-		"transformers_version":    transformersVersion,
+		"transformers_version":    f.version,
+	}
+	if f.arch != "llama" {
+		// Llama-only keys; the other classes ignore them.
+		delete(m, "mlp_bias")
+		delete(m, "pretraining_tp")
+	}
+	switch f.arch {
+	case "mistral", "qwen2", "mixtral", "qwen2_moe":
+		delete(m, "attention_bias") // not a key of their classes
+	case "gemma2":
+		m["hidden_act"] = defaultGemmaActivation // beside the key Gemma2Config reads, as published
+		m["hidden_activation"] = defaultGemmaActivation
+		m["query_pre_attn_scalar"] = cfg.AttnScalar
+		m["attn_logit_softcapping"] = nullableCap(cfg.AttnSoftCap)
+		m["final_logit_softcapping"] = nullableCap(cfg.FinalSoftCap)
+		m["pad_token_id"] = 0
+	case "phi3":
+		m["original_max_position_embeddings"] = cfg.MaxSeq
+		m["resid_pdrop"] = 0.0
+		m["embd_pdrop"] = 0.0
+		// Phi3Config's pad default (32000) is the embedding's padding_idx,
+		// which must lie inside the vocabulary.
+		m["pad_token_id"] = nil
+		if cfg.Vocab > 32000 {
+			m["pad_token_id"] = 32000
+		}
+	}
+	for k, v := range windows {
+		m[k] = v
+	}
+	for k, v := range moeKeys {
+		m[k] = v
 	}
 	if s := cfg.RopeScaling; s != nil {
 		rs := map[string]any{"rope_type": s.Type, "factor": s.Factor}
@@ -373,13 +563,29 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 			rs["low_freq_factor"] = s.LowFreqFactor
 			rs["high_freq_factor"] = s.HighFreqFactor
 			rs["original_max_position_embeddings"] = s.OriginalMaxPos
+			// llama.cpp's converter reads the llama3 context from the top
+			// level (8192 when absent); transformers keeps the key as an
+			// unused attribute. Written so that both read one model.
+			m["original_max_position_embeddings"] = s.OriginalMaxPos
 		}
 		m["rope_scaling"] = rs
 	}
-	if !cfg.Uniform() {
-		m[WhittleLayersKey] = cfg.Layers
+	if !uniform {
+		sizes := make([]ir.LayerConfig, len(cfg.Layers))
+		for i, l := range cfg.Layers {
+			sizes[i] = l.Sizes()
+		}
+		m[WhittleLayersKey] = sizes
 	}
 	return marshalJSON(m)
+}
+
+// nullableCap is a soft cap as Gemma 2 writes it: null for none.
+func nullableCap(c float64) any {
+	if c == 0 {
+		return nil
+	}
+	return c
 }
 
 // marshalGenerationConfig renders generation_config.json.

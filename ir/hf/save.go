@@ -27,10 +27,11 @@ type SaveOptions struct {
 	MaxShardBytes int64
 }
 
-// Save writes m as a Hugging Face model directory that transformers'
-// LlamaForCausalLM.from_pretrained loads: config.json,
+// Save writes m as a Hugging Face model directory that transformers loads
+// with its family's class (see MarshalConfig): config.json,
 // generation_config.json, the weights as safetensors (metadata
-// {"format": "pt"}; no lm_head.weight when the embedding is tied), and,
+// {"format": "pt"}; no lm_head.weight when the embedding is tied; Phi-3's
+// projections fused as its checkpoints store them), and,
 // when m has a tokenizer, tokenizer.bin and tokenizer.model (see
 // writeTokenizer).
 //
@@ -94,6 +95,16 @@ func Save(m *ir.Model, dir string, opts SaveOptions) (err error) {
 
 // writeModel writes every file of the model into dir.
 func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
+	// The config first: a model its family cannot express fails before
+	// any weights are written.
+	dtype := m.Tensors[ir.NameEmbed].DType
+	if opts.DType != nil {
+		dtype = *opts.DType
+	}
+	cfg, err := MarshalConfig(&m.Config, dtype)
+	if err != nil {
+		return err
+	}
 	maxShard := opts.MaxShardBytes
 	if maxShard <= 0 {
 		maxShard = DefaultMaxShardBytes
@@ -113,6 +124,13 @@ func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
 			}
 			return c.Bytes()
 		}}
+	}
+	srcs, err = fuseSources(&m.Config, srcs)
+	if err != nil {
+		return err
+	}
+	if srcs, err = splitExperts(&m.Config, srcs); err != nil {
+		return err
 	}
 	meta := map[string]string{"format": "pt"}
 	shards := planShards(srcs, maxShard)
@@ -145,14 +163,6 @@ func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
 		}
 	}
 
-	dtype := m.Tensors[ir.NameEmbed].DType
-	if opts.DType != nil {
-		dtype = *opts.DType
-	}
-	cfg, err := MarshalConfig(&m.Config, dtype)
-	if err != nil {
-		return err
-	}
 	if err := writeFile(filepath.Join(dir, ConfigFile), cfg); err != nil {
 		return err
 	}

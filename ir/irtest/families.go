@@ -57,3 +57,30 @@ func Families() map[string]ir.Config {
 		}),
 	}
 }
+
+// MoEFamilies returns one small mixture-of-experts config per MoE family:
+// Mixtral (every layer routed, renormalized top-2), Qwen2-MoE (a shared
+// expert with its sigmoid gate, top-k probabilities not renormalized, a
+// dense layer among the sparse ones as decoder_sparse_step/mlp_only_layers
+// make) and Qwen3-MoE (q/k norms, renormalized top-k).
+func MoEFamilies() map[string]ir.Config {
+	base := ir.Config{Vocab: 37, Hidden: 16, NormEps: 1e-6, RopeTheta: 10000, MaxSeq: 64, BOS: 1, EOS: 2, ExpertsPerToken: 2}
+	moe := ir.LayerConfig{Heads: 4, KVHeads: 2, HeadDim: 6, Experts: 4, ExpertMLP: 10}
+	mixtral := base.Clone()
+	mixtral.Arch, mixtral.NormTopK = "mixtral", true
+	mixtral.Layers = ir.UniformLayers(3, moe)
+
+	qwen2 := base.Clone()
+	qwen2.Arch, qwen2.AttnBias, qwen2.Tied = "qwen2_moe", true, true
+	shared := moe
+	shared.SharedMLP = 12
+	dense := ir.LayerConfig{Heads: 4, KVHeads: 2, HeadDim: 6, MLP: 20}
+	qwen2.Layers = []ir.LayerConfig{shared, dense, shared}
+
+	qwen3 := base.Clone()
+	qwen3.Arch, qwen3.QKNorm, qwen3.NormTopK = "qwen3_moe", true, true
+	wide := moe
+	wide.HeadDim, wide.Experts, wide.ExpertMLP = 8, 6, 8
+	qwen3.Layers = ir.UniformLayers(3, wide)
+	return map[string]ir.Config{"mixtral": mixtral, "qwen2_moe": qwen2, "qwen3_moe": qwen3}
+}

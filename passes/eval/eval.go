@@ -329,6 +329,13 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	return fsutil.WriteFile(filepath.Join(rc.Dir, ReportFile), append(b, '\n'))
 }
 
+// TaskAccuracy scores a model loaded in be on a declared task as the pass
+// does, few-shot examples drawn with seed; the search pass ranks
+// candidates by it.
+func TaskAccuracy(ctx context.Context, rc *pipeline.RunContext, be backend.Backend, id backend.ModelID, ref recipe.Ref, tok *tokenizer.Tokenizer, seed int64, batch int) (TaskScore, error) {
+	return evalTask(ctx, rc, be, id, ref, tok, settings{seed: seed, batch: batch})
+}
+
 func evalTask(ctx context.Context, rc *pipeline.RunContext, be backend.Backend, id backend.ModelID, ref recipe.Ref, tok *tokenizer.Tokenizer, s settings) (TaskScore, error) {
 	task, err := rc.PrepareTask(ref, tok, uint64(s.seed))
 	if err != nil {

@@ -3,10 +3,15 @@ package cpu
 import (
 	"context"
 	"math"
+	"math/rand/v2"
+	"path/filepath"
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/internal/decoder64"
+	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/hf"
 )
 
 // TestStatsStories260K compares every statistic with the definitions of
@@ -15,7 +20,59 @@ func TestStatsStories260K(t *testing.T) {
 	f := loadStories(t)
 	const n, l = 5, 24
 	path, rows := f.sequences(t, n, l)
+	b, id := checkStats(t, f.m, f.dir, path, rows)
 	cfg := f.m.Config
+	bi, err := b.Stats(context.Background(), backend.StatsRequest{Model: id, Data: backend.Sequences{Path: path, Limit: 2}, BlockInfluence: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bi.MLP != nil || bi.Hidden != nil || len(bi.BlockInfluence) != len(cfg.Layers) || bi.Sequences != 2 {
+		t.Errorf("block-influence-only result: %+v", bi)
+	}
+	if _, err := b.Stats(context.Background(), backend.StatsRequest{Model: id, Data: backend.Sequences{Path: path}}); err == nil {
+		t.Error("Stats with nothing requested succeeded")
+	}
+}
+
+// TestStatsFamilies runs the same comparison on every family's fixture
+// checkpoint (Gemma 2's block-input norms are input_layernorm and
+// pre_feedforward_layernorm; its post norms feed no block).
+func TestStatsFamilies(t *testing.T) {
+	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3"} {
+		t.Run(fam, func(t *testing.T) {
+			dir := filepath.Join("..", "..", "ir", "testdata", "families", fam)
+			m, err := hf.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			const n, l = 3, 12
+			r := rand.New(rand.NewPCG(uint64(len(fam)), 1))
+			rows := make([][]int, n)
+			flat := make([]int32, n*l)
+			for i := range rows {
+				rows[i] = make([]int, l)
+				for j := range rows[i] {
+					rows[i][j] = r.IntN(m.Config.Vocab)
+					flat[i*l+j] = int32(rows[i][j])
+				}
+			}
+			path := filepath.Join(t.TempDir(), "tokens.npy")
+			if err := npy.WriteInt32(path, []int{n, l}, flat); err != nil {
+				t.Fatal(err)
+			}
+			checkStats(t, m, dir, path, rows)
+		})
+	}
+}
+
+// checkStats loads the model saved in dir into a backend and compares its
+// Stats over the sequences in path (rows) with the definitions evaluated
+// over decoder64's forward pass of m, at two batch sizes.
+func checkStats(t *testing.T, m *ir.Model, dir, path string, rows [][]int) (*Backend, backend.ModelID) {
+	t.Helper()
+	n, l := len(rows), len(rows[0])
+	cfg := m.Config
 	// Float64 accumulators as minitron.md defines them.
 	mlp, head := make([][]float64, len(cfg.Layers)), make([][]float64, len(cfg.Layers))
 	norms := make([][]float64, 2*len(cfg.Layers))
@@ -33,7 +90,7 @@ func TestStatsStories260K(t *testing.T) {
 		mlp[li], head[li] = make([]float64, lc.MLP), make([]float64, lc.Heads*lc.HeadDim)
 		norms[2*li], norms[2*li+1] = make([]float64, cfg.Hidden), make([]float64, cfg.Hidden)
 	}
-	ref, err := decoder64.Load(f.m)
+	ref, err := decoder64.Load(m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +114,7 @@ func TestStatsStories260K(t *testing.T) {
 	}
 
 	b := newBackend(t)
-	id := load(t, b, f.dir)
+	id := load(t, b, dir)
 	var results []*backend.StatsResult
 	for _, bs := range []int{2, 5} {
 		res, err := b.Stats(context.Background(), backend.StatsRequest{
@@ -115,16 +172,5 @@ func TestStatsStories260K(t *testing.T) {
 	}
 	check("hidden (batch 5)", other.Hidden, res.Hidden, 1e-6)
 	check("block influence (batch 5)", other.BlockInfluence, res.BlockInfluence, 1e-6)
-
-	// Only what was asked for.
-	bi, err := b.Stats(context.Background(), backend.StatsRequest{Model: id, Data: backend.Sequences{Path: path, Limit: 2}, BlockInfluence: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bi.MLP != nil || bi.Hidden != nil || len(bi.BlockInfluence) != len(cfg.Layers) || bi.Sequences != 2 {
-		t.Errorf("block-influence-only result: %+v", bi)
-	}
-	if _, err := b.Stats(context.Background(), backend.StatsRequest{Model: id, Data: backend.Sequences{Path: path}}); err == nil {
-		t.Error("Stats with nothing requested succeeded")
-	}
+	return b, id
 }

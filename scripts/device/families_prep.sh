@@ -11,7 +11,8 @@
 #
 # For each family fixture in ir/testdata/families it stages the plain
 # export (DIR/<fam>) and a width-pruned one (DIR/<fam>-pruned, from
-# examples/families/prune.hcl), each with whittle's logits beside it.
+# examples/families/prune.hcl: width and depth), each with whittle's logits
+# beside it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 W=${1:-build/families}
@@ -31,7 +32,12 @@ for fam in llama3 mistral qwen2 qwen3 gemma2 phi3; do
 	src=ir/testdata/families/$fam
 	bin/whittle convert "$src" "$W/$fam" --to hf --force
 	bin/whittle logits "$W/$fam" "$W/tokens.npy" "$W/$fam.logits.npy" --force >/dev/null
-	bin/whittle run examples/families/prune.hcl --out "$W/run-$fam" --var model="$PWD/$src" >/dev/null
+	# Gemma 2's GGUF needs windows on even layers only: drop a pair.
+	# Phi-3's needs heads × head_dim = hidden (24 after pruning).
+	drop='[1]' kv=1
+	[[ $fam == gemma2 ]] && drop='[1, 2]'
+	[[ $fam == phi3 ]] && kv=3
+	bin/whittle run examples/families/prune.hcl --out "$W/run-$fam" --var model="$PWD/$src" --var "drop=$drop" --var kv_heads=$kv >/dev/null
 	cp -r "$W/run-$fam/out/student-hf" "$W/$fam-pruned"
 	bin/whittle logits "$W/$fam-pruned" "$W/tokens.npy" "$W/$fam-pruned.logits.npy" --force >/dev/null
 	rm -rf "$W/run-$fam"

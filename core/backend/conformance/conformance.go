@@ -95,7 +95,9 @@ type suite struct {
 	ctx  context.Context
 
 	tiny, tied, teacher, stories *fixture
-	grads                        map[string]*gradCase // finite-difference gradients by setting
+	// families holds one model per family (every family option on).
+	families []*fixture
+	grads    map[string]*gradCase // finite-difference gradients by setting
 }
 
 // Run runs the suite against the backend open returns. open is called
@@ -119,6 +121,9 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 	}
 	if s.tiny, s.tied, s.teacher, err = tinyFixtures(s.root); err != nil {
 		t.Fatalf("building the tiny models: %v", err)
+	}
+	if s.families, err = familyFixtures(s.root); err != nil {
+		t.Fatalf("building the family models: %v", err)
 	}
 	dataDir := opts.DataDir
 	if dataDir == "" {
@@ -147,6 +152,17 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 			t.Run("LM", func(t *testing.T) { s.checkLM(t, f) })
 			t.Run("SkipLayers", func(t *testing.T) { s.checkSkip(t, f) })
 			t.Run("Choices", func(t *testing.T) { s.checkChoices(t, f) })
+			t.Run("Stats", func(t *testing.T) { s.checkStats(t, f) })
+			t.Run("Generate", func(t *testing.T) { s.checkGenerate(t, f) })
+			t.Run("TrainGradCE", func(t *testing.T) { s.checkGradient(t, f, nil, backend.ObjectiveCE, backend.LossConfig{}, true) })
+		})
+	}
+	// Every family's options (biases, q/k norms, Gemma 2's norms, scales,
+	// caps and windows, GeGLU) forward, backward, in statistics and in
+	// generation.
+	for _, f := range s.families {
+		t.Run(f.name, func(t *testing.T) {
+			t.Run("LM", func(t *testing.T) { s.checkLM(t, f) })
 			t.Run("Stats", func(t *testing.T) { s.checkStats(t, f) })
 			t.Run("Generate", func(t *testing.T) { s.checkGenerate(t, f) })
 			t.Run("TrainGradCE", func(t *testing.T) { s.checkGradient(t, f, nil, backend.ObjectiveCE, backend.LossConfig{}, true) })

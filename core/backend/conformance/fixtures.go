@@ -3,9 +3,11 @@ package conformance
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/ir/llama2c"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
@@ -153,6 +156,27 @@ func randomRows(rng *rand.Rand, n, l, vocab int) [][]int {
 
 func randomTokens(rng *rand.Rand, n, vocab int) []int {
 	return randomRows(rng, 1, n, vocab)[0]
+}
+
+// familyFixtures builds one random model per family (irtest.Families:
+// every family option on, sliding windows shorter than the rows), each
+// with its own random rows.
+func familyFixtures(root string) ([]*fixture, error) {
+	fams := irtest.Families()
+	var out []*fixture
+	for i, name := range slices.Sorted(maps.Keys(fams)) {
+		rng := rand.New(rand.NewPCG(uint64(100+i), 5))
+		m, err := randomModel(fams[name], uint64(100+i))
+		if err != nil {
+			return nil, fmt.Errorf("family %s: %w", name, err)
+		}
+		f, err := newFixture(root, "family-"+name, m, nil, randomRows(rng, 4, 12, 32), randomRows(rng, 2, 12, 32), rng)
+		if err != nil {
+			return nil, fmt.Errorf("fixture %s: %w", name, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // tinyFixtures builds the random student and teacher models.

@@ -160,8 +160,11 @@ func Score(m *sdk.Model, st *sdk.StatsResult) (*sdk.Scores, error) {
 		if len(st.MLP[l]) != lc.MLP {
 			return nil, fmt.Errorf("layer %d: statistics have %d MLP neurons, the model %d", l, len(st.MLP[l]), lc.MLP)
 		}
+		// Tensor names by function: every family names its norms its own
+		// way, so the names come from the config, not from fixed roles.
+		lt := cfg.LayerTensors(l)
 		down := make([]float64, lc.MLP)
-		if err := colL1(m, sdk.LayerName(l, sdk.RoleDown), down); err != nil {
+		if err := colL1(m, lt.Down, down); err != nil {
 			return nil, err
 		}
 		mlp := make([]float64, lc.MLP)
@@ -172,7 +175,7 @@ func Score(m *sdk.Model, st *sdk.StatsResult) (*sdk.Scores, error) {
 
 		q := lc.Heads * lc.HeadDim
 		o := make([]float64, q)
-		if err := colL1(m, sdk.LayerName(l, sdk.RoleO), o); err != nil {
+		if err := colL1(m, lt.O, o); err != nil {
 			return nil, err
 		}
 		heads := make([]float64, lc.Heads)
@@ -191,8 +194,8 @@ func Score(m *sdk.Model, st *sdk.StatsResult) (*sdk.Scores, error) {
 		}
 		t.Heads = append(t.Heads, heads)
 
-		for _, role := range []string{sdk.RoleQ, sdk.RoleK, sdk.RoleV, sdk.RoleGate, sdk.RoleUp} {
-			if err := colL1(m, sdk.LayerName(l, role), t.Hidden); err != nil {
+		for _, name := range []string{lt.Q, lt.K, lt.V, lt.Gate, lt.Up} {
+			if err := colL1(m, name, t.Hidden); err != nil {
 				return nil, err
 			}
 		}

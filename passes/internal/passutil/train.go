@@ -395,11 +395,8 @@ func (tr *trainRun) prepareData() error {
 	}
 	rc.Metric("train_sequences", prep.TrainRows)
 	rc.Metric("train_targets", prep.TrainTargets)
-	tr.trainRows = prep.Train
-	if t.Shuffle {
-		if tr.trainRows, _, err = SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "shuffled", 0, t.Seed); err != nil {
-			return fmt.Errorf("shuffling %s: %w", tr.job.Dataset, err)
-		}
+	if tr.trainRows, err = t.TrainRows(prep); err != nil {
+		return fmt.Errorf("shuffling %s: %w", tr.job.Dataset, err)
 	}
 	if prep.Validation.Path != "" {
 		v := prep.Validation
@@ -470,26 +467,46 @@ func (tr *trainRun) valLoss(ctx context.Context, id backend.ModelID, what, whose
 	return ev.LM.Loss, nil
 }
 
-// request builds the backend's training request, with its checkpoint
-// directory (under root) when checkpoints are on.
-func (tr *trainRun) request() (req backend.TrainRequest, root string, err error) {
-	t := tr.t
-	req = backend.TrainRequest{
-		Model:     tr.student.id,
-		Objective: tr.job.Objective,
-		Loss:      tr.job.Loss,
+// Request is the backend's training request for these options: model
+// trained on rows (to teacher's logits when teacher is set), without
+// validation or checkpoints.
+func (t Train) Request(model, teacher backend.ModelID, objective string, loss backend.LossConfig, rows backend.Sequences) backend.TrainRequest {
+	return backend.TrainRequest{
+		Model:     model,
+		Teacher:   teacher,
+		Objective: objective,
+		Loss:      loss,
 		Mode:      t.Mode,
 		LoRA:      t.LoRA,
 		Optim:     t.Optim,
-		Data:      tr.trainRows,
+		Data:      rows,
 		Steps:     t.Steps,
 		BatchSize: t.Batch,
 		GradAccum: t.GradAccum,
 		Seed:      t.Seed,
 	}
-	if tr.teacher != nil {
-		req.Teacher = tr.teacher.id
+}
+
+// TrainRows are the training rows of a prepared dataset as the training
+// passes read them: shuffled with the seed when asked (the permutation is
+// cached next to the token file).
+func (t Train) TrainRows(prep *data.Prepared) (backend.Sequences, error) {
+	if !t.Shuffle {
+		return prep.Train, nil
 	}
+	rows, _, err := SampleRows(prep.Train, filepath.Dir(prep.Train.Path), "shuffled", 0, t.Seed)
+	return rows, err
+}
+
+// request builds the backend's training request, with its checkpoint
+// directory (under root) when checkpoints are on.
+func (tr *trainRun) request() (req backend.TrainRequest, root string, err error) {
+	t := tr.t
+	var teacher backend.ModelID
+	if tr.teacher != nil {
+		teacher = tr.teacher.id
+	}
+	req = t.Request(tr.student.id, teacher, tr.job.Objective, tr.job.Loss, tr.trainRows)
 	if tr.val != nil {
 		req.Validation = tr.val
 		// Evaluating at the last step gives the final validation loss

@@ -1,8 +1,9 @@
 // Package engine is the CPU backend's training engine: a batched float32
-// forward pass of the IR's Llama-family decoder (per-layer sizes may
-// differ), chunked losses over the vocabulary (next-token cross-entropy,
-// masked SFT, forward KL to a teacher), a hand-written backward pass in the
-// manner of llm.c, and AdamW with warm-up and cosine decay.
+// forward pass of the IR's decoder with every family option of ir.Config
+// (per-layer sizes may differ), chunked losses over the vocabulary
+// (next-token cross-entropy, masked SFT, forward KL to a teacher), a
+// hand-written backward pass in the manner of llm.c, and AdamW with warm-up
+// and cosine decay.
 //
 // Matrix products go through package blas; everything else is split across
 // goroutines by rows, heads or columns so that each output element is
@@ -55,18 +56,26 @@ const DefaultAttentionBudget = 256 << 20
 type Activations struct {
 	// Input is the residual stream entering the layer [N, hidden].
 	Input []float32
-	// AttnNormOut is the attention input norm's output [N, hidden].
+	// AttnNormOut is the attention input norm's output [N, hidden]. It and
+	// MLPNormOut are the block-input norms Minitron's hidden-channel
+	// importance reads; Gemma 2's post norms feed the residual stream, not
+	// a block.
 	AttnNormOut []float32
 	// AttnOut is the concatenated head outputs, the input of o_proj [N, heads·head_dim].
 	AttnOut []float32
-	// Mid is the residual stream after attention [N, hidden].
+	// Mid is the residual stream after attention [N, hidden] (with
+	// PostNorms, the attention post norm's output added to Input).
 	Mid []float32
 	// MLPNormOut is the MLP input norm's output [N, hidden].
 	MLPNormOut []float32
-	// MLPAct is silu(gate)·up, the input of down_proj [N, mlp].
+	// MLPAct is act(gate)·up (SiLU or GELU), the input of down_proj [N, mlp].
 	MLPAct []float32
 	// Output is the residual stream leaving the layer [N, hidden].
 	Output []float32
+	// AttnPostNormOut and MLPPostNormOut are, with PostNorms, what the
+	// attention and the MLP add to the residual stream (the outputs of
+	// Gemma 2's post norms) [N, hidden]; nil otherwise.
+	AttnPostNormOut, MLPPostNormOut []float32
 }
 
 // layerActs holds the activations backward needs for one layer.
@@ -74,6 +83,13 @@ type layerActs struct {
 	ln1, q, k, v, ao, mid, ln2, gate, up, act []float32
 	rstd1, rstd2                              []float32
 	att                                       []float32 // [B, H, T, T] softmax probabilities, when kept
+
+	// With QKNorm: q and k before their norms, and the norms' 1/rms per
+	// row and head.
+	qraw, kraw, rstdq, rstdk []float32
+	// With PostNorms: the o_proj and down_proj outputs before their norms,
+	// the norms' outputs and their 1/rms.
+	oout, dout, apn, mpn, rstdpa, rstdpm []float32
 }
 
 // Engine runs one model. It is not safe for concurrent use.
@@ -116,7 +132,13 @@ type Engine struct {
 // scratch is backward working memory reused across layers.
 type scratch struct {
 	dres, dln, dq, dk, dv, dao, dgate, dup, dact []float32
-	att                                          [][]float32 // per worker [T, T]
+	// dqn, dkn: gradients before the q/k norms (QKNorm); dpost: at a post
+	// norm's input (PostNorms).
+	dqn, dkn, dpost []float32
+	att             [][]float32 // per worker [T, T]
+	// raw are per-worker [T, T] uncapped scores, for the soft cap's
+	// derivative (AttnSoftCap).
+	raw [][]float32
 	// probs are per-worker [T, T] probabilities when they are not kept.
 	probs [][]float32
 }
@@ -215,11 +237,12 @@ func (e *Engine) alloc(b, t int) {
 	}
 	if e.opts.Inference {
 		// One set of buffers, sized for the widest layer, for all layers.
-		var mq, mkv, mm, mh int
+		var mq, mkv, mm, mh, mkvh int
 		for _, lc := range cfg.Layers {
 			mq, mkv, mm, mh = max(mq, lc.Heads*lc.HeadDim), max(mkv, lc.KVHeads*lc.HeadDim), max(mm, lc.MLP), max(mh, lc.Heads)
+			mkvh = max(mkvh, lc.KVHeads)
 		}
-		shared := newLayerActs(n, d, mq, mkv, mm, attSize(mh))
+		shared := newLayerActs(cfg, n, d, mq, mkv, mm, attSize(mh), mh, mkvh)
 		a, c := make([]float32, n*d), make([]float32, n*d)
 		for l := range e.acts {
 			e.acts[l] = shared
@@ -229,7 +252,7 @@ func (e *Engine) alloc(b, t int) {
 		e.resid[len(cfg.Layers)] = a
 	} else {
 		for l, lc := range cfg.Layers {
-			e.acts[l] = newLayerActs(n, d, lc.Heads*lc.HeadDim, lc.KVHeads*lc.HeadDim, lc.MLP, attSize(lc.Heads))
+			e.acts[l] = newLayerActs(cfg, n, d, lc.Heads*lc.HeadDim, lc.KVHeads*lc.HeadDim, lc.MLP, attSize(lc.Heads), lc.Heads, lc.KVHeads)
 			e.resid[l] = make([]float32, n*d)
 		}
 		e.resid[len(cfg.Layers)] = make([]float32, n*d)
@@ -247,25 +270,48 @@ func (e *Engine) alloc(b, t int) {
 		s.dq, s.dao = make([]float32, n*mq), make([]float32, n*mq)
 		s.dk, s.dv = make([]float32, n*mkv), make([]float32, n*mkv)
 		s.dgate, s.dup, s.dact = make([]float32, n*mm), make([]float32, n*mm), make([]float32, n*mm)
+		s.dqn, s.dkn, s.dpost = nil, nil, nil
+		if cfg.QKNorm {
+			s.dqn, s.dkn = make([]float32, n*mq), make([]float32, n*mkv)
+		}
+		if cfg.PostNorms {
+			s.dpost = make([]float32, n*d)
+		}
 		e.dlnf = make([]float32, n*d)
 	}
 	e.scratch.att = make([][]float32, e.threads)
-	e.scratch.probs = nil
+	e.scratch.probs, e.scratch.raw = nil, nil
 	for i := range e.scratch.att {
 		e.scratch.att[i] = make([]float32, t*t)
 		if !e.keepProbs {
 			e.scratch.probs = append(e.scratch.probs, make([]float32, t*t))
 		}
+		if cfg.AttnSoftCap > 0 && !e.opts.Inference {
+			e.scratch.raw = append(e.scratch.raw, make([]float32, t*t))
+		}
 	}
 }
 
-func newLayerActs(n, d, qd, kvd, m, att int) layerActs {
-	return layerActs{
+// newLayerActs allocates one layer's activations: qd and kvd are the q and
+// k/v widths, m the MLP width, att the kept probabilities' size, heads and
+// kvHeads the head counts (for the q/k norms' statistics).
+func newLayerActs(cfg *ir.Config, n, d, qd, kvd, m, att, heads, kvHeads int) layerActs {
+	a := layerActs{
 		ln1: make([]float32, n*d), q: make([]float32, n*qd), k: make([]float32, n*kvd), v: make([]float32, n*kvd),
 		ao: make([]float32, n*qd), mid: make([]float32, n*d), ln2: make([]float32, n*d),
 		gate: make([]float32, n*m), up: make([]float32, n*m), act: make([]float32, n*m),
 		rstd1: make([]float32, n), rstd2: make([]float32, n), att: make([]float32, att),
 	}
+	if cfg.QKNorm {
+		a.qraw, a.kraw = make([]float32, n*qd), make([]float32, n*kvd)
+		a.rstdq, a.rstdk = make([]float32, n*heads), make([]float32, n*kvHeads)
+	}
+	if cfg.PostNorms {
+		a.oout, a.dout = make([]float32, n*d), make([]float32, n*d)
+		a.apn, a.mpn = make([]float32, n*d), make([]float32, n*d)
+		a.rstdpa, a.rstdpm = make([]float32, n), make([]float32, n)
+	}
+	return a
 }
 
 // ropeTables caches per-layer cos/sin of every position up to t, computed
@@ -332,6 +378,11 @@ func (e *Engine) Forward(tokens []int32, b, t int) error {
 			copy(x[r*d:(r+1)*d], e.P.Embed[id*d:(id+1)*d])
 		}
 	})
+	if sc := e.embedScale(); sc != 1 {
+		parallel.For(e.threads, e.n, func(lo, hi int) {
+			blas.Sscal(sc, x[lo*d:hi*d])
+		})
+	}
 	for l := range e.P.Layers {
 		if e.skipped(l) {
 			copy(e.resid[l+1], e.resid[l])
@@ -341,9 +392,59 @@ func (e *Engine) Forward(tokens []int32, b, t int) error {
 			return err
 		}
 	}
-	rmsnormForward(e.threads, e.lnf, e.rstdf, e.resid[len(e.P.Layers)], e.P.FinalNorm, e.n, d, cfg.NormEps)
+	rmsnormForward(e.threads, e.lnf, e.rstdf, e.resid[len(e.P.Layers)], e.normW(e.P.FinalNorm), e.n, d, cfg.NormEps)
 	e.ready = true
 	return nil
+}
+
+// embedScale is the factor on looked-up embeddings: √hidden rounded to
+// float32 as Hugging Face's Gemma computes it, or 1.
+func (e *Engine) embedScale() float32 {
+	if !e.P.Config.EmbedScale {
+		return 1
+	}
+	return float32(math.Sqrt(float64(e.P.Config.Hidden)))
+}
+
+// normW is the weight a norm applies: w itself, or NormOffset + w (Gemma's
+// 1 + w, in float32 as Hugging Face computes it). The gradient with
+// respect to w equals the one with respect to the applied weight.
+func (e *Engine) normW(w []float32) []float32 {
+	off := float32(e.P.Config.NormOffset)
+	if off == 0 {
+		return w
+	}
+	out := make([]float32, len(w))
+	for i, v := range w {
+		out[i] = off + v
+	}
+	return out
+}
+
+// addBias adds b to each of the n rows of y when b is not nil.
+func addBias(threads int, y, b []float32, n int) {
+	if b == nil {
+		return
+	}
+	w := len(b)
+	parallel.For(threads, n, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := y[r*w : (r+1)*w]
+			for i, v := range b {
+				row[i] += v
+			}
+		}
+	})
+}
+
+// addRows sets dst = x + y for n rows of d, split across goroutines.
+func addRows(threads int, dst, x, y []float32, n, d int) {
+	parallel.For(threads, n, func(lo, hi int) {
+		dd, xx, yy := dst[lo*d:hi*d], x[lo*d:hi*d], y[lo*d:hi*d]
+		for i, v := range xx {
+			dd[i] = v + yy[i]
+		}
+	})
 }
 
 func (e *Engine) layerForward(l int) error {
@@ -355,10 +456,22 @@ func (e *Engine) layerForward(l int) error {
 	qd, kvd := p.Heads*hd, p.KVHeads*hd
 	x := e.resid[l]
 
-	rmsnormForward(e.threads, a.ln1, a.rstd1, x, p.AttnNorm, n, d, cfg.NormEps)
-	e.proj(l, ir.RoleQ, a.q, a.ln1, p.Q, n, qd, d, 0)
-	e.proj(l, ir.RoleK, a.k, a.ln1, p.K, n, kvd, d, 0)
+	rmsnormForward(e.threads, a.ln1, a.rstd1, x, e.normW(p.AttnNorm), n, d, cfg.NormEps)
+	q, k := a.q, a.k
+	if p.QNorm != nil {
+		q, k = a.qraw[:n*qd], a.kraw[:n*kvd]
+	}
+	e.proj(l, ir.RoleQ, q, a.ln1, p.Q, n, qd, d, 0)
+	e.proj(l, ir.RoleK, k, a.ln1, p.K, n, kvd, d, 0)
 	e.proj(l, ir.RoleV, a.v, a.ln1, p.V, n, kvd, d, 0)
+	addBias(e.threads, q, p.QBias, n)
+	addBias(e.threads, k, p.KBias, n)
+	addBias(e.threads, a.v, p.VBias, n)
+	if p.QNorm != nil {
+		// Per head: rows of head_dim, one weight shared by the heads.
+		rmsnormForward(e.threads, a.q, a.rstdq, q, e.normW(p.QNorm), n*p.Heads, hd, cfg.NormEps)
+		rmsnormForward(e.threads, a.k, a.rstdk, k, e.normW(p.KNorm), n*p.KVHeads, hd, cfg.NormEps)
+	}
 	tab := e.rope[l]
 	parallel.For(e.threads, n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -370,31 +483,48 @@ func (e *Engine) layerForward(l int) error {
 		}
 	})
 	e.attentionForward(p, a)
-	copy(a.mid, x)
-	e.proj(l, ir.RoleO, a.mid, a.ao, p.O, n, d, qd, 1)
+	if p.AttnPostNorm != nil {
+		e.proj(l, ir.RoleO, a.oout, a.ao, p.O, n, d, qd, 0)
+		rmsnormForward(e.threads, a.apn, a.rstdpa, a.oout, e.normW(p.AttnPostNorm), n, d, cfg.NormEps)
+		addRows(e.threads, a.mid, x, a.apn, n, d)
+	} else {
+		copy(a.mid, x)
+		e.proj(l, ir.RoleO, a.mid, a.ao, p.O, n, d, qd, 1)
+	}
 
-	rmsnormForward(e.threads, a.ln2, a.rstd2, a.mid, p.MLPNorm, n, d, cfg.NormEps)
+	rmsnormForward(e.threads, a.ln2, a.rstd2, a.mid, e.normW(p.MLPNorm), n, d, cfg.NormEps)
 	e.proj(l, ir.RoleGate, a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
 	e.proj(l, ir.RoleUp, a.up, a.ln2, p.Up, n, p.MLP, d, 0)
-	parallel.For(e.threads, n, func(lo, hi int) {
-		en := make([]float32, p.MLP)
-		for r := lo; r < hi; r++ {
-			g, u, h := a.gate[r*p.MLP:(r+1)*p.MLP], a.up[r*p.MLP:(r+1)*p.MLP], a.act[r*p.MLP:(r+1)*p.MLP]
-			blas.ExpShifted(en, g, 0, -1) // e^−g, vectorized
-			for i, gv := range g {
-				h[i] = gv / (1 + en[i]) * u[i]
+	if cfg.Activation() == ir.ActGELUTanh {
+		geluGLU(e.threads, a.act, a.gate, a.up, n, p.MLP)
+	} else {
+		parallel.For(e.threads, n, func(lo, hi int) {
+			en := make([]float32, p.MLP)
+			for r := lo; r < hi; r++ {
+				g, u, h := a.gate[r*p.MLP:(r+1)*p.MLP], a.up[r*p.MLP:(r+1)*p.MLP], a.act[r*p.MLP:(r+1)*p.MLP]
+				blas.ExpShifted(en, g, 0, -1) // e^−g, vectorized
+				for i, gv := range g {
+					h[i] = gv / (1 + en[i]) * u[i]
+				}
 			}
-		}
-	})
+		})
+	}
 	out := e.resid[l+1]
-	copy(out, a.mid)
-	e.proj(l, ir.RoleDown, out, a.act, p.Down, n, d, p.MLP, 1)
+	if p.MLPPostNorm != nil {
+		e.proj(l, ir.RoleDown, a.dout, a.act, p.Down, n, d, p.MLP, 0)
+		rmsnormForward(e.threads, a.mpn, a.rstdpm, a.dout, e.normW(p.MLPPostNorm), n, d, cfg.NormEps)
+		addRows(e.threads, out, a.mid, a.mpn, n, d)
+	} else {
+		copy(out, a.mid)
+		e.proj(l, ir.RoleDown, out, a.act, p.Down, n, d, p.MLP, 1)
+	}
 
 	if e.opts.OnLayer != nil {
 		// Inference buffers are sized for the widest layer: trim them.
 		view := Activations{
 			Input: x, AttnNormOut: a.ln1, AttnOut: a.ao[:n*qd], Mid: a.mid,
 			MLPNormOut: a.ln2, MLPAct: a.act[:n*p.MLP], Output: out,
+			AttnPostNormOut: a.apn, MLPPostNormOut: a.mpn,
 		}
 		if err := e.opts.OnLayer(l, &view); err != nil {
 			return fmt.Errorf("engine: layer %d hook: %w", l, err)
@@ -425,8 +555,21 @@ func (e *Engine) Logits(r0, r1 int, dst []float32) error {
 	if r0 == r1 {
 		return nil
 	}
-	blas.SgemmThreads(e.threads, false, true, r1-r0, v, d, 1, e.lnf[r0*d:], d, e.P.classifier(), d, 0, dst, v)
+	e.project(e.lnf[r0*d:], r1-r0, dst)
 	return nil
+}
+
+// project writes the logits of m final-norm rows x into dst: x·Wᵀ through
+// the classifier, soft-capped when the config caps logits. Every logit the
+// engine produces or differentiates comes from here.
+func (e *Engine) project(x []float32, m int, dst []float32) {
+	v, d := e.P.Config.Vocab, e.P.Config.Hidden
+	blas.SgemmThreads(e.threads, false, true, m, v, d, 1, x, d, e.P.classifier(), d, 0, dst, v)
+	if c := e.P.Config.FinalSoftCap; c > 0 {
+		parallel.For(e.threads, m, func(lo, hi int) {
+			softCap(dst[lo*v:hi*v], c)
+		})
+	}
 }
 
 // FinalHidden is the final norm's output of the last Forward, [N, hidden].

@@ -107,14 +107,86 @@ func ropeRow(v []float32, hd int, cos, sin []float32, inverse bool) {
 	}
 }
 
+// softCap replaces each x by c·tanh(x/c) (Gemma 2's soft capping).
+func softCap(x []float32, c float64) {
+	for i, v := range x {
+		x[i] = float32(c * math.Tanh(float64(v)/c))
+	}
+}
+
+// softCapGrad turns dy, the gradient at capped values y = c·tanh(x/c),
+// into the gradient at x: dy·(1 − (y/c)²).
+func softCapGrad(dy, y []float32, c float64) {
+	for i, v := range y {
+		th := float64(v) / c
+		dy[i] *= float32(1 - th*th)
+	}
+}
+
+// GELU's tanh approximation (PyTorch's gelu(approximate="tanh")):
+// gelu(x) = ½x(1 + tanh(√(2/π)(x + 0.044715x³))).
+const (
+	geluC = 0.7978845608028654 // √(2/π)
+	geluA = 0.044715
+)
+
+// geluGLU writes h = gelu(g)·u for n rows of m (GeGLU), in float64 per
+// element.
+func geluGLU(threads int, h, g, u []float32, n, m int) {
+	parallel.For(threads, n, func(lo, hi int) {
+		for i := lo * m; i < hi*m; i++ {
+			x := float64(g[i])
+			th := math.Tanh(geluC * (x + geluA*x*x*x))
+			h[i] = float32(0.5*x*(1+th)) * u[i]
+		}
+	})
+}
+
+// geluGLUBackward sets dg and du from da, the gradient at h = gelu(g)·u:
+//
+//	du = da·gelu(g),  dg = da·u·gelu'(g),
+//	gelu'(x) = ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²),  t = tanh(…).
+func geluGLUBackward(threads int, dg, du, da, g, u []float32, n, m int) {
+	parallel.For(threads, n, func(lo, hi int) {
+		for i := lo * m; i < hi*m; i++ {
+			x := float64(g[i])
+			th := math.Tanh(geluC * (x + geluA*x*x*x))
+			gelu := 0.5 * x * (1 + th)
+			dgelu := 0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x)
+			du[i] = da[i] * float32(gelu)
+			dg[i] = float32(float64(da[i]) * float64(u[i]) * dgelu)
+		}
+	})
+}
+
+// windowStart is the first key query i attends to under a sliding window
+// of w positions (0: global attention).
+func windowStart(i, w int) int {
+	if w <= 0 {
+		return 0
+	}
+	return max(0, i-w+1)
+}
+
+// windowEnd is one past the last query that sees a key below k1 under a
+// sliding window of w positions, at most t.
+func windowEnd(k1, w, t int) int {
+	if w <= 0 {
+		return t
+	}
+	return min(t, k1+w-1)
+}
+
 // attnBlock is the row block of the causal attention products: a block of
 // query rows only needs the keys up to its last row.
 const attnBlock = 64
 
-// attentionForward computes, for every sequence and head, the causal
-// softmax of Q·Kᵀ/sqrt(head_dim) (kept in a.att when the engine keeps
-// probabilities, else in a per-worker buffer) and its product with V (into
-// a.ao). Query head h reads KV head h/(Heads/KVHeads).
+// attentionForward computes, for every sequence and head, the causal (and
+// windowed) softmax of the scaled, possibly soft-capped Q·Kᵀ (kept in a.att
+// when the engine keeps probabilities, else in a per-worker buffer) and its
+// product with V (into a.ao); blocks of keys that a sliding window masks
+// for a whole block of queries are skipped. Query head h reads KV head
+// h/(Heads/KVHeads).
 func (e *Engine) attentionForward(p *Layer, a *layerActs) {
 	bsz, t := e.b, e.t
 	hd := p.HeadDim
@@ -135,7 +207,8 @@ func (e *Engine) attentionForward(p *Layer, a *layerActs) {
 			pr := e.attnProbs(p, a, b, h, buf, true)
 			for r0 := 0; r0 < t; r0 += attnBlock {
 				r1 := min(t, r0+attnBlock)
-				blas.SgemmThreads(1, false, false, r1-r0, hd, r1, 1, pr[r0*t:], t, a.v[koff:], kvd, 0, a.ao[qoff+r0*qd:], qd)
+				k0 := windowStart(r0, p.Window) // keys before k0 are masked for the whole block
+				blas.SgemmThreads(1, false, false, r1-r0, hd, r1-k0, 1, pr[r0*t+k0:], t, a.v[koff+k0*kvd:], kvd, 0, a.ao[qoff+r0*qd:], qd)
 			}
 		}
 	})
@@ -148,8 +221,7 @@ func (e *Engine) attentionForward(p *Layer, a *layerActs) {
 // computation is the same, so recomputed probabilities equal the
 // forward's bit for bit.
 func (e *Engine) attnProbs(p *Layer, a *layerActs, b, h int, buf []float32, fresh bool) []float32 {
-	t, hd := e.t, p.HeadDim
-	qd, kvd := p.Heads*hd, p.KVHeads*hd
+	t := e.t
 	task := b*p.Heads + h
 	pr := buf
 	if e.keepProbs {
@@ -158,23 +230,39 @@ func (e *Engine) attnProbs(p *Layer, a *layerActs, b, h int, buf []float32, fres
 			return pr
 		}
 	}
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	qoff, koff := b*t*qd+h*hd, b*t*kvd+(h/p.GroupSize())*hd
-	for r0 := 0; r0 < t; r0 += attnBlock {
-		r1 := min(t, r0+attnBlock)
-		blas.SgemmThreads(1, false, true, r1-r0, r1, hd, scale, a.q[qoff+r0*qd:], qd, a.k[koff:], kvd, 0, pr[r0*t:], t)
-	}
+	e.attnScores(p, a, b, h, pr)
+	c := e.P.Config.AttnSoftCap
 	for i := 0; i < t; i++ {
-		softmaxCausal(pr[i*t:(i+1)*t], i)
+		row, lo := pr[i*t:(i+1)*t], windowStart(i, p.Window)
+		if c > 0 {
+			softCap(row[lo:i+1], c)
+		}
+		softmaxRange(row, lo, i)
 	}
 	return pr
 }
 
-// softmaxCausal turns row[0..i] into probabilities and zeroes the rest.
-func softmaxCausal(row []float32, i int) {
-	s := row[:i+1]
+// attnScores writes the scaled scores Q·Kᵀ of sequence b, query head h
+// into s [T, T], for the keys each block of queries may see (others are
+// left as they were).
+func (e *Engine) attnScores(p *Layer, a *layerActs, b, h int, s []float32) {
+	t, hd := e.t, p.HeadDim
+	qd, kvd := p.Heads*hd, p.KVHeads*hd
+	scale := float32(e.P.Config.AttnScale(hd))
+	qoff, koff := b*t*qd+h*hd, b*t*kvd+(h/p.GroupSize())*hd
+	for r0 := 0; r0 < t; r0 += attnBlock {
+		r1 := min(t, r0+attnBlock)
+		k0 := windowStart(r0, p.Window)
+		blas.SgemmThreads(1, false, true, r1-r0, r1-k0, hd, scale, a.q[qoff+r0*qd:], qd, a.k[koff+k0*kvd:], kvd, 0, s[r0*t+k0:], t)
+	}
+}
+
+// softmaxRange turns row[lo..i] into probabilities and zeroes the rest.
+func softmaxRange(row []float32, lo, i int) {
+	s := row[lo : i+1]
 	m := blas.Smax(s)
 	blas.Sscal(float32(1/blas.ExpShifted(s, s, m, 1)), s)
+	clear(row[:lo])
 	clear(row[i+1:])
 }
 
@@ -187,15 +275,20 @@ func (e *Engine) attentionBackward(p *Layer, a *layerActs, dao, dq, dk, dv []flo
 	hd := p.HeadDim
 	qd, kvd := p.Heads*hd, p.KVHeads*hd
 	gs := p.GroupSize()
-	scale := float32(1 / math.Sqrt(float64(hd)))
+	scale := float32(e.P.Config.AttnScale(hd))
+	c := e.P.Config.AttnSoftCap
+	w := p.Window
 	var next sync.Mutex
 	worker := 0
 	parallel.For(e.threads, bsz*p.KVHeads, func(lo, hi int) {
 		next.Lock()
 		dp := e.scratch.att[worker]
-		var buf []float32
+		var buf, raw []float32
 		if !e.keepProbs {
 			buf = e.scratch.probs[worker]
+		}
+		if c > 0 {
+			raw = e.scratch.raw[worker]
 		}
 		worker++
 		next.Unlock()
@@ -212,27 +305,43 @@ func (e *Engine) attentionBackward(p *Layer, a *layerActs, dao, dq, dk, dv []flo
 				}
 				for r0 := 0; r0 < t; r0 += attnBlock {
 					r1 := min(t, r0+attnBlock)
+					k0, q1 := windowStart(r0, w), windowEnd(r1, w, t)
 					// dP = dO·Vᵀ for the causal block.
-					blas.SgemmThreads(1, false, true, r1-r0, r1, hd, 1, dao[qoff+r0*qd:], qd, a.v[koff:], kvd, 0, dp[r0*t:], t)
+					blas.SgemmThreads(1, false, true, r1-r0, r1-k0, hd, 1, dao[qoff+r0*qd:], qd, a.v[koff+k0*kvd:], kvd, 0, dp[r0*t+k0:], t)
 					// dV += Pᵀ·dO over the queries that see these keys.
-					blas.SgemmThreads(1, true, false, r1-r0, hd, t-r0, 1, pr[r0*t+r0:], t, dao[qoff+r0*qd:], qd, beta, dv[koff+r0*kvd:], kvd)
+					blas.SgemmThreads(1, true, false, r1-r0, hd, q1-r0, 1, pr[r0*t+r0:], t, dao[qoff+r0*qd:], qd, beta, dv[koff+r0*kvd:], kvd)
 				}
-				// Softmax backward: dS = P ⊙ (dP − rowsum(P ⊙ dP)).
+				if c > 0 {
+					// The cap's derivative needs the scores before it.
+					e.attnScores(p, a, b, h, raw)
+				}
+				// Softmax backward: dS = P ⊙ (dP − rowsum(P ⊙ dP)), then
+				// through the soft cap: dS·(1 − tanh²(S/c)).
 				for i := 0; i < t; i++ {
-					pi, di := pr[i*t:i*t+i+1], dp[i*t:(i+1)*t]
+					lo := windowStart(i, w)
+					pi, di := pr[i*t+lo:i*t+i+1], dp[i*t:(i+1)*t]
+					dl := di[lo:]
 					var s float32
 					for jj, pv := range pi {
-						s += pv * di[jj]
+						s += pv * dl[jj]
 					}
 					for jj, pv := range pi {
-						di[jj] = pv * (di[jj] - s)
+						dl[jj] = pv * (dl[jj] - s)
 					}
+					if c > 0 {
+						for jj, x := range raw[i*t+lo : i*t+i+1] {
+							th := math.Tanh(float64(x) / c)
+							dl[jj] *= float32(1 - th*th)
+						}
+					}
+					clear(di[:lo])
 					clear(di[i+1:])
 				}
 				for r0 := 0; r0 < t; r0 += attnBlock {
 					r1 := min(t, r0+attnBlock)
-					blas.SgemmThreads(1, false, false, r1-r0, hd, r1, scale, dp[r0*t:], t, a.k[koff:], kvd, 0, dq[qoff+r0*qd:], qd)
-					blas.SgemmThreads(1, true, false, r1-r0, hd, t-r0, scale, dp[r0*t+r0:], t, a.q[qoff+r0*qd:], qd, beta, dk[koff+r0*kvd:], kvd)
+					k0, q1 := windowStart(r0, w), windowEnd(r1, w, t)
+					blas.SgemmThreads(1, false, false, r1-r0, hd, r1-k0, scale, dp[r0*t+k0:], t, a.k[koff+k0*kvd:], kvd, 0, dq[qoff+r0*qd:], qd)
+					blas.SgemmThreads(1, true, false, r1-r0, hd, q1-r0, scale, dp[r0*t+r0:], t, a.q[qoff+r0*qd:], qd, beta, dk[koff+r0*kvd:], kvd)
 				}
 			}
 		}

@@ -190,6 +190,7 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 	rowCE := make([]float64, n)
 	rowKL := make([]float64, n)
 	cls := e.P.classifier()
+	softCapC := e.P.Config.FinalSoftCap
 	for r0 := 0; r0 < n; r0 += chunk {
 		r1 := min(n, r0+chunk)
 		m := r1 - r0
@@ -203,6 +204,10 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 		}
 		parallel.For(e.threads, m, func(lo, hi int) {
 			ws := newRowScratch(v, spec.topK)
+			var capped []float32 // the row's capped logits, for the cap's derivative
+			if grad && softCapC > 0 {
+				capped = make([]float32, v)
+			}
 			for i := lo; i < hi; i++ {
 				r := r0 + i
 				z := logits[i*v : (i+1)*v]
@@ -221,7 +226,13 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 				if tg.IDs != nil {
 					target = int(tg.IDs[r])
 				}
+				if capped != nil {
+					copy(capped, z)
+				}
 				rowCE[r], rowKL[r] = lossRow(&spec, ws, z, zt, target, w)
+				if capped != nil {
+					softCapGrad(z, capped, softCapC)
+				}
 			}
 		})
 		if grad {

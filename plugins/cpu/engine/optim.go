@@ -36,7 +36,8 @@ func (s Schedule) At(step int) float64 {
 //	θ ← θ − lr/(1−β₁ᵗ) · m / (sqrt(v)/sqrt(1−β₂ᵗ) + ε)
 //
 // Weight decay applies to matrices (embedding, projections, classifier),
-// not to norm weights. Moments and arithmetic are float32, as in PyTorch.
+// not to norm weights or biases. Moments and arithmetic are float32, as in
+// PyTorch.
 type AdamW struct {
 	Beta1, Beta2, Eps, WeightDecay float64
 	// M and V are the moment estimates, laid out like Params.Flat (nil

@@ -10,11 +10,19 @@ import (
 )
 
 // Layer is one decoder layer's weights, [out, in] row-major as in the IR
-// (Q and K rows in Hugging Face's half RoPE order).
+// (Q and K rows in Hugging Face's half RoPE order). The family options'
+// tensors (ir.LayerTensors) are nil when the config has none.
 type Layer struct {
 	ir.LayerConfig
 	AttnNorm, Q, K, V, O    []float32
 	MLPNorm, Gate, Up, Down []float32
+	// QBias, KBias, VBias are the projections' biases (Qwen2).
+	QBias, KBias, VBias []float32
+	// QNorm and KNorm are the per-head RMSNorm weights [head_dim] (Qwen3).
+	QNorm, KNorm []float32
+	// AttnPostNorm and MLPPostNorm normalize the attention and MLP outputs
+	// before their residual adds (Gemma 2).
+	AttnPostNorm, MLPPostNorm []float32
 }
 
 // Params holds a model's weights as float32, every tensor a slice of one
@@ -70,17 +78,18 @@ func NewParams(cfg ir.Config) (*Params, error) {
 		p.Classifier = byName[ir.NameClassifier]
 	}
 	for i, lc := range p.Config.Layers {
+		// Absent tensors have the name "", which byName lacks: nil.
+		t := p.Config.LayerTensors(i)
 		p.Layers = append(p.Layers, Layer{
 			LayerConfig: lc,
-			AttnNorm:    byName[ir.LayerName(i, ir.RoleAttnNorm)],
-			Q:           byName[ir.LayerName(i, ir.RoleQ)],
-			K:           byName[ir.LayerName(i, ir.RoleK)],
-			V:           byName[ir.LayerName(i, ir.RoleV)],
-			O:           byName[ir.LayerName(i, ir.RoleO)],
-			MLPNorm:     byName[ir.LayerName(i, ir.RoleMLPNorm)],
-			Gate:        byName[ir.LayerName(i, ir.RoleGate)],
-			Up:          byName[ir.LayerName(i, ir.RoleUp)],
-			Down:        byName[ir.LayerName(i, ir.RoleDown)],
+			AttnNorm:    byName[t.AttnNorm],
+			Q:           byName[t.Q], K: byName[t.K], V: byName[t.V], O: byName[t.O],
+			QBias: byName[t.QBias], KBias: byName[t.KBias], VBias: byName[t.VBias],
+			QNorm: byName[t.QNorm], KNorm: byName[t.KNorm],
+			AttnPostNorm: byName[t.AttnPostNorm],
+			MLPNorm:      byName[t.MLPNorm],
+			Gate:         byName[t.Gate], Up: byName[t.Up], Down: byName[t.Down],
+			MLPPostNorm: byName[t.MLPPostNorm],
 		})
 	}
 	return p, nil
@@ -169,19 +178,30 @@ func (p *Params) Clone() *Params {
 // InitRandom fills p the way Llama-family models are initialized for
 // training from scratch: matrices from N(0, 0.02²), the residual output
 // projections (o_proj, down_proj) scaled by 1/sqrt(2·layers) as in GPT-2,
-// and norm weights 1. The same seed gives the same weights.
+// biases 0 and norms the identity (weights 1 − NormOffset, so that the
+// applied offset + w is 1). The same seed gives the same weights.
 func (p *Params) InitRandom(seed uint64) {
 	r := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	resid := 0.02 / math.Sqrt(2*float64(len(p.Layers)))
+	biases := map[string]bool{}
+	for l := range p.Layers {
+		t := p.Config.LayerTensors(l)
+		biases[t.QBias], biases[t.KBias], biases[t.VBias] = true, true, true
+	}
+	norm := float32(1 - p.Config.NormOffset)
 	for _, t := range p.tensors {
 		if len(t.Shape) == 1 {
+			v := norm
+			if biases[t.Name] {
+				v = 0
+			}
 			for i := range t.Data {
-				t.Data[i] = 1
+				t.Data[i] = v
 			}
 			continue
 		}
 		std := 0.02
-		if isResidualOut(t.Name, len(p.Layers)) {
+		if isResidualOut(&p.Config, t.Name) {
 			std = resid
 		}
 		for i := range t.Data {
@@ -190,9 +210,9 @@ func (p *Params) InitRandom(seed uint64) {
 	}
 }
 
-func isResidualOut(name string, layers int) bool {
-	for l := 0; l < layers; l++ {
-		if name == ir.LayerName(l, ir.RoleO) || name == ir.LayerName(l, ir.RoleDown) {
+func isResidualOut(cfg *ir.Config, name string) bool {
+	for l := range cfg.Layers {
+		if t := cfg.LayerTensors(l); name == t.O || name == t.Down {
 			return true
 		}
 	}

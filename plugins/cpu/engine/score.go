@@ -39,7 +39,6 @@ func (e *Engine) RowScores(targets []int32, nll []float64, argmax []int32) error
 	chunk := e.lossChunk()
 	e.logitBuf = grow(e.logitBuf, chunk*v)
 	e.gathered = grow(e.gathered, chunk*d)
-	cls := e.P.classifier()
 	for c0 := 0; c0 < len(rows); c0 += chunk {
 		part := rows[c0:min(len(rows), c0+chunk)]
 		m := len(part)
@@ -47,7 +46,7 @@ func (e *Engine) RowScores(targets []int32, nll []float64, argmax []int32) error
 			copy(e.gathered[i*d:(i+1)*d], e.lnf[r*d:(r+1)*d])
 		}
 		logits := e.logitBuf[:m*v]
-		blas.SgemmThreads(e.threads, false, true, m, v, d, 1, e.gathered, d, cls, d, 0, logits, v)
+		e.project(e.gathered, m, logits)
 		parallel.For(e.threads, m, func(lo, hi int) {
 			tmp := make([]float32, v)
 			for i := lo; i < hi; i++ {

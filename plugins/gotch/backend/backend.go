@@ -69,7 +69,7 @@ type Backend struct {
 	lossChunk int
 	fused     bool // fused AdamW worth using (CUDA)
 	sdpa      sdpaState
-	masks     map[int]torch.Tensor // causal masks by length, for the plain attention
+	masks     map[maskKey]torch.Tensor // attention masks by length and window
 	log       *slog.Logger
 
 	jobs chan func()   // never closed: senders also watch done

@@ -142,7 +142,7 @@ func (b *Backend) bench(ctx context.Context, o bench.Request) (*bench.Result, er
 			chunk := int64(max(256, (32<<20)/cfg.Vocab))
 			for r0 := int64(0); r0 < int64(n*t); r0 += chunk {
 				cs := torch.NewScope()
-				logits(cs, cs.Narrow(h, 0, r0, min(chunk, int64(n*t)-r0)), w, cdt)
+				student.logits(cs, cs.Narrow(h, 0, r0, min(chunk, int64(n*t)-r0)), w, cdt)
 				err := cs.Err()
 				cs.Free()
 				if err != nil {

@@ -81,9 +81,14 @@ func (m *model) weight(s *torch.Scope, name string, dt torch.DType) torch.Tensor
 	return s.ToDType(w, dt)
 }
 
-// rmsNorm is Hugging Face's LlamaRMSNorm in float32.
+// rmsNorm is Hugging Face's RMSNorm in float32 over the last dimension of
+// the float32 x, with the family's offset added to the weight (Gemma's
+// (1 + w)).
 func (m *model) rmsNorm(s *torch.Scope, x torch.Tensor, name string) torch.Tensor {
 	w := m.weight(s, name, torch.Float32)
+	if off := m.cfg.NormOffset; off != 0 {
+		w = s.AddScalar(w, off)
+	}
 	r := s.Rsqrt(s.AddScalar(s.Mean(s.Square(x), true, -1), m.cfg.NormEps))
 	return s.Mul(s.Mul(x, r), w)
 }
@@ -103,7 +108,7 @@ func (b *Backend) computeDType(m *model) torch.DType {
 func (b *Backend) forward(s *torch.Scope, m *model, ids torch.Tensor, B, T int, o fwdOpts) (torch.Tensor, error) {
 	cfg := &m.cfg
 	cdt := b.computeDType(m)
-	x := s.ToDType(s.Embedding(m.w[ir.NameEmbed], ids), torch.Float32)
+	x := b.embed(s, m, ids)
 	for l, lc := range cfg.Layers {
 		if o.skip[l] {
 			continue
@@ -127,24 +132,53 @@ func (b *Backend) forward(s *torch.Scope, m *model, ids torch.Tensor, B, T int, 
 	return h, s.Err()
 }
 
+// embed looks up the tokens' embeddings as the float32 residual stream.
+// Gemma scales them by √hidden as Hugging Face does: the factor rounded
+// to the embeddings' dtype and the product taken in it (bfloat16 for a
+// bfloat16 model; float32 for float32 masters, as under autocast).
+func (b *Backend) embed(s *torch.Scope, m *model, ids torch.Tensor) torch.Tensor {
+	e := s.Embedding(m.w[ir.NameEmbed], ids)
+	if m.cfg.EmbedScale {
+		e = s.Mul(e, s.Full(nil, math.Sqrt(float64(m.cfg.Hidden)), m.store, b.dev))
+	}
+	return s.ToDType(e, torch.Float32)
+}
+
 // layer runs one decoder layer on the float32 residual stream x [B, T, D].
 func (b *Backend) layer(s *torch.Scope, m *model, l int, lc ir.LayerConfig, x torch.Tensor, B, T int, cdt torch.DType, o fwdOpts) (torch.Tensor, error) {
-	name := func(role string) string { return ir.LayerName(l, role) }
+	cfg := &m.cfg
+	lt := cfg.LayerTensors(l)
 	bb, tt := int64(B), int64(T)
 	hd := int64(lc.HeadDim)
-	proj := func(in torch.Tensor, role string) torch.Tensor {
-		y := s.Linear(in, m.weight(s, name(role), cdt))
+	// proj applies the weight (and bias) named w (and bias); role keys
+	// the LoRA adapter, which adds to the biased output as PEFT's does.
+	proj := func(in torch.Tensor, role, w, bias string) torch.Tensor {
+		var y torch.Tensor
+		if bias != "" {
+			y = s.LinearBias(in, m.weight(s, w, cdt), m.weight(s, bias, cdt))
+		} else {
+			y = s.Linear(in, m.weight(s, w, cdt))
+		}
 		if o.adapters != nil {
 			y = o.adapters.apply(s, l, role, in, y, cdt)
 		}
 		return y
 	}
+	// heads splits a projection into [B, heads, T, hd], normalizing each
+	// head first when the family has q/k norms (before RoPE, in float32).
+	heads := func(y torch.Tensor, n int, norm string) torch.Tensor {
+		y = s.View(y, bb, tt, int64(n), hd)
+		if norm != "" {
+			y = s.ToDType(m.rmsNorm(s, s.ToDType(y, torch.Float32), norm), cdt)
+		}
+		return s.Transpose(y, 1, 2)
+	}
 
-	h := m.rmsNorm(s, x, name(ir.RoleAttnNorm))
+	h := m.rmsNorm(s, x, lt.AttnNorm)
 	hc := s.ToDType(h, cdt)
-	q := s.Transpose(s.View(proj(hc, ir.RoleQ), bb, tt, int64(lc.Heads), hd), 1, 2)
-	k := s.Transpose(s.View(proj(hc, ir.RoleK), bb, tt, int64(lc.KVHeads), hd), 1, 2)
-	v := s.Transpose(s.View(proj(hc, ir.RoleV), bb, tt, int64(lc.KVHeads), hd), 1, 2)
+	q := heads(proj(hc, ir.RoleQ, lt.Q, lt.QBias), lc.Heads, lt.QNorm)
+	k := heads(proj(hc, ir.RoleK, lt.K, lt.KBias), lc.KVHeads, lt.KNorm)
+	v := heads(proj(hc, ir.RoleV, lt.V, lt.VBias), lc.KVHeads, "")
 	pos, ropeLen := 0, T
 	if o.cache != nil {
 		if B != 1 || (o.cache.pos > 0 && T != 1) {
@@ -170,20 +204,34 @@ func (b *Backend) layer(s *torch.Scope, m *model, l int, lc ir.LayerConfig, x to
 		k = s.Reshape(s.Expand(s.Unsqueeze(k, 2), bb, kv, rep, sk, hd), bb, kv*rep, sk, hd)
 		v = s.Reshape(s.Expand(s.Unsqueeze(v, 2), bb, kv, rep, sk, hd), bb, kv*rep, sk, hd)
 	}
+	at := attnSpec{scale: cfg.AttnScale(lc.HeadDim), softCap: cfg.AttnSoftCap, window: lc.Window}
 	var a torch.Tensor
 	if pos > 0 {
-		// One query attends to every cached key: no mask.
-		a = attendAll(s, q, k, v, 1/math.Sqrt(float64(lc.HeadDim)))
+		a = attendLast(s, q, k, v, at)
 	} else {
-		a = b.attention(s, q, k, v, T, 1/math.Sqrt(float64(lc.HeadDim)))
+		a = b.attention(s, q, k, v, T, at)
 	}
 	a = s.Reshape(s.Transpose(a, 1, 2), bb, tt, int64(lc.Heads)*hd)
-	mid := s.Add(x, s.ToDType(proj(a, ir.RoleO), torch.Float32))
+	ao := s.ToDType(proj(a, ir.RoleO, lt.O, ""), torch.Float32)
+	if lt.AttnPostNorm != "" {
+		ao = m.rmsNorm(s, ao, lt.AttnPostNorm)
+	}
+	mid := s.Add(x, ao)
 
-	h2 := m.rmsNorm(s, mid, name(ir.RoleMLPNorm))
+	h2 := m.rmsNorm(s, mid, lt.MLPNorm)
 	h2c := s.ToDType(h2, cdt)
-	act := s.Mul(s.Silu(proj(h2c, ir.RoleGate)), proj(h2c, ir.RoleUp))
-	out := s.Add(mid, s.ToDType(proj(act, ir.RoleDown), torch.Float32))
+	gate := proj(h2c, ir.RoleGate, lt.Gate, "")
+	if cfg.Activation() == ir.ActGELUTanh {
+		gate = s.GeluTanh(gate)
+	} else {
+		gate = s.Silu(gate)
+	}
+	act := s.Mul(gate, proj(h2c, ir.RoleUp, lt.Up, ""))
+	mo := s.ToDType(proj(act, ir.RoleDown, lt.Down, ""), torch.Float32)
+	if lt.MLPPostNorm != "" {
+		mo = m.rmsNorm(s, mo, lt.MLPPostNorm)
+	}
+	out := s.Add(mid, mo)
 	if err := s.Err(); err != nil {
 		return torch.Tensor{}, err
 	}
@@ -210,16 +258,31 @@ func rope(s *torch.Scope, x torch.Tensor, rt ropeTab) torch.Tensor {
 	return s.Add(s.Mul(x, rt.cos), s.Mul(rot, rt.sin))
 }
 
-// attention is causal softmax(q·kᵀ·scale)·v over [B, H, T, hd] tensors:
-// libtorch's fused kernel when this libtorch has one (≥ 2.0), else the
-// plain formula with the softmax in float32.
-func (b *Backend) attention(s *torch.Scope, q, k, v torch.Tensor, T int, scale float64) torch.Tensor {
+// attnSpec is how one layer attends: the score scale, the soft cap of
+// the scaled scores (0: none) and the sliding window (0: global).
+type attnSpec struct {
+	scale, softCap float64
+	window         int
+}
+
+// attention is causal softmax(q·kᵀ·scale)·v over [B, H, T, hd] tensors,
+// limited to the window when the layer has one: libtorch's fused kernel
+// when this libtorch has one (≥ 2.0), else the plain formula with the
+// softmax in float32. Soft-capped scores need the plain formula (the
+// fused kernel cannot cap), so the choice is made per layer.
+func (b *Backend) attention(s *torch.Scope, q, k, v torch.Tensor, T int, at attnSpec) torch.Tensor {
 	if s.Err() != nil {
 		return torch.Tensor{}
 	}
-	if b.sdpa != sdpaMissing {
+	windowed := at.window > 0 && at.window < T
+	if b.sdpa != sdpaMissing && at.softCap == 0 {
 		probe := torch.NewScope()
-		a := probe.SDPA(q, k, v, scale)
+		var a torch.Tensor
+		if windowed {
+			a = probe.SDPAMasked(q, k, v, b.attnMask(probe, T, at.window, true), at.scale)
+		} else {
+			a = probe.SDPA(q, k, v, at.scale)
+		}
 		if probe.Err() == nil {
 			b.sdpa = sdpaOK
 			probe.Keep(a)
@@ -235,18 +298,42 @@ func (b *Backend) attention(s *torch.Scope, q, k, v torch.Tensor, T int, scale f
 		probe.Free()
 		b.sdpa = sdpaMissing
 	}
-	sc := s.Scale(s.Matmul(q, s.Transpose(k, 2, 3)), scale)
-	sc = s.MaskedFill(sc, b.causalMask(s, T), math.Inf(-1))
+	sc := s.Matmul(q, s.Transpose(k, 2, 3))
+	if at.softCap > 0 {
+		sc = softCap(s, s.Scale(s.ToDType(sc, torch.Float32), at.scale), at.softCap)
+	} else {
+		sc = s.Scale(sc, at.scale)
+	}
+	window := at.window
+	if !windowed {
+		window = 0
+	}
+	sc = s.MaskedFill(sc, b.attnMask(s, T, window, false), math.Inf(-1))
 	p := s.ToDType(s.Softmax(sc, -1, torch.Float32), q.DType())
 	return s.Matmul(p, v)
 }
 
-// attendAll is softmax(q·kᵀ·scale)·v without a mask, in float32 (one
-// query's worth of work: precision costs nothing here).
-func attendAll(s *torch.Scope, q, k, v torch.Tensor, scale float64) torch.Tensor {
+// attendLast is the attention of the newest position (one query) over
+// the cached keys, the window's most recent ones when the layer has a
+// window, in float32 (one query's worth of work: precision costs nothing
+// here).
+func attendLast(s *torch.Scope, q, k, v torch.Tensor, at attnSpec) torch.Tensor {
+	if w := int64(at.window); w > 0 {
+		if sk := k.Shape()[2]; sk > w {
+			k, v = s.Narrow(k, 2, sk-w, w), s.Narrow(v, 2, sk-w, w)
+		}
+	}
 	f := func(t torch.Tensor) torch.Tensor { return s.ToDType(t, torch.Float32) }
-	sc := s.Scale(s.Matmul(f(q), s.Transpose(f(k), 2, 3)), scale)
+	sc := s.Scale(s.Matmul(f(q), s.Transpose(f(k), 2, 3)), at.scale)
+	if at.softCap > 0 {
+		sc = softCap(s, sc, at.softCap)
+	}
 	return s.ToDType(s.Matmul(s.Softmax(sc, -1, torch.Float32), f(v)), q.DType())
+}
+
+// softCap is c·tanh(x/c).
+func softCap(s *torch.Scope, x torch.Tensor, c float64) torch.Tensor {
+	return s.Scale(s.Tanh(s.Scale(x, 1/c)), c)
 }
 
 type sdpaState int
@@ -257,13 +344,29 @@ const (
 	sdpaMissing
 )
 
-// causalMask is the [T, T] boolean mask of future positions.
-func (b *Backend) causalMask(s *torch.Scope, T int) torch.Tensor {
-	if m, ok := b.masks[T]; ok {
+// maskKey identifies a cached [T, T] attention mask.
+type maskKey struct {
+	t, window int
+	allow     bool
+}
+
+// attnMask is the [T, T] boolean mask of the keys query i may attend to
+// (allow) or of those it may not (!allow): keys j with i − window < j ≤ i,
+// or j ≤ i when window is 0. Masks are built once per key.
+func (b *Backend) attnMask(s *torch.Scope, T, window int, allow bool) torch.Tensor {
+	key := maskKey{T, window, allow}
+	if m, ok := b.masks[key]; ok {
 		return m
 	}
 	ms := torch.NewScope()
-	mask := ms.Triu(ms.Full([]int64{int64(T), int64(T)}, 1, torch.Bool, b.dev), 1)
+	ones := ms.Full([]int64{int64(T), int64(T)}, 1, torch.Bool, b.dev)
+	mask := ms.Tril(ones, 0)
+	if window > 0 {
+		mask = ms.Triu(mask, int64(1-window))
+	}
+	if !allow {
+		mask = ms.MaskedFill(ones, mask, 0)
+	}
 	if err := ms.Err(); err != nil {
 		s.Fail(err)
 		ms.Free()
@@ -272,14 +375,30 @@ func (b *Backend) causalMask(s *torch.Scope, T int) torch.Tensor {
 	ms.Keep(mask)
 	ms.Free()
 	if b.masks == nil {
-		b.masks = map[int]torch.Tensor{}
+		b.masks = map[maskKey]torch.Tensor{}
 	}
-	b.masks[T] = mask
+	b.masks[key] = mask
 	return mask
 }
 
-// logits returns float32 logits [rows, V] of float32 hidden states h with
-// classifier weight w already in the compute dtype.
-func logits(s *torch.Scope, h, w torch.Tensor, cdt torch.DType) torch.Tensor {
-	return s.ToDType(s.Linear(s.ToDType(h, cdt), w), torch.Float32)
+// logits returns m's float32 logits [rows, V] of float32 hidden states h
+// with classifier weight w already in the compute dtype, soft-capped when
+// the family caps them.
+func (m *model) logits(s *torch.Scope, h, w torch.Tensor, cdt torch.DType) torch.Tensor {
+	z := s.ToDType(s.Linear(s.ToDType(h, cdt), w), torch.Float32)
+	if c := m.cfg.FinalSoftCap; c > 0 {
+		z = softCap(s, z, c)
+	}
+	return z
+}
+
+// softCapGrad turns a gradient with respect to m's (capped) logits z into
+// one with respect to the classifier's output u, z = c·tanh(u/c):
+// dz/du = 1 − (z/c)².
+func (m *model) softCapGrad(s *torch.Scope, z, g torch.Tensor) torch.Tensor {
+	c := m.cfg.FinalSoftCap
+	if c <= 0 {
+		return g
+	}
+	return s.Mul(g, s.AddScalar(s.Neg(s.Square(s.Scale(z, 1/c))), 1))
 }

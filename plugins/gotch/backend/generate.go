@@ -106,7 +106,7 @@ func (b *Backend) lastLogits(m *model, ids []int64, cache *kvCache) ([]float32, 
 		return nil, err
 	}
 	cdt := b.computeDType(m)
-	z := logits(s, s.Narrow(h, 0, int64(t-1), 1), m.weight(s, m.classifier(), cdt), cdt)
+	z := m.logits(s, s.Narrow(h, 0, int64(t-1), 1), m.weight(s, m.classifier(), cdt), cdt)
 	v := s.Float32s(z)
 	return v, s.Err()
 }

@@ -85,9 +85,34 @@ func (a *loraSet) merge(m *model) error {
 	prev := torch.SetGradEnabled(false)
 	defer torch.SetGradEnabled(prev)
 	for _, k := range a.keys {
-		w := m.w[ir.LayerName(k.layer, k.role)]
+		name := projName(m.cfg.LayerTensors(k.layer), k.role)
+		w, ok := m.w[name]
+		if !ok {
+			return fmt.Errorf("LoRA adapter of layer %d %s: model has no tensor %q", k.layer, k.role, name)
+		}
 		s.AddInPlace(w, s.ToDType(s.Scale(s.Matmul(a.b[k], a.a[k]), a.scale), w.DType()))
 	}
 	m.hash = ""
 	return s.Err()
+}
+
+// projName is the tensor an adapter of role adapts in a layer named lt.
+func projName(lt ir.LayerTensors, role string) string {
+	switch role {
+	case ir.RoleQ:
+		return lt.Q
+	case ir.RoleK:
+		return lt.K
+	case ir.RoleV:
+		return lt.V
+	case ir.RoleO:
+		return lt.O
+	case ir.RoleGate:
+		return lt.Gate
+	case ir.RoleUp:
+		return lt.Up
+	case ir.RoleDown:
+		return lt.Down
+	}
+	return ""
 }

@@ -50,7 +50,8 @@ type lossOut struct {
 
 // loss scores the rows a chunk at a time. With grad it forms, per chunk,
 // the gradient of the loss with respect to the logits directly
-// (softmax − one-hot for cross-entropy, (q^τ − p^τ)/τ for KL), multiplies
+// (softmax − one-hot for cross-entropy, (q^τ − p^τ)/τ for KL, times the
+// final soft cap's derivative when the family caps logits), multiplies
 // it back through the classifier into a gradient for h and one for the
 // classifier weight, and finally runs autograd from h with the
 // former, so no chunk's logits outlive the chunk.
@@ -132,7 +133,7 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 		m := min(chunk, R-r0)
 		cs := torch.NewScope()
 		hc := cs.Narrow(hd, 0, r0, m)
-		z := logits(cs, hc, w, cdt)
+		z := in.student.logits(cs, hc, w, cdt)
 		tg := cs.Narrow(tgt, 0, r0, m)
 		logp := cs.LogSoftmax(z, -1, torch.Float32)
 		nll := cs.View(cs.Neg(cs.Gather(logp, 1, tg)), m)
@@ -147,7 +148,7 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 			if tau != 1 {
 				logq = cs.LogSoftmax(cs.Scale(z, 1/tau), -1, torch.Float32)
 			}
-			zt := logits(cs, cs.Narrow(th, 0, r0, m), tw, b.computeDType(in.teacher))
+			zt := in.teacher.logits(cs, cs.Narrow(th, 0, r0, m), tw, b.computeDType(in.teacher))
 			var klRows torch.Tensor
 			if topK > 0 {
 				vals, ids := cs.TopK(zt, topK, -1)
@@ -184,7 +185,7 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 			if !g.Defined() {
 				g = cs.ZerosLike(z)
 			}
-			gc := cs.ToDType(g, cdt)
+			gc := cs.ToDType(in.student.softCapGrad(cs, z, g), cdt)
 			dh = append(dh, s.Adopt(cs.Keep(cs.ToDType(cs.Matmul(gc, w), torch.Float32))))
 			if wantW {
 				part := cs.ToDType(cs.Matmul(cs.Transpose(gc, 0, 1), cs.ToDType(hc, cdt)), torch.Float32)

@@ -487,6 +487,18 @@ func (s *Scope) Neg(t Tensor) Tensor { return s.unary("Neg", t, lib.AtgNeg) }
 // Silu is t·sigmoid(t).
 func (s *Scope) Silu(t Tensor) Tensor { return s.unary("Silu", t, lib.AtgSilu) }
 
+// Tanh is tanh t.
+func (s *Scope) Tanh(t Tensor) Tensor { return s.unary("Tanh", t, lib.AtgTanh) }
+
+// GeluTanh is GELU with the tanh approximation (PyTorch's
+// approximate="tanh", Hugging Face's gelu_pytorch_tanh).
+func (s *Scope) GeluTanh(t Tensor) Tensor {
+	if !s.ok(t) {
+		return Tensor{}
+	}
+	return s.run("Gelu", func(o *lib.Ctensor) { lib.AtgGelu(o, t.c, "tanh") })
+}
+
 func (s *Scope) unary(op string, t Tensor, f func(*lib.Ctensor, lib.Ctensor)) Tensor {
 	if !s.ok(t) {
 		return Tensor{}
@@ -561,6 +573,14 @@ func (s *Scope) Linear(x, w Tensor) Tensor {
 	return s.run("Linear", func(o *lib.Ctensor) { lib.AtgLinear(o, x.c, w.c, nil) })
 }
 
+// LinearBias is x·wᵀ + bias.
+func (s *Scope) LinearBias(x, w, bias Tensor) Tensor {
+	if !s.ok(x, w, bias) {
+		return Tensor{}
+	}
+	return s.run("Linear", func(o *lib.Ctensor) { lib.AtgLinear(o, x.c, w.c, bias.c) })
+}
+
 // Matmul is a·b (batched).
 func (s *Scope) Matmul(a, b Tensor) Tensor {
 	if !s.ok(a, b) {
@@ -613,6 +633,14 @@ func (s *Scope) MaskedFill(t, mask Tensor, v float64) Tensor {
 	return r
 }
 
+// Tril keeps the lower triangle up to diagonal d.
+func (s *Scope) Tril(t Tensor, d int64) Tensor {
+	if !s.ok(t) {
+		return Tensor{}
+	}
+	return s.run("Tril", func(o *lib.Ctensor) { lib.AtgTril(o, t.c, d) })
+}
+
 // Triu keeps the upper triangle from diagonal d.
 func (s *Scope) Triu(t Tensor, d int64) Tensor {
 	if !s.ok(t) {
@@ -637,6 +665,17 @@ func (s *Scope) SDPA(q, k, v Tensor, scale float64) Tensor {
 	}
 	return s.run("ScaledDotProductAttention", func(o *lib.Ctensor) {
 		lib.AtgScaledDotProductAttention(o, q.c, k.c, v.c, nil, 0, 1, scale, 0)
+	})
+}
+
+// SDPAMasked is fused scaled-dot-product attention where query i attends
+// to key j exactly where the boolean mask allow[i, j] is true.
+func (s *Scope) SDPAMasked(q, k, v, allow Tensor, scale float64) Tensor {
+	if !s.ok(q, k, v, allow) {
+		return Tensor{}
+	}
+	return s.run("ScaledDotProductAttention", func(o *lib.Ctensor) {
+		lib.AtgScaledDotProductAttention(o, q.c, k.c, v.c, allow.c, 0, 0, scale, 0)
 	})
 }
 
