@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import gorand
-from .model import (LORA_ROLES, NAME_CLASSIFIER, ConfigError, Decoder, load_dir, write_safetensors)
+from .model import (LORA_ROLES, NAME_CLASSIFIER, ConfigError, Decoder, join_fused, load_dir, write_safetensors)
 
 VERSION = "0.1.0"
 CHECKPOINT_PREFIX = "train.rank"
@@ -357,6 +357,7 @@ class Engine:
         full = {n: _full(p).detach() for n, p in e.model.weights().items()}
         if e.cfg["tied"]:
             full.pop(NAME_CLASSIFIER, None)
+        join_fused(e.cfg, full)  # Phi-3 stores q/k/v and gate/up fused
         if self.comm.rank != 0:
             return None
         out = req.get("dir") or ""
