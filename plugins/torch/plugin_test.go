@@ -6,11 +6,13 @@ package torch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -429,4 +431,66 @@ func TestServedStoppedRank(t *testing.T) {
 		t.Fatalf("stats with rank 1 stopped: error %v, want one naming rank 1", err)
 	}
 	t.Log(err)
+}
+
+// TestServedFamiliesSave: a model of every family (irtest.Families) saved
+// by the plugin reads back with ir/hf to the very weights it was loaded
+// from (Phi-3's fused projections joined again), and a mixture of experts
+// is refused by name.
+func TestServedFamiliesSave(t *testing.T) {
+	bin := pluginPath(t)
+	host := plugin.New(plugin.Options{})
+	t.Cleanup(host.Close)
+	ctx := context.Background()
+	b, err := host.OpenBackend(ctx, decl(bin, 1, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	fams := irtest.Families()
+	for _, name := range slices.Sorted(maps.Keys(fams)) {
+		t.Run(name, func(t *testing.T) {
+			m := irtest.RandomModel(t, fams[name], rand.New(rand.NewPCG(1, 2)))
+			dir := filepath.Join(t.TempDir(), "in")
+			if err := hf.Save(m, dir, hf.SaveOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			id, err := b.Load(ctx, backend.LoadRequest{Dir: dir, Trainable: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "out")
+			if err := b.Save(ctx, backend.SaveRequest{Model: id, Dir: out}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := hf.Load(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer got.Close()
+			if got.Config.Arch != m.Config.Arch {
+				t.Errorf("saved as %q, want %q", got.Config.Arch, m.Config.Arch)
+			}
+			for _, n := range m.TensorNames() {
+				want, _ := m.Tensor(n)
+				g, err := got.Tensor(n)
+				if err != nil {
+					t.Errorf("saved model lacks %s: %v", n, err)
+					continue
+				}
+				wb, _ := want.Bytes()
+				gb, _ := g.Bytes()
+				if string(wb) != string(gb) {
+					t.Errorf("%s differs after a round trip", n)
+				}
+			}
+		})
+	}
+	moe, err := filepath.Abs("../../ir/testdata/families/mixtral")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Load(ctx, backend.LoadRequest{Dir: moe}); err == nil || !strings.Contains(err.Error(), "mixtures of experts") {
+		t.Errorf("loading Mixtral: error %v, want one saying mixtures of experts are not implemented", err)
+	}
 }
