@@ -173,6 +173,23 @@ type Result struct {
 	// Loss is the last step's objective (train, distill), a sanity check
 	// that real numbers flowed.
 	Loss float64 `json:"loss,omitempty"`
+	// PerRank is each rank's memory when the backend runs several
+	// processes (the torch plugin's ranks): what ZeRO-1 and FSDP2 shard
+	// shows in OptimStateBytes, GradBytes and ParamBytes.
+	PerRank []RankMemory `json:"per_rank,omitempty"`
+}
+
+// RankMemory is one rank's memory during a benchmark.
+type RankMemory struct {
+	Rank               int   `json:"rank"`
+	PeakRSSBytes       int64 `json:"peak_rss_bytes"`
+	PeakDeviceMemBytes int64 `json:"peak_device_mem_bytes,omitempty"`
+	// ParamBytes, GradBytes and OptimStateBytes are what the rank holds
+	// of the trained model's parameters, their gradients and the
+	// optimizer's state (its shard, when they are sharded).
+	ParamBytes      int64 `json:"param_bytes"`
+	GradBytes       int64 `json:"grad_bytes"`
+	OptimStateBytes int64 `json:"optim_state_bytes"`
 }
 
 // Finish fills the totals and rates of steps timed over seconds.
