@@ -1,8 +1,9 @@
 # Mixture-of-experts pruning at our scale: the shipped stories260K (a dense
 # TinyStories model) is upcycled into a 4-expert, top-2 Mixtral-layout MoE,
 # trained briefly on TinyStories with the router's balancing loss so that
-# the experts diverge, then pruned 4 → 2 experts by importance and, as the
-# baseline, at random; both students are distilled from the 4-expert model.
+# the experts diverge, then pruned 4 → 2 experts by importance (three expert
+# rankings) and, as the baseline, at random; every student is distilled from
+# the 4-expert model.
 #   upcycle → train → score → prune (scored | random) → distill → eval
 # Run (one seed): whittle run examples/moe/moe.hcl --out runs/moe/seed1 --var seed=1
 # All seeds and the table of README.md: examples/moe/run.sh
@@ -104,7 +105,32 @@ pass "score" {
   seed    = var.seed
 }
 
-# 4. Prune 4 → 2 experts: the two most important, or two at random.
+# The two other expert rankings, for comparison: the output norm summed
+# over the tokens (frequency counts) and the routed probability mass.
+pass "score" {
+  name              = "score-total"
+  model             = model.moe
+  dataset           = dataset.tinystories
+  into              = "importance_total"
+  samples           = 128
+  seq_len           = local.seq_len
+  seed              = var.seed
+  expert_importance = "total_output"
+}
+
+pass "score" {
+  name              = "score-prob"
+  model             = model.moe
+  dataset           = dataset.tinystories
+  into              = "importance_prob"
+  samples           = 128
+  seq_len           = local.seq_len
+  seed              = var.seed
+  expert_importance = "prob_mass"
+}
+
+# 4. Prune 4 → 2 experts: the two most important by each ranking, or two
+#    at random.
 pass "prune-width" {
   name    = "prune-scored"
   model   = model.moe
@@ -122,6 +148,22 @@ pass "prune-width" {
   experts   = 2
 }
 
+pass "prune-width" {
+  name    = "prune-total"
+  model   = model.moe
+  scores  = scores.importance_total
+  into    = "total"
+  experts = 2
+}
+
+pass "prune-width" {
+  name    = "prune-prob"
+  model   = model.moe
+  scores  = scores.importance_prob
+  into    = "prob"
+  experts = 2
+}
+
 pass "eval" {
   name      = "eval-scored-pruned"
   model     = model.scored
@@ -133,6 +175,22 @@ pass "eval" {
 pass "eval" {
   name      = "eval-random-pruned"
   model     = model.random
+  datasets  = [dataset.tinystories]
+  sequences = local.eval_rows
+  seq_len   = local.seq_len
+}
+
+pass "eval" {
+  name      = "eval-total-pruned"
+  model     = model.total
+  datasets  = [dataset.tinystories]
+  sequences = local.eval_rows
+  seq_len   = local.seq_len
+}
+
+pass "eval" {
+  name      = "eval-prob-pruned"
+  model     = model.prob
   datasets  = [dataset.tinystories]
   sequences = local.eval_rows
   seq_len   = local.seq_len
@@ -171,6 +229,38 @@ pass "distill" {
   seed              = var.seed
 }
 
+pass "distill" {
+  name              = "distill-total"
+  student           = model.total
+  teacher           = model.moe
+  dataset           = dataset.tinystories
+  into              = "total"
+  steps             = var.distill_steps
+  batch             = local.batch
+  seq_len           = local.seq_len
+  lr                = 5e-4
+  min_lr            = 5e-5
+  warmup            = 5
+  router_aux_weight = 0.01
+  seed              = var.seed
+}
+
+pass "distill" {
+  name              = "distill-prob"
+  student           = model.prob
+  teacher           = model.moe
+  dataset           = dataset.tinystories
+  into              = "prob"
+  steps             = var.distill_steps
+  batch             = local.batch
+  seq_len           = local.seq_len
+  lr                = 5e-4
+  min_lr            = 5e-5
+  warmup            = 5
+  router_aux_weight = 0.01
+  seed              = var.seed
+}
+
 pass "eval" {
   name      = "eval-scored-distilled"
   model     = model.scored
@@ -182,6 +272,22 @@ pass "eval" {
 pass "eval" {
   name      = "eval-random-distilled"
   model     = model.random
+  datasets  = [dataset.tinystories]
+  sequences = local.eval_rows
+  seq_len   = local.seq_len
+}
+
+pass "eval" {
+  name      = "eval-total-distilled"
+  model     = model.total
+  datasets  = [dataset.tinystories]
+  sequences = local.eval_rows
+  seq_len   = local.seq_len
+}
+
+pass "eval" {
+  name      = "eval-prob-distilled"
+  model     = model.prob
   datasets  = [dataset.tinystories]
   sequences = local.eval_rows
   seq_len   = local.seq_len

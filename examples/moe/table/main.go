@@ -22,10 +22,14 @@ import (
 var stages = []struct{ pass, label string }{
 	{"eval-upcycled", "upcycled (= dense)"},
 	{"eval-moe", "4 experts, trained"},
-	{"eval-scored-pruned", "2 experts by score, pruned"},
-	{"eval-random-pruned", "2 random experts, pruned"},
-	{"eval-scored-distilled", "2 experts by score, distilled"},
-	{"eval-random-distilled", "2 random experts, distilled"},
+	{"eval-scored-pruned", "pruned: mean_output"},
+	{"eval-total-pruned", "pruned: total_output"},
+	{"eval-prob-pruned", "pruned: prob_mass"},
+	{"eval-random-pruned", "pruned: random"},
+	{"eval-scored-distilled", "distilled: mean_output"},
+	{"eval-total-distilled", "distilled: total_output"},
+	{"eval-prob-distilled", "distilled: prob_mass"},
+	{"eval-random-distilled", "distilled: random"},
 }
 
 const metric = "dataset.tinystories.loss"

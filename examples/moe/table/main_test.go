@@ -49,7 +49,8 @@ func TestRecipePlans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	experts := map[string]int{"upcycle": 4, "train-moe": 4, "prune-scored": 2, "prune-random": 2, "distill-scored": 2, "distill-random": 2}
+	experts := map[string]int{"upcycle": 4, "train-moe": 4, "prune-scored": 2, "prune-total": 2, "prune-prob": 2, "prune-random": 2,
+		"distill-scored": 2, "distill-total": 2, "distill-prob": 2, "distill-random": 2}
 	for _, st := range plan.Stages {
 		want, ok := experts[st.Name]
 		if !ok {
