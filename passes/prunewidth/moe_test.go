@@ -260,3 +260,21 @@ func TestMagnitudeExperts(t *testing.T) {
 		t.Errorf("dense layer 1 or shared expert scored wrongly: experts %v, mlp %d, shared %d", s.Experts[1], len(s.MLP[1]), len(s.SharedMLP[0]))
 	}
 }
+
+// A table without expert scores (a dense model's, or one from a backend
+// without expert statistics) cannot prune a MoE model; Random draws one
+// score per unit of every axis.
+func TestMoETables(t *testing.T) {
+	cfg := irtest.MoEFamilies()["qwen2_moe"]
+	s := Random(cfg, 1)
+	if err := checkTable(cfg, s); err != nil {
+		t.Fatalf("random table: %v", err)
+	}
+	if again := Random(cfg, 1); !slices.Equal(again.Experts[0], s.Experts[0]) || slices.Equal(Random(cfg, 2).Experts[0], s.Experts[0]) {
+		t.Error("random scores do not follow the seed")
+	}
+	s.Experts, s.ExpertMLP, s.SharedMLP = nil, nil, nil
+	if err := checkTable(cfg, s); err == nil || !strings.Contains(err.Error(), "expert statistics") {
+		t.Errorf("a table without expert scores: %v", err)
+	}
+}

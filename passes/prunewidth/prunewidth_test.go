@@ -124,6 +124,9 @@ func TestCheckCriterion(t *testing.T) {
 		{Config{}, "needs scores"},
 		{Config{Criterion: "activation"}, "needs scores"},
 		{Config{Criterion: "taylor", Scores: ref("act")}, `"taylor"`},
+		{Config{Criterion: "random"}, ""},
+		{Config{Criterion: "random", Seed: func() *int64 { v := int64(3); return &v }()}, ""},
+		{Config{Scores: ref("act"), Seed: func() *int64 { v := int64(3); return &v }()}, "seed only"},
 	}
 	for _, tc := range tests {
 		err := tc.c.checkCriterion()
