@@ -52,10 +52,6 @@ type Options struct {
 	// backend.ErrUnsupported for mode lora; the suite then checks that
 	// they do).
 	NoLoRA bool
-	// NoRouterAux skips the check of router_aux_weight's gradient on the
-	// mixture-of-experts families (for backends that do not implement
-	// the routers' balancing loss yet; they should refuse it).
-	NoRouterAux bool
 }
 
 // Tolerances bound the differences a check accepts.
@@ -170,7 +166,7 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 			t.Run("Stats", func(t *testing.T) { s.checkStats(t, f) })
 			t.Run("Generate", func(t *testing.T) { s.checkGenerate(t, f) })
 			t.Run("TrainGradCE", func(t *testing.T) { s.checkGradient(t, f, nil, backend.ObjectiveCE, backend.LossConfig{}, true) })
-			if hasMoE(f.m.Config) && !opts.NoRouterAux {
+			if hasMoE(f.m.Config) {
 				// The routers' balancing loss reaches every router weight.
 				t.Run("TrainGradRouterAux", func(t *testing.T) {
 					s.checkGradient(t, f, nil, backend.ObjectiveCE, backend.LossConfig{RouterAuxWeight: 0.5}, true)
