@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/internal/decoder64"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/irtest"
+	"github.com/whittle-ml/whittle/passes/internal/passtest"
 )
 
 // Every expert is a copy of the dense MLP and Mixtral renormalizes the
@@ -89,6 +91,35 @@ func TestUpcycleRefuses(t *testing.T) {
 		_, err := MoEConfig(tc.cfg, tc.o)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %+v: error %v, want one about %q", tc.cfg.Arch, tc.o, err, tc.want)
+		}
+	}
+}
+
+// The pass plans the Mixtral config of the tiny model and refuses bad
+// options at their attribute.
+func TestPassPlan(t *testing.T) {
+	env := passtest.NewEnv(t)
+	reg := passtest.Registry(t, Pass{})
+	src := func(attrs string) string {
+		return passtest.Inputs + "pass \"upcycle\" {\n  model = model.base\n  into  = \"moe\"\n" + attrs + "}\n"
+	}
+	plan, err := pipeline.MakePlan(env.MustLoad(t, reg, src("  experts = 3\n  top_k = 1\n")), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := plan.Stages[1].Config
+	if cfg == nil || cfg.Arch != "mixtral" || cfg.ExpertsPerToken != 1 || cfg.Layers[0].Experts != 3 || cfg.Layers[0].ExpertMLP != env.Config.Layers[0].MLP {
+		t.Errorf("planned config %+v", cfg)
+	}
+	for _, tc := range []struct{ attrs, at, want string }{
+		{"  experts = 0\n", "0\n", "experts = 0 must be at least 1"},
+		{"  experts = 2\n  top_k = 3\n", "3\n", "top_k = 3 must be between 1 and experts = 2"},
+		{"  noise = -1\n", "-1", "noise = -1"},
+	} {
+		s := src(tc.attrs)
+		_, err := pipeline.MakePlan(env.MustLoad(t, reg, s), reg)
+		if at := passtest.Pos(t, s, tc.at); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), at) {
+			t.Errorf("%q: plan error %v, want %q at %s", tc.attrs, err, tc.want, at)
 		}
 	}
 }
