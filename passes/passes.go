@@ -13,13 +13,14 @@ import (
 	"github.com/whittle-ml/whittle/passes/prunewidth"
 	"github.com/whittle-ml/whittle/passes/score"
 	"github.com/whittle-ml/whittle/passes/search"
+	"github.com/whittle-ml/whittle/passes/upcycle"
 )
 
 // Registry returns a registry holding every built-in pass kind.
 func Registry() (*pipeline.Registry, error) {
 	r := pipeline.NewRegistry()
 	for _, p := range []pipeline.Pass{
-		correct.Pass{}, initialize.Pass{}, score.Pass{}, prunewidth.Pass{}, prunedepth.Pass{},
+		correct.Pass{}, initialize.Pass{}, upcycle.Pass{}, score.Pass{}, prunewidth.Pass{}, prunedepth.Pass{},
 		distill.Pass{}, instructtune.Pass{}, eval.Pass{}, export.Pass{}, search.Pass{},
 	} {
 		if err := r.Register(p); err != nil {

@@ -10,7 +10,7 @@ func TestRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"correct", "distill", "eval", "export", "init", "instruction-tune", "prune-depth", "prune-width", "score", "search"}
+	want := []string{"correct", "distill", "eval", "export", "init", "instruction-tune", "prune-depth", "prune-width", "score", "search", "upcycle"}
 	if got := reg.Kinds(); !slices.Equal(got, want) {
 		t.Errorf("kinds %v, want %v", got, want)
 	}

@@ -19,6 +19,17 @@ type Table struct {
 	Heads [][]float64 `json:"heads,omitempty"`
 	// MLP holds, per layer, one score per intermediate neuron.
 	MLP [][]float64 `json:"mlp,omitempty"`
+	// Mixture-of-experts layers (entries of dense layers are nil; all nil
+	// for a dense model, and in tables written before MoE support).
+	//
+	// Experts holds, per layer, one score per routed expert.
+	Experts [][]float64 `json:"experts,omitempty"`
+	// ExpertMLP holds, per layer and routed expert, one score per neuron
+	// of that expert: experts are pruned to the same width, each keeping
+	// its own best neurons.
+	ExpertMLP [][][]float64 `json:"expert_mlp,omitempty"`
+	// SharedMLP holds, per layer, one score per shared-expert neuron.
+	SharedMLP [][]float64 `json:"shared_mlp,omitempty"`
 	// Layers maps a metric name ("lm_loss", "block_influence", ...) to one
 	// importance per layer.
 	Layers map[string][]float64 `json:"layers,omitempty"`

@@ -42,6 +42,11 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 		Layers:  map[string][]float64{"block_influence": {0.5, 0.1}},
 		Method:  "activation",
 		Samples: 64,
+		// A MoE layer 0 (two experts of two neurons, a shared expert)
+		// beside a dense layer 1.
+		Experts:   [][]float64{{0.7, 0.3}, nil},
+		ExpertMLP: [][][]float64{{{1, 2}, {3, 4}}, nil},
+		SharedMLP: [][]float64{{5, 6, 7}, nil},
 	}
 	if err := in.Save(path); err != nil {
 		t.Fatal(err)
@@ -52,6 +57,24 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(in, out) {
 		t.Errorf("round trip changed the table:\n in %+v\nout %+v", in, out)
+	}
+}
+
+// A table written before mixture-of-experts support (no expert fields)
+// still loads, with the expert fields empty.
+func TestLoadTableWithoutExperts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.json")
+	old := `{"hidden": [1, 2], "heads": [[1]], "mlp": [[0.5, 0.25]], "method": "activations(samples=8,seq_len=16)", "samples": 8}`
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Table{Hidden: []float64{1, 2}, Heads: [][]float64{{1}}, MLP: [][]float64{{0.5, 0.25}}, Method: "activations(samples=8,seq_len=16)", Samples: 8}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("old table loaded as %+v, want %+v", got, want)
 	}
 }
 

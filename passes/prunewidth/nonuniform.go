@@ -92,14 +92,16 @@ func PruneNonUniform(m *ir.Model, s *scores.Table, t NonUniformTargets) (*ir.Mod
 // query heads.
 func SelectNonUniform(c *ir.Config, s *scores.Table, t NonUniformTargets) (ir.Selection, error) {
 	var sel ir.Selection
+	// The sizes first: a mixture of experts is refused for what it is,
+	// not for its scores lacking expert entries.
+	axes, err := t.check(c)
+	if err != nil {
+		return sel, err
+	}
 	if err := checkTable(*c, s); err != nil {
 		return sel, err
 	}
 	norm, err := normalizer(t.Normalize)
-	if err != nil {
-		return sel, err
-	}
-	axes, err := t.check(c)
 	if err != nil {
 		return sel, err
 	}

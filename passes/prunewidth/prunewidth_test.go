@@ -81,12 +81,12 @@ func TestTargets(t *testing.T) {
 		want    targets
 		wantErr string
 	}{
-		{"nothing set", Config{}, targets{16, 10, 8, 4}, ""},
-		{"kv heads carry their groups", Config{KVHeads: iptr(2)}, targets{16, 10, 4, 2}, ""},
-		{"heads within groups", Config{Heads: iptr(4)}, targets{16, 10, 4, 4}, ""},
-		{"heads and kv", Config{Heads: iptr(2), KVHeadsRatio: fptr(0.5)}, targets{16, 10, 2, 2}, ""},
-		{"ratios with round_to", Config{HiddenRatio: fptr(0.75), MLPRatio: fptr(0.5), RoundTo: 4}, targets{12, 4, 8, 4}, ""},
-		{"heads not rounded", Config{HeadsRatio: fptr(0.5), RoundTo: 64}, targets{16, 10, 4, 4}, ""},
+		{"nothing set", Config{}, targets{hidden: 16, mlp: 10, heads: 8, kvHeads: 4}, ""},
+		{"kv heads carry their groups", Config{KVHeads: iptr(2)}, targets{hidden: 16, mlp: 10, heads: 4, kvHeads: 2}, ""},
+		{"heads within groups", Config{Heads: iptr(4)}, targets{hidden: 16, mlp: 10, heads: 4, kvHeads: 4}, ""},
+		{"heads and kv", Config{Heads: iptr(2), KVHeadsRatio: fptr(0.5)}, targets{hidden: 16, mlp: 10, heads: 2, kvHeads: 2}, ""},
+		{"ratios with round_to", Config{HiddenRatio: fptr(0.75), MLPRatio: fptr(0.5), RoundTo: 4}, targets{hidden: 12, mlp: 4, heads: 8, kvHeads: 4}, ""},
+		{"heads not rounded", Config{HeadsRatio: fptr(0.5), RoundTo: 64}, targets{hidden: 16, mlp: 10, heads: 4, kvHeads: 4}, ""},
 		{"heads uneven over groups", Config{Heads: iptr(6)}, targets{}, "evenly"},
 		{"more heads per group than exist", Config{Heads: iptr(6), KVHeads: iptr(2)}, targets{}, "at most 2"},
 		{"bad hidden", Config{Hidden: iptr(17)}, targets{}, "hidden"},
@@ -124,6 +124,9 @@ func TestCheckCriterion(t *testing.T) {
 		{Config{}, "needs scores"},
 		{Config{Criterion: "activation"}, "needs scores"},
 		{Config{Criterion: "taylor", Scores: ref("act")}, `"taylor"`},
+		{Config{Criterion: "random"}, ""},
+		{Config{Criterion: "random", Seed: func() *int64 { v := int64(3); return &v }()}, ""},
+		{Config{Scores: ref("act"), Seed: func() *int64 { v := int64(3); return &v }()}, "seed only"},
 	}
 	for _, tc := range tests {
 		err := tc.c.checkCriterion()

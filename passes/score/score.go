@@ -33,6 +33,21 @@ const (
 	MetricAccuracy       = "accuracy"
 )
 
+// Expert importance methods (Config.ExpertImportance), over the tokens of
+// the calibration set.
+const (
+	// ExpertsMeanOutput is Model Optimizer's mcore_minitron rule: the mean,
+	// over the tokens routed to the expert, of the L2 norm of its weighted
+	// output ‖w·expert(x)‖₂.
+	ExpertsMeanOutput = "mean_output"
+	// ExpertsTotalOutput is the same norm summed over the tokens, so that
+	// an expert that is rarely chosen counts for less.
+	ExpertsTotalOutput = "total_output"
+	// ExpertsProbMass is the routed probability mass: the router's softmax
+	// probability of the expert summed over all tokens (before top-k).
+	ExpertsProbMass = "prob_mass"
+)
+
 // DefaultSamples is the paper's calibration set size.
 const DefaultSamples = 1024
 
@@ -60,6 +75,9 @@ type Config struct {
 	Block *int `hcl:"block,optional"`
 	// Task is the multiple-choice task of the accuracy metric.
 	Task *recipe.Ref `hcl:"task,optional"`
+	// ExpertImportance ranks the routed experts of a mixture-of-experts
+	// model: mean_output (the default), total_output or prob_mass.
+	ExpertImportance string `hcl:"expert_importance,optional"`
 }
 
 // Pass implements pipeline.Pass.
@@ -81,6 +99,7 @@ type settings struct {
 	seed                          int64
 	activations                   bool
 	metrics                       []string
+	experts                       string
 }
 
 func (s settings) has(metric string) bool {
@@ -118,6 +137,16 @@ func (c *Config) check(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (setting
 	}
 	if c.Activations != nil {
 		s.activations = *c.Activations
+	}
+	switch s.experts = c.ExpertImportance; s.experts {
+	case "":
+		s.experts = ExpertsMeanOutput
+	case ExpertsMeanOutput, ExpertsTotalOutput, ExpertsProbMass:
+	default:
+		return s, passutil.Errorf(p, "expert_importance", "unknown expert_importance %q (want %s, %s or %s)", s.experts, ExpertsMeanOutput, ExpertsTotalOutput, ExpertsProbMass)
+	}
+	if c.ExpertImportance != "" && (!s.activations || !hasMoE(cfg)) {
+		return s, passutil.Errorf(p, "expert_importance", "expert_importance ranks the experts of a mixture-of-experts model from its activations; this pass collects none or the model has no experts")
 	}
 	seen := map[string]bool{}
 	for _, m := range c.Layers {
@@ -346,7 +375,13 @@ func (sc *scoring) statistics(ctx context.Context) error {
 	}
 	if s.activations {
 		t.Hidden, t.Heads, t.MLP = st.Hidden, st.Heads, st.MLP
-		sc.method = append(sc.method, fmt.Sprintf("activations(samples=%d,seq_len=%d)", sc.calibRows, s.seqLen))
+		method := fmt.Sprintf("activations(samples=%d,seq_len=%d)", sc.calibRows, s.seqLen)
+		if hasMoE(sc.cfg) {
+			t.Experts = ExpertScores(sc.cfg, st, s.experts)
+			t.ExpertMLP, t.SharedMLP = st.ExpertMLP, st.SharedMLP
+			method = fmt.Sprintf("activations(samples=%d,seq_len=%d,experts=%s)", sc.calibRows, s.seqLen, s.experts)
+		}
+		sc.method = append(sc.method, method)
 	}
 	if s.has(MetricBlockInfluence) {
 		setLayer(t, MetricBlockInfluence, st.BlockInfluence)
@@ -456,6 +491,9 @@ func checkStats(cfg ir.Config, st *backend.StatsResult, activations, bi bool) er
 		if len(st.MLP) != n || len(st.Heads) != n {
 			return fmt.Errorf("MLP and head scores for %d and %d layers, the model has %d", len(st.MLP), len(st.Heads), n)
 		}
+		if err := checkExpertStats(cfg, st); err != nil {
+			return err
+		}
 		for l, lc := range cfg.Layers {
 			if len(st.MLP[l]) != lc.MLP {
 				return fmt.Errorf("layer %d: %d MLP scores for %d neurons", l, len(st.MLP[l]), lc.MLP)
@@ -495,4 +533,68 @@ func writeLayers(path string, metrics []string, t *scores.Table, extra map[strin
 		b.WriteString("\n")
 	}
 	return fsutil.WriteFile(path, []byte(b.String()))
+}
+
+func hasMoE(cfg ir.Config) bool {
+	for _, l := range cfg.Layers {
+		if l.MoE() {
+			return true
+		}
+	}
+	return false
+}
+
+// checkExpertStats verifies the mixture-of-experts fields: one entry per
+// expert and neuron of every MoE layer, none for dense layers.
+func checkExpertStats(cfg ir.Config, st *backend.StatsResult) error {
+	if !hasMoE(cfg) {
+		return nil
+	}
+	n := len(cfg.Layers)
+	if len(st.ExpertMLP) != n || len(st.ExpertProb) != n || len(st.ExpertOutput) != n || len(st.ExpertTokens) != n || len(st.SharedMLP) != n {
+		return fmt.Errorf("expert statistics for %d/%d/%d/%d/%d layers (neurons/probability/output/tokens/shared), the model has %d",
+			len(st.ExpertMLP), len(st.ExpertProb), len(st.ExpertOutput), len(st.ExpertTokens), len(st.SharedMLP), n)
+	}
+	for l, lc := range cfg.Layers {
+		if len(st.ExpertProb[l]) != lc.Experts || len(st.ExpertOutput[l]) != lc.Experts || len(st.ExpertTokens[l]) != lc.Experts || len(st.ExpertMLP[l]) != lc.Experts {
+			return fmt.Errorf("layer %d: expert statistics for %d/%d/%d/%d experts (probability/output/tokens/neurons), the layer has %d",
+				l, len(st.ExpertProb[l]), len(st.ExpertOutput[l]), len(st.ExpertTokens[l]), len(st.ExpertMLP[l]), lc.Experts)
+		}
+		for e, v := range st.ExpertMLP[l] {
+			if len(v) != lc.ExpertMLP {
+				return fmt.Errorf("layer %d expert %d: %d neuron scores for %d neurons", l, e, len(v), lc.ExpertMLP)
+			}
+		}
+		if len(st.SharedMLP[l]) != lc.SharedMLP {
+			return fmt.Errorf("layer %d: %d shared-expert scores for %d neurons", l, len(st.SharedMLP[l]), lc.SharedMLP)
+		}
+	}
+	return nil
+}
+
+// ExpertScores ranks every MoE layer's routed experts by method (one of
+// the Experts* constants); dense layers get nil. An expert no token was
+// routed to scores 0 under mean_output, as in Model Optimizer.
+func ExpertScores(cfg ir.Config, st *backend.StatsResult, method string) [][]float64 {
+	out := make([][]float64, len(cfg.Layers))
+	for l, lc := range cfg.Layers {
+		if !lc.MoE() {
+			continue
+		}
+		v := make([]float64, lc.Experts)
+		for e := range v {
+			switch method {
+			case ExpertsProbMass:
+				v[e] = st.ExpertProb[l][e]
+			case ExpertsTotalOutput:
+				v[e] = st.ExpertOutput[l][e]
+			default:
+				if n := st.ExpertTokens[l][e]; n > 0 {
+					v[e] = st.ExpertOutput[l][e] / float64(n)
+				}
+			}
+		}
+		out[l] = v
+	}
+	return out
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/whittle-ml/whittle/core/scores"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/passes/internal/passtest"
 	"github.com/whittle-ml/whittle/passes/internal/passutil"
 	"github.com/whittle-ml/whittle/passes/prunedepth"
@@ -84,6 +85,8 @@ func TestRecipeErrors(t *testing.T) {
 		{"seq_len over context", "  dataset = dataset.corpus\n  seq_len = 100\n", "100", "context of 64"},
 		{"instruct calibration", "  dataset = dataset.pairs\n", "dataset.pairs", "instruction data"},
 		{"task is a dataset", "  layers = [\"accuracy\"]\n  task = dataset.corpus\n", "dataset.corpus", "reference to a task"},
+		{"unknown expert importance", "  dataset = dataset.corpus\n  expert_importance = \"tokens\"\n", `"tokens"`, `unknown expert_importance "tokens"`},
+		{"expert importance on a dense model", "  dataset = dataset.corpus\n  expert_importance = \"prob_mass\"\n", `"prob_mass"`, "no experts"},
 		{"layers not a list", "  dataset = dataset.corpus\n  layers = \"lm_loss\"\n", `"lm_loss"`, `Invalid value for "layers"`},
 	}
 	for _, tc := range tests {
@@ -356,6 +359,71 @@ func TestCheckStats(t *testing.T) {
 		r := passtest.FakeStats(cfg, true, true)
 		f(r)
 		if err := checkStats(cfg, r, true, true); err == nil {
+			t.Errorf("case %d: a malformed result passed", i)
+		}
+	}
+}
+
+// moeStats is a well-formed statistics answer for a MoE config: layer l
+// expert e has probability mass 10l+e, output norm sum 100-e and e+1
+// routed tokens.
+func moeStats(cfg ir.Config) *backend.StatsResult {
+	n := len(cfg.Layers)
+	r := &backend.StatsResult{ExpertMLP: make([][][]float64, n), ExpertProb: make([][]float64, n),
+		ExpertOutput: make([][]float64, n), ExpertTokens: make([][]int, n), SharedMLP: make([][]float64, n)}
+	for l, lc := range cfg.Layers {
+		if !lc.MoE() {
+			continue
+		}
+		for e := range lc.Experts {
+			r.ExpertProb[l] = append(r.ExpertProb[l], float64(10*l+e))
+			r.ExpertOutput[l] = append(r.ExpertOutput[l], float64(100-e))
+			r.ExpertTokens[l] = append(r.ExpertTokens[l], e+1)
+			r.ExpertMLP[l] = append(r.ExpertMLP[l], make([]float64, lc.ExpertMLP))
+		}
+		r.SharedMLP[l] = make([]float64, lc.SharedMLP)
+	}
+	return r
+}
+
+// Each expert-importance method reads its statistic: the mean output norm
+// per routed token (Model Optimizer's), the summed norm, or the routed
+// probability mass; dense layers have none.
+func TestExpertScores(t *testing.T) {
+	cfg := irtest.MoEFamilies()["qwen2_moe"] // layer 1 is dense
+	st := moeStats(cfg)
+	st.ExpertTokens[0][3] = 0 // never chosen: 0 under mean_output
+	for _, tc := range []struct {
+		method string
+		want   []float64
+	}{
+		{ExpertsMeanOutput, []float64{100, 99.0 / 2, 98.0 / 3, 0}},
+		{ExpertsTotalOutput, []float64{100, 99, 98, 97}},
+		{ExpertsProbMass, []float64{0, 1, 2, 3}},
+	} {
+		got := ExpertScores(cfg, st, tc.method)
+		if !nearAll(got[0], tc.want) || got[1] != nil {
+			t.Errorf("%s: %v, want %v for layer 0 and nil for the dense layer 1", tc.method, got, tc.want)
+		}
+	}
+}
+
+func TestCheckExpertStats(t *testing.T) {
+	cfg := irtest.MoEFamilies()["qwen2_moe"]
+	if err := checkExpertStats(cfg, moeStats(cfg)); err != nil {
+		t.Fatal(err)
+	}
+	bad := []func(r *backend.StatsResult){
+		func(r *backend.StatsResult) { r.ExpertProb = r.ExpertProb[1:] },
+		func(r *backend.StatsResult) { r.ExpertOutput[0] = r.ExpertOutput[0][1:] },
+		func(r *backend.StatsResult) { r.ExpertTokens[2] = append(r.ExpertTokens[2], 1) },
+		func(r *backend.StatsResult) { r.ExpertMLP[0][1] = r.ExpertMLP[0][1][1:] },
+		func(r *backend.StatsResult) { r.SharedMLP[2] = nil },
+	}
+	for i, f := range bad {
+		r := moeStats(cfg)
+		f(r)
+		if err := checkExpertStats(cfg, r); err == nil {
 			t.Errorf("case %d: a malformed result passed", i)
 		}
 	}
