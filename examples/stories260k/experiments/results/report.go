@@ -324,7 +324,7 @@ var sections = []section{
 		"Minitron distils with forward KL on the logits alone; cross-entropy on the data, mixing, and truncating the teacher to its top-k logits are the alternatives the ecosystem uses.",
 		writeDistillLoss},
 	{"06-search", "6. Prune to a budget: searched vs hand-picked vs random student",
-		"Minitron ranks candidate architectures of the target size after a light retraining (the paper: ≈1.8B tokens per candidate) instead of fixing the student's shape by hand, since the ranking right after pruning does not predict the ranking after distillation; Model Optimizer's auto pruning keeps the candidate that scores best under `params`, `active_params` or `memory` budgets.",
+		"Minitron ranks candidate architectures of the target size after a light retraining instead of fixing the student's shape by hand, since the ranking of candidates right after pruning is not their ranking after retraining; Model Optimizer's auto pruning keeps the candidate that scores best under `params`, `active_params` or `memory` budgets.",
 		writeSearch},
 }
 

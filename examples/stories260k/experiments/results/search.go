@@ -197,6 +197,9 @@ func writeSearch(w io.Writer, x seeded) error {
 			wins++
 		}
 	}
+	if agree, pairs := rankAgreement(x, results); pairs > 0 {
+		fmt.Fprintf(&sb, " Does the search's own ranking (after its short retraining) predict the ranking after the full distillation? Of the %d pairs of different students (per seed and budget), %d end in the order the search ranked them.", pairs, agree)
+	}
 	switch wins {
 	case len(searchBudgets):
 		fmt.Fprintf(&sb, " At both budgets the search's gain over both baselines is larger than the seed-to-seed spread.")
@@ -234,4 +237,35 @@ func sameSeeds(x seeded, a, b []arch) string {
 		return "seed " + seeds[0]
 	}
 	return "seeds " + strings.Join(seeds[:len(seeds)-1], ", ") + " and " + seeds[len(seeds)-1]
+}
+
+// rankAgreement counts, over seeds and budgets, the pairs of arms with
+// different students whose losses after distillation are in the order of
+// the search's own scores.
+func rankAgreement(x seeded, results map[string][]searchOutcome) (agree, pairs int) {
+	for _, b := range searchBudgets {
+		outs := results[b.key]
+		for i, e := range x.runs {
+			sr := e.searchResults("search-" + b.key)
+			for p := range outs {
+				for q := p + 1; q < len(outs); q++ {
+					if outs[p].arches[i] == outs[q].arches[i] {
+						continue
+					}
+					rp, _ := searchRank(sr, outs[p].arches[i])
+					rq, _ := searchRank(sr, outs[q].arches[i])
+					lp := e.num("kd-"+searchArms[p].key+"-"+b.key, "val_loss")
+					lq := e.num("kd-"+searchArms[q].key+"-"+b.key, "val_loss")
+					if rp == 0 || rq == 0 || anyNaN(lp, lq) {
+						continue
+					}
+					pairs++
+					if (rp < rq) == (lp < lq) {
+						agree++
+					}
+				}
+			}
+		}
+	}
+	return agree, pairs
 }
