@@ -120,7 +120,7 @@ func writeSearch(w io.Writer, x seeded) error {
 		"Δ: the student's loss minus the hand-picked student's, seed by seed.\n\n",
 		lossCell(x.num(kd0, "teacher_val_loss")), count(retrain), countCell(x.num(kd0, "tokens")))
 
-	t := table{left: []int{1, 2}, head: []string{"budget", "student", "architecture", "parameters", "search rank", "time to choose", "loss pruned", "loss distilled", "Δ vs hand-picked"}}
+	t := table{left: []int{1, 2}, head: []string{"budget", "student", "architecture", "parameters", "FLOPs/token", "search rank", "time to choose", "loss pruned", "loss distilled", "Δ vs hand-picked"}}
 	results := map[string][]searchOutcome{}
 	for _, b := range searchBudgets {
 		var outs []searchOutcome
@@ -130,14 +130,14 @@ func writeSearch(w io.Writer, x seeded) error {
 				delta: x.of(func(e *experiment) float64 {
 					return e.num(kd, "val_loss") - e.num("kd-hand-"+b.key, "val_loss")
 				})}
-			var params []float64
+			var params, flops []float64
 			for _, e := range x.runs {
 				ar, err := e.arch(choose)
 				if err != nil {
 					return err
 				}
 				o.arches = append(o.arches, ar)
-				params = append(params, float64(ar.params))
+				params, flops = append(params, float64(ar.params)), append(flops, float64(ar.flops))
 			}
 			archCell := x.perSeed(func(i int, _ *experiment) string { return o.arches[i].String() })
 			rankCell := x.perSeed(func(i int, e *experiment) string {
@@ -157,7 +157,7 @@ func writeSearch(w io.Writer, x seeded) error {
 			if a.key == "hand" {
 				delta = "-"
 			}
-			t.add(b.label, a.label, archCell, countCell(meanSD(params)), rankCell, durCell(secs),
+			t.add(b.label, a.label, archCell, countCell(meanSD(params)), countCell(meanSD(flops)), rankCell, durCell(secs),
 				lossCell(x.num(kd, "val_loss_before")), lossCell(o.loss), delta)
 			outs = append(outs, o)
 		}
@@ -187,6 +187,14 @@ func writeSearch(w io.Writer, x seeded) error {
 			signedLoss(s.delta), signedLoss(x.of(func(e *experiment) float64 {
 				return e.num("kd-search-"+b.key, "val_loss") - e.num("kd-random-"+b.key, "val_loss")
 			})))
+		if shallower(s.arches, h.arches) {
+			fmt.Fprintf(&sb, " The search removed layers where the hand pick narrowed every layer: its students keep %s of the hand-picked student's %d, at %s the FLOPs per token.",
+				x.perSeed(func(i int, _ *experiment) string { return fmt.Sprint(s.arches[i].layers) }), h.arches[0].layers,
+				x.of(func(e *experiment) float64 {
+					i := slices.Index(x.runs, e)
+					return float64(s.arches[i].flops) / float64(h.arches[i].flops)
+				}).render(times, times))
+		}
 		if same := sameSeeds(x, s.arches, h.arches); same != "" {
 			fmt.Fprintf(&sb, " The search chose the hand-picked shape itself in %s.", same)
 		}
@@ -268,4 +276,14 @@ func rankAgreement(x seeded, results map[string][]searchOutcome) (agree, pairs i
 		}
 	}
 	return agree, pairs
+}
+
+// shallower reports whether every seed's a has fewer layers than its b.
+func shallower(a, b []arch) bool {
+	for i := range a {
+		if i >= len(b) || a[i].layers >= b[i].layers {
+			return false
+		}
+	}
+	return len(a) > 0
 }

@@ -130,7 +130,10 @@ func TestReportSearch(t *testing.T) {
 		"**n = 3** (seeds 1, 2, 3).",
 		"distilled for 32,768 tokens",
 		"| ≈160K | searched | hidden 48, MLP 160, 4/2 heads, 5 layers (seeds 1, 2); hidden 48, MLP 128, 8/4 heads, 5 layers (seed 3) |",
-		"| 1 of 3 | 2s ± 1s | 4.0000 ± 0.0000 | 2.0000 ± 0.0100 | -0.1000 ± 0.0000 |",
+		// FLOPs at 128 tokens, by hand: 2 × 162,816 matmul weights (5 ×
+		// 27,648 + the 512 × 48 head) + 5 × 4·128·(heads·8) for attention:
+		// 407,552 with 4 heads (seeds 1, 2), 489,472 with 8 (seed 3).
+		"| 163,344 | 434,859 ± 47,297 | 1 of 3 | 2s ± 1s | 4.0000 ± 0.0000 | 2.0000 ± 0.0100 | -0.1000 ± 0.0000 |",
 		// The hand-picked shape: third of the search's candidates in
 		// seeds 1 and 2, its winner in seed 3.
 		"| ≈160K | hand-picked | hidden 48, MLP 128, 8/4 heads, 5 layers | 16", "| 3 of 3 (seeds 1, 2); 1 of 3 (seed 3) |",
