@@ -6,7 +6,9 @@
 // to the budget from importance scores (width by Minitron's rule, depth
 // by a layer metric), scores each by validation LM loss or task accuracy,
 // optionally after a short distillation from the unpruned model (the
-// Minitron paper's lightweight retraining), and produces the best.
+// Minitron paper's lightweight retraining), and produces the best; or,
+// with pick = "random", one of the top_k drawn from the seed, a baseline
+// for what the scoring buys.
 // Scores are cached by content in the run directory, so an interrupted
 // search resumes where it stopped.
 package search
