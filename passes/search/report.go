@@ -101,6 +101,11 @@ func WriteTable(w io.Writer, pass string, r *Results) error {
 	}
 	fmt.Fprintf(w, "search %s: %d candidates in the space, %d meet the budget, %d scored by %s%s (%s)%s\n",
 		pass, r.SpaceSize, len(r.Rows), scored, r.Objective, retrain, dir, picked)
+	// A random pick is no winner: nothing was compared.
+	winWord := "winner"
+	if r.Pick == PickRandom {
+		winWord = "picked"
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tRANK\tHIDDEN\tMLP\tHEADS\tKV\tLAYERS\tPARAMS\tMEMORY\tSCORE\tDROPPED\t")
 	for _, row := range r.Rows {
@@ -109,7 +114,7 @@ func WriteTable(w io.Writer, pass string, r *Results) error {
 		}
 		mark := ""
 		if row.Winner {
-			mark = "winner"
+			mark = winWord
 		}
 		dropped := "-"
 		if len(row.Score.Dropped) > 0 {
@@ -122,7 +127,7 @@ func WriteTable(w io.Writer, pass string, r *Results) error {
 		return err
 	}
 	if win := r.Winner(); win != nil {
-		_, err := fmt.Fprintf(w, "winner: %s, %s parameters, %s = %.4f\n", win.Sizes, pipeline.FormatCount(win.Params), r.Objective, win.Score.Value)
+		_, err := fmt.Fprintf(w, "%s: %s, %s parameters, %s = %.4f\n", winWord, win.Sizes, pipeline.FormatCount(win.Params), r.Objective, win.Score.Value)
 		return err
 	}
 	return nil

@@ -3,6 +3,7 @@ package search_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -405,6 +406,16 @@ func TestStoriesRandomPick(t *testing.T) {
 		}
 		if ref := all.Rows[win.Rank-1].Score; ref == nil || math.Abs(ref.Value-win.Score.Value) > 1e-9 {
 			t.Errorf("seed %s: the pick scored %s %.6f, the search %+v", seed, win.Sizes, win.Score.Value, ref)
+		}
+
+		// whittle report calls it picked, not a winner.
+		var tb strings.Builder
+		if err := search.WriteTable(&tb, "random", pick); err != nil {
+			t.Fatal(err)
+		}
+		if out := tb.String(); !strings.Contains(out, fmt.Sprintf("1 scored by lm_loss (lower is better), picked at random among the first %d (seed %s)", pick.PickedFrom, seed)) ||
+			!strings.Contains(out, "picked: "+win.Sizes.String()) || strings.Contains(out, "winner") {
+			t.Errorf("seed %s: report of the pick:\n%s", seed, out)
 		}
 
 		// The plan continues with the candidate the run picked.
