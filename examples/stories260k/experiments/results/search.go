@@ -96,6 +96,14 @@ func (s seeded) perSeed(f func(i int, e *experiment) string) string {
 
 func durCell(s stat) string { return s.render(dur, dur) }
 
+// timesCell is a ratio, without a spread the seeds agree on.
+func timesCell(s stat) string {
+	if s.sd == 0 {
+		return times(s.mean)
+	}
+	return s.render(times, times)
+}
+
 // searchOutcome is one arm at one budget over the seeds.
 type searchOutcome struct {
 	label  string
@@ -175,7 +183,7 @@ func writeSearch(w io.Writer, x seeded) error {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "**Reading.**")
-	wins := 0
+	wins, lowerRuns, differentRuns := 0, 0, 0
 	for _, b := range searchBudgets {
 		outs := results[b.key]
 		s, h, r := outs[0], outs[1], outs[2]
@@ -183,17 +191,22 @@ func writeSearch(w io.Writer, x seeded) error {
 		fmt.Fprintf(&sb, " At %s (%s parameters) %s, and %s.", b.label, budget,
 			compare("the searched student", s.loss, "the hand-picked one", h.loss, nats),
 			compare("the searched student", s.loss, "the random pick", r.loss, nats))
-		fmt.Fprintf(&sb, " Seed by seed the searched student's loss differs from the hand-picked one's by %s and from the random pick's by %s.",
-			signedLoss(s.delta), signedLoss(x.of(func(e *experiment) float64 {
-				return e.num("kd-search-"+b.key, "val_loss") - e.num("kd-random-"+b.key, "val_loss")
-			})))
+		// The seed draws the data split, which moves every arm's loss
+		// together: the per-seed differences are the sharper measure.
+		vsHand, vsRandom := x.paired("kd-search-"+b.key, "kd-hand-"+b.key), x.paired("kd-search-"+b.key, "kd-random-"+b.key)
+		fmt.Fprintf(&sb, " Paired by seed (each seed draws its own data split, which moves all three students' losses together), the searched student's loss minus the hand-picked one's is %s, minus the random pick's %s.",
+			vsHand.words(), vsRandom.words())
+		for _, d := range []pairedDiff{vsHand, vsRandom} {
+			lowerRuns += d.lower
+			differentRuns += d.n - d.equal
+		}
 		if shallower(s.arches, h.arches) {
 			fmt.Fprintf(&sb, " The search removed layers where the hand pick narrowed every layer: its students keep %s of the hand-picked student's %d, at %s the FLOPs per token.",
 				x.perSeed(func(i int, _ *experiment) string { return fmt.Sprint(s.arches[i].layers) }), h.arches[0].layers,
-				x.of(func(e *experiment) float64 {
+				timesCell(x.of(func(e *experiment) float64 {
 					i := slices.Index(x.runs, e)
 					return float64(s.arches[i].flops) / float64(h.arches[i].flops)
-				}).render(times, times))
+				})))
 		}
 		if same := sameSeeds(x, s.arches, h.arches); same != "" {
 			fmt.Fprintf(&sb, " The search chose the hand-picked shape itself in %s.", same)
@@ -216,6 +229,7 @@ func writeSearch(w io.Writer, x seeded) error {
 	default:
 		fmt.Fprintf(&sb, " The search's gain over both baselines exceeds the seed-to-seed spread at one budget only.")
 	}
+	fmt.Fprintf(&sb, " Paired by seed, the searched student ended below the baseline in %d of the %d (seed, budget, baseline) comparisons that are not ties (a tie: the same student, hence the same loss).", lowerRuns, differentRuns)
 	fmt.Fprintf(&sb, " Each arm ran %d %s; the search costs %s tokens of retraining per candidate on top of the common distillation.\n\n",
 		len(x.runs), plural(len(x.runs), "seed", "seeds"), count(retrain))
 	_, err := io.WriteString(w, sb.String())
@@ -286,4 +300,36 @@ func shallower(a, b []arch) bool {
 		}
 	}
 	return len(a) > 0
+}
+
+// pairedDiff is one arm's loss minus another's, seed by seed.
+type pairedDiff struct {
+	d            stat
+	lower, equal int // seeds in which the first is lower, the same
+	n            int
+}
+
+func (s seeded) paired(a, b string) pairedDiff {
+	p := pairedDiff{n: len(s.runs)}
+	p.d = s.of(func(e *experiment) float64 {
+		d := e.num(a, "val_loss") - e.num(b, "val_loss")
+		switch {
+		case d < 0:
+			p.lower++
+		case d == 0:
+			p.equal++
+		}
+		return d
+	})
+	return p
+}
+
+// words renders a paired difference: "-0.0330 ± 0.0025 nats (lower in
+// 3 of 3 seeds; the same student in 1)".
+func (p pairedDiff) words() string {
+	out := signedLoss(p.d) + fmt.Sprintf(" (lower in %d of %d %s", p.lower, p.n, plural(p.n, "seed", "seeds"))
+	if p.equal > 0 {
+		out += fmt.Sprintf("; equal in %d: the same student", p.equal)
+	}
+	return out + ")"
 }

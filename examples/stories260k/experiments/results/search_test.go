@@ -138,10 +138,14 @@ func TestReportSearch(t *testing.T) {
 		// seeds 1 and 2, its winner in seed 3.
 		"| ≈160K | hand-picked | hidden 48, MLP 128, 8/4 heads, 5 layers | 16", "| 3 of 3 (seeds 1, 2); 1 of 3 (seed 3) |",
 		"At ≈160K (", "the searched student beats the hand-picked one by 0.1000 nats (spread ±0.0200), and the searched student beats the random pick by 0.0500 nats (spread ±0.0200).",
-		"Seed by seed the searched student's loss differs from the hand-picked one's by -0.1000 ± 0.0000 nats",
+		// Per seed at ≈160K: search − hand = −0.1, search − random = −0.05.
+		"the searched student's loss minus the hand-picked one's is -0.1000 ± 0.0000 nats (lower in 3 of 3 seeds), minus the random pick's -0.0500 ± 0.0000 nats (lower in 3 of 3 seeds).",
 		"The search chose the hand-picked shape itself in seed 3. The random pick drew the hand-picked shape in seed 1.",
 		"the searched student and the hand-picked one are within the seed-to-seed spread (0.0200 nats apart, spread ±0.0600)",
-		"from the hand-picked one's by -0.0200 ± 0.0600 nats",
+		// At ≈200K: search − hand = −0.08, −0.02, +0.04; search − random =
+		// −0.33, −0.30, −0.27.
+		"minus the hand-picked one's is -0.0200 ± 0.0600 nats (lower in 2 of 3 seeds), minus the random pick's -0.3000 ± 0.0300 nats (lower in 3 of 3 seeds).",
+		"the searched student ended below the baseline in 11 of the 12 (seed, budget, baseline) comparisons that are not ties",
 		"The search's gain over both baselines exceeds the seed-to-seed spread at one budget only.",
 		// Pairs of different students, agreeing/all, by hand: ≈160K seed 1
 		// 2/2 (random = hand), seed 2 3/3, seed 3 1/2 (search = hand; hand
