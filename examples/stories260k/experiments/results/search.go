@@ -194,8 +194,12 @@ func writeSearch(w io.Writer, x seeded) error {
 		// The seed draws the data split, which moves every arm's loss
 		// together: the per-seed differences are the sharper measure.
 		vsHand, vsRandom := x.paired("kd-search-"+b.key, "kd-hand-"+b.key), x.paired("kd-search-"+b.key, "kd-random-"+b.key)
-		fmt.Fprintf(&sb, " Paired by seed (each seed draws its own data split, which moves all three students' losses together), the searched student's loss minus the hand-picked one's is %s, minus the random pick's %s.",
-			vsHand.words(), vsRandom.words())
+		why := ""
+		if b == searchBudgets[0] {
+			why = " (each seed draws its own data split, which moves all three students' losses together)"
+		}
+		fmt.Fprintf(&sb, " Paired by seed%s, the searched student's loss minus the hand-picked one's is %s, minus the random pick's %s.",
+			why, vsHand.words(), vsRandom.words())
 		for _, d := range []pairedDiff{vsHand, vsRandom} {
 			lowerRuns += d.lower
 			differentRuns += d.n - d.equal
@@ -213,6 +217,9 @@ func writeSearch(w io.Writer, x seeded) error {
 		}
 		if same := sameSeeds(x, r.arches, h.arches); same != "" {
 			fmt.Fprintf(&sb, " The random pick drew the hand-picked shape in %s.", same)
+		}
+		if same := sameSeeds(x, r.arches, s.arches); same != "" {
+			fmt.Fprintf(&sb, " The random pick drew the searched shape in %s.", same)
 		}
 		if judge(s.loss, h.loss, nats) > 0 && judge(s.loss, r.loss, nats) > 0 {
 			wins++

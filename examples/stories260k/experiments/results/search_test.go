@@ -140,7 +140,7 @@ func TestReportSearch(t *testing.T) {
 		"At ≈160K (", "the searched student beats the hand-picked one by 0.1000 nats (spread ±0.0200), and the searched student beats the random pick by 0.0500 nats (spread ±0.0200).",
 		// Per seed at ≈160K: search − hand = −0.1, search − random = −0.05.
 		"the searched student's loss minus the hand-picked one's is -0.1000 ± 0.0000 nats (lower in 3 of 3 seeds), minus the random pick's -0.0500 ± 0.0000 nats (lower in 3 of 3 seeds).",
-		"The search chose the hand-picked shape itself in seed 3. The random pick drew the hand-picked shape in seed 1.",
+		"The search chose the hand-picked shape itself in seed 3. The random pick drew the hand-picked shape in seed 1. At ≈200K",
 		"the searched student and the hand-picked one are within the seed-to-seed spread (0.0200 nats apart, spread ±0.0600)",
 		// At ≈200K: search − hand = −0.08, −0.02, +0.04; search − random =
 		// −0.33, −0.30, −0.27.
