@@ -10,7 +10,7 @@ DATA     ?= ../shared/data
 TESTFLAGS ?= -timeout 25m
 APT_GET  := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: all build test vet demo deps bench fuzz clean proto proto-check asm asm-check example-plugin gotch test-gotch gotch-gpu-prep results
+.PHONY: all build test vet demo deps bench fuzz clean proto proto-check asm asm-check example-plugin gotch test-gotch gotch-gpu-prep torch test-torch torch-proto torch-proto-check results
 
 all: build
 
@@ -97,5 +97,26 @@ test-gotch:
 gotch-gpu-prep:
 	cd $(GOTCH) && GO=$(GO) ./scripts/gpu_prep.sh
 
+# The PyTorch backend plugin (plugins/torch, Python on Debian's
+# python3-torch): install it into bin/ (use with WHITTLE_PLUGIN_PATH=bin),
+# or install its Debian dependencies and run its unit tests and the
+# backend conformance suite through the plugin boundary at 1 and 2 ranks
+# (gloo on CPU).
+TORCH := plugins/torch
+TORCH_DEBS := python3-torch python3-numpy python3-grpcio python3-protobuf protobuf-compiler openssl
+torch:
+	mkdir -p bin && ln -sf ../$(TORCH)/whittle-plugin-torch bin/whittle-plugin-torch
+test-torch:
+	@dpkg -s $(TORCH_DEBS) >/dev/null 2>&1 || { $(APT_GET) update -q && $(APT_GET) install -y -q $(TORCH_DEBS); }
+	$(TORCH)/scripts/generate.sh --check
+	cd $(TORCH) && OMP_NUM_THREADS=1 /usr/bin/python3 -m unittest discover -s tests
+	WHITTLE_TORCH_TEST=1 OMP_NUM_THREADS=1 $(GO) test -count=1 $(TESTFLAGS) ./$(TORCH)/
+# Regenerate the torch plugin's protocol messages (needs protoc), or check
+# that the committed ones are what the .proto files generate.
+torch-proto:
+	$(TORCH)/scripts/generate.sh
+torch-proto-check:
+	$(TORCH)/scripts/generate.sh --check
+
 clean:
-	rm -rf bin runs plugins/gotch/build
+	rm -rf bin runs plugins/gotch/build plugins/torch/build

@@ -347,6 +347,16 @@ func writeBenchText(w io.Writer, name string, r *corebench.Result, peak float64)
 	}
 	fmt.Fprintf(w, "%-8s %10.1f tokens/s  %s  (%s params, %d steps in %.1f s, %d threads, %s, %s on %s)\n",
 		name, r.TokensPerS, mem, pipeline.FormatCount(r.Params), r.Steps, r.Seconds, r.Threads, rate, r.Kernel, orDash(r.Device))
+	if len(r.PerRank) > 1 {
+		for _, m := range r.PerRank {
+			peak := "peak RSS " + mib(m.PeakRSSBytes)
+			if m.PeakDeviceMemBytes > 0 {
+				peak = "peak device memory " + mib(m.PeakDeviceMemBytes)
+			}
+			fmt.Fprintf(w, "%-8s   rank %d: %s; parameters %s, gradients %s, optimizer state %s\n",
+				"", m.Rank, peak, mib(m.ParamBytes), mib(m.GradBytes), mib(m.OptimStateBytes))
+		}
+	}
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }

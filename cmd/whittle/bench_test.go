@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	corebench "github.com/whittle-ml/whittle/core/bench"
 )
 
 func TestBenchJSON(t *testing.T) {
@@ -125,5 +127,33 @@ func TestBenchBackendPlugin(t *testing.T) {
 	// A misspelt attribute is an error, not ignored.
 	if _, stderr, err := whittle(t, "bench", "--backend", "self", "--set", "thread=1", "--shape", "stories260K", "--batch", "1", "--seq", "4", "--seconds", "0"); err == nil || !strings.Contains(err.Error()+stderr, `unknown field "thread"`) {
 		t.Errorf("misspelt attribute: %v", err)
+	}
+}
+
+// TestBenchTextPerRank: a result of several ranks prints one memory line
+// per rank, with what each holds of parameters, gradients and optimizer
+// state; a single-process result prints none.
+func TestBenchTextPerRank(t *testing.T) {
+	r := &corebench.Result{Shape: "stories15M", Workload: "train", Batch: 4, Seq: 64, Steps: 3, Seconds: 1, TokensPerS: 768,
+		PeakRSSBytes: 700 << 20, Kernel: "torch", Device: "cpu",
+		PerRank: []corebench.RankMemory{
+			{Rank: 0, PeakRSSBytes: 700 << 20, ParamBytes: 58 << 20, GradBytes: 58 << 20, OptimStateBytes: 70 << 20},
+			{Rank: 1, PeakRSSBytes: 690 << 20, PeakDeviceMemBytes: 3 << 30, ParamBytes: 58 << 20, GradBytes: 58 << 20, OptimStateBytes: 46 << 20},
+		}}
+	var sb strings.Builder
+	writeBenchText(&sb, "whittle", r, 0)
+	for _, want := range []string{
+		"rank 0: peak RSS 700 MiB; parameters 58 MiB, gradients 58 MiB, optimizer state 70 MiB",
+		"rank 1: peak device memory 3072 MiB; parameters 58 MiB, gradients 58 MiB, optimizer state 46 MiB",
+	} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("bench text lacks %q:\n%s", want, sb.String())
+		}
+	}
+	sb.Reset()
+	r.PerRank = r.PerRank[:1]
+	writeBenchText(&sb, "whittle", r, 0)
+	if strings.Contains(sb.String(), "rank 0") {
+		t.Errorf("a single rank printed a per-rank line:\n%s", sb.String())
 	}
 }

@@ -50,8 +50,8 @@ func TestFamiliesLogits(t *testing.T) {
 	if err := npy.WriteInt32(toks, []int{rows, cols}, ids); err != nil {
 		t.Fatal(err)
 	}
-	llamacpp := map[string]bool{"llama3": true, "mistral": true, "qwen2": true, "gemma2": true}
-	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3"} {
+	llamacpp := map[string]bool{"llama3": true, "mistral": true, "qwen2": true, "gemma2": true, "mixtral": true, "decilm": true}
+	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen2_moe", "qwen3_moe", "decilm"} {
 		t.Run(fam, func(t *testing.T) {
 			hf := filepath.Join(familiesDir, fam)
 			got := filepath.Join(dir, fam+".npy")

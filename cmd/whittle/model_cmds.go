@@ -121,7 +121,7 @@ func newConvertCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
-				return usageErr("convert: --to is required (hf, gguf or llama2c)")
+				return usageErr("convert: --to is required (hf, gguf, llama2c or decilm)")
 			}
 			format, err := modelio.ParseFormat(to)
 			if err != nil {
@@ -149,7 +149,7 @@ func newConvertCmd() *cobra.Command {
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf or llama2c")
+	cmd.Flags().StringVar(&to, "to", "", "output format: hf, gguf, llama2c or decilm (an HF directory in DeciLM's block_configs, for a Llama whose layers differ)")
 	cmd.Flags().StringVar(&dtype, "dtype", "", "convert tensors to f32, f16 or bf16, or quantize GGUF matrices to q8_0 or q4_0 (default: keep)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace OUT (and a llama2.c tokenizer beside it) when it exists")
 	return cmd
@@ -295,6 +295,10 @@ func writeInspection(w interface{ Write([]byte) (int, error) }, m *ir.Model, in 
 			share = 100 * float64(row.n) / float64(p.Total)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t(%s, %.1f%%)\n", row.name, row.n, pipeline.FormatCount(row.n), share)
+	}
+	if p.Active != p.Total && p.Total > 0 {
+		// A mixture of experts: what one token computes with.
+		fmt.Fprintf(tw, "active\t%d\t(%s, %.1f%% of total: top-%d experts per token)\n", p.Active, pipeline.FormatCount(p.Active), 100*float64(p.Active)/float64(p.Total), c.ExpertsPerToken)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -296,6 +296,17 @@ type LossConfig struct {
 	TopK int `json:"top_k,omitempty"`
 	// CEWeight mixes in next-token cross-entropy: (1−w)·KL + w·CE.
 	CEWeight float64 `json:"ce_weight,omitempty"`
+	// RouterAuxWeight, for either objective, adds that weight times the
+	// routers' load-balancing loss of a mixture-of-experts model, as
+	// Hugging Face's Mixtral and Qwen-MoE add router_aux_loss_coef times
+	// load_balancing_loss_func: over the rows of all MoE layers
+	// concatenated (every token of the batch, scored or not),
+	// num_experts · Σ_e f_e·P_e with f_e the fraction of rows routed to
+	// expert e (summed over the top-k slots) and P_e its mean router
+	// probability; f_e is not differentiated. Layers with different
+	// expert counts (after non-uniform pruning) are concatenated per
+	// count and their losses added. No effect on a dense model.
+	RouterAuxWeight float64 `json:"router_aux_weight,omitempty"`
 }
 
 // LoRAConfig describes low-rank adapters (Mode = lora): an adapted matrix

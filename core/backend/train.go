@@ -25,7 +25,7 @@ const (
 type ResolvedTrain struct {
 	// TrainRequest has Mode, GradAccum, Optim's Beta1, Beta2 and Eps,
 	// Loss.Temperature (kl) and LoRA (mode lora, targets as short names)
-	// filled in; Loss is zero for objective ce, which does not read it.
+	// filled in; Loss holds only RouterAuxWeight for objective ce.
 	TrainRequest
 	// Adapters are the LoRA settings with IR roles (mode lora only).
 	Adapters *ResolvedLoRA
@@ -54,11 +54,15 @@ func (r TrainRequest) Resolve() (ResolvedTrain, error) {
 	if r.GradAccum == 0 {
 		r.GradAccum = 1
 	}
+	if !finiteAtLeast(r.Loss.RouterAuxWeight, 0) {
+		return ResolvedTrain{}, fmt.Errorf("router_aux_weight %g must be a finite non-negative number", r.Loss.RouterAuxWeight)
+	}
 	out := ResolvedTrain{}
 	switch r.Objective {
 	case ObjectiveCE:
-		// A teacher is optional and only measured against (ValKL).
-		r.Loss = LossConfig{}
+		// A teacher is optional and only measured against (ValKL); of the
+		// loss settings only the router balancing weight applies.
+		r.Loss = LossConfig{RouterAuxWeight: r.Loss.RouterAuxWeight}
 	case ObjectiveKL:
 		if r.Teacher == "" {
 			return ResolvedTrain{}, fmt.Errorf("objective kl needs a teacher")

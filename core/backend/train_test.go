@@ -33,6 +33,8 @@ func TestTrainResolveRefuses(t *testing.T) {
 		{func(r *TrainRequest) { r.Objective, r.Teacher, r.Loss.Temperature = ObjectiveKL, "t", -1 }, "temperature -1"},
 		{func(r *TrainRequest) { r.Objective, r.Teacher, r.Loss.Temperature = ObjectiveKL, "t", math.Inf(1) }, "temperature +Inf"},
 		{func(r *TrainRequest) { r.Objective, r.Teacher, r.Loss.TopK = ObjectiveKL, "t", -3 }, "top_k -3"},
+		{func(r *TrainRequest) { r.Loss.RouterAuxWeight = -0.01 }, "router_aux_weight -0.01"},
+		{func(r *TrainRequest) { r.Loss.RouterAuxWeight = math.Inf(1) }, "router_aux_weight +Inf"},
 		{func(r *TrainRequest) { r.Optim.LR = 0 }, "learning rate 0"},
 		{func(r *TrainRequest) { r.Optim.LR = math.Inf(1) }, "learning rate +Inf"},
 		{func(r *TrainRequest) { r.Optim.MinLR = -1 }, "min_lr -1"},
@@ -68,6 +70,14 @@ func TestTrainResolveDefaults(t *testing.T) {
 		// (measured against, ValKL), and its loss settings are not read.
 		{"ce with a teacher", func(r *TrainRequest) { r.Teacher, r.Loss = "t", LossConfig{Temperature: 3, TopK: 4} },
 			func(w *ResolvedTrain) { w.Teacher = "t" }},
+		{"ce keeps the router balancing weight", func(r *TrainRequest) { r.Loss = LossConfig{TopK: 4, RouterAuxWeight: 0.02} },
+			func(w *ResolvedTrain) { w.Loss.RouterAuxWeight = 0.02 }},
+		{"kl with the router balancing weight", func(r *TrainRequest) {
+			r.Objective, r.Teacher, r.Loss = ObjectiveKL, "t", LossConfig{RouterAuxWeight: 0.01}
+		},
+			func(w *ResolvedTrain) {
+				w.Objective, w.Teacher, w.Loss, w.KLWeight = ObjectiveKL, "t", LossConfig{Temperature: 1, RouterAuxWeight: 0.01}, 1
+			}},
 		{"kl", func(r *TrainRequest) {
 			r.Objective, r.Teacher, r.Loss = ObjectiveKL, "t", LossConfig{CEWeight: 0.25, TopK: 5, ScaleT2: true}
 		},

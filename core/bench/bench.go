@@ -21,6 +21,10 @@ type Shape struct {
 	Name                                  string
 	Dim, Layers, Heads, KVHeads, FFN, Voc int
 	Tied                                  bool
+	// Experts, when positive, makes every layer's MLP a mixture of that
+	// many routed experts of FFN neurons each, TopK per token
+	// (renormalized, as Mixtral): FLOPs count the active experts only.
+	Experts, TopK int
 }
 
 // Shapes are the architectures both benchmarks know, as torch_peer.py's
@@ -30,6 +34,9 @@ var Shapes = []Shape{
 	{Name: "stories15M", Dim: 288, Layers: 6, Heads: 6, KVHeads: 6, FFN: 768, Voc: 32000, Tied: true},
 	{Name: "stories110M", Dim: 768, Layers: 12, Heads: 12, KVHeads: 12, FFN: 2048, Voc: 32000, Tied: true},
 	{Name: "llama-1B", Dim: 2048, Layers: 16, Heads: 32, KVHeads: 8, FFN: 8192, Voc: 32000, Tied: false},
+	// stories15M's width with 8 experts, top-2 (whittle's own; the
+	// PyTorch peer has no MoE shape).
+	{Name: "moe-15M", Dim: 288, Layers: 6, Heads: 6, KVHeads: 6, FFN: 768, Voc: 32000, Tied: true, Experts: 8, TopK: 2},
 }
 
 // ShapeNames lists the known shapes' names.
@@ -54,11 +61,21 @@ func LookupShape(name string) (Shape, error) {
 // Config is the shape as an IR configuration that admits seq positions,
 // with the peer's RMSNorm epsilon and RoPE base.
 func (s Shape) Config(seq int) ir.Config {
-	return ir.Config{
-		Arch: "llama", Vocab: s.Voc, Hidden: s.Dim,
-		Layers:  ir.UniformLayers(s.Layers, ir.LayerConfig{Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: s.Dim / s.Heads, MLP: s.FFN}),
+	layer := ir.LayerConfig{Heads: s.Heads, KVHeads: s.KVHeads, HeadDim: s.Dim / s.Heads, MLP: s.FFN}
+	arch := "llama"
+	if s.Experts > 0 {
+		layer.MLP, layer.Experts, layer.ExpertMLP = 0, s.Experts, s.FFN
+		arch = "mixtral"
+	}
+	c := ir.Config{
+		Arch: arch, Vocab: s.Voc, Hidden: s.Dim,
+		Layers:  ir.UniformLayers(s.Layers, layer),
 		NormEps: 1e-5, RopeTheta: 10000, MaxSeq: seq, Tied: s.Tied, BOS: 1, EOS: 2,
 	}
+	if s.Experts > 0 {
+		c.ExpertsPerToken, c.NormTopK = s.TopK, true
+	}
+	return c
 }
 
 // Student is the distillation workload's student: 3/4 of the hidden width
@@ -156,6 +173,23 @@ type Result struct {
 	// Loss is the last step's objective (train, distill), a sanity check
 	// that real numbers flowed.
 	Loss float64 `json:"loss,omitempty"`
+	// PerRank is each rank's memory when the backend runs several
+	// processes (the torch plugin's ranks): what ZeRO-1 and FSDP2 shard
+	// shows in OptimStateBytes, GradBytes and ParamBytes.
+	PerRank []RankMemory `json:"per_rank,omitempty"`
+}
+
+// RankMemory is one rank's memory during a benchmark.
+type RankMemory struct {
+	Rank               int   `json:"rank"`
+	PeakRSSBytes       int64 `json:"peak_rss_bytes"`
+	PeakDeviceMemBytes int64 `json:"peak_device_mem_bytes,omitempty"`
+	// ParamBytes, GradBytes and OptimStateBytes are what the rank holds
+	// of the trained model's parameters, their gradients and the
+	// optimizer's state (its shard, when they are sharded).
+	ParamBytes      int64 `json:"param_bytes"`
+	GradBytes       int64 `json:"grad_bytes"`
+	OptimStateBytes int64 `json:"optim_state_bytes"`
 }
 
 // Finish fills the totals and rates of steps timed over seconds.

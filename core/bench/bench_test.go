@@ -30,6 +30,9 @@ func TestShapes(t *testing.T) {
 		// untied: 2·32000·2048 + 16·(2·2048² + 2·2048·512 + 3·2048·8192 + 2·2048) + 2048
 		{"llama-1B", 2*32000*2048 + 16*(2*2048*2048+2*2048*512+3*2048*8192+2*2048) + 2048,
 			2*32000*1536 + 16*(2*1536*1536+2*1536*384+3*1536*6144+2*1536) + 1536},
+		// 8 experts of stories15M's MLP and a router [8, 288] per layer.
+		{"moe-15M", 32000*288 + 6*(4*288*288+8*3*288*768+8*288+2*288) + 288,
+			32000*216 + 6*(4*216*216+8*3*216*576+8*216+2*216) + 216},
 	} {
 		s, err := LookupShape(c.shape)
 		if err != nil {
@@ -49,6 +52,15 @@ func TestShapes(t *testing.T) {
 		if got := st.Params().Total; got != c.student {
 			t.Errorf("%s student: %d parameters, want %d", c.shape, got, c.student)
 		}
+	}
+	// moe-15M's active FLOPs are stories15M's plus one more expert (top-2)
+	// and the router, per token and layer.
+	dense, _ := LookupShape("stories15M")
+	moe, _ := LookupShape("moe-15M")
+	const b, tt = 2, 64
+	dc, mc := dense.Config(tt), moe.Config(tt)
+	if got, want := ForwardFLOPs(&mc, b, tt)-ForwardFLOPs(&dc, b, tt), float64(b*tt*6*2*(3*288*768+8*288)); got != want {
+		t.Errorf("moe-15M forward FLOPs exceed stories15M's by %g, want %g", got, want)
 	}
 	if _, err := LookupShape("llama-7B"); err == nil || !strings.Contains(err.Error(), "stories15M") {
 		t.Errorf("unknown shape: error %v should list the known ones", err)

@@ -187,19 +187,41 @@ func loadOptions(m *recipe.Model) modelio.LoadOptions {
 // Describe summarizes an architecture in one line: layers, hidden,
 // heads/KV heads, MLP width (ranges when layers differ).
 func Describe(c *ir.Config) string {
-	heads, kv, mlp := span(c, func(l ir.LayerConfig) int { return l.Heads }), span(c, func(l ir.LayerConfig) int { return l.KVHeads }), span(c, func(l ir.LayerConfig) int { return l.MLP })
-	return fmt.Sprintf("layers=%d hidden=%d heads=%s/%s mlp=%s", len(c.Layers), c.Hidden, heads, kv, mlp)
+	all := func(ir.LayerConfig) bool { return true }
+	moe := func(l ir.LayerConfig) bool { return l.MoE() }
+	dense := func(l ir.LayerConfig) bool { return !l.MoE() }
+	heads, kv := span(c, all, func(l ir.LayerConfig) int { return l.Heads }), span(c, all, func(l ir.LayerConfig) int { return l.KVHeads })
+	s := fmt.Sprintf("layers=%d hidden=%d heads=%s/%s", len(c.Layers), c.Hidden, heads, kv)
+	if mlp := span(c, dense, func(l ir.LayerConfig) int { return l.MLP }); mlp != "-" {
+		s += " mlp=" + mlp
+	}
+	if experts := span(c, moe, func(l ir.LayerConfig) int { return l.Experts }); experts != "-" {
+		// Mixtures of experts: experts × each one's width, routed top-k.
+		s += fmt.Sprintf(" experts=%sx%s top-%d", experts, span(c, moe, func(l ir.LayerConfig) int { return l.ExpertMLP }), c.ExpertsPerToken)
+		if shared := span(c, moe, func(l ir.LayerConfig) int { return l.SharedMLP }); shared != "0" {
+			s += " shared=" + shared
+		}
+	}
+	return s
 }
 
-func span(c *ir.Config, f func(ir.LayerConfig) int) string {
-	if len(c.Layers) == 0 {
-		return "-"
-	}
-	lo, hi := f(c.Layers[0]), f(c.Layers[0])
+// span is the range of f over the layers that pass keep, "-" for none.
+func span(c *ir.Config, keep func(ir.LayerConfig) bool, f func(ir.LayerConfig) int) string {
+	first := true
+	var lo, hi int
 	for _, l := range c.Layers {
+		if !keep(l) {
+			continue
+		}
+		if first {
+			lo, hi, first = f(l), f(l), false
+		}
 		lo, hi = min(lo, f(l)), max(hi, f(l))
 	}
-	if lo == hi {
+	switch {
+	case first:
+		return "-"
+	case lo == hi:
 		return fmt.Sprint(lo)
 	}
 	return fmt.Sprintf("%d..%d", lo, hi)
@@ -214,6 +236,9 @@ func (p *Plan) Write(w io.Writer) error {
 		if s.Config != nil {
 			arch = Describe(s.Config)
 			params = FormatCount(s.Params.Total)
+			if a := s.Params.Active; a != s.Params.Total {
+				params += " (active " + FormatCount(a) + ")"
+			}
 		}
 		slot := s.Slot
 		if slot == "" {

@@ -49,7 +49,10 @@ var (
 
 // Accepted spellings of enumerated attributes, mapped to the canonical one.
 var (
-	modelFormats   = map[string]string{"hf": "hf", "gguf": "gguf", "llama2c": "llama2c", "safetensors": "hf", "huggingface": "hf", "bin": "llama2c"}
+	modelFormats = map[string]string{"hf": "hf", "gguf": "gguf", "llama2c": "llama2c", "safetensors": "hf", "huggingface": "hf", "bin": "llama2c"}
+	// outputFormats adds the formats whittle writes but reads as another
+	// (a DeciLM directory reads as HF).
+	outputFormats  = map[string]string{"hf": "hf", "gguf": "gguf", "llama2c": "llama2c", "safetensors": "hf", "huggingface": "hf", "bin": "llama2c", "decilm": "decilm"}
 	datasetFormats = map[string]string{"text": "text", "jsonl": "jsonl", "instruct": "instruct"}
 	dtypes         = map[string]string{"f32": "f32", "f16": "f16", "bf16": "bf16", "float32": "f32", "float16": "f16", "bfloat16": "bf16", "q8_0": "q8_0", "q4_0": "q4_0"}
 )
@@ -582,7 +585,7 @@ func (l *loader) output(b *hcl.Block) {
 		}
 	}
 	if a := content.Attributes["format"]; a != nil {
-		o.Format, _ = l.enumAttr(a, sc, modelFormats, []string{"hf", "gguf", "llama2c"})
+		o.Format, _ = l.enumAttr(a, sc, outputFormats, []string{"hf", "gguf", "llama2c", "decilm"})
 	}
 	if a := content.Attributes["path"]; a != nil {
 		if s, ok := l.evalString(a, sc); ok {

@@ -3,13 +3,15 @@
 // attention with RoPE in Hugging Face's half order, SwiGLU MLP; and every
 // family option of ir.Config: Qwen2's q/k/v biases, Qwen3's q/k norms,
 // Gemma 2's norm offset, embedding scale, GeGLU, post norms, attention
-// scalar, soft caps and sliding windows), written one position at a time
+// scalar, soft caps and sliding windows; mixtures of experts as Mixtral,
+// Qwen2-MoE and Qwen3-MoE route them), written one position at a time
 // for clarity from the Hugging Face model definitions. It shares no code
 // with the engines, so tests use it as the ground truth they compare a
 // backend, the CPU engine's gradients and its statistics with.
 package decoder64
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -83,6 +85,9 @@ func (g *Model) Classifier() []float64 {
 type LayerActs struct {
 	In, AttnNormOut, AttnOut, MLPNormOut, MLPAct, Out [][]float64
 	AttnPostNormOut, MLPPostNormOut                   [][]float64
+	// MoE holds, in a mixture-of-experts layer, each position's routing
+	// and expert activations (MLPAct is then nil).
+	MoE []MoEActs
 }
 
 // embedScale is the factor embeddings are multiplied by with
@@ -121,6 +126,7 @@ func (g *Model) Forward(tokens []int, skip map[int]bool, acts []LayerActs) [][]f
 		if acts != nil {
 			rec = &acts[l]
 			rec.In = cloneRows(x)
+			rec.MoE = nil
 		}
 		h := make([][]float64, T)
 		q := make([][]float64, T)
@@ -182,7 +188,10 @@ func (g *Model) Forward(tokens []int, skip map[int]bool, acts []LayerActs) [][]f
 			}
 		}
 		h2 := make([][]float64, T)
-		mact := make([][]float64, T)
+		var mact [][]float64
+		if !lc.MoE() {
+			mact = make([][]float64, T)
+		}
 		var aPost, mPost [][]float64
 		if cfg.PostNorms {
 			aPost, mPost = make([][]float64, T), make([][]float64, T)
@@ -195,13 +204,16 @@ func (g *Model) Forward(tokens []int, skip map[int]bool, acts []LayerActs) [][]f
 			}
 			add(x[t], o)
 			h2[t] = norm(x[t], n.MLPNorm)
-			gate := matVec(g.W[n.Gate], h2[t], lc.MLP)
-			up := matVec(g.W[n.Up], h2[t], lc.MLP)
-			mact[t] = make([]float64, lc.MLP)
-			for i := range gate {
-				mact[t][i] = act(cfg.Activation(), gate[i]) * up[i]
+			var dn []float64
+			if lc.MoE() {
+				var r MoEActs
+				dn, r = g.moe(n, lc, h2[t])
+				if rec != nil {
+					rec.MoE = append(rec.MoE, r)
+				}
+			} else {
+				dn, mact[t] = g.mlp(n.Gate, n.Up, n.Down, lc.MLP, h2[t])
 			}
-			dn := matVec(g.W[n.Down], mact[t], d)
 			if cfg.PostNorms {
 				dn = norm(dn, n.MLPPostNorm)
 				mPost[t] = dn
@@ -225,6 +237,92 @@ func (g *Model) Forward(tokens []int, skip map[int]bool, acts []LayerActs) [][]f
 		}
 	}
 	return logits
+}
+
+// mlp is a gated MLP of width neurons: down(act(gate·x) ⊙ up·x), and the
+// activation (the input of down).
+func (g *Model) mlp(gate, up, down string, width int, x []float64) (out, a []float64) {
+	return g.mlpW(g.W[gate], g.W[up], g.W[down], width, x)
+}
+
+func (g *Model) mlpW(gate, up, down []float64, width int, x []float64) (out, a []float64) {
+	gv := matVec(gate, x, width)
+	uv := matVec(up, x, width)
+	a = make([]float64, width)
+	for i := range gv {
+		a[i] = act(g.Config.Activation(), gv[i]) * uv[i]
+	}
+	return matVec(down, a, g.Config.Hidden), a
+}
+
+// MoEActs are one position's activations in a mixture-of-experts layer.
+type MoEActs struct {
+	// Probs is the router's softmax over all experts.
+	Probs []float64
+	// Chosen are the top-k experts in descending probability, Weights
+	// the factors their outputs are summed with (renormalized under
+	// NormTopK).
+	Chosen  []int
+	Weights []float64
+	// ExpertAct[e] is expert e's activation (the input of its down
+	// projection) when it was chosen, else nil; ExpertOut[e] its output
+	// before weighting.
+	ExpertAct, ExpertOut [][]float64
+	// SharedAct is the shared expert's activation and SharedGate the
+	// sigmoid factor on its output (nil and 0 without a shared expert).
+	SharedAct  []float64
+	SharedGate float64
+}
+
+// moe is a mixture-of-experts MLP as transformers' MixtralSparseMoeBlock,
+// Qwen2MoeSparseMoeBlock and Qwen3MoeSparseMoeBlock compute it: softmax
+// of the router logits over all experts, the top-k probabilities
+// (renormalized to sum to 1 with norm_topk_prob; Mixtral always does),
+// the chosen experts' outputs summed with those weights, plus the shared
+// expert's output times sigmoid(shared_expert_gate·x).
+func (g *Model) moe(n ir.LayerTensors, lc ir.LayerConfig, x []float64) ([]float64, MoEActs) {
+	d, E, F := g.Config.Hidden, lc.Experts, lc.ExpertMLP
+	r := MoEActs{ExpertAct: make([][]float64, E), ExpertOut: make([][]float64, E)}
+	logits := matVec(g.W[n.Router], x, E)
+	mx := slices.Max(logits)
+	r.Probs = make([]float64, E)
+	var sum float64
+	for e, z := range logits {
+		r.Probs[e] = math.Exp(z - mx)
+		sum += r.Probs[e]
+	}
+	scale(r.Probs, 1/sum)
+	order := make([]int, E)
+	for e := range order {
+		order[e] = e
+	}
+	// Stable: among equal probabilities the lower expert wins.
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(r.Probs[b], r.Probs[a]) })
+	r.Chosen = order[:g.Config.ExpertsPerToken]
+	var wsum float64
+	for _, e := range r.Chosen {
+		r.Weights = append(r.Weights, r.Probs[e])
+		wsum += r.Probs[e]
+	}
+	if g.Config.NormTopK {
+		scale(r.Weights, 1/wsum)
+	}
+	out := make([]float64, d)
+	gate, up, down := g.W[n.ExpertGate], g.W[n.ExpertUp], g.W[n.ExpertDown]
+	for i, e := range r.Chosen {
+		o, a := g.mlpW(gate[e*F*d:(e+1)*F*d], up[e*F*d:(e+1)*F*d], down[e*d*F:(e+1)*d*F], F, x)
+		r.ExpertAct[e], r.ExpertOut[e] = a, slices.Clone(o)
+		scale(o, r.Weights[i])
+		add(out, o)
+	}
+	if lc.SharedMLP > 0 {
+		o, a := g.mlp(n.SharedGate, n.SharedUp, n.SharedDown, lc.SharedMLP, x)
+		r.SharedAct = a
+		r.SharedGate = 1 / (1 + math.Exp(-Dot(g.W[n.SharedExpertGate], x)))
+		scale(o, r.SharedGate)
+		add(out, o)
+	}
+	return out, r
 }
 
 // linear is W·x (+ b when bias names one).

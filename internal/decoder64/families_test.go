@@ -46,6 +46,16 @@ type hfConfigJSON struct {
 	AttnSoftCap  float64         `json:"attn_logit_softcapping"`
 	FinalSoftCap float64         `json:"final_logit_softcapping"`
 	RopeScaling  *ir.RopeScaling `json:"rope_scaling"`
+	// Mixture of experts (Mixtral's num_local_experts, Qwen-MoE's
+	// num_experts).
+	LocalExperts int   `json:"num_local_experts"`
+	Experts      int   `json:"num_experts"`
+	PerToken     int   `json:"num_experts_per_tok"`
+	NormTopK     bool  `json:"norm_topk_prob"`
+	ExpertMLP    int   `json:"moe_intermediate_size"`
+	SharedMLP    int   `json:"shared_expert_intermediate_size"`
+	SparseStep   int   `json:"decoder_sparse_step"`
+	MLPOnly      []int `json:"mlp_only_layers"`
 }
 
 // hfConfig reads a fixture's config.json into an ir.Config the way the
@@ -85,6 +95,24 @@ func hfConfig(t *testing.T, dir string) ir.Config {
 		cfg.AttnBias = true // Qwen2's q/k/v projections always have biases
 	case "qwen3":
 		cfg.QKNorm = true
+	case "mixtral":
+		// MixtralSparseMoeBlock: every layer, always renormalized;
+		// intermediate_size is each expert's width.
+		cfg.ExpertsPerToken, cfg.NormTopK = c.PerToken, true
+		for i := range cfg.Layers {
+			cfg.Layers[i].MLP, cfg.Layers[i].Experts, cfg.Layers[i].ExpertMLP = 0, c.LocalExperts, c.MLP
+		}
+	case "qwen2_moe", "qwen3_moe":
+		// Qwen2MoeDecoderLayer: sparse unless in mlp_only_layers, and
+		// only every decoder_sparse_step-th layer.
+		cfg.AttnBias, cfg.QKNorm = c.ModelType == "qwen2_moe", c.ModelType == "qwen3_moe"
+		cfg.ExpertsPerToken, cfg.NormTopK = c.PerToken, c.NormTopK
+		for i := range cfg.Layers {
+			if !slices.Contains(c.MLPOnly, i) && c.Experts > 0 && (i+1)%c.SparseStep == 0 {
+				cfg.Layers[i].MLP, cfg.Layers[i].Experts, cfg.Layers[i].ExpertMLP = 0, c.Experts, c.ExpertMLP
+				cfg.Layers[i].SharedMLP = c.SharedMLP
+			}
+		}
 	case "gemma2":
 		cfg.NormOffset, cfg.EmbedScale, cfg.Act, cfg.PostNorms = 1, true, ir.ActGELUTanh, true
 		cfg.AttnScalar, cfg.AttnSoftCap, cfg.FinalSoftCap = c.AttnScalar, c.AttnSoftCap, c.FinalSoftCap
@@ -124,6 +152,44 @@ func hfWeights(t *testing.T, dir string) map[string][]float64 {
 		w[name] = widen(v)
 	}
 	return w
+}
+
+// hfExpertRE matches one expert's tensor in Hugging Face's MoE layouts:
+// the module, the expert and the projection.
+var hfExpertRE = regexp.MustCompile(`^(.*\.experts)\.(\d+)\.(\w+)\.weight$`)
+
+// stackExperts replaces the per-expert tensors of a mixture of experts
+// (…experts.{j}.w1.weight) by decoder64's stacked ones (…experts.w1.weight,
+// expert j's rows at j), in expert order.
+func stackExperts(t *testing.T, w map[string][]float64) map[string][]float64 {
+	t.Helper()
+	parts := map[string]map[int][]float64{}
+	out := map[string][]float64{}
+	for name, v := range w {
+		m := hfExpertRE.FindStringSubmatch(name)
+		if m == nil {
+			out[name] = v
+			continue
+		}
+		j, err := strconv.Atoi(m[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		stacked := m[1] + "." + m[3] + ".weight"
+		if parts[stacked] == nil {
+			parts[stacked] = map[int][]float64{}
+		}
+		parts[stacked][j] = v
+	}
+	for name, p := range parts {
+		for j := range len(p) {
+			if p[j] == nil {
+				t.Fatalf("%s: expert %d missing", name, j)
+			}
+			out[name] = append(out[name], p[j]...)
+		}
+	}
+	return out
 }
 
 func widen(v []float32) []float64 {
@@ -185,8 +251,9 @@ var llamaLossRE = regexp.MustCompile(`targets (\d+) loss ([0-9.eE+-]+)`)
 // Q·K and the probabilities·V in f16), which bounds the agreement: Gemma 2,
 // 26 layers deep, is the loosest (max |Δ| 0.089, at one position; rounding
 // q, k, v and the probabilities to f16 in decoder64 brings it to 0.029).
-// A plausible mistake in each family's config (the Llama 3 scaling's
-// context, rope_theta, the biases, the window) is also tried, to show
+// Mixtral's mixture of experts (top-2 of 4, renormalized) is checked the
+// same way. A plausible mistake in each family's config (the Llama 3 scaling's
+// context, rope_theta, the biases, the renormalization, the window) is also tried, to show
 // that the bounds see it.
 func TestMatchesLlamaCpp(t *testing.T) {
 	bin := shareddata.LlamaCpp(t, "llama-logits")
@@ -236,6 +303,7 @@ func TestMatchesLlamaCpp(t *testing.T) {
 		}},
 		{"mistral", func(c *ir.Config) { c.RopeTheta = 10000 }},
 		{"qwen2", func(c *ir.Config) { c.AttnBias = false }},
+		{"mixtral", func(c *ir.Config) { c.NormTopK = false }},
 		{"gemma2", func(c *ir.Config) {
 			for i := range c.Layers {
 				if c.Layers[i].Window > 0 {
@@ -246,7 +314,7 @@ func TestMatchesLlamaCpp(t *testing.T) {
 	} {
 		t.Run(tc.fam, func(t *testing.T) {
 			dir := filepath.Join(familiesDir, tc.fam)
-			cfg, w := hfConfig(t, dir), hfWeights(t, dir)
+			cfg, w := hfConfig(t, dir), stackExperts(t, hfWeights(t, dir))
 			if s := cfg.RopeScaling; s != nil && s.Type == "llama3" {
 				// llama.cpp's converter (convert_hf_to_gguf.py,
 				// LlamaModel) computes the Llama 3 rope_freqs with the

@@ -29,8 +29,10 @@ import (
 // f32 conversion <fam>-llamacpp.gguf (gen.py there).
 const familiesDir = "../testdata/families"
 
-// llamaCppFamilies are the fixtures with a llama.cpp conversion.
-var llamaCppFamilies = []string{"llama3", "mistral", "qwen2", "gemma2"}
+// llamaCppFamilies are the fixtures with a llama.cpp conversion; decilm
+// is a Llama whose layers differ, in DeciLM's layout (gen_decilm.py),
+// converted to llama.cpp's deci architecture.
+var llamaCppFamilies = []string{"llama3", "mistral", "qwen2", "gemma2", "mixtral", "decilm"}
 
 // hfModel is the fixture as ir/hf loads it.
 func hfModel(t *testing.T, fam string) *ir.Model {
@@ -217,7 +219,7 @@ func computeKeys(f *File) map[string]string {
 	}
 	out := map[string]string{KeyArchitecture: arch}
 	for _, k := range []string{keyContext, keyEmbedding, keyBlocks, keyFFN, keyHeads, keyKVHeads, keyRMSEps,
-		keyRopeType, keyRopeFactor, keyRopeLinear} {
+		keyRopeType, keyRopeFactor, keyRopeLinear, keyExperts, keyExpertsUsed, keyExpertFFN, keySharedExpertFFN} {
 		out[ak(k)] = str(ak(k), nil)
 	}
 	headDim := func() string {

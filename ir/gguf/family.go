@@ -18,28 +18,94 @@ import (
 
 // llama.cpp architectures besides llama.
 const (
-	archQwen2  = "qwen2"
-	archQwen3  = "qwen3"
-	archGemma2 = "gemma2"
-	archPhi3   = "phi3"
+	archQwen2    = "qwen2"
+	archQwen3    = "qwen3"
+	archGemma2   = "gemma2"
+	archPhi3     = "phi3"
+	archQwen2MoE = "qwen2moe"
+	archQwen3MoE = "qwen3moe"
+	// archDeci is llama.cpp's DeciLM (Llama-3.1-Nemotron-51B): Llama's
+	// computation with every layer's head count, KV-head count and FFN
+	// width read from per-layer arrays, which llama.cpp's llama
+	// architecture refuses.
+	archDeci = "deci"
+)
+
+// IR families that llama.cpp names otherwise.
+const (
+	irMixtral  = "mixtral"
+	irQwen2MoE = "qwen2_moe"
+	irQwen3MoE = "qwen3_moe"
 )
 
 // readableArchs lists the architectures whittle reads and writes.
-var readableArchs = []string{archLlama, archQwen2, archQwen3, archGemma2, archPhi3}
+var readableArchs = []string{archLlama, archDeci, archQwen2, archQwen3, archGemma2, archPhi3, archQwen2MoE, archQwen3MoE}
 
 func readableArch(a string) bool { return slices.Contains(readableArchs, a) }
 
-// ggufArch is the llama.cpp architecture an IR family is written as:
-// Mistral is Llama to llama.cpp's converter.
-func ggufArch(irArch string) (string, error) {
-	switch irArch {
+// ggufArch is the llama.cpp architecture a model of config c is written
+// as: Mistral and Mixtral are Llama to llama.cpp's converter (Mixtral
+// with expert tensors), and a dense Llama-family model whose layers differ
+// in size (or any when deci is asked for) is deci.
+func ggufArch(c *ir.Config, deci bool) (string, error) {
+	switch c.Arch {
 	case "", archLlama, "mistral":
+		if deci || !c.Uniform() {
+			return archDeci, nil
+		}
 		return archLlama, nil
-	case archQwen2, archQwen3, archGemma2, archPhi3:
-		return irArch, nil
+	case irMixtral, archQwen2, archQwen3, archGemma2, archPhi3, irQwen2MoE, irQwen3MoE:
+		if deci {
+			return "", fmt.Errorf("llama.cpp's deci architecture computes as dense Llama; a %s model cannot be written as deci", c.Arch)
+		}
+		switch c.Arch {
+		case irMixtral:
+			return archLlama, nil
+		case irQwen2MoE:
+			return archQwen2MoE, nil
+		case irQwen3MoE:
+			return archQwen3MoE, nil
+		}
+		return c.Arch, nil
 	}
-	return "", fmt.Errorf("architecture %q has no GGUF mapping (whittle writes llama, mistral, qwen2, qwen3, gemma2 and phi3)", irArch)
+	return "", fmt.Errorf("architecture %q has no GGUF mapping (whittle writes llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, gemma2 and phi3)", c.Arch)
 }
+
+// irArch is the IR family a dense GGUF architecture reads as: deci is
+// Llama with per-layer sizes.
+func irArch(arch string) string {
+	if arch == archDeci {
+		return archLlama
+	}
+	return arch
+}
+
+// moeArch reports whether every layer of arch is a mixture of experts;
+// llama may be either (Mixtral's files are llama with experts).
+func moeArch(arch string) bool { return arch == archQwen2MoE || arch == archQwen3MoE }
+
+// irArchOf is the IR family of a file of arch, with experts or not.
+func irArchOf(arch string, experts bool) string {
+	switch {
+	case arch == archLlama && experts:
+		return irMixtral
+	case arch == archQwen2MoE:
+		return irQwen2MoE
+	case arch == archQwen3MoE:
+		return irQwen3MoE
+	}
+	return arch
+}
+
+// normTopK is how llama.cpp weighs the chosen experts in arch (its
+// build_moe_ffn's norm_w): renormalized for Mixtral (llama) and
+// qwen3moe, as they are for qwen2moe.
+func normTopK(arch string) bool { return arch != archQwen2MoE }
+
+// llamaLike reports the architectures that keep Q and K rows in the
+// interleaved RoPE order and read llama3 scaling from a rope_freqs tensor,
+// as llama.cpp's converter writes both llama and deci.
+func llamaLike(arch string) bool { return arch == archLlama || arch == archDeci }
 
 // Family metadata keys (spelled with the architecture prefix).
 const (
@@ -63,9 +129,9 @@ const (
 // that metadata carries (caps, windows) are read separately.
 func setFamily(c *ir.Config, arch string) {
 	switch arch {
-	case archQwen2:
+	case archQwen2, archQwen2MoE:
 		c.AttnBias = true
-	case archQwen3:
+	case archQwen3, archQwen3MoE:
 		c.QKNorm = true
 	case archGemma2:
 		c.NormOffset = 1
@@ -108,6 +174,9 @@ func checkFamily(c *ir.Config, arch string) error {
 		if o.got != o.want {
 			return fmt.Errorf("%s is %v, but llama.cpp's %s architecture has %v (its %s are fixed by the architecture)", o.name, o.got, arch, o.want, o.why)
 		}
+	}
+	if err := checkMoE(c, arch); err != nil {
+		return err
 	}
 	hd := c.Layers[0].HeadDim
 	windows := make([]int, len(c.Layers))
@@ -155,6 +224,43 @@ func checkFamily(c *ir.Config, arch string) error {
 	return nil
 }
 
+// checkMoE reports what of c's mixtures of experts llama.cpp's arch
+// cannot run: it routes every layer or none (llama), every layer
+// (qwen2moe, qwen3moe), with one expert count for all, weighs the chosen
+// experts as normTopK says, and has a shared expert in qwen2moe only
+// (always there).
+func checkMoE(c *ir.Config, arch string) error {
+	moe := 0
+	for _, l := range c.Layers {
+		if l.MoE() {
+			moe++
+			if l.Experts != c.Layers[0].Experts {
+				return fmt.Errorf("layers have %d and %d experts; llama.cpp's %s has one expert_count for all layers", c.Layers[0].Experts, l.Experts, arch)
+			}
+		}
+	}
+	switch {
+	case moe == 0 && !moeArch(arch):
+		return nil
+	case moe == 0 && moeArch(arch):
+		return fmt.Errorf("no mixture-of-experts layers: llama.cpp's %s routes every layer", arch)
+	case arch != archLlama && !moeArch(arch):
+		return fmt.Errorf("mixture-of-experts layers: llama.cpp's %s has none", arch)
+	case moe != len(c.Layers) && moeArch(arch):
+		return fmt.Errorf("%d of %d layers are mixtures of experts: llama.cpp's %s routes every layer", moe, len(c.Layers), arch)
+	case moe != len(c.Layers):
+		return fmt.Errorf("%d of %d layers are mixtures of experts: llama.cpp's %s routes every layer or none", moe, len(c.Layers), arch)
+	case c.NormTopK != normTopK(arch):
+		return fmt.Errorf("norm_topk_prob (NormTopK) is %v, but llama.cpp's %s weighs the chosen experts with renormalization %v", c.NormTopK, arch, normTopK(arch))
+	}
+	for i, l := range c.Layers {
+		if (l.SharedMLP > 0) != (arch == archQwen2MoE) {
+			return fmt.Errorf("layer %d has a shared expert of %d neurons: llama.cpp's %s has one in every layer of qwen2moe only", i, l.SharedMLP, arch)
+		}
+	}
+	return nil
+}
+
 // layoutTensor is one GGUF tensor and the canonical tensors it holds.
 type layoutTensor struct {
 	name string // GGUF name
@@ -169,6 +275,12 @@ type layoutTensor struct {
 	// normOffset is added to the weight on the way out (Gemma: the
 	// converter stores 1 + w) and subtracted on the way in.
 	normOffset float32
+	// f32 stores the tensor in F32 whatever the requested dtype, as the
+	// converter keeps routers (ffn_gate_inp).
+	f32 bool
+	// rowVector is a [1, n] matrix that may be stored as a vector [n]
+	// (qwen2moe's shared expert gate).
+	rowVector bool
 }
 
 // layout lists the GGUF tensors of a model of config c in arch, in file
@@ -206,7 +318,7 @@ func layout(c *ir.Config, arch string) []layoutTensor {
 				rows: []int{l.Heads * l.HeadDim, l.KVHeads * l.HeadDim, l.KVHeads * l.HeadDim}})
 		} else {
 			q, k := w("attn_q", lt.Q), w("attn_k", lt.K)
-			if arch == archLlama {
+			if llamaLike(arch) {
 				q.ropeHeads, q.headDim = l.Heads, l.HeadDim
 				k.ropeHeads, k.headDim = l.KVHeads, l.HeadDim
 			}
@@ -225,14 +337,24 @@ func layout(c *ir.Config, arch string) []layoutTensor {
 			out = append(out, norm(blk+"post_attention_norm.weight", lt.AttnPostNorm))
 		}
 		out = append(out, norm(blk+"ffn_norm.weight", lt.MLPNorm))
-		if arch == archPhi3 {
+		if l.MoE() {
+			// Experts stacked as in the IR: ggml's ne [in, out, experts].
+			router := w("ffn_gate_inp", lt.Router)
+			router.f32 = true
+			out = append(out, router, w("ffn_gate_exps", lt.ExpertGate), w("ffn_up_exps", lt.ExpertUp), w("ffn_down_exps", lt.ExpertDown))
+			if lt.SharedGate != "" {
+				gate := w("ffn_gate_inp_shexp", lt.SharedExpertGate)
+				gate.f32, gate.rowVector = true, true
+				out = append(out, gate, w("ffn_gate_shexp", lt.SharedGate), w("ffn_up_shexp", lt.SharedUp), w("ffn_down_shexp", lt.SharedDown))
+			}
+		} else if arch == archPhi3 {
 			// llama.cpp's phi3 takes the first half of ffn_up's output as
 			// the gate, as Hugging Face's gate_up_proj.chunk(2) does.
 			out = append(out, layoutTensor{name: blk + "ffn_up.weight", parts: []string{lt.Gate, lt.Up}, rows: []int{l.MLP, l.MLP}})
+			out = append(out, w("ffn_down", lt.Down))
 		} else {
-			out = append(out, w("ffn_gate", lt.Gate), w("ffn_up", lt.Up))
+			out = append(out, w("ffn_gate", lt.Gate), w("ffn_up", lt.Up), w("ffn_down", lt.Down))
 		}
-		out = append(out, w("ffn_down", lt.Down))
 		if lt.MLPPostNorm != "" {
 			out = append(out, norm(blk+"post_ffw_norm.weight", lt.MLPPostNorm))
 		}

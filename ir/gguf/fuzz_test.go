@@ -39,11 +39,19 @@ func FuzzParse(f *testing.F) {
 	} else {
 		f.Fatal(err)
 	}
-	// Every architecture, as whittle lays out each family (small; the
+	// Every architecture, as whittle lays out each family, mixtures of
+	// experts included (small; the
 	// llama.cpp conversions of the family fixtures are read in
 	// TestFamiliesReadLlamaCppConversions, and would slow fuzzing down).
-	for _, name := range slices.Sorted(maps.Keys(irtest.Families())) {
-		wc, _ := writableFamily(name, irtest.Families()[name])
+	seeds := map[string]ir.Config{}
+	for name, c := range irtest.Families() {
+		seeds[name], _ = writableFamily(name, c)
+	}
+	for name, c := range irtest.MoEFamilies() {
+		seeds[name] = writableMoE(name, c)
+	}
+	for _, name := range slices.Sorted(maps.Keys(seeds)) {
+		wc := seeds[name]
 		kvs, ts, err := saveLayout(irtest.RandomModel(f, wc, rand.New(rand.NewPCG(1, 2))), "seed.gguf", SaveOptions{})
 		if err != nil {
 			f.Fatal(err)

@@ -28,6 +28,12 @@ const (
 	keyRopeLinear  = "rope.scale_linear" // older spelling of a linear factor
 	keyVocabSize   = "vocab_size"
 
+	// Mixtures of experts.
+	keyExperts         = "expert_count"
+	keyExpertsUsed     = "expert_used_count"
+	keyExpertFFN       = "expert_feed_forward_length"
+	keySharedExpertFFN = "expert_shared_feed_forward_length"
+
 	KeyTokModel     = "tokenizer.ggml.model"
 	KeyTokTokens    = "tokenizer.ggml.tokens"
 	KeyTokScores    = "tokenizer.ggml.scores"

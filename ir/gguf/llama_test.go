@@ -340,8 +340,9 @@ func TestSaveLoadRoundTripHalf(t *testing.T) {
 	}
 }
 
-// A pruned model whose layers differ round-trips, with per-layer arrays
-// only for the sizes that differ, and the written Q rows are the kept
+// A pruned model whose layers differ round-trips as llama.cpp's deci
+// architecture, with per-layer arrays for every size (as its converter
+// writes them), and the written Q rows are the kept
 // heads' rows of the original file, in its interleaved order.
 func TestSaveLoadNonUniform(t *testing.T) {
 	m := loadStories(t)
@@ -378,10 +379,11 @@ func TestSaveLoadNonUniform(t *testing.T) {
 	}
 	defer f.Close()
 	for key, want := range map[string]Value{
-		archKey(keyFFN):     ArrayOf([]int32{172, 86, 172, 172, 172}),
-		archKey(keyHeads):   ArrayOf([]int32{8, 8, 4, 8, 8}),
-		archKey(keyKVHeads): ArrayOf([]int32{4, 4, 2, 4, 4}),
-		archKey(keyBlocks):  Of(uint32(5)),
+		KeyArchitecture:                 Of(archDeci),
+		archKeyOf(archDeci, keyFFN):     ArrayOf([]int32{172, 86, 172, 172, 172}),
+		archKeyOf(archDeci, keyHeads):   ArrayOf([]int32{8, 8, 4, 8, 8}),
+		archKeyOf(archDeci, keyKVHeads): ArrayOf([]int32{4, 4, 2, 4, 4}),
+		archKeyOf(archDeci, keyBlocks):  Of(uint32(5)),
 	} {
 		if v, _ := f.Get(key); !v.Equal(want) {
 			t.Errorf("%s = %s, want %s", key, v, want)
@@ -481,7 +483,8 @@ func TestSaveLoadTinyUntied(t *testing.T) {
 	if v, _ := f.Get(KeyFileType); !v.Equal(Of(uint32(fileTypeBF16))) {
 		t.Errorf("file type %s", v)
 	}
-	if v, _ := f.Get(archKey(keyRopeType)); !v.Equal(Of("linear")) {
+	// Its layers differ, so it is deci.
+	if v, _ := f.Get(archKeyOf(archDeci, keyRopeType)); !v.Equal(Of("linear")) {
 		t.Errorf("rope scaling type %s", v)
 	}
 }
@@ -589,12 +592,29 @@ func llamaFile(t *testing.T, edit func(kvs []KV, ts []WriteTensor) ([]KV, []Writ
 	if err != nil {
 		t.Fatal(err)
 	}
-	kvs, ts = edit(kvs, ts)
+	kvs, ts = edit(llamaKeys(kvs), ts)
 	path := filepath.Join(t.TempDir(), "x.gguf")
 	if err := Write(path, kvs, ts); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// llamaKeys respells a deci file's metadata as the llama architecture
+// with per-layer arrays, as whittle wrote non-uniform models before it
+// wrote deci (and still reads).
+func llamaKeys(kvs []KV) []KV {
+	out := make([]KV, len(kvs))
+	for i, kv := range kvs {
+		if rest, ok := strings.CutPrefix(kv.Key, archDeci+"."); ok {
+			kv.Key = archKey(rest)
+		}
+		if kv.Key == KeyArchitecture {
+			kv.Value = Of(archLlama)
+		}
+		out[i] = kv
+	}
+	return out
 }
 
 func setKV(kvs []KV, key string, v Value) []KV {

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/whittle-ml/whittle/ir"
 )
 
-// Load reads a GGUF file of the llama, qwen2, qwen3, gemma2 or phi3
+// Load reads a GGUF file of the llama (Mixtral too), deci (as Llama with
+// per-layer sizes), qwen2, qwen3, qwen2moe, qwen3moe, gemma2 or phi3
 // architecture as an IR model. Tensors stay in the memory-mapped file
 // until used; they are brought to Hugging Face's conventions when read
 // (see Model). The map is released by the model's Close.
@@ -45,6 +48,9 @@ func Load(path string) (*ir.Model, error) {
 // tensor; SentencePiece ("llama") tokenizers.
 // An output.weight byte-identical to token_embd.weight (as llama2.c's
 // converter writes for tied models) is read as a tied classifier.
+// Mixtures of experts (see experts) are read from the stacked
+// ffn_*_exps tensors, or from the older one tensor per expert
+// (blk.N.ffn_gate.J.weight), stacked when first read.
 func (f *File) Model() (*ir.Model, error) {
 	// Checked first: a vocabulary-only file's architecture keys describe
 	// weights it does not hold (32 blocks and no tensors).
@@ -87,13 +93,25 @@ func (f *File) Model() (*ir.Model, error) {
 		byName[lt.name] = lt
 	}
 	tensors := make(map[string]*ir.Tensor, len(f.Tensors))
+	split := map[string][]*ir.Tensor{} // stacked name: its experts, from the older layout
 	for i := range f.Tensors {
 		ti := &f.Tensors[i]
-		if ti.Name == tensorRopeFreqs && arch == archLlama {
+		if ti.Name == tensorRopeFreqs && llamaLike(arch) {
 			continue // read into the config's RoPE scaling
 		}
 		lt, ok := byName[ti.Name]
 		if !ok {
+			if name, j, isExpert := splitExpert(&cfg, ti.Name); isExpert {
+				t, err := f.tensor(ti)
+				if err != nil {
+					return nil, err
+				}
+				if split[name] == nil {
+					split[name] = make([]*ir.Tensor, cfg.Layers[0].Experts)
+				}
+				split[name][j] = t
+				continue
+			}
 			if layer, isBlk := layerOf(ti.Name); isBlk && layer >= len(cfg.Layers) {
 				return nil, fmt.Errorf("%s: offset %d: tensor %q belongs to layer %d, but %s is %d", f.Path, ti.InfoOffset, ti.Name, layer, archKeyOf(arch, keyBlocks), len(cfg.Layers))
 			}
@@ -122,10 +140,24 @@ func (f *File) Model() (*ir.Model, error) {
 		if lt.ropeHeads > 0 {
 			t = permuted(t, lt.ropeHeads, lt.headDim, ir.RopeToHalf)
 		}
+		if lt.rowVector && len(t.Shape) == 1 {
+			t = ir.LazyTensor(t.DType, []int{1, t.Shape[0]}, t.Bytes)
+		}
 		if lt.normOffset != 0 {
 			t = offsetTensor(t, -lt.normOffset)
 		}
 		tensors[lt.parts[0]] = t
+	}
+
+	for name, parts := range split {
+		if _, dup := tensors[name]; dup {
+			return nil, fmt.Errorf("%s: the experts of %s are stored both stacked and one tensor each", f.Path, name)
+		}
+		t, err := stackExperts(parts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: experts of %s: %w", f.Path, name, err)
+		}
+		tensors[name] = t
 	}
 
 	// Vocabulary without a tokenizer: llama.vocab_size, else the
@@ -157,6 +189,52 @@ func (f *File) Model() (*ir.Model, error) {
 	return m, nil
 }
 
+// splitExpertRE matches the older Mixtral layout of llama.cpp's files,
+// one tensor per expert (blk.N.ffn_gate.J.weight), which llama.cpp still
+// reads.
+var splitExpertRE = regexp.MustCompile(`^blk\.(\d+)\.ffn_(gate|up|down)\.(\d+)\.weight$`)
+
+// splitExpert is the stacked IR tensor and the expert a tensor of the
+// older layout belongs to.
+func splitExpert(c *ir.Config, gguf string) (string, int, bool) {
+	m := splitExpertRE.FindStringSubmatch(gguf)
+	if m == nil || !canonicalInt(m[1]) || !canonicalInt(m[3]) {
+		return "", 0, false
+	}
+	l, _ := strconv.Atoi(m[1])
+	j, _ := strconv.Atoi(m[3])
+	if l >= len(c.Layers) || !c.Layers[l].MoE() || j >= c.Layers[l].Experts || c.Layers[l].Experts != c.Layers[0].Experts {
+		return "", 0, false
+	}
+	lt := c.LayerTensors(l)
+	return map[string]string{"gate": lt.ExpertGate, "up": lt.ExpertUp, "down": lt.ExpertDown}[m[2]], j, true
+}
+
+// stackExperts is the experts' matrices stacked along a new dimension 0,
+// concatenated when first read.
+func stackExperts(parts []*ir.Tensor) (*ir.Tensor, error) {
+	for j, p := range parts {
+		switch {
+		case p == nil:
+			return nil, fmt.Errorf("expert %d is missing", j)
+		case len(p.Shape) != 2 || p.DType != parts[0].DType || !slices.Equal(p.Shape, parts[0].Shape):
+			return nil, fmt.Errorf("expert %d is %s %v, expert 0 %s %v", j, p.DType, p.Shape, parts[0].DType, parts[0].Shape)
+		}
+	}
+	shape := append([]int{len(parts)}, parts[0].Shape...)
+	return ir.LazyTensor(parts[0].DType, shape, func() ([]byte, error) {
+		var out []byte
+		for _, p := range parts {
+			b, err := p.Bytes()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, b...)
+		}
+		return out, nil
+	}), nil
+}
+
 // tied reports whether the classifier is the embedding: output.weight is
 // absent, or holds exactly the embedding's bytes.
 func (f *File) tied() (bool, error) {
@@ -183,7 +261,7 @@ func (f *File) tied() (bool, error) {
 // tokens and tying, which come from elsewhere).
 func (f *File) config(arch string) (ir.Config, error) {
 	ak := func(k string) string { return archKeyOf(arch, k) }
-	cfg := ir.Config{Arch: arch}
+	cfg := ir.Config{Arch: irArch(arch)}
 	setFamily(&cfg, arch)
 	var err error
 	req := func(key string) int {
@@ -249,6 +327,13 @@ func (f *File) config(arch string) (ir.Config, error) {
 	} else if ok && r != headDim {
 		return cfg, f.keyErr(ak(keyRopeDim), "RoPE rotates %d of the %d dimensions of each head; whittle supports only full rotation", r, headDim)
 	}
+	if arch == archDeci {
+		for i := range n {
+			if heads[i] == 0 || kvHeads[i] == 0 || mlp[i] == 0 {
+				return cfg, fmt.Errorf("%s: layer %d has %d heads, %d KV heads and FFN width %d: a deci layer without attention, with linear attention or without FFN is not something whittle runs", f.Path, i, heads[i], kvHeads[i], mlp[i])
+			}
+		}
+	}
 	cfg.Layers = make([]ir.LayerConfig, n)
 	for i := range cfg.Layers {
 		cfg.Layers[i] = ir.LayerConfig{Heads: heads[i], KVHeads: kvHeads[i], HeadDim: headDim, MLP: mlp[i]}
@@ -280,7 +365,10 @@ func (f *File) config(arch string) (ir.Config, error) {
 	if err := f.familyValues(arch, &cfg); err != nil {
 		return cfg, err
 	}
-	if _, ok := f.Info(tensorRopeFreqs); ok && arch == archLlama {
+	if err := f.experts(arch, &cfg); err != nil {
+		return cfg, err
+	}
+	if _, ok := f.Info(tensorRopeFreqs); ok && llamaLike(arch) {
 		if cfg.RopeScaling != nil {
 			return cfg, fmt.Errorf("%s: both %s scaling metadata and a %s tensor; llama.cpp would apply both, whittle applies one", f.Path, cfg.RopeScaling.Type, tensorRopeFreqs)
 		}
@@ -336,6 +424,69 @@ func (f *File) familyValues(arch string, cfg *ir.Config) error {
 		for i := range cfg.Layers {
 			cfg.Layers[i].Window = w
 		}
+	}
+	return nil
+}
+
+// experts reads the mixture-of-experts keys as llama.cpp's loader does:
+// expert_count experts in every layer (none: a dense llama), each token
+// routed to expert_used_count; each expert feed_forward_length wide in
+// llama (Mixtral), expert_feed_forward_length in qwen2moe and qwen3moe
+// (default feed_forward_length / expert_used_count), qwen2moe's shared
+// expert expert_shared_feed_forward_length (default
+// feed_forward_length). The Arch becomes the IR's MoE family.
+func (f *File) experts(arch string, cfg *ir.Config) error {
+	ak := func(k string) string { return archKeyOf(arch, k) }
+	n, _, err := f.size(ak(keyExperts))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		if moeArch(arch) {
+			return fmt.Errorf("%s: missing metadata key %q (llama.cpp's %s routes every layer)", f.Path, ak(keyExperts), arch)
+		}
+		return nil
+	}
+	if arch != archLlama && !moeArch(arch) {
+		return f.keyErr(ak(keyExperts), "%d experts, but llama.cpp's %s has no mixture of experts", n, arch)
+	}
+	used, ok, err := f.size(ak(keyExpertsUsed))
+	if err != nil {
+		return err
+	}
+	if !ok || used == 0 || used > n {
+		return f.keyErr(ak(keyExpertsUsed), "%d experts used per token (of %d): want between 1 and %d", used, n, n)
+	}
+	cfg.Arch, cfg.ExpertsPerToken, cfg.NormTopK = irArchOf(arch, true), used, normTopK(arch)
+	expertFFN, hasExpertFFN, err := f.size(ak(keyExpertFFN))
+	if err != nil {
+		return err
+	}
+	shared, hasShared, err := f.size(ak(keySharedExpertFFN))
+	if err != nil {
+		return err
+	}
+	for i := range cfg.Layers {
+		l := &cfg.Layers[i]
+		l.Experts = n
+		switch {
+		case arch == archLlama:
+			l.ExpertMLP = l.MLP
+		case hasExpertFFN:
+			l.ExpertMLP = expertFFN
+		default:
+			l.ExpertMLP = l.MLP / used
+		}
+		if arch == archQwen2MoE {
+			l.SharedMLP = l.MLP
+			if hasShared {
+				l.SharedMLP = shared
+			}
+		}
+		if l.ExpertMLP == 0 {
+			return fmt.Errorf("%s: layer %d: experts of width 0", f.Path, i)
+		}
+		l.MLP = 0
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ type SaveOptions struct {
 	// Name is general.name; empty means the file name without its
 	// extension.
 	Name string
+	// Deci writes a Llama-family model as llama.cpp's deci architecture
+	// even when its layers are alike (those that differ always are).
+	Deci bool
 }
 
 // Quantizations lists the Quantize values Save accepts.
@@ -40,11 +43,13 @@ var quantTypes = map[string]struct {
 }
 
 // Save writes m as a GGUF v3 model that llama.cpp loads, laid out as
-// llama.cpp's convert_hf_to_gguf.py writes its family: Llama and Mistral
-// as the llama architecture (Q and K rows permuted back to the interleaved
-// RoPE order), Qwen2, Qwen3, Gemma 2 and Phi-3 as qwen2, qwen3, gemma2 and
-// phi3 (half RoPE order, as in the IR; Gemma's norm weights stored as
-// 1 + w; Phi-3's q/k/v and gate/up fused into attn_qkv and ffn_up). It
+// llama.cpp's convert_hf_to_gguf.py writes its family: Llama, Mistral and
+// Mixtral as the llama architecture (Q and K rows permuted back to the
+// interleaved RoPE order; Mixtral's experts stacked in ffn_*_exps with
+// the router ffn_gate_inp), Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE, Gemma 2
+// and Phi-3 as qwen2, qwen3, qwen2moe, qwen3moe, gemma2 and phi3 (half
+// RoPE order, as in the IR; Gemma's norm weights stored as 1 + w; Phi-3's
+// q/k/v and gate/up fused into attn_qkv and ffn_up). Routers are F32. It
 // writes the architecture's metadata, the tokenizer in SentencePiece form
 // when m has one, and the tensors under GGUF names. A tied classifier is
 // written once, as token_embd.weight (phi3 also as output.weight, which
@@ -53,10 +58,12 @@ var quantTypes = map[string]struct {
 //
 // Save refuses a model whose family options the architecture cannot
 // express (llama.cpp fixes them per architecture; see checkFamily), and,
-// outside the llama architecture, layers that differ in size. Layers of
-// the llama architecture that differ in size are written as per-layer
-// arrays, which whittle reads but llama.cpp's llama architecture does not
-// (it needs uniform layers). Without m.Tokenizer no tokenizer.ggml.* keys
+// outside the Llama family, layers that differ in size. A Llama or
+// Mistral model whose layers differ in size (non-uniform width pruning)
+// is written as llama.cpp's deci architecture (DeciLM, Llama-3.1-
+// Nemotron-51B), which computes as llama with per-layer arrays of head
+// counts, KV-head counts and FFN widths, as llama.cpp's converter writes
+// them; llama.cpp's llama architecture refuses per-layer sizes. Without m.Tokenizer no tokenizer.ggml.* keys
 // are written and llama.cpp will refuse the file (whittle still reads
 // it). RoPE scaling is linear (metadata) or, in the llama architecture
 // only, llama3 (the rope_freqs tensor, as llama.cpp's converter writes
@@ -75,7 +82,7 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		return nil, nil, err
 	}
 	c := &m.Config
-	arch, err := ggufArch(c.Arch)
+	arch, err := ggufArch(c, opts.Deci)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -88,8 +95,8 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 			return nil, nil, fmt.Errorf("layer %d has head size %d, layer 0 %d; GGUF has one head size for all layers", i, l.HeadDim, hd)
 		}
 	}
-	if arch != archLlama && !c.Uniform() {
-		return nil, nil, fmt.Errorf("layers differ in size; llama.cpp's %s architecture sizes every layer alike (only whittle's llama files carry per-layer sizes)", arch)
+	if arch != archDeci && !c.Uniform() {
+		return nil, nil, fmt.Errorf("layers differ in size; llama.cpp's %s architecture sizes every layer alike (only the Llama family has per-layer sizes in llama.cpp, as its deci architecture)", arch)
 	}
 	if c.MaxSeq < 0 || c.MaxSeq > math.MaxUint32 {
 		return nil, nil, fmt.Errorf("context length %d does not fit a uint32", c.MaxSeq)
@@ -123,9 +130,9 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		{ak(keyContext), Of(uint32(c.MaxSeq))},
 		{ak(keyEmbedding), Of(uint32(c.Hidden))},
 		{ak(keyBlocks), Of(uint32(len(c.Layers)))},
-		layerKV(ak(keyFFN), c.Layers, func(l ir.LayerConfig) int { return l.MLP }),
-		layerKV(ak(keyHeads), c.Layers, func(l ir.LayerConfig) int { return l.Heads }),
-		layerKV(ak(keyKVHeads), c.Layers, func(l ir.LayerConfig) int { return l.KVHeads }),
+		layerKV(ak(keyFFN), c.Layers, arch == archDeci, func(l ir.LayerConfig) int { return l.MLP }),
+		layerKV(ak(keyHeads), c.Layers, arch == archDeci, func(l ir.LayerConfig) int { return l.Heads }),
+		layerKV(ak(keyKVHeads), c.Layers, arch == archDeci, func(l ir.LayerConfig) int { return l.KVHeads }),
 		// Always explicit: after head pruning the head size is no longer
 		// embedding_length / head_count, llama.cpp's default.
 		{ak(keyKeyLength), Of(uint32(hd))},
@@ -133,6 +140,24 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		{ak(keyRopeDim), Of(uint32(hd))},
 		{ak(keyRopeBase), Of(float32(c.RopeTheta))},
 		{ak(keyRMSEps), Of(float32(c.NormEps))},
+	}
+	if moe := c.Layers[0]; moe.MoE() {
+		// checkFamily has made every layer alike in experts. In llama
+		// (Mixtral) feed_forward_length is the experts' width; the qwen
+		// MoE architectures read it only as a default, written as the
+		// chosen experts' width together, as the published configs
+		// have it.
+		kvs = append(kvs, KV{ak(keyExperts), Of(uint32(moe.Experts))}, KV{ak(keyExpertsUsed), Of(uint32(c.ExpertsPerToken))})
+		if arch == archLlama {
+			kvs[slices.IndexFunc(kvs, func(kv KV) bool { return kv.Key == ak(keyFFN) })] =
+				layerKV(ak(keyFFN), c.Layers, false, func(l ir.LayerConfig) int { return l.ExpertMLP })
+		} else {
+			kvs[slices.IndexFunc(kvs, func(kv KV) bool { return kv.Key == ak(keyFFN) })] = KV{ak(keyFFN), Of(uint32(moe.ExpertMLP * c.ExpertsPerToken))}
+			kvs = append(kvs, KV{ak(keyExpertFFN), Of(uint32(moe.ExpertMLP))})
+			if moe.SharedMLP > 0 {
+				kvs = append(kvs, KV{ak(keySharedExpertFFN), Of(uint32(moe.SharedMLP))})
+			}
+		}
 	}
 	switch arch {
 	case archGemma2:
@@ -154,8 +179,8 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 				kvs = append(kvs, KV{ak(keyRopeOrigCtx), Of(uint32(s.OriginalMaxPos))})
 			}
 		case "llama3":
-			if arch != archLlama {
-				return nil, nil, fmt.Errorf("llama3 RoPE scaling: llama.cpp reads its rope_freqs tensor only in the llama architecture, not %s", arch)
+			if !llamaLike(arch) {
+				return nil, nil, fmt.Errorf("llama3 RoPE scaling: llama.cpp reads its rope_freqs tensor only in the llama and deci architectures, not %s", arch)
 			}
 			// As llama.cpp's converter: no scaling keys (llama.cpp would
 			// apply a factor on top), only the per-pair divisors, first.
@@ -201,13 +226,15 @@ func saveLayout(m *ir.Model, path string, opts SaveOptions) ([]KV, []WriteTensor
 		}
 		src := layoutSource(lt, parts)
 		dt := parts[0].DType
-		if len(shape) == 1 {
+		if len(shape) == 1 || lt.f32 {
 			dt = ir.F32
 		} else if opts.DType != nil {
 			dt = *opts.DType
 		}
-		if quantized && len(shape) == 2 {
-			if shape[1]%qk == 0 {
+		if quantized && len(shape) >= 2 && !lt.f32 {
+			// Blocks run along the rows, so stacked experts quantize
+			// as matrices do.
+			if shape[len(shape)-1]%qk == 0 {
 				tensors = append(tensors, WriteTensor{Name: lt.name, Type: quant.typ, Shape: shape, Data: quantizer(src, quant.encode)})
 				continue
 			}
@@ -277,15 +304,16 @@ func quantizer(src func() (*ir.Tensor, error), encode func([]float32) ([]byte, e
 }
 
 // layerKV is a per-layer size: one uint32 when every layer agrees, else
-// an int32 array as llama.cpp's converters write them.
-func layerKV(key string, layers []ir.LayerConfig, get func(ir.LayerConfig) int) KV {
+// (or always, with array, as the deci converter writes them) an int32
+// array as llama.cpp's converters write them.
+func layerKV(key string, layers []ir.LayerConfig, array bool, get func(ir.LayerConfig) int) KV {
 	vals := make([]int32, len(layers))
 	uniform := true
 	for i, l := range layers {
 		vals[i] = int32(get(l))
 		uniform = uniform && vals[i] == vals[0]
 	}
-	if uniform {
+	if uniform && !array {
 		return KV{key, Of(uint32(vals[0]))}
 	}
 	return KV{key, ArrayOf(vals)}

@@ -87,12 +87,26 @@ type configJSON struct {
 	HiddenAct             *string          `json:"hidden_act"`
 	QuantizationConfig    json.RawMessage  `json:"quantization_config"`
 	WhittleLayers         []ir.LayerConfig `json:"whittle_layers"`
+	BlockConfigs          []deciBlock      `json:"block_configs"`
 
 	// Sliding windows (Mistral, Qwen2/3, Gemma 2, Phi-3).
 	SlidingWindow    opt[int] `json:"sliding_window"`
 	UseSlidingWindow *bool    `json:"use_sliding_window"`
 	MaxWindowLayers  *int     `json:"max_window_layers"`
 	LayerTypes       []string `json:"layer_types"`
+
+	// Mixtures of experts (Mixtral's num_local_experts, Qwen-MoE's
+	// num_experts). router_aux_loss_coef and output_router_logits only
+	// matter to training in transformers, so they are not read; whittle's
+	// training passes take the auxiliary loss's weight as an option.
+	NumLocalExperts              *int  `json:"num_local_experts"`
+	NumExperts                   *int  `json:"num_experts"`
+	NumExpertsPerTok             *int  `json:"num_experts_per_tok"`
+	NormTopKProb                 *bool `json:"norm_topk_prob"`
+	MoEIntermediateSize          *int  `json:"moe_intermediate_size"`
+	SharedExpertIntermediateSize *int  `json:"shared_expert_intermediate_size"`
+	DecoderSparseStep            *int  `json:"decoder_sparse_step"`
+	MLPOnlyLayers                []int `json:"mlp_only_layers"`
 
 	// Gemma 2.
 	HiddenActivation      *string      `json:"hidden_activation"`
@@ -140,7 +154,7 @@ func parseConfig(c *configJSON) (ir.Config, error) {
 	f.opts.apply(&cfg)
 
 	switch {
-	case c.AttentionBias != nil && *c.AttentionBias && f.arch != "qwen2":
+	case c.AttentionBias != nil && *c.AttentionBias && !f.opts.AttnBias:
 		// Qwen2's q/k/v biases are built in (its class ignores the key);
 		// elsewhere the key adds an o_proj bias whittle does not have.
 		return cfg, errUnsupported("attention_bias is true (whittle's %s has no attention output bias)", f.arch)
@@ -189,6 +203,9 @@ func parseConfig(c *configJSON) (ir.Config, error) {
 		return cfg, err
 	}
 	cfg.Layers = layers
+	if err := parseMoE(f, c, &cfg); err != nil {
+		return cfg, err
+	}
 
 	cfg.NormEps = f.normEps
 	if c.RMSNormEps != nil {
@@ -257,6 +274,11 @@ func parseConfig(c *configJSON) (ir.Config, error) {
 	if err := cfg.Check(); err != nil {
 		return cfg, err
 	}
+	// whittle_layers may give layers experts the family's class cannot
+	// have (a shared expert outside Qwen2-MoE, experts in a dense family).
+	if _, _, err := moeConfigKeys(f, &cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 
@@ -300,6 +322,9 @@ func parseLayers(c *configJSON, hidden, defHeadDim int) ([]ir.LayerConfig, error
 	n := *c.NumHiddenLayers
 	if n <= 0 || n > maxLayers {
 		return nil, fmt.Errorf("num_hidden_layers must be in [1, %d], got %d", maxLayers, n)
+	}
+	if c.ModelType == DeciLMModelType || c.BlockConfigs != nil {
+		return parseDeciLayers(c, hidden)
 	}
 	if c.WhittleLayers != nil {
 		if len(c.WhittleLayers) != n {
@@ -447,6 +472,15 @@ func torchDType(d ir.DType) string {
 // and Phi-3; for Qwen2/3 and Gemma 2 any set of layers, other sets than
 // theirs written as layer_types, which transformers reads from 4.53).
 func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
+	m, err := configMap(cfg, dtype)
+	if err != nil {
+		return nil, err
+	}
+	return marshalJSON(m)
+}
+
+// configMap is MarshalConfig's content, before rendering.
+func configMap(cfg *ir.Config, dtype ir.DType) (map[string]any, error) {
 	if len(cfg.Layers) == 0 {
 		return nil, fmt.Errorf("model has no layers")
 	}
@@ -468,6 +502,10 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 		return nil, fmt.Errorf("%s allows only longrope scaling, not %q", f.architecture, cfg.RopeScaling.Type)
 	}
 	windows, err := windowKeys(f, cfg.Layers)
+	if err != nil {
+		return nil, err
+	}
+	moeKeys, uniform, err := moeConfigKeys(f, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -506,7 +544,7 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 		delete(m, "pretraining_tp")
 	}
 	switch f.arch {
-	case "mistral", "qwen2":
+	case "mistral", "qwen2", "mixtral", "qwen2_moe":
 		delete(m, "attention_bias") // not a key of their classes
 	case "gemma2":
 		m["hidden_act"] = defaultGemmaActivation // beside the key Gemma2Config reads, as published
@@ -529,6 +567,9 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 	for k, v := range windows {
 		m[k] = v
 	}
+	for k, v := range moeKeys {
+		m[k] = v
+	}
 	if s := cfg.RopeScaling; s != nil {
 		rs := map[string]any{"rope_type": s.Type, "factor": s.Factor}
 		if s.Type == "llama3" {
@@ -542,14 +583,14 @@ func MarshalConfig(cfg *ir.Config, dtype ir.DType) ([]byte, error) {
 		}
 		m["rope_scaling"] = rs
 	}
-	if !cfg.Uniform() {
+	if !uniform {
 		sizes := make([]ir.LayerConfig, len(cfg.Layers))
 		for i, l := range cfg.Layers {
 			sizes[i] = l.Sizes()
 		}
 		m[WhittleLayersKey] = sizes
 	}
-	return marshalJSON(m)
+	return m, nil
 }
 
 // nullableCap is a soft cap as Gemma 2 writes it: null for none.

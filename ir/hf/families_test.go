@@ -19,16 +19,21 @@ import (
 // (see gen.py there).
 const familiesDir = "../testdata/families"
 
-var fixtureFamilies = []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3"}
+var fixtureFamilies = []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"}
 
 // savedConfigDiffers lists the fixture config.json keys Save writes with
 // another value of the same meaning: Qwen2's sliding_window, unused with
 // use_sliding_window false, is written null; Phi-3's pad id, which its
 // class only uses as a padding_idx for training, is written null for a
 // vocabulary without Phi3Config's default 32000.
+// Qwen3-MoE's intermediate_size, read by no layer when every layer is
+// sparse, is written as the top-k experts' width, as published configs have
+// it.
 var savedConfigDiffers = map[string][]string{
-	"qwen2": {"sliding_window"},
-	"phi3":  {"pad_token_id"},
+	"qwen2":     {"sliding_window"},
+	"phi3":      {"pad_token_id"},
+	"qwen2_moe": {"sliding_window"},
+	"qwen3_moe": {"intermediate_size"},
 }
 
 // openSafetensors reads a single-file checkpoint's tensors directly.
@@ -123,6 +128,22 @@ func TestFamilyFixtures(t *testing.T) {
 					used[f.src] = true
 					continue
 				}
+				if e := expertsOf(m.Config, name); e > 0 {
+					// A stacked expert tensor is the file's experts in order.
+					var want []byte
+					for j := range e {
+						w, ok := src[expertName(name, j)]
+						if !ok || w.DType != got.DType || !slices.Equal(w.Shape, got.Shape[1:]) {
+							t.Fatalf("%s: %v %v, expert %d in the file: %v", name, got.DType, got.Shape, j, w)
+						}
+						want = append(want, mustBytes(t, w)...)
+						used[expertName(name, j)] = true
+					}
+					if !bytes.Equal(mustBytes(t, got), want) {
+						t.Fatalf("tensor %s differs from the file's experts", name)
+					}
+					continue
+				}
 				w, ok := src[name]
 				if !ok {
 					t.Fatalf("tensor %s is not in the file", name)
@@ -193,6 +214,18 @@ func TestFamilyFixtures(t *testing.T) {
 			}
 		})
 	}
+}
+
+// expertsOf is the number of experts stacked in the tensor name of cfg,
+// or 0 when it is not a stacked expert tensor.
+func expertsOf(cfg ir.Config, name string) int {
+	for i, l := range cfg.Layers {
+		lt := cfg.LayerTensors(i)
+		if l.MoE() && slices.Contains([]string{lt.ExpertGate, lt.ExpertUp, lt.ExpertDown}, name) {
+			return l.Experts
+		}
+	}
+	return 0
 }
 
 func sortedNames(ts map[string]*ir.Tensor) []string {

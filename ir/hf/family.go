@@ -28,6 +28,25 @@ type family struct {
 	version string
 	// opts are the ir.Config options the family's computation implies.
 	opts familyOptions
+	// moe, for a mixture-of-experts family, is how it lays out and
+	// defaults its experts; nil for a dense family.
+	moe *moeFamily
+}
+
+// moeFamily is what sets a mixture-of-experts family apart: its config
+// class's defaults and which keys size the experts.
+type moeFamily struct {
+	experts, perToken int
+	// expertMLP and sharedMLP are the defaults of moe_intermediate_size
+	// and shared_expert_intermediate_size; 0 for Mixtral, whose experts
+	// are intermediate_size wide and which has neither key.
+	expertMLP, sharedMLP int
+	// qwen: Qwen-MoE's keys (num_experts, norm_topk_prob,
+	// decoder_sparse_step, mlp_only_layers); else Mixtral's
+	// (num_local_experts, every layer sparse, always renormalized).
+	qwen bool
+	// shared: the family has a shared expert (Qwen2-MoE).
+	shared bool
 }
 
 // familyOptions are the ir.Config options fixed by the family, as opposed
@@ -72,8 +91,24 @@ var families = map[string]family{
 	"gemma2": {arch: "gemma2", architecture: "Gemma2ForCausalLM",
 		normEps: 1e-6, ropeTheta: 10000, maxSeq: 8192, tied: true, bos: 2, eos: 1, headDim: 256, version: windowedVersion,
 		opts: familyOptions{NormOffset: 1, EmbedScale: true, Act: ir.ActGELUTanh, PostNorms: true}},
+	// DeciLM is read as Llama with per-layer sizes (see decilm.go);
+	// DeciLMConfig extends LlamaConfig, so it has Llama's defaults.
+	DeciLMModelType: {arch: "llama", architecture: DeciLMArchitecture,
+		normEps: 1e-6, ropeTheta: 10000, maxSeq: 2048, bos: 1, eos: 2, version: transformersVersion},
 	"phi3": {arch: "phi3", architecture: "Phi3ForCausalLM",
 		normEps: 1e-5, ropeTheta: 10000, maxSeq: 4096, bos: 1, eos: 32000, version: windowedVersion},
+	// MixtralConfig, Qwen2MoeConfig and Qwen3MoeConfig.
+	"mixtral": {arch: "mixtral", architecture: "MixtralForCausalLM",
+		normEps: 1e-5, ropeTheta: 1e6, maxSeq: 4096 * 32, bos: 1, eos: 2, version: windowedVersion,
+		moe: &moeFamily{experts: 8, perToken: 2}},
+	"qwen2_moe": {arch: "qwen2_moe", architecture: "Qwen2MoeForCausalLM",
+		normEps: 1e-6, ropeTheta: 10000, maxSeq: 32768, bos: -1, eos: -1, version: windowedVersion,
+		opts: familyOptions{AttnBias: true},
+		moe:  &moeFamily{experts: 60, perToken: 4, expertMLP: 1408, sharedMLP: 5632, qwen: true, shared: true}},
+	"qwen3_moe": {arch: "qwen3_moe", architecture: "Qwen3MoeForCausalLM",
+		normEps: 1e-6, ropeTheta: 10000, maxSeq: 32768, bos: -1, eos: -1, version: windowedVersion,
+		opts: familyOptions{QKNorm: true},
+		moe:  &moeFamily{experts: 128, perToken: 8, expertMLP: 768, qwen: true}},
 }
 
 // modelTypes lists the supported model_type values, for messages.
@@ -176,13 +211,13 @@ func parseWindows(f family, c *configJSON, cfg *ir.Config) error {
 			return errUnsupported("layer_types (Llama has no sliding-window attention)")
 		}
 		return nil
-	case "mistral", "phi3":
-		// Every layer slides when sliding_window is set; neither class
-		// reads layer_types.
+	case "mistral", "phi3", "mixtral":
+		// Every layer slides when sliding_window is set; none of these
+		// classes reads layer_types.
 		if c.LayerTypes != nil {
 			return errUnsupported("layer_types (%s applies sliding_window to every layer)", f.arch)
 		}
-		def := 0
+		def := 0 // Phi3Config's and MixtralConfig's sliding_window is None
 		if f.arch == "mistral" {
 			def = defaultSlidingWindow
 		}
@@ -191,7 +226,7 @@ func parseWindows(f family, c *configJSON, cfg *ir.Config) error {
 			return err
 		}
 		return set(w, slices.Repeat([]bool{true}, n))
-	case "qwen2", "qwen3":
+	case "qwen2", "qwen3", "qwen2_moe", "qwen3_moe":
 		// The class drops sliding_window unless use_sliding_window; the
 		// default layer_types slide the layers from max_window_layers on.
 		w := 0
@@ -260,12 +295,12 @@ func windowKeys(f family, layers []ir.LayerConfig) (map[string]any, error) {
 			return nil, fmt.Errorf("%s has no sliding-window attention, but layers have window %d", f.architecture, w)
 		}
 		return map[string]any{}, nil
-	case "mistral", "phi3":
+	case "mistral", "phi3", "mixtral":
 		if w > 0 && slices.Contains(slide, false) {
 			return nil, fmt.Errorf("%s applies sliding_window to every layer, but only some layers have window %d", f.architecture, w)
 		}
 		return map[string]any{"sliding_window": window}, nil
-	case "qwen2", "qwen3":
+	case "qwen2", "qwen3", "qwen2_moe", "qwen3_moe":
 		// Layers from max_window_layers on slide; another pattern needs
 		// layer_types, which releases before windowedVersion ignore.
 		first := slices.Index(slide, true)

@@ -2,12 +2,15 @@
 // config.json and safetensors weights (one model.safetensors, or shards
 // listed by model.safetensors.index.json), as transformers saves its
 // LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
-// Qwen3ForCausalLM, Gemma2ForCausalLM and Phi3ForCausalLM.
+// Qwen3ForCausalLM, Gemma2ForCausalLM and Phi3ForCausalLM, and the
+// mixture-of-experts MixtralForCausalLM, Qwen2MoeForCausalLM and
+// Qwen3MoeForCausalLM.
 //
 // Hugging Face's tensor names and layout are whittle's canonical ones, so
 // weights pass through unchanged, except Phi-3's fused qkv_proj and
 // gate_up_proj, split into Llama's q/k/v and gate/up on load and fused
-// again on save; config.json is translated per family.
+// again on save, and the routed experts' one tensor per expert, stacked on
+// load and split on save; config.json is translated per family.
 package hf
 
 import (
@@ -101,6 +104,9 @@ func fill(m *ir.Model, dir string, tensors map[string]*ir.Tensor) error {
 		m.Tensors[name] = t
 	}
 	if err := splitFused(m); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	if err := stackExperts(m); err != nil {
 		return fmt.Errorf("%s: %w", dir, err)
 	}
 	if cls, ok := m.Tensors[ir.NameClassifier]; ok && m.Config.Tied {

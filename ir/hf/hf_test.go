@@ -2,6 +2,7 @@ package hf
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -636,7 +637,14 @@ func slidingEven(layers []ir.LayerConfig, w int) []ir.LayerConfig {
 
 // TestParseConfigPublished parses published config.json files and checks
 // the parameter count against the count each model card publishes (0:
-// none checked).
+// none checked). The mixtures of experts were counted by hand from their
+// configs and agree with the cards' rounded figures: Mixtral 8x7B 46.7B
+// total, 12.9B active (attention 41,943,040 + router 32,768 + norms 8,192
+// + 2 of 8 experts of 3·4096·14336 per layer, ×32, + embeddings, head and
+// final norm 262,148,096; a figure of 12,879,138,816 that circulates
+// counts only 2/8 of the router, which every token computes whole);
+// Qwen1.5-MoE-A2.7B 14.3B total, 2.7B active (4 of 60 experts plus the
+// shared expert); Qwen3-30B-A3B 30.5B total, 3.3B active (8 of 128).
 func TestParseConfigPublished(t *testing.T) {
 	llama3 := &ir.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 8192}
 	gemma := func(c ir.Config) ir.Config {
@@ -649,11 +657,30 @@ func TestParseConfigPublished(t *testing.T) {
 		c.Arch, c.Vocab, c.NormEps, c.RopeTheta, c.MaxSeq, c.BOS, c.EOS, c.QKNorm = "qwen3", 151936, 1e-6, 1e6, 40960, 151643, 151645, true
 		return c
 	}
+	// The MoE parameter counts are worked out by hand from each config
+	// (see TestParseConfigPublished's doc comment); the active figures
+	// count the router whole, as every token computes all its rows.
 	cases := []struct {
 		file   string
 		want   ir.Config
 		params int64
+		active int64 // 0: as params (dense)
 	}{
+		{file: "mixtral-8x7b-v0.1.json", params: 46_702_792_704, active: 12_879_925_248, want: ir.Config{
+			Arch: "mixtral", Vocab: 32000, Hidden: 4096, ExpertsPerToken: 2, NormTopK: true,
+			Layers:  ir.UniformLayers(32, ir.LayerConfig{Heads: 32, KVHeads: 8, HeadDim: 128, Experts: 8, ExpertMLP: 14336}),
+			NormEps: 1e-5, RopeTheta: 1e6, MaxSeq: 32768, BOS: 1, EOS: 2,
+		}},
+		{file: "qwen1.5-moe-a2.7b.json", params: 14_315_784_192, active: 2_689_173_504, want: ir.Config{
+			Arch: "qwen2_moe", Vocab: 151936, Hidden: 2048, ExpertsPerToken: 4, AttnBias: true,
+			Layers:  ir.UniformLayers(24, ir.LayerConfig{Heads: 16, KVHeads: 16, HeadDim: 128, Experts: 60, ExpertMLP: 1408, SharedMLP: 5632}),
+			NormEps: 1e-6, RopeTheta: 1e6, MaxSeq: 8192, BOS: 151643, EOS: 151643,
+		}},
+		{file: "qwen3-30b-a3b.json", params: 30_532_122_624, active: 3_353_032_704, want: ir.Config{
+			Arch: "qwen3_moe", Vocab: 151936, Hidden: 2048, ExpertsPerToken: 8, NormTopK: true, QKNorm: true,
+			Layers:  ir.UniformLayers(48, ir.LayerConfig{Heads: 32, KVHeads: 4, HeadDim: 128, Experts: 128, ExpertMLP: 768}),
+			NormEps: 1e-6, RopeTheta: 1e6, MaxSeq: 40960, BOS: 151643, EOS: 151645,
+		}},
 		{file: "llama-2-7b.json", params: 6_738_415_616, want: ir.Config{
 			Arch: "llama", Vocab: 32000, Hidden: 4096,
 			Layers:  ir.UniformLayers(32, ir.LayerConfig{Heads: 32, KVHeads: 32, HeadDim: 128, MLP: 11008}),
@@ -717,8 +744,12 @@ func TestParseConfigPublished(t *testing.T) {
 			if !reflect.DeepEqual(got, c.want) {
 				t.Errorf("config = %+v\nwant %+v", got, c.want)
 			}
-			if p := got.Params().Total; c.params != 0 && p != c.params {
-				t.Errorf("%d parameters, published %d", p, c.params)
+			p := got.Params()
+			if c.params != 0 && p.Total != c.params {
+				t.Errorf("%d parameters, published %d", p.Total, c.params)
+			}
+			if want := cmp.Or(c.active, p.Total); p.Active != want {
+				t.Errorf("%d active parameters, want %d", p.Active, want)
 			}
 			// What Save writes parses back to the same config.
 			out, err := MarshalConfig(&got, ir.BF16)
@@ -1005,6 +1036,8 @@ func FuzzParseConfig(f *testing.F) {
 	}
 	f.Add([]byte(`{"model_type":"llama","hidden_size":8,"num_hidden_layers":1,"whittle_layers":[{}],"vocab_size":1}`))
 	f.Add([]byte(`{"model_type":"qwen2","hidden_size":8,"num_hidden_layers":3,"num_attention_heads":2,"intermediate_size":4,"vocab_size":4,"use_sliding_window":true,"sliding_window":2,"layer_types":["full_attention","sliding_attention","full_attention"]}`))
+	f.Add([]byte(`{"model_type":"qwen2_moe","hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":4,"vocab_size":4,"num_experts":3,"num_experts_per_tok":2,"moe_intermediate_size":2,"shared_expert_intermediate_size":3,"decoder_sparse_step":2,"mlp_only_layers":[0]}`))
+	f.Add([]byte(`{"model_type":"mixtral","hidden_size":8,"num_hidden_layers":2,"vocab_size":4,"num_experts_per_tok":1,"whittle_layers":[{"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"num_experts":2,"moe_intermediate_size":3},{"num_attention_heads":2,"num_key_value_heads":1,"head_dim":4,"intermediate_size":5}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
@@ -1025,6 +1058,21 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		if !reflect.DeepEqual(again, cfg) {
 			t.Fatalf("round trip: %+v\nwant %+v", again, cfg)
+		}
+		// So is every config DeciLM can express, written as DeciLM.
+		if CheckDeciLM(&cfg) != nil {
+			return
+		}
+		if out, err = MarshalDeciLMConfig(&cfg, ir.F32); err != nil {
+			t.Fatal(err)
+		}
+		if again, err = ParseConfig(out); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		want := cfg.Clone()
+		want.Arch = "llama" // a window-free Mistral is Llama to DeciLM
+		if !reflect.DeepEqual(again, want) {
+			t.Fatalf("DeciLM round trip: %+v\nwant %+v", again, want)
 		}
 	})
 }

@@ -25,6 +25,12 @@ type SaveOptions struct {
 	// transformers does (a tensor larger than the cap gets a shard of its
 	// own). Zero means DefaultMaxShardBytes.
 	MaxShardBytes int64
+	// DeciLM writes the config as DeciLMForCausalLM with block_configs
+	// (see MarshalDeciLMConfig), the published form of a Llama whose
+	// layers differ in size, instead of the family's class (plus
+	// whittle_layers when layers differ). Save fails, naming the layer,
+	// for a model DeciLM cannot express (see CheckDeciLM).
+	DeciLM bool
 }
 
 // Save writes m as a Hugging Face model directory that transformers loads
@@ -38,7 +44,10 @@ type SaveOptions struct {
 // config.json has no per-layer sizes. For a non-uniform model (layers
 // pruned to different widths) Save writes layer 0's sizes at the top level
 // and every layer's under "whittle_layers", which Load honours but
-// transformers ignores: transformers cannot load such a model.
+// transformers ignores: transformers cannot load such a model. With
+// opts.DeciLM, a Llama-family model whose sizes DeciLM's rules express
+// is written as DeciLMForCausalLM instead, which vLLM and llama.cpp's
+// converter read.
 //
 // The directory is built beside dir under a temporary name and renamed
 // into place, so a crash never leaves a half-written model at dir. An
@@ -101,7 +110,11 @@ func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
 	if opts.DType != nil {
 		dtype = *opts.DType
 	}
-	cfg, err := MarshalConfig(&m.Config, dtype)
+	marshal := MarshalConfig
+	if opts.DeciLM {
+		marshal = MarshalDeciLMConfig
+	}
+	cfg, err := marshal(&m.Config, dtype)
 	if err != nil {
 		return err
 	}
@@ -127,6 +140,9 @@ func writeModel(m *ir.Model, dir string, opts SaveOptions) error {
 	}
 	srcs, err = fuseSources(&m.Config, srcs)
 	if err != nil {
+		return err
+	}
+	if srcs, err = splitExperts(&m.Config, srcs); err != nil {
 		return err
 	}
 	meta := map[string]string{"format": "pt"}

@@ -299,6 +299,9 @@ func checkExpressible(c *ir.Config) error {
 			return fmt.Errorf("llama2.c checkpoints have one size for every layer; layer %d is %+v, layer 0 %+v", i, li, l)
 		}
 	}
+	if l.MoE() {
+		return fmt.Errorf("llama2.c has no mixture of experts; the model's layers have %d experts", l.Experts)
+	}
 	if l.Heads*l.HeadDim != c.Hidden {
 		return fmt.Errorf("llama2.c derives head_size as dim/n_heads, but %d heads of %d do not make dim %d", l.Heads, l.HeadDim, c.Hidden)
 	}

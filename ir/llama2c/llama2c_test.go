@@ -15,6 +15,7 @@ import (
 
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
+	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/ir/llama2c"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
@@ -430,6 +431,11 @@ func TestSaveRefuses(t *testing.T) {
 			return m.KeepHeads(1, []int{1, 2})
 		}, "dim/n_heads"},
 		{"invalid", func(m *ir.Model) (*ir.Model, error) { delete(m.Tensors, ir.NameFinalNorm); return m, nil }, "missing tensor"},
+		{"experts", func(*ir.Model) (*ir.Model, error) {
+			c := irtest.MoEFamilies()["mixtral"]
+			c.RopeTheta, c.NormEps = llama2c.RopeTheta, llama2c.NormEps
+			return randomModel(c, 1), nil
+		}, "mixture of experts"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

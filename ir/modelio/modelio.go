@@ -24,12 +24,17 @@ const (
 	HF      Format = "hf"      // Hugging Face directory: config.json + safetensors
 	GGUF    Format = "gguf"    // llama.cpp's single-file format
 	Llama2c Format = "llama2c" // llama2.c checkpoint plus tokenizer.bin
+	// DeciLM is a Hugging Face directory whose config is
+	// DeciLMForCausalLM's block_configs: the published form of a Llama
+	// whose layers differ (Nemotron-51B's), for the sizes its rules can
+	// express. It is written only; reading it is reading HF.
+	DeciLM Format = "decilm"
 )
 
 // ParseFormat accepts a format name as written in recipes and flags.
 func ParseFormat(s string) (Format, error) {
 	switch f := Format(strings.ToLower(s)); f {
-	case HF, GGUF, Llama2c:
+	case HF, GGUF, Llama2c, DeciLM:
 		return f, nil
 	case "safetensors", "huggingface":
 		return HF, nil
@@ -93,7 +98,7 @@ func Load(path string, opts LoadOptions) (*ir.Model, error) {
 	var m *ir.Model
 	var err error
 	switch format {
-	case HF:
+	case HF, DeciLM:
 		dir := path
 		if st, serr := os.Stat(path); serr == nil && !st.IsDir() {
 			dir = filepath.Dir(path)
@@ -188,6 +193,11 @@ func Save(m *ir.Model, path string, format Format, opts SaveOptions) error {
 			return fmt.Errorf("%s quantization is for GGUF files only", opts.Quantize)
 		}
 		return hf.Save(m, path, hf.SaveOptions{DType: opts.DType})
+	case DeciLM:
+		if opts.Quantize != "" {
+			return fmt.Errorf("%s quantization is for GGUF files only", opts.Quantize)
+		}
+		return hf.Save(m, path, hf.SaveOptions{DType: opts.DType, DeciLM: true})
 	case GGUF:
 		return gguf.Save(m, path, gguf.SaveOptions{DType: opts.DType, Quantize: opts.Quantize})
 	case Llama2c:

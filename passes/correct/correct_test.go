@@ -97,6 +97,7 @@ func TestRecipeErrors(t *testing.T) {
 		{"min_lr above lr", block("  steps = 3\n  lr = 0.01\n  min_lr = 0.1\n"), "0.1\n", "min_lr = 0.1"},
 		{"warmup beyond steps", block("  steps = 3\n  warmup = 4\n"), "4\n", "warmup = 4"},
 		{"negative clip", block("  steps = 3\n  grad_clip = -1\n"), "-1", "grad_clip"},
+		{"router_aux_weight on a dense model", block("  steps = 3\n  router_aux_weight = 0.01\n"), "0.01", "no routed layers"},
 		{"beta1 one", block("  steps = 3\n  beta1 = 1\n"), "1\n", "beta1 = 1"},
 		{"negative eval_every", block("  steps = 3\n  eval_every = -2\n"), "-2", "eval_every"},
 		{"instruct data", strings.Replace(block("  steps = 3\n"), "dataset.corpus", "dataset.pairs", 1), "dataset.pairs", "instruction data"},

@@ -1,6 +1,8 @@
 // Package prunewidth is the `prune-width` pass: shrink the hidden size,
 // the MLP width and the attention heads of every layer to targets, keeping
-// the most important units by score (Minitron's homogeneous width pruning).
+// the most important units by score (Minitron's homogeneous width
+// pruning), or, with uniform = false, to totals over all layers split by
+// a global ranking of their units (see PruneNonUniform).
 package prunewidth
 
 import (
@@ -34,9 +36,24 @@ type Config struct {
 	KVHeads      *int     `hcl:"kv_heads,optional"`
 	KVHeadsRatio *float64 `hcl:"kv_heads_ratio,optional"`
 	// RoundTo rounds ratio-derived sizes down to a multiple (at least one
-	// multiple), e.g. 8 or 64 for fast kernels.
+	// multiple), e.g. 8 or 64 for fast kernels. Non-uniform pruning makes
+	// every layer's MLP width a multiple of it (default DefaultRoundTo).
 	RoundTo int `hcl:"round_to,optional"`
+
+	// Uniform, true by default, gives every layer the same sizes. false
+	// prunes non-uniformly: mlp and kv_heads are totals over all layers
+	// (mlp_ratio and kv_heads_ratio ratios of the current totals), split
+	// over the layers by ranking all layers' neurons and KV groups
+	// together; heads follow the kept KV groups (heads and heads_ratio
+	// are refused) and hidden stays one global size.
+	Uniform *bool `hcl:"uniform,optional"`
+	// Normalize is how non-uniform pruning makes scores comparable
+	// across layers: "mean" (default) or "none" (see NormalizeMean).
+	Normalize string `hcl:"normalize,optional"`
 }
+
+// uniform reports whether the pass prunes every layer alike.
+func (c *Config) uniform() bool { return c.Uniform == nil || *c.Uniform }
 
 // Pass implements pipeline.Pass.
 type Pass struct{}
@@ -79,6 +96,9 @@ func resolve(what string, abs *int, ratio *float64, cur, roundTo int) (int, erro
 }
 
 func (c *Config) targets(cfg ir.Config) (targets, error) {
+	if c.Normalize != "" {
+		return targets{}, fmt.Errorf("normalize applies to non-uniform pruning only (set uniform = false)")
+	}
 	if !cfg.Uniform() {
 		return targets{}, fmt.Errorf("prune-width needs every layer the same width (homogeneous pruning); this model's layers differ")
 	}
@@ -106,6 +126,49 @@ func (c *Config) targets(cfg ir.Config) (targets, error) {
 	return t, nil
 }
 
+// nonUniformTargets resolves the totals of uniform = false. Ratios are of
+// the current totals and keep at least the minimum (one round_to of
+// neurons and one KV group per layer); absolute totals below it are
+// errors from SelectNonUniform.
+func (c *Config) nonUniformTargets(cfg ir.Config) (NonUniformTargets, error) {
+	var t NonUniformTargets
+	if c.Heads != nil || c.HeadsRatio != nil {
+		return t, fmt.Errorf("heads and heads_ratio do not apply with uniform = false: each layer keeps the query heads of its kept KV groups (set kv_heads or kv_heads_ratio)")
+	}
+	var err error
+	if t.Hidden, err = resolve("hidden", c.Hidden, c.HiddenRatio, cfg.Hidden, c.RoundTo); err != nil {
+		return t, err
+	}
+	minWidth, curMLP, curKV := math.MaxInt, 0, 0
+	for _, l := range cfg.Layers {
+		minWidth = min(minWidth, l.MLP)
+		curMLP += l.MLP
+		curKV += l.KVHeads
+	}
+	t.RoundTo = c.RoundTo
+	if t.RoundTo == 0 {
+		t.RoundTo = DefaultRoundTo(minWidth)
+	}
+	minMLP := 0
+	for _, l := range cfg.Layers {
+		minMLP += min(t.RoundTo, l.MLP)
+	}
+	if t.MLP, err = resolve("mlp", c.MLP, c.MLPRatio, curMLP, 0); err != nil {
+		return t, err
+	}
+	if c.MLPRatio != nil {
+		t.MLP = max(t.MLP, minMLP)
+	}
+	if t.KVHeads, err = resolve("kv_heads", c.KVHeads, c.KVHeadsRatio, curKV, 0); err != nil {
+		return t, err
+	}
+	if c.KVHeadsRatio != nil {
+		t.KVHeads = max(t.KVHeads, len(cfg.Layers))
+	}
+	t.Normalize = c.Normalize
+	return t, nil
+}
+
 // Plan computes the pruned architecture.
 func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	c := p.Config.(*Config)
@@ -118,6 +181,17 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	}
 	if c.Scores != nil && !pc.HasScores(*c.Scores) {
 		return nil, fmt.Errorf("scores.%s is not produced by an earlier pass", c.Scores.Name)
+	}
+	if !c.uniform() {
+		t, err := c.nonUniformTargets(cfg)
+		if err != nil {
+			return nil, err
+		}
+		out, err := PlanNonUniform(cfg, t)
+		if err != nil {
+			return nil, err
+		}
+		return &out, nil
 	}
 	t, err := c.targets(cfg)
 	if err != nil {
@@ -155,9 +229,21 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	if err != nil {
 		return err
 	}
-	t, err := c.targets(m.Config)
-	if err != nil {
-		return err
+	var prune func(*scores.Table) (*ir.Model, error)
+	if c.uniform() {
+		t, err := c.targets(m.Config)
+		if err != nil {
+			return err
+		}
+		prune = func(s *scores.Table) (*ir.Model, error) {
+			return Prune(m, s, t.hidden, t.mlp, t.heads, t.kvHeads)
+		}
+	} else {
+		t, err := c.nonUniformTargets(m.Config)
+		if err != nil {
+			return err
+		}
+		prune = func(s *scores.Table) (*ir.Model, error) { return PruneNonUniform(m, s, t) }
 	}
 	var s *scores.Table
 	if c.Criterion == "magnitude" {
@@ -167,12 +253,20 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	} else if s, err = rc.Scores(*c.Scores); err != nil {
 		return err
 	}
-	out, err := Prune(m, s, t.hidden, t.mlp, t.heads, t.kvHeads)
+	out, err := prune(s)
 	if err != nil {
 		return err
 	}
 	rc.Metric("params_before", m.Config.Params().Total)
 	rc.Metric("params_after", out.Config.Params().Total)
+	if !c.uniform() {
+		mlp, kv := make([]int, len(out.Config.Layers)), make([]int, len(out.Config.Layers))
+		for i, l := range out.Config.Layers {
+			mlp[i], kv[i] = l.MLP, l.KVHeads
+		}
+		rc.Metric("mlp_per_layer", mlp)
+		rc.Metric("kv_heads_per_layer", kv)
+	}
 	rc.SetModel(out)
 	return nil
 }

@@ -47,6 +47,8 @@ pass "search" {
 		{"empty space", block("  constraints {\n    params = 2000\n  }\n  space \"mlp\" {\n    ratios = []\n  }\n"), "[]", `space "mlp" is empty`},
 		{"no space", block("  constraints {\n    params = 2000\n  }\n"), "", "search space is empty"},
 		{"unknown axis", block("  constraints {\n    params = 2000\n  }\n  space \"width\" {\n    ratios = [0.5]\n  }\n"), `"width"`, `unknown axis "width"`},
+		{"uniform false with heads", block("  uniform = false\n  constraints {\n    params = 4000\n  }\n  space \"heads\" {\n    sizes = [2]\n  }\n"), `"heads"`, "search kv_heads instead of heads"},
+		{"normalize without uniform false", block("  normalize = \"none\"\n  constraints {\n    params = 4000\n  }\n" + space), `"none"`, "normalize applies to uniform = false"},
 		{"max_prune leaves nothing", block("  constraints {\n    params = 2000\n  }\n  space \"mlp\" {\n    sizes = [6]\n    max_prune = 0.25\n  }\n"), "[6]", "max_prune = 0.25 keeps at least 9 of 12"},
 		{"size too large", block("  constraints {\n    params = 2000\n  }\n  space \"mlp\" {\n    sizes = [16]\n  }\n"), "[16]", "size 16 must be between 1 and the current 12"},
 		{"layers without metric", block("  constraints {\n    params = 2000\n  }\n  space \"layers\" {\n    sizes = [3]\n  }\n"), `"layers"`, `needs metric`},

@@ -273,6 +273,9 @@ func (sc *scorer) prepare(ctx context.Context) error {
 	if t := s.retrain; t != nil {
 		fmt.Fprintf(h, "retrain_tokens=%d\nsteps=%d\noptim=%+v\nmode=%s\n", *c.RetrainTokens, t.Steps, t.Optim, t.Mode)
 	}
+	if sc.s.nonUniform {
+		fmt.Fprintf(h, "uniform=false\nnormalize=%s\n", c.Normalize)
+	}
 	sc.keyBase = hex.EncodeToString(h.Sum(nil))
 	// Outside the pass directory, which the pipeline clears before a
 	// pass runs again: the cache must survive an interrupted run.
@@ -310,6 +313,9 @@ func (sc *scorer) key(sz Sizes) string {
 // prune builds a candidate from the model and the scores: width by
 // prune-width's rule, then the layers the metric ranks least important.
 func (sc *scorer) prune(sz Sizes) (*ir.Model, []int, error) {
+	if sc.s.nonUniform {
+		return sc.pruneNonUniform(sz)
+	}
 	m := sc.m
 	l := m.Config.Layers[0]
 	out := m
@@ -323,16 +329,67 @@ func (sc *scorer) prune(sz Sizes) (*ir.Model, []int, error) {
 	if n == 0 {
 		return out, nil, nil
 	}
-	imp, ok := sc.table.Layers[sc.c.Metric]
-	if !ok {
-		return nil, nil, fmt.Errorf("%s has no layer metric %q", sc.c.Scores, sc.c.Metric)
-	}
-	drop, err := prunedepth.Select(imp, n, sc.c.Selection != "individual")
+	drop, err := sc.dropLayers(n)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s %q: %w", sc.c.Scores, sc.c.Metric, err)
+		return nil, nil, err
 	}
 	out, err = out.DropLayers(drop)
 	return out, drop, err
+}
+
+// dropLayers is the layers the metric ranks least important, n of them.
+func (sc *scorer) dropLayers(n int) ([]int, error) {
+	imp, ok := sc.table.Layers[sc.c.Metric]
+	if !ok {
+		return nil, fmt.Errorf("%s has no layer metric %q", sc.c.Scores, sc.c.Metric)
+	}
+	drop, err := prunedepth.Select(imp, n, sc.c.Selection != "individual")
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", sc.c.Scores, sc.c.Metric, err)
+	}
+	return drop, nil
+}
+
+// pruneNonUniform builds a non-uniform candidate: the layers first, so
+// that the MLP and KV-head totals are spent over the layers that stay,
+// then width ranked across those layers.
+func (sc *scorer) pruneNonUniform(sz Sizes) (*ir.Model, []int, error) {
+	m, table := sc.m, sc.table
+	var drop []int
+	if n := len(m.Config.Layers) - sz.Layers; n > 0 {
+		var err error
+		if drop, err = sc.dropLayers(n); err != nil {
+			return nil, nil, err
+		}
+		if m, err = m.DropLayers(drop); err != nil {
+			return nil, nil, err
+		}
+		table = keptLayers(table, drop)
+	}
+	l := sc.m.Config.Layers[0]
+	out, err := prunewidth.PruneNonUniform(m, table, prunewidth.NonUniformTargets{
+		Hidden: sz.Hidden, MLP: sz.MLP * sz.Layers, KVHeads: sz.KVHeads * sz.Layers,
+		RoundTo: prunewidth.DefaultRoundTo(l.MLP), Normalize: sc.c.Normalize,
+	})
+	return out, drop, err
+}
+
+// keptLayers is the scores table without the per-layer entries of the
+// dropped layers.
+func keptLayers(t *scores.Table, drop []int) *scores.Table {
+	dropped := map[int]bool{}
+	for _, l := range drop {
+		dropped[l] = true
+	}
+	out := *t
+	out.MLP, out.Heads = nil, nil
+	for l := range t.MLP {
+		if !dropped[l] {
+			out.MLP = append(out.MLP, t.MLP[l])
+			out.Heads = append(out.Heads, t.Heads[l])
+		}
+	}
+	return &out
 }
 
 // score returns a candidate's score, from the cache when an earlier run

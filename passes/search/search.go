@@ -24,6 +24,7 @@ import (
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/passes/internal/passutil"
+	"github.com/whittle-ml/whittle/passes/prunewidth"
 )
 
 // Objectives.
@@ -62,6 +63,14 @@ type Config struct {
 	// prune-depth ("contiguous" or "individual").
 	Metric    string `hcl:"metric,optional"`
 	Selection string `hcl:"selection,optional"`
+
+	// Uniform false prunes each candidate non-uniformly: its MLP and KV
+	// head sizes become totals over its layers (size × layers), spent by
+	// ranking units across layers (prunewidth.PruneNonUniform, with
+	// Normalize); the measures are the same, being linear in those
+	// totals.
+	Uniform   *bool  `hcl:"uniform,optional"`
+	Normalize string `hcl:"normalize,optional"`
 
 	// Objective is "lm_loss" (on Dataset's validation split, lower is
 	// better) or "accuracy" (on Task, higher is better).
@@ -130,6 +139,8 @@ type settings struct {
 	batch     int
 	seed      int64
 	retrain   *passutil.Train
+	// nonUniform: candidates are pruned by prunewidth.PruneNonUniform.
+	nonUniform bool
 }
 
 // blockAttrPos is the position of attribute attr in the nested block of
@@ -196,6 +207,19 @@ func (c *Config) resolve(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (setti
 		default:
 			return s, passutil.Errorf(p, "selection", "unknown selection %q (want contiguous or individual)", c.Selection)
 		}
+	}
+	if c.Uniform != nil && !*c.Uniform {
+		s.nonUniform = true
+		if _, ok := s.axes[AxisHeads]; ok {
+			return s, blockErrorf(p, "space", AxisHeads, "", "uniform = false keeps whole KV groups with all their query heads; search kv_heads instead of heads")
+		}
+		switch c.Normalize {
+		case "", prunewidth.NormalizeMean, prunewidth.NormalizeNone:
+		default:
+			return s, passutil.Errorf(p, "normalize", "unknown normalize %q (want %s or %s)", c.Normalize, prunewidth.NormalizeMean, prunewidth.NormalizeNone)
+		}
+	} else if c.Normalize != "" {
+		return s, passutil.Errorf(p, "normalize", "normalize applies to uniform = false")
 	}
 	if c.Objective != "" {
 		s.objective = c.Objective

@@ -447,3 +447,67 @@ func TestStoriesRandomPick(t *testing.T) {
 		t.Errorf("seeds 1-4 all picked %v", picked)
 	}
 }
+
+// TestStoriesNonUniform: with uniform = false every candidate keeps its
+// layers' MLP and KV-head totals but spends them where the scores rank
+// units highest, so the student's layers differ while its parameter count
+// stays within the budget, and its score is what eval measures on it.
+func TestStoriesNonUniform(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs stories260K on the CPU")
+	}
+	dir := t.TempDir()
+	block := searchBlock("  uniform   = false\n", "[4]")
+	man, err := runStories(t, context.Background(), dir, storiesInputs+block+`
+pass "eval" {
+  model     = model.student
+  datasets  = [dataset.stories]
+  sequences = 16
+  seq_len   = 64
+}
+`, pipeline.Events{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	win := readResults(t, dir, man).Winner()
+	if win == nil {
+		t.Fatal("no winner")
+	}
+	got, err := hf.Load(filepath.Join(dir, "run", "passes", "01-search", "model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := got.Config
+	mlp, kv, differ := 0, 0, false
+	for _, l := range c.Layers {
+		mlp += l.MLP
+		kv += l.KVHeads
+		differ = differ || l.MLP != c.Layers[0].MLP
+		if l.MLP%8 != 0 { // prunewidth.DefaultRoundTo(172)
+			t.Errorf("layer MLP width %d is not a multiple of 8", l.MLP)
+		}
+	}
+	if len(c.Layers) != win.Layers || c.Hidden != win.Hidden || mlp > win.MLP*win.Layers || kv != win.KVHeads*win.Layers {
+		t.Errorf("student %+v for the winner %s", c.Layers, win.Sizes)
+	}
+	if !differ {
+		t.Errorf("every layer kept %d MLP neurons: nothing non-uniform happened", c.Layers[0].MLP)
+	}
+	if p := c.Params().Total; p > 165000 {
+		t.Errorf("student has %d parameters, over the budget", p)
+	}
+	for _, p := range man.Passes {
+		if p.Name == "eval" {
+			if loss, _ := p.Metrics["dataset.stories.loss"].(float64); math.Abs(loss-win.Score.Value) > 1e-9 {
+				t.Errorf("eval of the student: loss %.6f; the search scored it %.6f", loss, win.Score.Value)
+			}
+		}
+	}
+	t.Logf("winner %s; per-layer MLP %v", win.Sizes, func() []int {
+		var v []int
+		for _, l := range c.Layers {
+			v = append(v, l.MLP)
+		}
+		return v
+	}())
+}

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/ir/modelio"
+	"github.com/whittle-ml/whittle/plugins/cpu/engine"
 	"github.com/whittle-ml/whittle/plugins/cpu/reference"
 )
 
@@ -137,6 +139,22 @@ func load(t testing.TB, b *Backend, dir string) backend.ModelID {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return id
+}
+
+// loadModel puts an in-memory model into the backend as Load does with
+// a directory (for architectures the Hugging Face reader does not cover).
+func loadModel(t testing.TB, b *Backend, m *ir.Model) backend.ModelID {
+	t.Helper()
+	p, err := engine.FromIR(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.next++
+	id := backend.ModelID(fmt.Sprintf("m%d", b.next))
+	b.models[id] = &model{id: id, params: p}
 	return id
 }
 

@@ -80,13 +80,43 @@ type statsAcc struct {
 	cosSum     []float64
 	cosTokens  []int
 	cosScratch []float64
+
+	// Mixture-of-experts layers (nil entries for dense ones): per expert,
+	// Σ_b (mean over b's tokens routed to e of |act|)² per neuron, the
+	// probability mass, the weighted output norms and the token counts;
+	// the shared expert's neurons as mlp.
+	expertMLP    [][][]float64
+	expertProb   [][]float64
+	expertOutput [][]float64
+	expertTokens [][]int
+	sharedMLP    [][]float64
 }
 
 func newStatsAcc(cfg *ir.Config, acts, bi bool, threads int) *statsAcc {
 	s := &statsAcc{cfg: cfg, acts: acts, bi: bi, threads: threads}
 	nl := len(cfg.Layers)
 	if acts {
+		moe := false
 		for _, lc := range cfg.Layers {
+			moe = moe || lc.MoE()
+		}
+		if moe {
+			s.expertMLP = make([][][]float64, nl)
+			s.expertProb, s.expertOutput = make([][]float64, nl), make([][]float64, nl)
+			s.expertTokens, s.sharedMLP = make([][]int, nl), make([][]float64, nl)
+		}
+		for l, lc := range cfg.Layers {
+			if lc.MoE() {
+				s.expertMLP[l] = make([][]float64, lc.Experts)
+				for e := range s.expertMLP[l] {
+					s.expertMLP[l][e] = make([]float64, lc.ExpertMLP)
+				}
+				s.expertProb[l], s.expertOutput[l] = make([]float64, lc.Experts), make([]float64, lc.Experts)
+				s.expertTokens[l] = make([]int, lc.Experts)
+				if lc.SharedMLP > 0 {
+					s.sharedMLP[l] = make([]float64, lc.SharedMLP)
+				}
+			}
 			s.mlp = append(s.mlp, make([]float64, lc.MLP))
 			s.head = append(s.head, make([]float64, lc.Heads*lc.HeadDim))
 			s.norm1 = append(s.norm1, make([]float64, cfg.Hidden))
@@ -104,6 +134,9 @@ func newStatsAcc(cfg *ir.Config, acts, bi bool, threads int) *statsAcc {
 func (s *statsAcc) add(l int, a *engine.Activations, b, t int) {
 	if s.acts {
 		absMeanSq(s.threads, s.mlp[l], a.MLPAct, b, t)
+		if a.MoE != nil {
+			s.addMoE(l, a.MoE, b, t)
+		}
 		absMeanSq(s.threads, s.head[l], a.AttnOut, b, t)
 		absMeanSq(s.threads, s.norm1[l], a.AttnNormOut, b, t)
 		absMeanSq(s.threads, s.norm2[l], a.MLPNormOut, b, t)
@@ -126,13 +159,76 @@ func (s *statsAcc) add(l int, a *engine.Activations, b, t int) {
 	}
 }
 
+// addMoE takes a mixture-of-experts layer's routing and expert
+// activations of b sequences of t tokens. Each expert's pairs are grouped
+// in row order, so a sequence's tokens routed to e are a contiguous run
+// of e's block; experts are independent and summed in a fixed order.
+func (s *statsAcc) addMoE(l int, m *engine.MoEActivations, b, t int) {
+	d := s.cfg.Hidden
+	n := b * t
+	if sh := s.sharedMLP[l]; sh != nil {
+		absMeanSq(s.threads, sh, m.SharedAct, b, t)
+	}
+	for r := 0; r < n; r++ {
+		for e, p := range m.Probs[r*m.Experts : (r+1)*m.Experts] {
+			s.expertProb[l][e] += float64(p)
+		}
+	}
+	width := len(s.expertMLP[l][0])
+	parallel.For(s.threads, m.Experts, func(lo, hi int) {
+		sum := make([]float64, width)
+		for e := lo; e < hi; e++ {
+			acc := s.expertMLP[l][e]
+			j0, j1 := m.Offsets[e], m.Offsets[e+1]
+			s.expertTokens[l][e] += j1 - j0
+			for j := j0; j < j1; {
+				// One sequence's run.
+				seq := int(m.Rows[j]) / t
+				k := j
+				clear(sum)
+				for ; k < j1 && int(m.Rows[k])/t == seq; k++ {
+					for i, v := range m.Act[k*width : (k+1)*width] {
+						sum[i] += math.Abs(float64(v))
+					}
+					// ‖w·y‖ = w·‖y‖ with w ≥ 0.
+					w := m.PairWeight(k)
+					var ss float64
+					for _, v := range m.Out[k*d : (k+1)*d] {
+						ss += float64(v) * float64(v)
+					}
+					s.expertOutput[l][e] += float64(w) * math.Sqrt(ss)
+				}
+				cnt := float64(k - j)
+				for i, v := range sum {
+					acc[i] += (v / cnt) * (v / cnt)
+				}
+				j = k
+			}
+		}
+	})
+}
+
 // result applies the square roots and norms of minitron.md.
 func (s *statsAcc) result() *backend.StatsResult {
 	res := &backend.StatsResult{}
 	if s.acts {
 		res.Hidden = make([]float64, s.cfg.Hidden)
+		if s.expertMLP != nil {
+			res.ExpertMLP, res.SharedMLP = make([][][]float64, len(s.cfg.Layers)), make([][]float64, len(s.cfg.Layers))
+			res.ExpertProb, res.ExpertOutput, res.ExpertTokens = s.expertProb, s.expertOutput, s.expertTokens
+		}
 		for l, lc := range s.cfg.Layers {
-			res.MLP = append(res.MLP, sqrtAll(s.mlp[l]))
+			if lc.MoE() {
+				res.MLP = append(res.MLP, nil)
+				for _, acc := range s.expertMLP[l] {
+					res.ExpertMLP[l] = append(res.ExpertMLP[l], sqrtAll(acc))
+				}
+				if s.sharedMLP[l] != nil {
+					res.SharedMLP[l] = sqrtAll(s.sharedMLP[l])
+				}
+			} else {
+				res.MLP = append(res.MLP, sqrtAll(s.mlp[l]))
+			}
 			ch := sqrtAll(s.head[l])
 			res.HeadChannels = append(res.HeadChannels, ch)
 			heads := make([]float64, lc.Heads)

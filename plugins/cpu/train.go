@@ -97,7 +97,7 @@ func (b *Backend) newTrainJob(m *model, req backend.ResolvedTrain) (*trainJob, e
 	}
 	o := req.Optim
 	tc := engine.TrainConfig{
-		Objective:   engine.Objective{KLWeight: req.KLWeight, Temperature: req.Loss.Temperature, ScaleT2: req.Loss.ScaleT2, TopK: req.Loss.TopK},
+		Objective:   engine.Objective{KLWeight: req.KLWeight, Temperature: req.Loss.Temperature, ScaleT2: req.Loss.ScaleT2, TopK: req.Loss.TopK, RouterAux: req.Loss.RouterAuxWeight},
 		Schedule:    engine.Schedule{Peak: o.LR, Min: o.MinLR, Warmup: o.WarmupSteps, Total: req.Steps},
 		Beta1:       o.Beta1,
 		Beta2:       o.Beta2,

@@ -28,7 +28,7 @@ t = rng.integers(3, 512, size=(2, 24), dtype=np.int32)
 t[:, 0] = 1
 np.save(sys.argv[1], t)
 PYEOF
-for fam in llama3 mistral qwen2 qwen3 gemma2 phi3; do
+for fam in llama3 mistral qwen2 qwen3 gemma2 phi3 mixtral qwen2_moe qwen3_moe; do
 	src=ir/testdata/families/$fam
 	bin/whittle convert "$src" "$W/$fam" --to hf --force
 	bin/whittle logits "$W/$fam" "$W/tokens.npy" "$W/$fam.logits.npy" --force >/dev/null

@@ -349,11 +349,15 @@ func goldenStats(g *golden, rows [][]int) *backend.StatsResult {
 		}
 	}
 	var cos = make([]float64, nl)
+	moe := newGoldenMoE(cfg)
 	for _, r := range rows {
 		acts := make([]decoder64.LayerActs, nl)
 		g.Forward(r, nil, acts)
 		for l := range acts {
 			a := &acts[l]
+			if moe != nil && cfg.Layers[l].MoE() {
+				moe.add(l, a.MoE, add)
+			}
 			add(mlp[l], a.MLPAct)
 			add(head[l], a.AttnOut)
 			add(n1[l], a.AttnNormOut)
@@ -370,8 +374,15 @@ func goldenStats(g *golden, rows [][]int) *backend.StatsResult {
 		}
 		return out
 	}
+	if moe != nil {
+		moe.result(res, sq)
+	}
 	for l, lc := range cfg.Layers {
-		res.MLP = append(res.MLP, sq(mlp[l]))
+		if lc.MoE() {
+			res.MLP = append(res.MLP, nil)
+		} else {
+			res.MLP = append(res.MLP, sq(mlp[l]))
+		}
 		ch := sq(head[l])
 		res.HeadChannels = append(res.HeadChannels, ch)
 		heads := make([]float64, lc.Heads)
@@ -385,6 +396,113 @@ func goldenStats(g *golden, rows [][]int) *backend.StatsResult {
 		res.BlockInfluence[l] = 1 - cos[l]/float64(res.Tokens)
 	}
 	return res
+}
+
+// goldenMoE accumulates the mixture-of-experts statistics as
+// backend.StatsResult documents them, over decoder64's routing.
+type goldenMoE struct {
+	cfg                  *ir.Config
+	expertMLP            [][][]float64
+	prob, output, shared [][]float64
+	tokens               [][]int
+}
+
+func newGoldenMoE(cfg *ir.Config) *goldenMoE {
+	if !hasMoE(*cfg) {
+		return nil
+	}
+	nl := len(cfg.Layers)
+	m := &goldenMoE{cfg: cfg, expertMLP: make([][][]float64, nl), prob: make([][]float64, nl), output: make([][]float64, nl),
+		shared: make([][]float64, nl), tokens: make([][]int, nl)}
+	for l, lc := range cfg.Layers {
+		if !lc.MoE() {
+			continue
+		}
+		m.expertMLP[l] = make([][]float64, lc.Experts)
+		for e := range m.expertMLP[l] {
+			m.expertMLP[l][e] = make([]float64, lc.ExpertMLP)
+		}
+		m.prob[l], m.output[l], m.tokens[l] = make([]float64, lc.Experts), make([]float64, lc.Experts), make([]int, lc.Experts)
+		if lc.SharedMLP > 0 {
+			m.shared[l] = make([]float64, lc.SharedMLP)
+		}
+	}
+	return m
+}
+
+// add takes one sequence's routing records of layer l; agg aggregates a
+// sequence's rows of one activation as for MLP.
+func (m *goldenMoE) add(l int, seq []decoder64.MoEActs, agg func(acc []float64, rows [][]float64)) {
+	var shared [][]float64
+	for _, pos := range seq {
+		for e, p := range pos.Probs {
+			m.prob[l][e] += p
+		}
+		for k, e := range pos.Chosen {
+			m.tokens[l][e]++
+			m.output[l][e] += pos.Weights[k] * math.Sqrt(decoder64.Dot(pos.ExpertOut[e], pos.ExpertOut[e]))
+		}
+		shared = append(shared, pos.SharedAct)
+	}
+	for e, acc := range m.expertMLP[l] {
+		var routed [][]float64
+		for _, pos := range seq {
+			if pos.ExpertAct[e] != nil {
+				routed = append(routed, pos.ExpertAct[e])
+			}
+		}
+		if len(routed) > 0 { // a sequence's mean over its tokens routed to e
+			agg(acc, routed)
+		}
+	}
+	if m.shared[l] != nil {
+		agg(m.shared[l], shared)
+	}
+}
+
+func (m *goldenMoE) result(res *backend.StatsResult, sq func([]float64) []float64) {
+	nl := len(m.cfg.Layers)
+	res.ExpertMLP, res.SharedMLP = make([][][]float64, nl), make([][]float64, nl)
+	res.ExpertProb, res.ExpertOutput, res.ExpertTokens = m.prob, m.output, m.tokens
+	for l := range m.expertMLP {
+		for _, acc := range m.expertMLP[l] {
+			res.ExpertMLP[l] = append(res.ExpertMLP[l], sq(acc))
+		}
+		if m.shared[l] != nil {
+			res.SharedMLP[l] = sq(m.shared[l])
+		}
+	}
+}
+
+// expectMoEStats compares the mixture-of-experts statistics: nil for
+// dense layers (all nil for a dense model), token counts exactly.
+func expectMoEStats(t *testing.T, got, want *backend.StatsResult, tol float64) {
+	t.Helper()
+	if want.ExpertProb == nil {
+		if got.ExpertMLP != nil || got.ExpertProb != nil || got.ExpertOutput != nil || got.ExpertTokens != nil || got.SharedMLP != nil {
+			t.Error("expert statistics for a dense model")
+		}
+		return
+	}
+	if len(got.ExpertMLP) != len(want.ExpertMLP) || len(got.ExpertProb) != len(want.ExpertProb) || len(got.ExpertOutput) != len(want.ExpertOutput) ||
+		len(got.ExpertTokens) != len(want.ExpertTokens) || len(got.SharedMLP) != len(want.SharedMLP) {
+		t.Fatalf("expert statistics for %d/%d/%d/%d/%d layers, want %d", len(got.ExpertMLP), len(got.ExpertProb), len(got.ExpertOutput),
+			len(got.ExpertTokens), len(got.SharedMLP), len(want.ExpertProb))
+	}
+	for l := range want.ExpertProb {
+		if len(got.ExpertMLP[l]) != len(want.ExpertMLP[l]) {
+			t.Fatalf("layer %d: %d experts' neurons, want %d", l, len(got.ExpertMLP[l]), len(want.ExpertMLP[l]))
+		}
+		for e := range want.ExpertMLP[l] {
+			expectVec(t, "ExpertMLP["+itoa(l)+"]["+itoa(e)+"]", got.ExpertMLP[l][e], want.ExpertMLP[l][e], tol)
+		}
+		expectVec(t, "ExpertProb["+itoa(l)+"]", got.ExpertProb[l], want.ExpertProb[l], tol)
+		expectVec(t, "ExpertOutput["+itoa(l)+"]", got.ExpertOutput[l], want.ExpertOutput[l], tol)
+		expectVec(t, "SharedMLP["+itoa(l)+"]", got.SharedMLP[l], want.SharedMLP[l], tol)
+		if !slices.Equal(got.ExpertTokens[l], want.ExpertTokens[l]) {
+			t.Errorf("ExpertTokens[%d] = %v, want %v", l, got.ExpertTokens[l], want.ExpertTokens[l])
+		}
+	}
 }
 
 func (s *suite) checkStats(t *testing.T, f *fixture) {
@@ -422,6 +540,7 @@ func expectStats(t *testing.T, got, want *backend.StatsResult, tol float64) {
 		expectVec(t, "Heads["+itoa(l)+"]", got.Heads[l], want.Heads[l], tol)
 	}
 	expectVec(t, "Hidden", got.Hidden, want.Hidden, tol)
+	expectMoEStats(t, got, want, tol)
 	if len(got.BlockInfluence) != len(want.BlockInfluence) {
 		t.Fatalf("%d block influences, want %d", len(got.BlockInfluence), len(want.BlockInfluence))
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/backend"
+	"github.com/whittle-ml/whittle/internal/decoder64"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
 )
@@ -40,12 +41,19 @@ func microLoss(g *golden, teacherLogits [][][]float64, obj objective, rows [][]i
 		if masks != nil {
 			m = masks[i]
 		}
-		z := [][][]float64{g.Forward(r, nil, nil)}
+		var acts []decoder64.LayerActs
+		if obj.routerAux > 0 {
+			acts = make([]decoder64.LayerActs, len(g.Config.Layers))
+		}
+		z := [][][]float64{g.Forward(r, nil, acts)}
 		var zt [][][]float64
 		if teacherLogits != nil {
 			zt = [][][]float64{teacherLogits[i]}
 		}
 		l, _, _, _ := obj.batchLoss(z, zt, [][]int{targetsOf(r, m)})
+		if obj.routerAux > 0 {
+			l += obj.routerAux * routerAux(&g.Config, acts)
+		}
 		total += l
 	}
 	return total / float64(len(rows))
@@ -53,9 +61,51 @@ func microLoss(g *golden, teacherLogits [][][]float64, obj objective, rows [][]i
 
 func goldenObjective(kind string, l backend.LossConfig) objective {
 	if kind == backend.ObjectiveCE {
-		return objective{}
+		return objective{routerAux: l.RouterAuxWeight}
 	}
-	return objective{alpha: 1 - l.CEWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK}
+	return objective{alpha: 1 - l.CEWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK, routerAux: l.RouterAuxWeight}
+}
+
+// routerAux is Hugging Face's load_balancing_loss_func over one
+// micro-batch's routing: the rows of all MoE layers with one expert count
+// concatenated, num_experts · Σ_e f_e·P_e with f_e the mean over rows of
+// the top-k one-hot masks summed over slots and P_e the mean router
+// probability; groups of other counts add.
+func routerAux(cfg *ir.Config, acts []decoder64.LayerActs) float64 {
+	groups := map[int][]decoder64.MoEActs{}
+	for l, lc := range cfg.Layers {
+		if lc.MoE() {
+			groups[lc.Experts] = append(groups[lc.Experts], acts[l].MoE...)
+		}
+	}
+	var total float64
+	for ne, rows := range groups {
+		f, p := make([]float64, ne), make([]float64, ne)
+		for _, r := range rows {
+			for _, e := range r.Chosen {
+				f[e]++
+			}
+			for e, v := range r.Probs {
+				p[e] += v
+			}
+		}
+		m := float64(len(rows))
+		var s float64
+		for e := range f {
+			s += f[e] / m * p[e] / m
+		}
+		total += float64(ne) * s
+	}
+	return total
+}
+
+func hasMoE(cfg ir.Config) bool {
+	for _, l := range cfg.Layers {
+		if l.MoE() {
+			return true
+		}
+	}
+	return false
 }
 
 // gradCase is one gradient check's setting, and the float64 gradient by
@@ -141,8 +191,13 @@ func (s *suite) gradientOf(f, teacher *fixture, kind string, lc backend.LossConf
 	var wg sync.WaitGroup
 	for k := 0; k < workers; k++ {
 		g := f.g.Clone()
+		// A mixture of experts' loss jumps where a step changes a token's
+		// experts: a smaller step (exact enough in float64) avoids that.
+		h := 1e-4
+		if hasMoE(f.g.Config) {
+			h = 1e-6
+		}
 		wg.Go(func() {
-			const h = 1e-4
 			for e := k; e < len(entries); e += workers {
 				w := g.W[entries[e].name]
 				i := entries[e].i

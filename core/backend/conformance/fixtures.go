@@ -159,10 +159,14 @@ func randomTokens(rng *rand.Rand, n, vocab int) []int {
 }
 
 // familyFixtures builds one random model per family (irtest.Families:
-// every family option on, sliding windows shorter than the rows), each
-// with its own random rows.
+// every family option on, sliding windows shorter than the rows; and
+// irtest.MoEFamilies: routed experts, a shared expert, a dense layer among
+// MoE ones), each with its own random rows.
 func familyFixtures(root string) ([]*fixture, error) {
 	fams := irtest.Families()
+	for name, cfg := range irtest.MoEFamilies() {
+		fams[name] = cfg
+	}
 	var out []*fixture
 	for i, name := range slices.Sorted(maps.Keys(fams)) {
 		rng := rand.New(rand.NewPCG(uint64(100+i), 5))

@@ -39,6 +39,8 @@ type objective struct {
 	alpha, tau float64
 	scaleT2    bool
 	topK       int
+	// routerAux weighs the routers' balancing loss (routerAux).
+	routerAux float64
 }
 
 // rowTerms returns a row's cross-entropy and KL terms.

@@ -18,6 +18,11 @@ sequences, soft caps the logits reach. Gemma 2 has 26 layers because this
 llama.cpp picks Gemma 2's query scaling by layer count (26 = 2B:
 1/sqrt(head_dim)); query_pre_attn_scalar = head_dim agrees with it. Weights
 are bfloat16 to keep the files small; every reader widens them exactly.
+
+The mixture-of-experts families (mixtral, qwen2_moe, qwen3_moe) store one
+tensor per expert, as Hugging Face does; qwen2_moe has a dense layer among
+its sparse ones. Of them, this llama.cpp converts only Mixtral (Qwen2-MoE's
+conversion imports transformers for its tokenizer; Qwen3 is too new).
 """
 import json
 import os
@@ -90,10 +95,59 @@ FAMILIES = {
         "rope_scaling": None, "sliding_window": 255, "original_max_position_embeddings": 256,
         "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attention_dropout": 0.0, "pad_token_id": 0,
     },
+    # Mixture of experts: every layer routed, renormalized top-2 of 4
+    # (MixtralSparseMoeBlock always renormalizes).
+    "mixtral": {
+        "architectures": ["MixtralForCausalLM"], "model_type": "mixtral",
+        "hidden_size": 32, "intermediate_size": 24, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2,
+        "num_local_experts": 4, "num_experts_per_tok": 2, "output_router_logits": False,
+        "router_aux_loss_coef": 0.02, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0,
+        "tie_word_embeddings": False, "sliding_window": None,
+    },
+    # A shared expert with its sigmoid gate, top-k probabilities used as they
+    # are, and layer 1 dense (mlp_only_layers) with its own width.
+    "qwen2_moe": {
+        "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe",
+        "hidden_size": 32, "intermediate_size": 40, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "num_key_value_heads": 2,
+        "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
+        "shared_expert_intermediate_size": 24, "norm_topk_prob": False,
+        "decoder_sparse_step": 1, "mlp_only_layers": [1], "output_router_logits": False,
+        "router_aux_loss_coef": 0.001, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+        "tie_word_embeddings": False, "use_sliding_window": False, "sliding_window": 256,
+        "max_window_layers": 3,
+    },
+    # q/k norms and a renormalized top-2 of 6.
+    "qwen3_moe": {
+        "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+        "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+        "num_experts": 6, "num_experts_per_tok": 2, "moe_intermediate_size": 16,
+        "norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [],
+        "output_router_logits": False, "router_aux_loss_coef": 0.001,
+        "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": False,
+        "attention_bias": False, "use_sliding_window": False, "sliding_window": None,
+        "max_window_layers": 2,
+    },
 }
 
+# The dense families' seeds are their places in this list, as before the
+# MoE families came, so that regenerating leaves their files unchanged.
+DENSE = ["gemma2", "llama3", "mistral", "phi3", "qwen2", "qwen3"]
+
 # llama.cpp converts and runs these (see ../shared/tools/llamacpp/README.md).
-LLAMACPP = ["llama3", "mistral", "qwen2", "gemma2"]
+LLAMACPP = ["llama3", "mistral", "qwen2", "gemma2", "mixtral"]
+
+
+def moe_layer(name, cfg, l):
+    """Whether layer l is a mixture of experts, as the models decide it."""
+    if name in DENSE:
+        return False
+    if name == "mixtral":
+        return True
+    step = cfg.get("decoder_sparse_step", 1)
+    return l not in cfg.get("mlp_only_layers", []) and cfg["num_experts"] > 0 and (l + 1) % step == 0
 
 
 def tensors(name, cfg, seed):
@@ -123,15 +177,37 @@ def tensors(name, cfg, seed):
             out[p + "self_attn.q_proj.weight"] = rnd(q, h)
             out[p + "self_attn.k_proj.weight"] = rnd(kv, h)
             out[p + "self_attn.v_proj.weight"] = rnd(kv, h)
-            out[p + "mlp.gate_proj.weight"] = rnd(i, h)
-            out[p + "mlp.up_proj.weight"] = rnd(i, h)
+            if not moe_layer(name, cfg, l):
+                out[p + "mlp.gate_proj.weight"] = rnd(i, h)
+                out[p + "mlp.up_proj.weight"] = rnd(i, h)
         out[p + "self_attn.o_proj.weight"] = rnd(h, q)
-        out[p + "mlp.down_proj.weight"] = rnd(h, i)
-        if name == "qwen2":
+        if not moe_layer(name, cfg, l):
+            out[p + "mlp.down_proj.weight"] = rnd(h, i)
+        elif name == "mixtral":
+            m = p + "block_sparse_moe."
+            out[m + "gate.weight"] = rnd(cfg["num_local_experts"], h, scale=1.0)
+            for j in range(cfg["num_local_experts"]):
+                out[m + f"experts.{j}.w1.weight"] = rnd(i, h)
+                out[m + f"experts.{j}.w2.weight"] = rnd(h, i)
+                out[m + f"experts.{j}.w3.weight"] = rnd(i, h)
+        else:
+            f = cfg["moe_intermediate_size"]
+            out[p + "mlp.gate.weight"] = rnd(cfg["num_experts"], h, scale=1.0)
+            for j in range(cfg["num_experts"]):
+                out[p + f"mlp.experts.{j}.gate_proj.weight"] = rnd(f, h)
+                out[p + f"mlp.experts.{j}.up_proj.weight"] = rnd(f, h)
+                out[p + f"mlp.experts.{j}.down_proj.weight"] = rnd(h, f)
+            if cfg.get("shared_expert_intermediate_size"):
+                s = cfg["shared_expert_intermediate_size"]
+                out[p + "mlp.shared_expert.gate_proj.weight"] = rnd(s, h)
+                out[p + "mlp.shared_expert.up_proj.weight"] = rnd(s, h)
+                out[p + "mlp.shared_expert.down_proj.weight"] = rnd(h, s)
+                out[p + "mlp.shared_expert_gate.weight"] = rnd(1, h, scale=0.5)
+        if name in ("qwen2", "qwen2_moe"):
             out[p + "self_attn.q_proj.bias"] = rnd(q, scale=0.5)
             out[p + "self_attn.k_proj.bias"] = rnd(kv, scale=0.5)
             out[p + "self_attn.v_proj.bias"] = rnd(kv, scale=0.5)
-        if name == "qwen3":
+        if name in ("qwen3", "qwen3_moe"):
             out[p + "self_attn.q_norm.weight"] = norm(hd)
             out[p + "self_attn.k_norm.weight"] = norm(hd)
         if name == "gemma2":
@@ -162,7 +238,10 @@ def main():
         sys.exit("usage: gen.py TOKENIZER.model OUT_DIR")
     tok, root = sys.argv[1:]
     converter = os.path.join(os.path.dirname(__file__), "../../../../shared/tools/llamacpp/convert-hf-to-gguf")
-    for seed, (name, fam) in enumerate(sorted(FAMILIES.items()), start=100):
+    moe = sorted(set(FAMILIES) - set(DENSE))
+    seeds = {name: 100 + i for i, name in enumerate(DENSE)} | {name: 200 + i for i, name in enumerate(moe)}
+    for name, fam in sorted(FAMILIES.items()):
+        seed = seeds[name]
         cfg = dict(COMMON, **fam)
         out = os.path.join(root, name)
         os.makedirs(out, exist_ok=True)

@@ -13,6 +13,7 @@ import (
 	"github.com/whittle-ml/whittle/core/backend"
 	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/ir"
+	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/ir/tokenizer"
 )
 
@@ -214,6 +215,37 @@ func TestResolveTrainDefaults(t *testing.T) {
 	nan := math.NaN()
 	if _, err := ResolveTrain(nil, cfg, TrainOptions{Steps: &steps, LR: &nan}); err == nil {
 		t.Error("lr = NaN accepted")
+	}
+}
+
+// TestResolveTrainRouterAux: router_aux_weight passes through for a
+// mixture-of-experts model and is refused when negative or on a dense one.
+func TestResolveTrainRouterAux(t *testing.T) {
+	steps := 10
+	moe := irtest.MoEFamilies()["mixtral"]
+	dense := irtest.Families()["llama"]
+	for _, c := range []struct {
+		name string
+		cfg  ir.Config
+		w    float64
+		err  string
+	}{
+		{"moe", moe, 0.01, ""},
+		{"zero on dense", dense, 0, ""},
+		{"dense", dense, 0.01, "no routed layers"},
+		{"negative", moe, -1, "non-negative"},
+		{"NaN", moe, math.NaN(), "non-negative"},
+	} {
+		w := c.w
+		got, err := ResolveTrain(nil, c.cfg, TrainOptions{Steps: &steps, RouterAuxWeight: &w})
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.err == "" && got.RouterAuxWeight != c.w:
+			t.Errorf("%s: router_aux_weight %g, want %g", c.name, got.RouterAuxWeight, c.w)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: %v, want an error with %q", c.name, err, c.err)
+		}
 	}
 }
 

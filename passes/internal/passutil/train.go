@@ -62,6 +62,10 @@ type TrainOptions struct {
 	Beta2       *float64 `hcl:"beta2,optional"`
 	Eps         *float64 `hcl:"eps,optional"`
 
+	// RouterAuxWeight weighs the routers' load-balancing loss of a
+	// mixture-of-experts model (backend.LossConfig.RouterAuxWeight).
+	RouterAuxWeight *float64 `hcl:"router_aux_weight,optional"`
+
 	Seed            *int64 `hcl:"seed,optional"`
 	Shuffle         *bool  `hcl:"shuffle,optional"`
 	EvalEvery       *int   `hcl:"eval_every,optional"`
@@ -89,6 +93,8 @@ type Train struct {
 	CheckpointEvery int
 	// TokensBudget is the tokens attribute, when the budget was given so.
 	TokensBudget int64
+	// RouterAuxWeight is the router balancing loss's weight (0: none).
+	RouterAuxWeight float64
 }
 
 // TokensPerStep is the sequence positions one optimizer step consumes.
@@ -224,6 +230,14 @@ func ResolveTrain(p *recipe.Pass, cfg ir.Config, f TrainOptions) (Train, error) 
 		return bad("eps", "eps = %g must be a positive number", o.Eps)
 	}
 
+	t.RouterAuxWeight = get(f.RouterAuxWeight, 0)
+	switch {
+	case !(t.RouterAuxWeight >= 0) || math.IsInf(t.RouterAuxWeight, 0):
+		return bad("router_aux_weight", "router_aux_weight = %g must be a non-negative number", t.RouterAuxWeight)
+	case t.RouterAuxWeight > 0 && !hasMoE(cfg):
+		return bad("router_aux_weight", "router_aux_weight applies to mixture-of-experts models; this one has no routed layers")
+	}
+
 	t.Seed = get(f.Seed, 0)
 	t.Shuffle = get(f.Shuffle, true)
 	t.EvalEvery = get(f.EvalEvery, 0)
@@ -258,6 +272,15 @@ func CheckTrain(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config, o TrainOptions,
 		return Train{}, err
 	}
 	return t, nil
+}
+
+func hasMoE(cfg ir.Config) bool {
+	for _, l := range cfg.Layers {
+		if l.MoE() {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(list []string, s string) bool {
@@ -471,6 +494,7 @@ func (tr *trainRun) valLoss(ctx context.Context, id backend.ModelID, what, whose
 // trained on rows (to teacher's logits when teacher is set), without
 // validation or checkpoints.
 func (t Train) Request(model, teacher backend.ModelID, objective string, loss backend.LossConfig, rows backend.Sequences) backend.TrainRequest {
+	loss.RouterAuxWeight = t.RouterAuxWeight
 	return backend.TrainRequest{
 		Model:     model,
 		Teacher:   teacher,

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	corebench "github.com/whittle-ml/whittle/core/bench"
+	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/plugins/cpu/engine"
 )
 
@@ -200,6 +201,78 @@ func TestRealPeer(t *testing.T) {
 		}
 		if pr.Params != r.Params || pr.Tokens != 3*16 || pr.Shape != "stories260K" || pr.Workload != w {
 			t.Errorf("%s: peer %+v, whittle params %d", w, pr, r.Params)
+		}
+	}
+}
+
+// TestStatsHookMoE: on a mixture-of-experts model the expert accumulators
+// equal the statistic recomputed row by row from each row's chosen
+// experts (a sequence's mean over its rows routed to the expert).
+func TestStatsHookMoE(t *testing.T) {
+	cfg := irtest.MoEFamilies()["qwen2_moe"]
+	p, err := engine.NewParams(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.InitRandom(4)
+	stats := NewStats(&cfg)
+	const b, tt = 3, 8
+	want := make([][][]float64, len(cfg.Layers))
+	e, err := engine.New(p, engine.Options{Threads: 2, Inference: true, OnLayer: func(l int, a *engine.Activations) error {
+		stats.Add(l, a, b, tt, 3)
+		m := a.MoE
+		if m == nil {
+			return nil
+		}
+		w := cfg.Layers[l].ExpertMLP
+		want[l] = make([][]float64, m.Experts)
+		for ex := range want[l] {
+			want[l][ex] = make([]float64, w)
+			for seq := 0; seq < b; seq++ {
+				sum, n := make([]float64, w), 0
+				for r := seq * tt; r < (seq+1)*tt; r++ {
+					for s := 0; s < m.TopK; s++ {
+						if int(m.Selected[r*m.TopK+s]) == ex {
+							j := int(m.Pos[r*m.TopK+s])
+							for i, v := range m.Act[j*w : (j+1)*w] {
+								sum[i] += math.Abs(float64(v))
+							}
+							n++
+						}
+					}
+				}
+				for i := range sum {
+					if n > 0 {
+						want[l][ex][i] += (sum[i] / float64(n)) * (sum[i] / float64(n))
+					}
+				}
+			}
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := make([]int32, b*tt)
+	for i := range tokens {
+		tokens[i] = int32(i * 5 % cfg.Vocab)
+	}
+	if err := e.Forward(tokens, b, tt); err != nil {
+		t.Fatal(err)
+	}
+	for l, lc := range cfg.Layers {
+		if !lc.MoE() {
+			if stats.Expert[l] != nil {
+				t.Errorf("dense layer %d has expert statistics", l)
+			}
+			continue
+		}
+		for ex, acc := range stats.Expert[l] {
+			for i, v := range acc {
+				if math.Abs(v-want[l][ex][i]) > 1e-12*math.Max(1, want[l][ex][i]) {
+					t.Fatalf("layer %d expert %d neuron %d: %v, recomputed %v", l, ex, i, v, want[l][ex][i])
+				}
+			}
 		}
 	}
 }

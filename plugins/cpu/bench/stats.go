@@ -18,6 +18,10 @@ type Stats struct {
 	Head [][]float64
 	// Neuron is over silu(gate)·up, the input of down_proj [mlp].
 	Neuron [][]float64
+	// Expert is, in a mixture-of-experts layer, each expert's neurons
+	// [experts][expert_mlp], a sequence's mean over its tokens routed to
+	// the expert.
+	Expert [][][]float64
 }
 
 // NewStats allocates zeroed accumulators for cfg.
@@ -27,6 +31,11 @@ func NewStats(cfg *ir.Config) *Stats {
 		s.Emb = append(s.Emb, make([]float64, cfg.Hidden))
 		s.Head = append(s.Head, make([]float64, lc.Heads*lc.HeadDim))
 		s.Neuron = append(s.Neuron, make([]float64, lc.MLP))
+		var ex [][]float64
+		for range lc.Experts {
+			ex = append(ex, make([]float64, lc.ExpertMLP))
+		}
+		s.Expert = append(s.Expert, ex)
 	}
 	return s
 }
@@ -38,6 +47,31 @@ func (s *Stats) Add(l int, a *engine.Activations, b, t, threads int) {
 	accumulate(s.Head[l], a.AttnOut, b, t, threads)
 	accumulate(s.Emb[l], a.MLPNormOut, b, t, threads)
 	accumulate(s.Neuron[l], a.MLPAct, b, t, threads)
+	if m := a.MoE; m != nil {
+		// Experts on their own goroutines; within one, the grouped rows
+		// are in row order, so each sequence is a contiguous run.
+		parallel.For(threads, m.Experts, func(lo, hi int) {
+			for e := lo; e < hi; e++ {
+				acc := s.Expert[l][e]
+				w := len(acc)
+				sum := make([]float64, w)
+				for j := m.Offsets[e]; j < m.Offsets[e+1]; {
+					seq, k := int(m.Rows[j])/t, j
+					clear(sum)
+					for ; k < m.Offsets[e+1] && int(m.Rows[k])/t == seq; k++ {
+						for i, v := range m.Act[k*w : (k+1)*w] {
+							sum[i] += math.Abs(float64(v))
+						}
+					}
+					for i, v := range sum {
+						mean := v / float64(k-j)
+						acc[i] += mean * mean
+					}
+					j = k
+				}
+			}
+		})
+	}
 }
 
 // accumulate adds Σ_b (mean_s |x[b,s,c]|)² to acc[c] for x [b·t, len(acc)].

@@ -31,6 +31,7 @@ func (e *Engine) Backward() error {
 	}
 	e.gradOK = false
 	defer clear(e.dlnf) // consumed: a later LossGrad starts from zero
+	defer func() { e.aux = nil }()
 	cfg := &e.P.Config
 	n, d, nl := e.n, cfg.Hidden, len(cfg.Layers)
 	lowest := e.lowestTrainable()
@@ -100,32 +101,31 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 	qd, kvd := p.Heads*hd, p.KVHeads*hd
 	th := e.threads
 	dres := s.dres
-	cfg := &e.P.Config
 
 	// MLP: out = mid + act·Wdownᵀ (post-normed with PostNorms),
-	// act = silu(gate)·up or gelu(gate)·up.
-	dmo := dres // gradient at down_proj's output
+	// act = silu(gate)·up or gelu(gate)·up, or a mixture of experts.
+	dmo := dres // gradient at the MLP's output
 	if p.MLPPostNorm != nil {
 		dmo = s.dpost
 		clear(dmo)
 		rmsnormBackward(th, dmo, e.gradOf(p.MLPPostNorm), dres, a.dout, a.rstdpm, e.normW(p.MLPPostNorm), n, d)
 	}
-	dact, dgate, dup := s.dact[:n*m], s.dgate[:n*m], s.dup[:n*m]
-	blas.SgemmThreads(th, false, false, n, m, d, 1, dmo, d, p.Down, m, 0, dact, m)
-	e.weightGrad(p.Down, dmo, a.act, n, d, m)
-	e.loraBackward(l, ir.RoleDown, dmo, a.act, dact, n)
-	if cfg.Activation() == ir.ActGELUTanh {
-		geluGLUBackward(th, dgate, dup, dact, a.gate, a.up, n, m)
-	} else {
-		e.siluGLUBackward(dgate, dup, dact, a, n, m)
-	}
 	dln := s.dln
-	blas.SgemmThreads(th, false, false, n, d, m, 1, dgate, m, p.Gate, d, 0, dln, d)
-	blas.SgemmThreads(th, false, false, n, d, m, 1, dup, m, p.Up, d, 1, dln, d)
-	e.weightGrad(p.Gate, dgate, a.ln2, n, m, d)
-	e.weightGrad(p.Up, dup, a.ln2, n, m, d)
-	e.loraBackward(l, ir.RoleGate, dgate, a.ln2, dln, n)
-	e.loraBackward(l, ir.RoleUp, dup, a.ln2, dln, n)
+	if p.MoE() {
+		e.moeBackward(p, a.moe, a.ln2, dmo, dln, e.auxGrad(l))
+	} else {
+		dact, dgate, dup := s.dact[:n*m], s.dgate[:n*m], s.dup[:n*m]
+		blas.SgemmThreads(th, false, false, n, m, d, 1, dmo, d, p.Down, m, 0, dact, m)
+		e.weightGrad(p.Down, dmo, a.act, n, d, m)
+		e.loraBackward(l, ir.RoleDown, dmo, a.act, dact, n)
+		e.gluBackward(dgate, dup, dact, a.gate, a.up, n, m)
+		blas.SgemmThreads(th, false, false, n, d, m, 1, dgate, m, p.Gate, d, 0, dln, d)
+		blas.SgemmThreads(th, false, false, n, d, m, 1, dup, m, p.Up, d, 1, dln, d)
+		e.weightGrad(p.Gate, dgate, a.ln2, n, m, d)
+		e.weightGrad(p.Up, dup, a.ln2, n, m, d)
+		e.loraBackward(l, ir.RoleGate, dgate, a.ln2, dln, n)
+		e.loraBackward(l, ir.RoleUp, dup, a.ln2, dln, n)
+	}
 	rmsnormBackward(th, dres, e.gradOf(p.MLPNorm), dln, a.mid, a.rstd2, e.normW(p.MLPNorm), n, d)
 
 	// Attention: mid = x + ao·Woᵀ (post-normed with PostNorms).
@@ -185,13 +185,13 @@ func (e *Engine) layerBackward(l int, needInput bool) {
 }
 
 // siluGLUBackward sets dgate and dup from dact, the gradient at
-// act = silu(gate)·up.
-func (e *Engine) siluGLUBackward(dgate, dup, dact []float32, a *layerActs, n, m int) {
-	parallel.For(e.threads, n, func(lo, hi int) {
+// act = silu(gate)·up, for n rows of m.
+func siluGLUBackward(threads int, dgate, dup, dact, gate, up []float32, n, m int) {
+	parallel.For(threads, n, func(lo, hi int) {
 		en := make([]float32, m)
 		for r := lo; r < hi; r++ {
 			o := r * m
-			g, u := a.gate[o:o+m], a.up[o:o+m]
+			g, u := gate[o:o+m], up[o:o+m]
 			da, dg, du := dact[o:o+m], dgate[o:o+m], dup[o:o+m]
 			blas.ExpShifted(en, g, 0, -1)
 			for i, gv := range g {

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	corebench "github.com/whittle-ml/whittle/core/bench"
 	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/plugins/cpu/blas"
 )
@@ -111,5 +112,80 @@ func BenchmarkAttentionRecompute(b *testing.B) {
 			}
 			b.ReportMetric(float64(probs*4)/(1<<20), "prob-MiB")
 		})
+	}
+}
+
+// BenchmarkMoE times stories15M's shape and its mixture-of-experts
+// counterpart moe-15M (8 experts, top-2) on the train and forward
+// workloads of `whittle bench`, reporting the achieved matrix-multiply
+// rate on active FLOPs per wall second and per CPU second of this process
+// (the machine is shared; CPU time is the steadier measure).
+func BenchmarkMoE(b *testing.B) {
+	const bsz, t = 8, 256
+	for _, name := range []string{"stories15M", "moe-15M"} {
+		shape, err := corebench.LookupShape(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := shape.Config(t)
+		for _, workload := range []string{corebench.Train, corebench.Forward} {
+			b.Run(name+"/"+workload, func(b *testing.B) {
+				flops, err := corebench.StepFLOPs(shape, workload, bsz, t)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p, err := NewParams(cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				p.InitRandom(1)
+				e, err := New(p, Options{Inference: workload == corebench.Forward})
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := rand.New(rand.NewPCG(1, 2))
+				toks := randomTokens(r, bsz*t, cfg.Vocab)
+				ids := randomTokens(r, bsz*t, cfg.Vocab)
+				var run func() error
+				if workload == corebench.Train {
+					tr, err := NewTrainer(e, nil, DefaultTrainConfig())
+					if err != nil {
+						b.Fatal(err)
+					}
+					batch := []Batch{{Tokens: toks, B: bsz, T: t, Targets: Targets{IDs: ids}}}
+					run = func() error { _, err := tr.Step(batch); return err }
+				} else {
+					buf := make([]float32, 262*cfg.Vocab)
+					run = func() error {
+						if err := e.Forward(toks, bsz, t); err != nil {
+							return err
+						}
+						for r0 := 0; r0 < bsz*t; r0 += 262 {
+							r1 := min(bsz*t, r0+262)
+							if err := e.Logits(r0, r1, buf[:(r1-r0)*cfg.Vocab]); err != nil {
+								return err
+							}
+						}
+						return nil
+					}
+				}
+				if err := run(); err != nil { // warm-up
+					b.Fatal(err)
+				}
+				cpu0 := cpuSeconds()
+				for b.Loop() {
+					if err := run(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				total := flops * float64(b.N)
+				b.ReportMetric(total/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				// Per CPU second times the thread count: the rate had the
+				// threads had their cores to themselves.
+				if cpu := cpuSeconds() - cpu0; cpu > 0 {
+					b.ReportMetric(total/cpu/1e9*float64(e.Threads()), "cpu-GFLOP/s")
+				}
+			})
+		}
 	}
 }

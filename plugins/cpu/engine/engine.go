@@ -1,7 +1,9 @@
 // Package engine is the CPU backend's training engine: a batched float32
 // forward pass of the IR's decoder with every family option of ir.Config
-// (per-layer sizes may differ), chunked losses over the vocabulary
-// (next-token cross-entropy, masked SFT, forward KL to a teacher), a
+// (per-layer sizes may differ) and mixture-of-experts layers (moe.go:
+// tokens grouped per expert, no dense all-experts compute), chunked
+// losses over the vocabulary (next-token cross-entropy, masked SFT,
+// forward KL to a teacher, the routers' balancing loss), a
 // hand-written backward pass in the manner of llm.c, and AdamW with warm-up
 // and cosine decay.
 //
@@ -76,6 +78,63 @@ type Activations struct {
 	// attention and the MLP add to the residual stream (the outputs of
 	// Gemma 2's post norms) [N, hidden]; nil otherwise.
 	AttnPostNormOut, MLPPostNormOut []float32
+	// MoE is, for a mixture-of-experts layer, its routing and experts'
+	// activations (MLPAct is then empty); nil for a dense layer.
+	MoE *MoEActivations
+}
+
+// MoEActivations are a mixture-of-experts layer's forward state. Each row
+// is routed to TopK experts (its slots); the routed (row, slot) pairs are
+// grouped expert by expert, rows in order within an expert, and the
+// grouped arrays are indexed by a pair's grouped position.
+type MoEActivations struct {
+	Experts, TopK int
+	// Probs are the router probabilities [N, experts] (softmax over all
+	// experts, before top-k).
+	Probs []float32
+	// Selected [N, TopK] are each row's experts, by probability
+	// descending (ties go to the lower index), and Weights [N, TopK]
+	// their routing weights (renormalized when the config says so).
+	Selected []int32
+	Weights  []float32
+	// Pos [N·TopK] is the grouped position of pair (row, slot) at
+	// row·TopK + slot. Expert e's pairs are the grouped positions
+	// [Offsets[e], Offsets[e+1]), and Rows gives each position's row.
+	Pos     []int32
+	Offsets []int
+	Rows    []int32
+	// Act [N·TopK, expert_mlp] is each pair's expert activation
+	// act(gate)·up, the input of the expert's down projection, and Out
+	// [N·TopK, hidden] the expert's output before its routing weight.
+	Act, Out []float32
+	// SharedAct [N, shared_mlp] is the shared expert's activation and
+	// SharedGate [N] its sigmoid gate; nil without a shared expert.
+	SharedAct, SharedGate []float32
+}
+
+// PairWeight is the routing weight of the pair at grouped position j.
+func (m *MoEActivations) PairWeight(j int) float32 {
+	r := int(m.Rows[j])
+	for s := 0; s < m.TopK; s++ {
+		if int(m.Pos[r*m.TopK+s]) == j {
+			return m.Weights[r*m.TopK+s]
+		}
+	}
+	panic("engine: grouped position without a pair")
+}
+
+func (a *moeActs) view(p *Layer, k, n, d int) *MoEActivations {
+	nk := n * k
+	v := &MoEActivations{
+		Experts: p.Experts, TopK: k,
+		Probs: a.probs[:n*p.Experts], Selected: a.sel[:nk], Weights: a.wts[:nk],
+		Pos: a.pos[:nk], Offsets: a.off[:p.Experts+1], Rows: a.rows[:nk],
+		Act: a.act[:nk*p.ExpertMLP], Out: a.yg[:nk*d],
+	}
+	if p.SharedDown != nil {
+		v.SharedAct, v.SharedGate = a.sact[:n*p.SharedMLP], a.sg[:n]
+	}
+	return v
 }
 
 // layerActs holds the activations backward needs for one layer.
@@ -90,6 +149,8 @@ type layerActs struct {
 	// With PostNorms: the o_proj and down_proj outputs before their norms,
 	// the norms' outputs and their 1/rms.
 	oout, dout, apn, mpn, rstdpa, rstdpm []float32
+	// moe is a mixture-of-experts layer's state.
+	moe *moeActs
 }
 
 // Engine runs one model. It is not safe for concurrent use.
@@ -120,7 +181,14 @@ type Engine struct {
 	ready  bool      // a forward has run
 	gradOK bool      // LossGrad has added to dlnf since the last Forward or Backward
 
-	scratch scratch
+	scratch    scratch
+	moeScratch moeScratch
+	// aux is, per layer, the gradient the router balancing loss puts on
+	// each expert's router probability in every row (nil: none), which
+	// LossGrad sets and Backward consumes.
+	aux [][]float64
+	// routed are the MoE layers' routing totals of the last Forward.
+	routed []routeSums
 	// Logit chunks of the loss (student, teacher), kept between calls.
 	logitBuf, teacherBuf []float32
 
@@ -243,6 +311,9 @@ func (e *Engine) alloc(b, t int) {
 			mkvh = max(mkvh, lc.KVHeads)
 		}
 		shared := newLayerActs(cfg, n, d, mq, mkv, mm, attSize(mh), mh, mkvh)
+		if ne, k, m, s := moeSizes(cfg); ne > 0 {
+			shared.moe = newMoEActs(n, d, ne, k, m, s)
+		}
 		a, c := make([]float32, n*d), make([]float32, n*d)
 		for l := range e.acts {
 			e.acts[l] = shared
@@ -253,6 +324,9 @@ func (e *Engine) alloc(b, t int) {
 	} else {
 		for l, lc := range cfg.Layers {
 			e.acts[l] = newLayerActs(cfg, n, d, lc.Heads*lc.HeadDim, lc.KVHeads*lc.HeadDim, lc.MLP, attSize(lc.Heads), lc.Heads, lc.KVHeads)
+			if lc.MoE() {
+				e.acts[l].moe = newMoEActs(n, d, lc.Experts, cfg.ExpertsPerToken, lc.ExpertMLP, lc.SharedMLP)
+			}
 			e.resid[l] = make([]float32, n*d)
 		}
 		e.resid[len(cfg.Layers)] = make([]float32, n*d)
@@ -369,6 +443,7 @@ func (e *Engine) Forward(tokens []int32, b, t int) error {
 	if e.dlnf != nil {
 		clear(e.dlnf)
 	}
+	e.aux = nil
 	copy(e.tokens, tokens)
 	d := cfg.Hidden
 	x := e.resid[0]
@@ -493,30 +568,27 @@ func (e *Engine) layerForward(l int) error {
 	}
 
 	rmsnormForward(e.threads, a.ln2, a.rstd2, a.mid, e.normW(p.MLPNorm), n, d, cfg.NormEps)
-	e.proj(l, ir.RoleGate, a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
-	e.proj(l, ir.RoleUp, a.up, a.ln2, p.Up, n, p.MLP, d, 0)
-	if cfg.Activation() == ir.ActGELUTanh {
-		geluGLU(e.threads, a.act, a.gate, a.up, n, p.MLP)
-	} else {
-		parallel.For(e.threads, n, func(lo, hi int) {
-			en := make([]float32, p.MLP)
-			for r := lo; r < hi; r++ {
-				g, u, h := a.gate[r*p.MLP:(r+1)*p.MLP], a.up[r*p.MLP:(r+1)*p.MLP], a.act[r*p.MLP:(r+1)*p.MLP]
-				blas.ExpShifted(en, g, 0, -1) // e^−g, vectorized
-				for i, gv := range g {
-					h[i] = gv / (1 + en[i]) * u[i]
-				}
-			}
-		})
-	}
 	out := e.resid[l+1]
+	switch {
+	case p.MoE() && p.MLPPostNorm != nil:
+		e.moeForward(l, p, a.moe, a.ln2, a.dout, 0)
+	case p.MoE():
+		copy(out, a.mid)
+		e.moeForward(l, p, a.moe, a.ln2, out, 1)
+	default:
+		e.proj(l, ir.RoleGate, a.gate, a.ln2, p.Gate, n, p.MLP, d, 0)
+		e.proj(l, ir.RoleUp, a.up, a.ln2, p.Up, n, p.MLP, d, 0)
+		e.gluForward(a.act, a.gate, a.up, n, p.MLP)
+		if p.MLPPostNorm != nil {
+			e.proj(l, ir.RoleDown, a.dout, a.act, p.Down, n, d, p.MLP, 0)
+		} else {
+			copy(out, a.mid)
+			e.proj(l, ir.RoleDown, out, a.act, p.Down, n, d, p.MLP, 1)
+		}
+	}
 	if p.MLPPostNorm != nil {
-		e.proj(l, ir.RoleDown, a.dout, a.act, p.Down, n, d, p.MLP, 0)
 		rmsnormForward(e.threads, a.mpn, a.rstdpm, a.dout, e.normW(p.MLPPostNorm), n, d, cfg.NormEps)
 		addRows(e.threads, out, a.mid, a.mpn, n, d)
-	} else {
-		copy(out, a.mid)
-		e.proj(l, ir.RoleDown, out, a.act, p.Down, n, d, p.MLP, 1)
 	}
 
 	if e.opts.OnLayer != nil {
@@ -525,6 +597,9 @@ func (e *Engine) layerForward(l int) error {
 			Input: x, AttnNormOut: a.ln1, AttnOut: a.ao[:n*qd], Mid: a.mid,
 			MLPNormOut: a.ln2, MLPAct: a.act[:n*p.MLP], Output: out,
 			AttnPostNormOut: a.apn, MLPPostNormOut: a.mpn,
+		}
+		if p.MoE() {
+			view.MoE = a.moe.view(p, cfg.ExpertsPerToken, n, d)
 		}
 		if err := e.opts.OnLayer(l, &view); err != nil {
 			return fmt.Errorf("engine: layer %d hook: %w", l, err)

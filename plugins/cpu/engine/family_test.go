@@ -11,15 +11,25 @@ import (
 	"github.com/whittle-ml/whittle/ir/irtest"
 )
 
-// sortedFamilies lists irtest.Families in a stable order.
+// sortedFamilies lists irtest.Families and irtest.MoEFamilies in a
+// stable order.
 func sortedFamilies() ([]string, map[string]ir.Config) {
-	fams := irtest.Families()
+	fams := allFamilies()
 	names := make([]string, 0, len(fams))
 	for n := range fams {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	return names, fams
+}
+
+// allFamilies merges the dense and mixture-of-experts family configs.
+func allFamilies() map[string]ir.Config {
+	fams := irtest.Families()
+	for n, c := range irtest.MoEFamilies() {
+		fams[n] = c
+	}
+	return fams
 }
 
 // familyParams draws weights for cfg: matrices from N(0, std²), biases from
@@ -71,6 +81,9 @@ func TestFamilyParams(t *testing.T) {
 				{lt.QBias, lp.QBias, 0}, {lt.KBias, lp.KBias, 0}, {lt.VBias, lp.VBias, 0},
 				{lt.Q, lp.Q, -1}, {lt.K, lp.K, -1}, {lt.V, lp.V, -1}, {lt.O, lp.O, -1},
 				{lt.Gate, lp.Gate, -1}, {lt.Up, lp.Up, -1}, {lt.Down, lp.Down, -1},
+				{lt.Router, lp.Router, -1}, {lt.ExpertGate, lp.ExpertGate, -1}, {lt.ExpertUp, lp.ExpertUp, -1},
+				{lt.ExpertDown, lp.ExpertDown, -1}, {lt.SharedGate, lp.SharedGate, -1}, {lt.SharedUp, lp.SharedUp, -1},
+				{lt.SharedDown, lp.SharedDown, -1}, {lt.SharedExpertGate, lp.SharedExpertGate, -1},
 			} {
 				if (f.name == "") != (f.w == nil) {
 					t.Fatalf("%s layer %d: tensor %q bound to %d floats", name, l, f.name, len(f.w))
@@ -204,13 +217,32 @@ func newFamilyFD(t *testing.T, p *Params, lora *LoRA, in lossInputs, obj Objecti
 	if in.teacher != nil {
 		teacherRows = in.teacher.rows
 	}
-	return &familyFD{t: t, h: 1e-4, tol: 2e-3, abs: 1e-5, sample: 6, loss: func() float64 {
+	return &familyFD{t: t, h: fdStep(p.Config), tol: 2e-3, abs: 1e-5, sample: 6, loss: func() float64 {
 		ref := newRef64(p)
 		if lora != nil {
 			ref = mergedRef64(p, lora)
 		}
 		return loss64(ref.logits(in.tokens, b, tt), teacherRows, in.tg, obj)
 	}}
+}
+
+// fdStep is the finite differences' step: 1e-4, or 1e-5 for a mixture of
+// experts, whose loss jumps where a perturbation changes a token's experts
+// (the float64 reference keeps the smaller step exact enough).
+func fdStep(cfg ir.Config) float64 {
+	if hasMoE(cfg) {
+		return 1e-5
+	}
+	return 1e-4
+}
+
+func hasMoE(cfg ir.Config) bool {
+	for _, l := range cfg.Layers {
+		if l.MoE() {
+			return true
+		}
+	}
+	return false
 }
 
 // diff is the central difference at element i of w with step h, over the
@@ -251,7 +283,7 @@ func (f *familyFD) check(name string, w, g []float32, seed uint64) {
 // longWindows is a family config with sliding windows that span several of
 // the attention's row blocks (attnBlock), over sequences of t tokens.
 func longWindows(name string, t int) ir.Config {
-	cfg := irtest.Families()[name].Clone()
+	cfg := allFamilies()[name].Clone()
 	cfg.MaxSeq = t
 	for i := range cfg.Layers {
 		if cfg.Layers[i].Window > 0 {
@@ -352,6 +384,9 @@ func TestFamilyDeterminism(t *testing.T) {
 			cfg := longWindows(name, tt)
 			p := familyParams(t, cfg, 7, 0.4)
 			c := familyLossCases[1]
+			if hasMoE(cfg) {
+				c.obj.RouterAux = 0.3 // the balancing loss's gradient too
+			}
 			in := makeInputs(c, b, tt, cfg.Vocab, 24)
 			lora := randomLoRA(t, cfg, LoRARoles, 2)
 			type result struct {
@@ -462,7 +497,11 @@ func TestFamilyMatchesRef64(t *testing.T) {
 				closeTo("attention norm", a.AttnNormOut, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.AttnNormOut }))
 				closeTo("attention output", a.AttnOut, lc.Heads*lc.HeadDim, get(func(x *decoder64.LayerActs) [][]float64 { return x.AttnOut }))
 				closeTo("MLP norm", a.MLPNormOut, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPNormOut }))
-				closeTo("MLP activation", a.MLPAct, lc.MLP, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPAct }))
+				if lc.MoE() {
+					checkMoEActs(t, a.MoE, refActs, l, tt, d, lc)
+				} else {
+					closeTo("MLP activation", a.MLPAct, lc.MLP, get(func(x *decoder64.LayerActs) [][]float64 { return x.MLPAct }))
+				}
 				closeTo("output", a.Output, d, get(func(x *decoder64.LayerActs) [][]float64 { return x.Out }))
 				if (a.AttnPostNormOut != nil) != cfg.PostNorms || (a.MLPPostNormOut != nil) != cfg.PostNorms {
 					t.Fatalf("layer %d: post-norm outputs present %v, %v with PostNorms %v", l, a.AttnPostNormOut != nil, a.MLPPostNormOut != nil, cfg.PostNorms)
@@ -544,13 +583,19 @@ func TestFamilyLayerHook(t *testing.T) {
 					row := func(x []float32, w int) []float32 { return x[r*w : (r+1)*w] }
 					expect("attention norm", row(a.AttnNormOut, d), norm(row(a.Input, d), lp.AttnNorm))
 					expect("MLP norm", row(a.MLPNormOut, d), norm(row(a.Mid, d), lp.MLPNorm))
+					var mlpOut []float32
+					if lp.MoE() {
+						mlpOut = moeOutput(a.MoE, r, d, lp.SharedDown)
+					} else {
+						mlpOut = project(lp.Down, row(a.MLPAct, m), d)
+					}
 					for _, res := range []struct {
 						what           string
 						in, out, delta []float32
 						post           []float32
 					}{
 						{"Mid", row(a.Input, d), row(a.Mid, d), project(lp.O, row(a.AttnOut, qd), d), lp.AttnPostNorm},
-						{"Output", row(a.Mid, d), row(a.Output, d), project(lp.Down, row(a.MLPAct, m), d), lp.MLPPostNorm},
+						{"Output", row(a.Mid, d), row(a.Output, d), mlpOut, lp.MLPPostNorm},
 					} {
 						want := make([]float64, d)
 						delta := make([]float64, d)

@@ -35,7 +35,7 @@ func fixtureModel(t *testing.T, fam string) *ir.Model {
 // over sequences longer than the fixtures' sliding windows.
 func TestFamilyFixturesMatchRef64(t *testing.T) {
 	const rows, length = 2, 24
-	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3"} {
+	for _, fam := range []string{"llama3", "mistral", "qwen2", "qwen3", "gemma2", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"} {
 		t.Run(fam, func(t *testing.T) {
 			m := fixtureModel(t, fam)
 			ref, err := decoder64.Load(m)
@@ -91,15 +91,15 @@ func engineLogits(t *testing.T, p *Params, toks []int32, rows, length int) []flo
 
 // TestFamilyFixturesMatchLlamaCpp runs the engine and llama.cpp (on its
 // own conversion of the same checkpoint) over the same tokens, for the
-// families this llama.cpp runs: Llama 3, Mistral, Qwen2 (biases) and
+// families this llama.cpp runs: Llama 3, Mistral, Qwen2 (biases),
 // Gemma 2 (every Gemma option: norm offset, embedding scale, GeGLU, post
 // norms, query scalar, both soft caps, alternating sliding windows shorter
-// than the sequences). llama.cpp keeps its KV cache in f16, so logits agree
+// than the sequences) and Mixtral (routed experts, renormalized top-2). llama.cpp keeps its KV cache in f16, so logits agree
 // to a few hundredths and the mean NLL to about 1e-4.
 func TestFamilyFixturesMatchLlamaCpp(t *testing.T) {
 	bin := shareddata.LlamaCpp(t, "llama-logits")
 	const rows, length = 2, 48
-	for _, fam := range []string{"llama3", "mistral", "qwen2", "gemma2"} {
+	for _, fam := range []string{"llama3", "mistral", "qwen2", "gemma2", "mixtral"} {
 		t.Run(fam, func(t *testing.T) {
 			m := fixtureModel(t, fam)
 			v := m.Config.Vocab

@@ -77,8 +77,8 @@ func NewLoRA(cfg ir.Config, c LoRAConfig, seed uint64) (*LoRA, error) {
 	total := 0
 	for li, lc := range cfg.Layers {
 		for s, role := range LoRARoles {
-			if !want[s] {
-				continue
+			if !want[s] || (lc.MoE() && isMLPRole(role)) {
+				continue // a mixture of experts has no dense MLP matrices to adapt
 			}
 			out, in := roleShape(cfg.Hidden, lc, role)
 			l.Adapters = append(l.Adapters, Adapter{Layer: li, Role: role, In: in, Out: out})
@@ -104,6 +104,10 @@ func NewLoRA(cfg ir.Config, c LoRAConfig, seed uint64) (*LoRA, error) {
 		}
 	}
 	return l, nil
+}
+
+func isMLPRole(role string) bool {
+	return role == ir.RoleGate || role == ir.RoleUp || role == ir.RoleDown
 }
 
 // roleShape is the [out, in] shape of a layer matrix.

@@ -25,6 +25,9 @@ type Objective struct {
 	// TopK, when positive, keeps only the teacher's k most likely tokens of
 	// each row, renormalized over them (ties go to the lower id).
 	TopK int
+	// RouterAux, when positive, adds RouterAux times the routers'
+	// load-balancing loss (LossResult.Aux) of a mixture-of-experts model.
+	RouterAux float64
 }
 
 func (o Objective) temperature() float64 {
@@ -66,6 +69,9 @@ type LossResult struct {
 	// Rows is the number of scored rows and Weight the sum of their weights.
 	Rows   int
 	Weight float64
+	// Aux is the routers' load-balancing loss (routerAux), when the
+	// objective weighs it; Loss includes RouterAux·Aux.
+	Aux float64
 }
 
 // Loss evaluates the objective on the last Forward without gradients.
@@ -110,6 +116,8 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 		return LossResult{}, fmt.Errorf("engine: temperature %g must be positive", tau)
 	case obj.TopK < 0:
 		return LossResult{}, fmt.Errorf("engine: negative teacher top-k %d", obj.TopK)
+	case obj.RouterAux < 0 || math.IsNaN(obj.RouterAux) || math.IsInf(obj.RouterAux, 0):
+		return LossResult{}, fmt.Errorf("engine: router auxiliary loss weight %g must be finite and not negative", obj.RouterAux)
 	case alpha < 1 && tg.IDs == nil:
 		return LossResult{}, fmt.Errorf("engine: cross-entropy has weight %g but no target ids were given", 1-alpha)
 	case alpha > 0 && teacher == nil:
@@ -151,6 +159,10 @@ func (e *Engine) loss(tg Targets, obj Objective, teacher LogitSource, scale floa
 		}
 	}
 	res := LossResult{Rows: rows, Weight: total}
+	if obj.RouterAux > 0 {
+		res.Aux = e.routerAux(obj.RouterAux*float64(scale), grad)
+		res.Loss = obj.RouterAux * res.Aux
+	}
 	var dW []float32
 	if grad {
 		dW = e.gradOf(e.P.classifier())

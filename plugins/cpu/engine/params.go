@@ -23,6 +23,16 @@ type Layer struct {
 	// AttnPostNorm and MLPPostNorm normalize the attention and MLP outputs
 	// before their residual adds (Gemma 2).
 	AttnPostNorm, MLPPostNorm []float32
+	// A mixture-of-experts layer (LayerConfig.MoE) has no Gate, Up, Down
+	// but a router [experts, hidden], the routed experts' weights stacked
+	// along dimension 0 (ExpertGate, ExpertUp [experts, expert_mlp,
+	// hidden], ExpertDown [experts, hidden, expert_mlp]) and optionally a
+	// shared expert (SharedGate, SharedUp [shared, hidden], SharedDown
+	// [hidden, shared]) with its sigmoid gate SharedExpertGate [1, hidden].
+	Router                           []float32
+	ExpertGate, ExpertUp, ExpertDown []float32
+	SharedGate, SharedUp, SharedDown []float32
+	SharedExpertGate                 []float32
 }
 
 // Params holds a model's weights as float32, every tensor a slice of one
@@ -90,6 +100,10 @@ func NewParams(cfg ir.Config) (*Params, error) {
 			MLPNorm:      byName[t.MLPNorm],
 			Gate:         byName[t.Gate], Up: byName[t.Up], Down: byName[t.Down],
 			MLPPostNorm: byName[t.MLPPostNorm],
+			Router:      byName[t.Router],
+			ExpertGate:  byName[t.ExpertGate], ExpertUp: byName[t.ExpertUp], ExpertDown: byName[t.ExpertDown],
+			SharedGate: byName[t.SharedGate], SharedUp: byName[t.SharedUp], SharedDown: byName[t.SharedDown],
+			SharedExpertGate: byName[t.SharedExpertGate],
 		})
 	}
 	return p, nil
@@ -212,7 +226,7 @@ func (p *Params) InitRandom(seed uint64) {
 
 func isResidualOut(cfg *ir.Config, name string) bool {
 	for l := range cfg.Layers {
-		if t := cfg.LayerTensors(l); name == t.O || name == t.Down {
+		if t := cfg.LayerTensors(l); name == t.O || name == t.Down || name == t.ExpertDown || name == t.SharedDown {
 			return true
 		}
 	}

@@ -3,7 +3,8 @@
 // run.c is, with a KV cache. Besides Llama's computation it implements
 // every family option of ir.Config (Qwen2's q/k/v biases, Qwen3's q/k
 // norms, Gemma 2's norm offset, embedding scale, GeGLU, post norms,
-// attention scalar, soft caps and sliding windows). It is the ground truth
+// attention scalar, soft caps and sliding windows) and mixture-of-experts
+// layers (Mixtral, Qwen2-MoE, Qwen3-MoE). It is the ground truth
 // that faster backends are tested against and what `whittle generate` uses
 // for small models.
 package reference
@@ -11,6 +12,7 @@ package reference
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/whittle-ml/whittle/ir"
 )
@@ -26,6 +28,13 @@ type Layer struct {
 	// MLPNorm is the MLP's input norm (Gemma 2's pre_feedforward_layernorm).
 	MLPNorm, Gate, Up, Down []float32
 	MLPPostNorm             []float32 // PostNorms
+
+	// A mixture-of-experts layer has a router [experts, hidden] and the
+	// experts stacked along dimension 0 instead of Gate, Up, Down, and
+	// optionally a shared expert with its sigmoid gate [hidden].
+	Router                                    []float32
+	ExpertGate, ExpertUp, ExpertDown          []float32
+	SharedGate, SharedUp, SharedDown, SharedW []float32
 }
 
 // Model is a decoded copy of an ir.Model's weights.
@@ -81,7 +90,10 @@ func Load(m *ir.Model) (*Model, error) {
 		}{{&l.AttnNorm, n.AttnNorm}, {&l.Q, n.Q}, {&l.K, n.K}, {&l.V, n.V}, {&l.O, n.O},
 			{&l.QBias, n.QBias}, {&l.KBias, n.KBias}, {&l.VBias, n.VBias}, {&l.QNorm, n.QNorm}, {&l.KNorm, n.KNorm},
 			{&l.AttnPostNorm, n.AttnPostNorm}, {&l.MLPNorm, n.MLPNorm}, {&l.Gate, n.Gate}, {&l.Up, n.Up},
-			{&l.Down, n.Down}, {&l.MLPPostNorm, n.MLPPostNorm}} {
+			{&l.Down, n.Down}, {&l.MLPPostNorm, n.MLPPostNorm}, {&l.Router, n.Router},
+			{&l.ExpertGate, n.ExpertGate}, {&l.ExpertUp, n.ExpertUp}, {&l.ExpertDown, n.ExpertDown},
+			{&l.SharedGate, n.SharedGate}, {&l.SharedUp, n.SharedUp}, {&l.SharedDown, n.SharedDown},
+			{&l.SharedW, n.SharedExpertGate}} {
 			if *f.dst, err = get(f.name); err != nil {
 				return nil, err
 			}
@@ -208,18 +220,11 @@ func (s *Session) Forward(token int) ([]float32, error) {
 		}
 		addTo(s.x, o)
 		rmsnorm(s.xb, s.x, l.MLPNorm, off, c.NormEps)
-		gate := make([]float32, l.MLP)
-		up := make([]float32, l.MLP)
-		matvec(gate, l.Gate, s.xb)
-		matvec(up, l.Up, s.xb)
-		act := silu
-		if c.Activation() == ir.ActGELUTanh {
-			act = geluTanh
+		if l.MoE() {
+			m.moe(o, l, s.xb)
+		} else {
+			m.mlp(o, l.Gate, l.Up, l.Down, l.MLP, s.xb)
 		}
-		for i := range gate {
-			gate[i] = act(gate[i]) * up[i]
-		}
-		matvec(o, l.Down, gate)
 		if l.MLPPostNorm != nil {
 			rmsnorm(o, o, l.MLPPostNorm, off, c.NormEps)
 		}
@@ -232,6 +237,69 @@ func (s *Session) Forward(token int) ([]float32, error) {
 	}
 	s.pos++
 	return s.logits, nil
+}
+
+// mlp writes the gated MLP down(act(gate·x) ⊙ up·x) of width neurons to
+// out.
+func (m *Model) mlp(out, gate, up, down []float32, width int, x []float32) {
+	g := make([]float32, width)
+	u := make([]float32, width)
+	matvec(g, gate, x)
+	matvec(u, up, x)
+	act := silu
+	if m.Config.Activation() == ir.ActGELUTanh {
+		act = geluTanh
+	}
+	for i := range g {
+		g[i] = act(g[i]) * u[i]
+	}
+	matvec(out, down, g)
+}
+
+// moe writes a mixture of experts' output to out: the router's softmax
+// over all experts, the top-k experts (probabilities renormalized to sum
+// to 1 with NormTopK), their weighted outputs, plus the shared expert's
+// times sigmoid(shared gate·x) — Mixtral's and Qwen-MoE's sparse block.
+func (m *Model) moe(out []float32, l *Layer, x []float32) {
+	d, f := m.Config.Hidden, l.ExpertMLP
+	probs := make([]float32, l.Experts)
+	matvec(probs, l.Router, x)
+	softmax(probs)
+	chosen := make([]int, 0, m.Config.ExpertsPerToken)
+	var sum float32
+	for range m.Config.ExpertsPerToken {
+		best := -1
+		for e, p := range probs {
+			if !slices.Contains(chosen, e) && (best < 0 || p > probs[best]) {
+				best = e
+			}
+		}
+		chosen = append(chosen, best)
+		sum += probs[best]
+	}
+	clear(out)
+	o := make([]float32, d)
+	for _, e := range chosen {
+		w := probs[e]
+		if m.Config.NormTopK {
+			w /= sum
+		}
+		m.mlp(o, l.ExpertGate[e*f*d:(e+1)*f*d], l.ExpertUp[e*f*d:(e+1)*f*d], l.ExpertDown[e*d*f:(e+1)*d*f], f, x)
+		for i, v := range o {
+			out[i] += w * v
+		}
+	}
+	if l.SharedMLP > 0 {
+		m.mlp(o, l.SharedGate, l.SharedUp, l.SharedDown, l.SharedMLP, x)
+		var z float32
+		for i, v := range x {
+			z += l.SharedW[i] * v
+		}
+		w := 1 / (1 + float32(math.Exp(float64(-z))))
+		for i, v := range o {
+			out[i] += w * v
+		}
+	}
 }
 
 // rmsnorm writes x/rms(x)·(offset + w) to out, which may be x; offset is

@@ -79,8 +79,10 @@ func TestStoriesNLL(t *testing.T) {
 // position's logits with decoder64's float64 forward pass over the whole
 // prefix, to 1e-4 of max(1, |logit|). Twelve positions outrun the
 // families' sliding windows (4 and 5), so cached keys fall out of them.
+// The mixture-of-experts families are included.
 func TestFamiliesMatchDecoder64(t *testing.T) {
 	fams := irtest.Families()
+	maps.Copy(fams, irtest.MoEFamilies())
 	for _, name := range slices.Sorted(maps.Keys(fams)) {
 		cfg := fams[name]
 		t.Run(name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -50,14 +51,15 @@ func randomFamilyModel(t *testing.T, cfg ir.Config, rng *rand.Rand) *ir.Model {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(tn.Shape) != 2 {
+		if len(tn.Shape) < 2 {
 			continue
 		}
 		v, err := tn.Float32()
 		if err != nil {
 			t.Fatalf("tensor %s: %v", name, err)
 		}
-		f := float32(1 / math.Sqrt(float64(tn.Shape[1])))
+		// Stacked experts are [experts, out, in]: the fan-in is last.
+		f := float32(1 / math.Sqrt(float64(tn.Shape[len(tn.Shape)-1])))
 		for i := range v {
 			v[i] *= f
 		}
@@ -89,7 +91,8 @@ func loadModel(t *testing.T, b *Backend, im *ir.Model, store torch.DType) api.Mo
 }
 
 // families loads one random model per family (seeded by seed) into b as
-// float32 models, in name order.
+// float32 models: the dense families of irtest.Families in name order,
+// then the mixture-of-experts ones of irtest.MoEFamilies.
 func families(t *testing.T, b *Backend, seed uint64) []*family {
 	return familiesAs(t, b, seed, torch.Float32)
 }
@@ -97,16 +100,21 @@ func families(t *testing.T, b *Backend, seed uint64) []*family {
 // familiesAs is families with the weights stored as store.
 func familiesAs(t *testing.T, b *Backend, seed uint64, store torch.DType) []*family {
 	t.Helper()
-	fams := irtest.Families()
-	names := make([]string, 0, len(fams))
-	for n := range fams {
-		names = append(names, n)
+	var names []string
+	cfgs := map[string]ir.Config{}
+	for _, fams := range []map[string]ir.Config{irtest.Families(), irtest.MoEFamilies()} {
+		set := make([]string, 0, len(fams))
+		for n, c := range fams {
+			set = append(set, n)
+			cfgs[n] = c
+		}
+		slices.Sort(set)
+		names = append(names, set...)
 	}
-	slices.Sort(names)
 	var out []*family
 	for i, n := range names {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)))
-		f := &family{name: n, cfg: fams[n]}
+		f := &family{name: n, cfg: cfgs[n]}
 		f.im = randomFamilyModel(t, f.cfg, rng)
 		ref, err := decoder64.Load(f.im)
 		if err != nil {
@@ -263,10 +271,34 @@ func TestFamilyBF16(t *testing.T) {
 	b := newFamilyBackend(t, "bf16")
 	for _, f := range familiesAs(t, b, 1, torch.BFloat16) {
 		t.Run(f.name, func(t *testing.T) {
+			ref := f.ref
+			cut := make([]int, len(f.seqs))
+			for i := range cut {
+				cut[i] = famSeqLen
+			}
+			if hasMoE(&f.cfg) {
+				// Routing is discrete: a token whose k-th and (k+1)-th
+				// router logits are closer than bfloat16's rounding of the
+				// activations may pick another expert than the float64
+				// reference, which changes every later position. The
+				// reference routes on the same rounded weights, and each
+				// sequence is compared up to its first position with a
+				// router logit margin under 0.05.
+				ref = roundedRef(t, f.im, ir.BF16)
+				for i, s := range f.seqs {
+					for p, mg := range routerMargins(ref, s) {
+						if mg < 0.05 {
+							t.Logf("sequence %d: compared up to position %d (router margin %.2g there)", i, p, mg)
+							cut[i] = p
+							break
+						}
+					}
+				}
+			}
 			got := backendLogits(t, b, f.id, f.seqs, nil)
 			var worst, scale float64
 			for i, s := range f.seqs {
-				for p, row := range f.ref.Forward(s, nil, nil) {
+				for p, row := range ref.Forward(s, nil, nil)[:cut[i]] {
 					for v, w := range row {
 						worst = math.Max(worst, math.Abs(got[i][p][v]-w))
 						scale = math.Max(scale, math.Abs(w))
@@ -287,6 +319,49 @@ func TestFamilyBF16(t *testing.T) {
 			}
 		})
 	}
+}
+
+// routerMargins is, for each position of tokens, the smallest gap over
+// the reference's mixture-of-experts layers between the k-th and the
+// (k+1)-th router logit (log-probability): how far the position is from
+// routing differently.
+func routerMargins(g *decoder64.Model, tokens []int) []float64 {
+	acts := make([]decoder64.LayerActs, len(g.Config.Layers))
+	g.Forward(tokens, nil, acts)
+	k := g.Config.ExpertsPerToken
+	out := make([]float64, len(tokens))
+	for p := range out {
+		out[p] = math.Inf(1)
+		for _, a := range acts {
+			if a.MoE == nil {
+				continue
+			}
+			pr := slices.Clone(a.MoE[p].Probs)
+			slices.SortFunc(pr, func(x, y float64) int { return cmp.Compare(y, x) })
+			out[p] = math.Min(out[p], math.Log(pr[k-1]/pr[k]))
+		}
+	}
+	return out
+}
+
+// roundedRef is the float64 reference of im's weights rounded to dt.
+func roundedRef(t *testing.T, im *ir.Model, dt ir.DType) *decoder64.Model {
+	t.Helper()
+	r := &ir.Model{Config: im.Config, Tensors: map[string]*ir.Tensor{}, Source: "rounded"}
+	for _, name := range im.TensorNames() {
+		tn, err := im.Tensor(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Tensors[name], err = tn.Convert(dt); err != nil {
+			t.Fatalf("tensor %s: %v", name, err)
+		}
+	}
+	g, err := decoder64.Load(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
 
 // refObjective is the mean over the scored rows of
@@ -322,6 +397,45 @@ func refObjective(z, zt [][][]float64, seqs [][]int, alpha, tau float64) (loss, 
 	}
 	ce, kl = ce/n, kl/n
 	return (1-alpha)*ce + alpha*tau*tau*kl, ce, kl
+}
+
+// refAux is Hugging Face Mixtral's load_balancing_loss_func over the
+// reference's routers for the batch seqs: per group of mixture-of-experts
+// layers with the same expert count, all their positions' routings
+// concatenated as M rows, E·Σ_e (rows routing to e / M)·(mean probability
+// of e); the groups' losses add.
+func refAux(g *decoder64.Model, seqs [][]int) float64 {
+	cfg := &g.Config
+	count, prob, rows := map[int][]float64{}, map[int][]float64{}, map[int]float64{}
+	for _, s := range seqs {
+		acts := make([]decoder64.LayerActs, len(cfg.Layers))
+		g.Forward(s, nil, acts)
+		for l, a := range acts {
+			E := cfg.Layers[l].Experts
+			if E == 0 {
+				continue
+			}
+			if count[E] == nil {
+				count[E], prob[E] = make([]float64, E), make([]float64, E)
+			}
+			for _, r := range a.MoE {
+				for e, p := range r.Probs {
+					prob[E][e] += p
+				}
+				for _, e := range r.Chosen {
+					count[E][e]++
+				}
+				rows[E]++
+			}
+		}
+	}
+	var total float64
+	for E, c := range count {
+		for e := range c {
+			total += float64(E) * c[e] / rows[E] * prob[E][e] / rows[E]
+		}
+	}
+	return total
 }
 
 // refLogits is the reference's logits of seqs.
@@ -406,6 +520,18 @@ func TestFamilyGradients(t *testing.T) {
 			zt := refLogits(tf.ref, f.seqs)
 			rng := rand.New(rand.NewPCG(9, uint64(fi)))
 			names := append(f.cfg.LayerTensors(1).All(), ir.NameEmbed, ir.NameFinalNorm)
+			// Qwen2-MoE's layer 1 is dense: take a routed layer's tensors
+			// (router, experts, shared expert and its gate) too.
+			moe := hasMoE(&f.cfg)
+			if moe && !f.cfg.Layers[1].MoE() {
+				names = append(names, f.cfg.LayerTensors(0).All()...)
+			}
+			// The routers' load-balancing loss joins the objective of the
+			// mixture-of-experts families.
+			auxW := 0.0
+			if moe {
+				auxW = 0.3
+			}
 			if !f.cfg.Tied {
 				names = append(names, ir.NameClassifier)
 			}
@@ -449,13 +575,24 @@ func TestFamilyGradients(t *testing.T) {
 				}
 				torch.SetGradEnabled(true)
 				defer torch.SetGradEnabled(false)
-				h, err := b.forward(s, m, x, len(f.seqs), famSeqLen, fwdOpts{})
+				var o fwdOpts
+				if moe {
+					o.aux = &routerAux{s: s}
+				}
+				h, err := b.forward(s, m, x, len(f.seqs), famSeqLen, o)
 				if err != nil {
 					return err
 				}
-				in := lossIn{student: m, h: h, ids: ids, teacher: tm, th: th, obj: objective{alpha: alpha, tau: tau, scaleT2: true}, grad: true, scale: 1}
-				if _, err := b.loss(s, in); err != nil {
+				in := lossIn{student: m, h: h, ids: ids, teacher: tm, th: th, obj: objective{alpha: alpha, tau: tau, scaleT2: true, routerAux: auxW}, grad: true, scale: 1}
+				if moe {
+					in.aux = o.aux.loss(s, b.dev)
+				}
+				out, err := b.loss(s, in)
+				if err != nil {
 					return err
+				}
+				if want := refAux(f.ref, f.seqs); moe && !closeTo(out.aux, want, tol(b, 1e-5)) {
+					t.Errorf("router load-balancing loss %.9g, reference %.9g", out.aux, want)
 				}
 				for _, n := range names {
 					grads[n] = s.Float64s(s.Grad(m.w[n]))
@@ -467,6 +604,9 @@ func TestFamilyGradients(t *testing.T) {
 			}
 			loss := func(g *decoder64.Model) float64 {
 				l, _, _ := refObjective(refLogits(g, f.seqs), zt, f.seqs, alpha, tau)
+				if auxW > 0 {
+					l += auxW * refAux(g, f.seqs)
+				}
 				return l
 			}
 			fd := make([]float64, len(elems))
@@ -519,6 +659,20 @@ func TestFamilyStats(t *testing.T) {
 				check(fmt.Sprintf("HeadChannels[%d]", l), got.HeadChannels[l], want.HeadChannels[l])
 				check(fmt.Sprintf("Heads[%d]", l), got.Heads[l], want.Heads[l])
 			}
+			for l, lc := range f.cfg.Layers {
+				if !lc.MoE() {
+					continue
+				}
+				for e := range lc.Experts {
+					check(fmt.Sprintf("ExpertMLP[%d][%d]", l, e), got.ExpertMLP[l][e], want.ExpertMLP[l][e])
+				}
+				check(fmt.Sprintf("ExpertProb[%d]", l), got.ExpertProb[l], want.ExpertProb[l])
+				check(fmt.Sprintf("ExpertOutput[%d]", l), got.ExpertOutput[l], want.ExpertOutput[l])
+				check(fmt.Sprintf("SharedMLP[%d]", l), got.SharedMLP[l], want.SharedMLP[l])
+				if !slices.Equal(got.ExpertTokens[l], want.ExpertTokens[l]) {
+					t.Errorf("ExpertTokens[%d] = %v, reference %v", l, got.ExpertTokens[l], want.ExpertTokens[l])
+				}
+			}
 			check("Hidden", got.Hidden, want.Hidden)
 			check("BlockInfluence", got.BlockInfluence, want.BlockInfluence)
 		})
@@ -526,7 +680,10 @@ func TestFamilyStats(t *testing.T) {
 }
 
 // refStats aggregates the reference's activations as api.StatsResult
-// documents: per channel √Σ_sequences (mean_positions |a|)², heads as the
+// documents: per channel √Σ_sequences (mean_positions |a|)² (for an
+// expert, the mean over the positions routed to it, over the sequences
+// with any), router probabilities, weighted expert output norms and
+// routed tokens summed over positions, heads as the
 // norm of their channels, hidden as the sum over the block-input norms
 // (the attention's and the MLP's input norms of every layer), Block
 // Influence as 1 − mean cos(layer input, layer output).
@@ -536,6 +693,9 @@ func refStats(g *decoder64.Model, seqs [][]int) *api.StatsResult {
 	mlp, head, n1, n2 := make([][]float64, nl), make([][]float64, nl), make([][]float64, nl), make([][]float64, nl)
 	cos := make([]float64, nl)
 	add := func(acc *[]float64, a [][]float64) {
+		if len(a) == 0 {
+			return // an expert no position of the sequence was routed to
+		}
 		if *acc == nil {
 			*acc = make([]float64, len(a[0]))
 		}
@@ -548,12 +708,43 @@ func refStats(g *decoder64.Model, seqs [][]int) *api.StatsResult {
 			(*acc)[c] += m * m
 		}
 	}
+	res := &api.StatsResult{Hidden: make([]float64, cfg.Hidden), BlockInfluence: make([]float64, nl)}
+	if hasMoE(cfg) {
+		res.ExpertMLP, res.ExpertProb, res.ExpertOutput, res.ExpertTokens, res.SharedMLP = make([][][]float64, nl), make([][]float64, nl), make([][]float64, nl), make([][]int, nl), make([][]float64, nl)
+	}
+	expert, shared := make([][][]float64, nl), make([][]float64, nl)
 	tokens := 0
 	for _, s := range seqs {
 		acts := make([]decoder64.LayerActs, nl)
 		g.Forward(s, nil, acts)
 		for l, a := range acts {
-			add(&mlp[l], a.MLPAct)
+			if lc := cfg.Layers[l]; lc.MoE() {
+				if expert[l] == nil {
+					expert[l] = make([][]float64, lc.Experts)
+					res.ExpertProb[l], res.ExpertOutput[l], res.ExpertTokens[l] = make([]float64, lc.Experts), make([]float64, lc.Experts), make([]int, lc.Experts)
+				}
+				routed := make([][][]float64, lc.Experts)
+				var sh [][]float64
+				for _, r := range a.MoE {
+					for e, p := range r.Probs {
+						res.ExpertProb[l][e] += p
+					}
+					for i, e := range r.Chosen {
+						routed[e] = append(routed[e], r.ExpertAct[e])
+						res.ExpertTokens[l][e]++
+						res.ExpertOutput[l][e] += math.Abs(r.Weights[i]) * math.Sqrt(decoder64.Dot(r.ExpertOut[e], r.ExpertOut[e]))
+					}
+					if r.SharedAct != nil {
+						sh = append(sh, r.SharedAct)
+					}
+				}
+				for e := range routed {
+					add(&expert[l][e], routed[e])
+				}
+				add(&shared[l], sh)
+			} else {
+				add(&mlp[l], a.MLPAct)
+			}
 			add(&head[l], a.AttnOut)
 			add(&n1[l], a.AttnNormOut)
 			add(&n2[l], a.MLPNormOut)
@@ -570,9 +761,22 @@ func refStats(g *decoder64.Model, seqs [][]int) *api.StatsResult {
 		}
 		return out
 	}
-	res := &api.StatsResult{Hidden: make([]float64, cfg.Hidden), BlockInfluence: make([]float64, nl)}
 	for l, lc := range cfg.Layers {
-		res.MLP = append(res.MLP, sqrt(mlp[l]))
+		if lc.MoE() {
+			res.MLP = append(res.MLP, nil)
+			for e := range expert[l] {
+				v := expert[l][e]
+				if v == nil {
+					v = make([]float64, lc.ExpertMLP) // never routed to
+				}
+				res.ExpertMLP[l] = append(res.ExpertMLP[l], sqrt(v))
+			}
+			if shared[l] != nil {
+				res.SharedMLP[l] = sqrt(shared[l])
+			}
+		} else {
+			res.MLP = append(res.MLP, sqrt(mlp[l]))
+		}
 		ch := sqrt(head[l])
 		res.HeadChannels = append(res.HeadChannels, ch)
 		heads := make([]float64, lc.Heads)
@@ -780,7 +984,7 @@ const familiesDir = "../../../ir/testdata/families"
 func TestFamilyFixtures(t *testing.T) {
 	ctx := context.Background()
 	b := newFamilyBackend(t, "fp32")
-	for _, fam := range []string{"gemma2", "llama3", "mistral", "phi3", "qwen2", "qwen3"} {
+	for _, fam := range []string{"gemma2", "llama3", "mistral", "phi3", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe"} {
 		t.Run(fam, func(t *testing.T) {
 			dir := filepath.Join(familiesDir, fam)
 			im, err := hf.Load(dir)

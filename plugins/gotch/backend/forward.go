@@ -12,6 +12,9 @@ import (
 // valid until it returns.
 type acts struct {
 	Input, AttnNormOut, AttnOut, Mid, MLPNormOut, MLPAct, Output torch.Tensor
+	// MoE, in a mixture-of-experts layer, replaces MLPAct (undefined
+	// there).
+	MoE *moeActs
 }
 
 // fwdOpts modify a forward pass.
@@ -25,6 +28,9 @@ type fwdOpts struct {
 	// cache, for decoding one sequence: the input continues the cached
 	// positions, and each layer's keys and values are appended to it.
 	cache *kvCache
+	// aux, when set, collects the routers' probabilities and counts for
+	// their load-balancing loss.
+	aux *routerAux
 }
 
 // kvCache holds each layer's keys and values after RoPE and before the
@@ -219,15 +225,23 @@ func (b *Backend) layer(s *torch.Scope, m *model, l int, lc ir.LayerConfig, x to
 	mid := s.Add(x, ao)
 
 	h2 := m.rmsNorm(s, mid, lt.MLPNorm)
-	h2c := s.ToDType(h2, cdt)
-	gate := proj(h2c, ir.RoleGate, lt.Gate, "")
-	if cfg.Activation() == ir.ActGELUTanh {
-		gate = s.GeluTanh(gate)
+	var act, mo torch.Tensor
+	var moe *moeActs
+	if lc.MoE() {
+		var err error
+		mo, moe, err = b.moe(s, m, l, lc, s.View(h2, bb*tt, int64(cfg.Hidden)), B*T, cdt, o.hook != nil)
+		if err != nil {
+			return torch.Tensor{}, err
+		}
+		mo = s.View(mo, bb, tt, int64(cfg.Hidden))
+		if o.aux != nil {
+			o.aux.add(s, moe)
+		}
 	} else {
-		gate = s.Silu(gate)
+		h2c := s.ToDType(h2, cdt)
+		act = gated(s, cfg, proj(h2c, ir.RoleGate, lt.Gate, ""), proj(h2c, ir.RoleUp, lt.Up, ""))
+		mo = s.ToDType(proj(act, ir.RoleDown, lt.Down, ""), torch.Float32)
 	}
-	act := s.Mul(gate, proj(h2c, ir.RoleUp, lt.Up, ""))
-	mo := s.ToDType(proj(act, ir.RoleDown, lt.Down, ""), torch.Float32)
 	if lt.MLPPostNorm != "" {
 		mo = m.rmsNorm(s, mo, lt.MLPPostNorm)
 	}
@@ -236,7 +250,7 @@ func (b *Backend) layer(s *torch.Scope, m *model, l int, lc ir.LayerConfig, x to
 		return torch.Tensor{}, err
 	}
 	if o.hook != nil {
-		if err := o.hook(l, &acts{Input: x, AttnNormOut: h, AttnOut: a, Mid: mid, MLPNormOut: h2, MLPAct: act, Output: out}); err != nil {
+		if err := o.hook(l, &acts{Input: x, AttnNormOut: h, AttnOut: a, Mid: mid, MLPNormOut: h2, MLPAct: act, MoE: moe, Output: out}); err != nil {
 			return torch.Tensor{}, err
 		}
 	}

@@ -18,7 +18,9 @@ type loraKey struct {
 // projection computes x·Wᵀ + (α/r)·(x·Aᵀ)·Bᵀ. A and B are float32 on the
 // device. They start as the CPU backend's do (engine.NewLoRA with the
 // request's seed: A uniform, B zero), so both backends train the same
-// adapters.
+// adapters; like the CPU backend's, they leave the expert matrices of
+// mixture-of-experts layers alone (those layers have no dense gate, up,
+// down to adapt).
 type loraSet struct {
 	scale float64
 	keys  []loraKey // layer, then role order: the parameter order

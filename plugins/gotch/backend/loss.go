@@ -19,6 +19,9 @@ type objective struct {
 	tau     float64
 	scaleT2 bool
 	topK    int
+	// routerAux weighs the routers' load-balancing loss (routerAux.loss),
+	// added to the objective of a mixture-of-experts model.
+	routerAux float64
 }
 
 // lossIn is a batch to score: the student's final hidden states h
@@ -36,12 +39,17 @@ type lossIn struct {
 	scale float64
 	// rows: also return each scored row's NLL and argmax (in row order).
 	rows bool
+	// aux: the routers' load-balancing loss (a float32 scalar,
+	// differentiable when training), weighed by obj.routerAux; undefined
+	// when not asked for.
+	aux torch.Tensor
 }
 
 // lossOut is the objective's weighted means over the scored rows.
 type lossOut struct {
-	loss, ce, kl float64
-	scored       int
+	// loss includes routerAux·aux.
+	loss, ce, kl, aux float64
+	scored            int
 	// rowNLL and rowArgmax, when asked for, are indexed like ids (0 and
 	// −1 on unscored rows).
 	rowNLL    []float64
@@ -78,7 +86,7 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 		}
 	}
 	if len(sel) == 0 {
-		return out, nil
+		return b.auxOnly(s, in, out)
 	}
 	total := float64(len(sel))
 	tau := in.obj.tau
@@ -207,7 +215,11 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 		// it should find the backward pass already queued.
 		torch.SetGradEnabled(true)
 		g := s.Cat(dh, 0)
-		s.Backward(s.Sum(s.Mul(hsel, g), false))
+		obj := s.Sum(s.Mul(hsel, g), false)
+		if in.aux.Defined() {
+			obj = s.Add(obj, s.Scale(in.aux, in.scale*in.obj.routerAux))
+		}
+		s.Backward(obj)
 		if wantW {
 			s.AccumulateGrad(in.student.w[cls], dW)
 		}
@@ -219,6 +231,10 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 		out.loss = (1-alpha)*out.ce + alpha*st*out.kl
 	} else {
 		out.loss = out.ce
+	}
+	if in.aux.Defined() {
+		out.aux = s.Item64(in.aux)
+		out.loss += in.obj.routerAux * out.aux
 	}
 	if in.rows {
 		nll := s.Float32s(s.Cat(rowNLL, 0))
@@ -235,6 +251,22 @@ func (b *Backend) loss(s *torch.Scope, in lossIn) (lossOut, error) {
 		return out, fmt.Errorf("loss is %g", out.loss)
 	}
 	return out, nil
+}
+
+// auxOnly is the loss of a batch without scored rows: the routers'
+// load-balancing loss alone, which every row feeds.
+func (b *Backend) auxOnly(s *torch.Scope, in lossIn, out lossOut) (lossOut, error) {
+	if !in.aux.Defined() {
+		return out, nil
+	}
+	if in.grad {
+		prev := torch.SetGradEnabled(true)
+		s.Backward(s.Scale(in.aux, in.scale*in.obj.routerAux))
+		torch.SetGradEnabled(prev)
+	}
+	out.aux = s.Item64(in.aux)
+	out.loss = in.obj.routerAux * out.aux
+	return out, s.Err()
 }
 
 // trainable reports whether autograd tracks the named weight.

@@ -96,6 +96,12 @@ type statsAcc struct {
 	s                       *torch.Scope
 	mlp, head, norm1, norm2 []torch.Tensor
 	cos                     []torch.Tensor
+	// Mixture-of-experts layers: expert [experts, expert_mlp] like mlp
+	// per expert, prob and out [experts] the sums of router probabilities
+	// and of weighted output norms, tokens the routed token counts,
+	// shared like mlp for the shared expert.
+	expert, prob, out, shared []torch.Tensor
+	tokens                    [][]int
 }
 
 func (b *Backend) newStatsAcc(cfg *ir.Config, acts, bi bool) (*statsAcc, error) {
@@ -105,9 +111,21 @@ func (b *Backend) newStatsAcc(cfg *ir.Config, acts, bi bool) (*statsAcc, error) 
 	}
 	nl := len(cfg.Layers)
 	a.mlp, a.head, a.norm1, a.norm2, a.cos = make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl)
+	a.expert, a.prob, a.out, a.shared, a.tokens = make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([]torch.Tensor, nl), make([][]int, nl)
 	for l, lc := range cfg.Layers {
-		if acts {
+		if acts && lc.MoE() {
+			e := int64(lc.Experts)
+			a.expert[l] = a.s.Zeros([]int64{e, int64(lc.ExpertMLP)}, torch.Float64, b.dev)
+			a.prob[l] = a.s.Zeros([]int64{e}, torch.Float64, b.dev)
+			a.out[l] = a.s.Zeros([]int64{e}, torch.Float64, b.dev)
+			a.tokens[l] = make([]int, lc.Experts)
+			if lc.SharedMLP > 0 {
+				a.shared[l] = a.s.Zeros([]int64{int64(lc.SharedMLP)}, torch.Float64, b.dev)
+			}
+		} else if acts {
 			a.mlp[l] = a.s.Zeros([]int64{int64(lc.MLP)}, torch.Float64, b.dev)
+		}
+		if acts {
 			a.head[l] = a.s.Zeros([]int64{int64(lc.Heads * lc.HeadDim)}, torch.Float64, b.dev)
 			a.norm1[l] = a.s.Zeros([]int64{int64(cfg.Hidden)}, torch.Float64, b.dev)
 			a.norm2[l] = a.s.Zeros([]int64{int64(cfg.Hidden)}, torch.Float64, b.dev)
@@ -133,8 +151,16 @@ func (a *statsAcc) add(l int, x *acts) error {
 		mean := s.ToDType(s.Mean(s.ToDType(s.Abs(v), a.wide), false, 1), torch.Float64)
 		s.AddInPlace(dst, s.Sum(s.Square(mean), false, 0))
 	}
-	if a.acts {
+	if a.acts && x.MoE != nil {
+		a.addMoE(s, l, x)
+		if x.MoE.sharedAct.Defined() {
+			shape := x.Input.Shape()
+			absMeanSq(a.shared[l], s.View(x.MoE.sharedAct, shape[0], shape[1], -1))
+		}
+	} else if a.acts {
 		absMeanSq(a.mlp[l], x.MLPAct)
+	}
+	if a.acts {
 		absMeanSq(a.head[l], x.AttnOut)
 		absMeanSq(a.norm1[l], x.AttnNormOut)
 		absMeanSq(a.norm2[l], x.MLPNormOut)
@@ -148,6 +174,49 @@ func (a *statsAcc) add(l int, x *acts) error {
 		s.AddInPlace(a.cos[l], s.Sum(s.ToDType(c, torch.Float64), false))
 	}
 	return s.Err()
+}
+
+// addMoE accumulates a mixture-of-experts layer's statistics: for each
+// expert the per-sequence means of |activation| over the sequence's
+// tokens routed to it (sequences with none add nothing), the router
+// probabilities, the norms of the weighted outputs and the token counts.
+func (a *statsAcc) addMoE(s *torch.Scope, l int, x *acts) {
+	mo := x.MoE
+	r := mo.route
+	shape := x.Input.Shape()
+	nb, T := shape[0], shape[1]
+	E := int64(r.experts)
+	// Assignment i of expert e, token n, goes to bucket (n/T)·E + e.
+	bucket, expert := make([]int64, len(r.rows)), make([]int64, len(r.rows))
+	counts := make([]float64, nb*E)
+	for e := range r.experts {
+		a.tokens[l][e] += r.count(e)
+		for i := r.off[e]; i < r.off[e+1]; i++ {
+			bucket[i], expert[i] = r.rows[i]/T*E+int64(e), int64(e)
+			counts[bucket[i]]++
+		}
+	}
+	for i := range counts {
+		counts[i] = max(counts[i], 1) // empty buckets hold zero sums
+	}
+	dev := a.b.dev
+	idx := func(v []int64) torch.Tensor { return s.To(s.FromInt64(v, int64(len(v))), dev) }
+	F := mo.act.Shape()[1]
+	sums := s.IndexAdd(s.Zeros([]int64{nb * E, F}, a.wide, dev), 0, idx(bucket), s.ToDType(s.Abs(mo.act), a.wide))
+	cnt := s.To(s.ToDType(s.FromFloat32(float32s(counts), nb*E, 1), a.wide), dev)
+	mean := s.ToDType(s.View(s.Div(sums, cnt), nb, E, F), torch.Float64)
+	s.AddInPlace(a.expert[l], s.Sum(s.Square(mean), false, 0))
+	s.AddInPlace(a.prob[l], s.Sum(s.ToDType(mo.probs, torch.Float64), false, 0))
+	norms := s.Sqrt(s.Sum(s.Square(s.ToDType(mo.out, a.wide)), false, -1))
+	s.AddInPlace(a.out[l], s.ToDType(s.IndexAdd(s.Zeros([]int64{E}, a.wide, dev), 0, idx(expert), norms), torch.Float64))
+}
+
+func float32s(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
 }
 
 // result copies the sums to the host and applies minitron.md's square
@@ -164,8 +233,24 @@ func (a *statsAcc) result() (*api.StatsResult, error) {
 	}
 	if a.acts {
 		res.Hidden = make([]float64, cfg.Hidden)
+		if hasMoE(cfg) {
+			nl := len(cfg.Layers)
+			res.ExpertMLP, res.ExpertProb, res.ExpertOutput, res.ExpertTokens, res.SharedMLP = make([][][]float64, nl), make([][]float64, nl), make([][]float64, nl), make([][]int, nl), make([][]float64, nl)
+		}
 		for l, lc := range cfg.Layers {
-			res.MLP = append(res.MLP, sqrtAll(host(a.mlp[l])))
+			if lc.MoE() {
+				res.MLP = append(res.MLP, nil)
+				flat := sqrtAll(host(a.expert[l]))
+				for e := range lc.Experts {
+					res.ExpertMLP[l] = append(res.ExpertMLP[l], flat[e*lc.ExpertMLP:(e+1)*lc.ExpertMLP])
+				}
+				res.ExpertProb[l], res.ExpertOutput[l], res.ExpertTokens[l] = host(a.prob[l]), host(a.out[l]), a.tokens[l]
+				if a.shared[l].Defined() {
+					res.SharedMLP[l] = sqrtAll(host(a.shared[l]))
+				}
+			} else {
+				res.MLP = append(res.MLP, sqrtAll(host(a.mlp[l])))
+			}
 			ch := sqrtAll(host(a.head[l]))
 			res.HeadChannels = append(res.HeadChannels, ch)
 			heads := make([]float64, lc.Heads)

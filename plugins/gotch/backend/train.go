@@ -77,7 +77,7 @@ func (b *Backend) newTrainJob(req api.ResolvedTrain) (*trainJob, error) {
 	}
 	j := &trainJob{b: b, req: req, m: m, state: torch.NewScope()}
 	l := req.Loss
-	j.obj = objective{alpha: req.KLWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK}
+	j.obj = objective{alpha: req.KLWeight, tau: l.Temperature, scaleT2: l.ScaleT2, topK: l.TopK, routerAux: l.RouterAuxWeight}
 	cfg := &m.cfg
 	if req.Teacher != "" {
 		// With objective ce the teacher is only measured against (ValKL).
@@ -344,10 +344,17 @@ func (b *Backend) trainMicro(m, teacher *model, adapters *loraSet, tokens []int6
 		in.teacher, in.th = teacher, th
 	}
 	torch.SetGradEnabled(true)
-	h, err := b.forward(s, m, x, n, t, fwdOpts{adapters: adapters})
+	o := fwdOpts{adapters: adapters}
+	if obj.routerAux > 0 && hasMoE(&m.cfg) {
+		o.aux = &routerAux{s: s}
+	}
+	h, err := b.forward(s, m, x, n, t, o)
 	if err != nil {
 		return lossOut{}, err
 	}
 	in.h = h
+	if o.aux != nil {
+		in.aux = o.aux.loss(s, b.dev)
+	}
 	return b.loss(s, in)
 }

@@ -490,6 +490,9 @@ func (s *Scope) Silu(t Tensor) Tensor { return s.unary("Silu", t, lib.AtgSilu) }
 // Tanh is tanh t.
 func (s *Scope) Tanh(t Tensor) Tensor { return s.unary("Tanh", t, lib.AtgTanh) }
 
+// Sigmoid is 1/(1+exp(−t)).
+func (s *Scope) Sigmoid(t Tensor) Tensor { return s.unary("Sigmoid", t, lib.AtgSigmoid) }
+
 // GeluTanh is GELU with the tanh approximation (PyTorch's
 // approximate="tanh", Hugging Face's gelu_pytorch_tanh).
 func (s *Scope) GeluTanh(t Tensor) Tensor {
@@ -685,6 +688,16 @@ func (s *Scope) ScatterAdd(t Tensor, dim int64, index, src Tensor) Tensor {
 		return Tensor{}
 	}
 	return s.run("ScatterAdd", func(o *lib.Ctensor) { lib.AtgScatterAdd(o, t.c, dim, index.c, src.c) })
+}
+
+// IndexAdd is t with the rows (slices along dim) of src added at the
+// positions idx names, repeated positions accumulating (out of place,
+// differentiable with respect to t and src).
+func (s *Scope) IndexAdd(t Tensor, dim int64, idx, src Tensor) Tensor {
+	if !s.ok(t, idx, src) {
+		return Tensor{}
+	}
+	return s.run("IndexAdd", func(o *lib.Ctensor) { lib.AtgIndexAdd(o, t.c, dim, idx.c, src.c) })
 }
 
 // Float64s copies t's elements (converted to float64) into a new slice.

@@ -313,6 +313,30 @@ func (s *Scope) run2(op string, f func(out *lib.Ctensor)) (Tensor, Tensor) {
 	return Tensor{out[0]}, Tensor{out[1]}
 }
 
+// Unbind splits t along dim into its slices (views). Unlike a Select per
+// slice, whose backward materializes a zero-filled gradient of t's full
+// size for every slice, their gradients come back to t as one stacked
+// tensor.
+func (s *Scope) Unbind(t Tensor, dim int64) []Tensor {
+	if !s.ok(t) {
+		return nil
+	}
+	var out []Tensor
+	s.check("Unbind", func() {
+		p := lib.AtgUnbind(t.c, dim)
+		if p == nil {
+			return
+		}
+		// A malloc'd, null-terminated array of new tensors.
+		defer C.free(unsafe.Pointer(p))
+		for q := p; *q != nil; q = (*lib.Ctensor)(unsafe.Add(unsafe.Pointer(q), unsafe.Sizeof(*q))) {
+			s.owned = append(s.owned, *q)
+			out = append(out, Tensor{*q})
+		}
+	})
+	return out
+}
+
 // check runs an operation without a tensor result.
 func (s *Scope) check(op string, f func()) {
 	if s.err != nil {

@@ -1,0 +1,1 @@
+"""whittle's PyTorch backend plugin (see README.md)."""
