@@ -205,8 +205,8 @@ func writeSearch(w io.Writer, x seeded) error {
 			differentRuns += d.n - d.equal
 		}
 		if shallower(s.arches, h.arches) {
-			fmt.Fprintf(&sb, " The search removed layers where the hand pick narrowed every layer: its students keep %s of the hand-picked student's %d, at %s the FLOPs per token.",
-				x.perSeed(func(i int, _ *experiment) string { return fmt.Sprint(s.arches[i].layers) }), h.arches[0].layers,
+			fmt.Fprintf(&sb, " The searched students are shallower (layers kept: %s; the hand-picked one keeps all %d and narrows them) and need %s of its FLOPs per token.",
+				inSeeds(x, func(i int) string { return fmt.Sprint(s.arches[i].layers) }), h.arches[0].layers,
 				timesCell(x.of(func(e *experiment) float64 {
 					i := slices.Index(x.runs, e)
 					return float64(s.arches[i].flops) / float64(h.arches[i].flops)
@@ -339,4 +339,31 @@ func (p pairedDiff) words() string {
 		out += fmt.Sprintf("; equal in %d: the same student", p.equal)
 	}
 	return out + ")"
+}
+
+// inSeeds renders one value per seed: "3" when the seeds agree, else
+// "3 in seeds 1 and 2, 4 in seed 3".
+func inSeeds(x seeded, f func(i int) string) string {
+	var order []string
+	by := map[string][]string{}
+	for i := range x.runs {
+		v := f(i)
+		if _, ok := by[v]; !ok {
+			order = append(order, v)
+		}
+		by[v] = append(by[v], fmt.Sprint(x.seeds[i]))
+	}
+	if len(order) == 1 {
+		return order[0]
+	}
+	parts := make([]string, len(order))
+	for i, v := range order {
+		seeds := by[v]
+		list := seeds[0]
+		if n := len(seeds); n > 1 {
+			list = strings.Join(seeds[:n-1], ", ") + " and " + seeds[n-1]
+		}
+		parts[i] = fmt.Sprintf("%s in %s %s", v, plural(len(seeds), "seed", "seeds"), list)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -161,3 +161,21 @@ func TestReportSearch(t *testing.T) {
 		t.Log(got)
 	}
 }
+
+func TestInSeeds(t *testing.T) {
+	x := seeded{runs: make([]*experiment, 3), seeds: []int{1, 2, 3}}
+	tests := []struct {
+		vals []string
+		want string
+	}{
+		{[]string{"4", "4", "4"}, "4"},
+		{[]string{"3", "3", "4"}, "3 in seeds 1 and 2, 4 in seed 3"},
+		{[]string{"3", "4", "3"}, "3 in seeds 1 and 3, 4 in seed 2"},
+		{[]string{"3", "4", "5"}, "3 in seed 1, 4 in seed 2, 5 in seed 3"},
+	}
+	for _, tc := range tests {
+		if got := inSeeds(x, func(i int) string { return tc.vals[i] }); got != tc.want {
+			t.Errorf("inSeeds(%v) = %q, want %q", tc.vals, got, tc.want)
+		}
+	}
+}
