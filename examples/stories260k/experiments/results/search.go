@@ -122,7 +122,7 @@ func writeSearch(w io.Writer, x seeded) error {
 	fmt.Fprintf(w, "Teacher: the original stories260K in its own domain (held-out TinyStories; teacher loss %s). "+
 		"Space: hidden and MLP each × 1, 0.9375, …, 0.5 (multiples of 4), 4 or 2 KV heads, 5, 4 or 3 layers (dropped by LM-loss importance); "+
 		"a candidate fits within 3%% below the budget. The *searched* student is the best of all fitting candidates after each was distilled for %s tokens "+
-		"and scored by LM loss on 64 held-out sequences; the *hand-picked* one is the demo's width student (hidden and MLP cut by one ratio, every head kept), "+
+		"and scored by LM loss on 64 held-out sequences (64 of the sequences the final loss is also measured on, so the choice is not wholly independent of the evaluation); the *hand-picked* one is the demo's width student (hidden and MLP cut by one ratio, every head kept), "+
 		"whose parameter count is the budget; the *random pick* is one of the same candidates drawn from the seed (`pick = \"random\"`). "+
 		"Each is then distilled for %s tokens (forward KL). Search rank: the student's place in the search's own scoring of the candidates (per seed). "+
 		"Δ: the student's loss minus the hand-picked student's, seed by seed.\n\n",
