@@ -53,6 +53,7 @@ pass "search" {
 		{"size too large", block("  constraints {\n    params = 2000\n  }\n  space \"mlp\" {\n    sizes = [16]\n  }\n"), "[16]", "size 16 must be between 1 and the current 12"},
 		{"layers without metric", block("  constraints {\n    params = 2000\n  }\n  space \"layers\" {\n    sizes = [3]\n  }\n"), `"layers"`, `needs metric`},
 		{"unknown objective", block("  objective = \"bleu\"\n  constraints {\n    params = 2000\n  }\n" + space), `"bleu"`, `unknown objective "bleu"`},
+		{"unknown pick", block("  pick = \"worst\"\n  constraints {\n    params = 2000\n  }\n" + space), `"worst"`, `unknown pick "worst"`},
 		{"accuracy without task", block("  objective = \"accuracy\"\n  constraints {\n    params = 2000\n  }\n" + space), `"accuracy"`, `needs task`},
 		// MLP 12, 10, 8, 6: 4,360, 4,168, 3,976 (97.0% of 4,100, just
 		// outside the tolerance) and 3,784 parameters.

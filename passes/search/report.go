@@ -23,16 +23,22 @@ import (
 const Kind = "search"
 
 // FormatPlan is the plan's listing of a search: every candidate meeting
-// the budget, closest first, the top k marked as the ones to score.
-func FormatPlan(spaceSize int, fit []Candidate, k int, b Budget) string {
+// the budget, closest first, the top k marked as the ones to score, or,
+// when picked ≥ 0 (pick = "random"), the one drawn among them.
+func FormatPlan(spaceSize int, fit []Candidate, k, picked int, b Budget) string {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "  %d candidates in the space, %d within %g%% below the budget (%s); the first %d (*) are scored\n",
-		spaceSize, len(fit), 100*b.Tolerance, b.String(), min(k, len(fit)))
+	fmt.Fprintf(&sb, "  %d candidates in the space, %d within %g%% below the budget (%s); ",
+		spaceSize, len(fit), 100*b.Tolerance, b.String())
+	if picked >= 0 {
+		fmt.Fprintf(&sb, "rank %d (*), drawn at random among the first %d, is the only one scored\n", picked+1, min(k, len(fit)))
+	} else {
+		fmt.Fprintf(&sb, "the first %d (*) are scored\n", min(k, len(fit)))
+	}
 	tw := tabwriter.NewWriter(&sb, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "  \tRANK\tHIDDEN\tMLP\tHEADS\tKV\tLAYERS\tPARAMS\tMEMORY\tFLOPS/TOKEN\tUSAGE\t")
 	for i, c := range fit {
 		mark := ""
-		if i < k {
+		if (picked < 0 && i < k) || i == picked {
 			mark = "*"
 		}
 		fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%.2f%%\t\n", mark, i+1, c.Hidden, c.MLP, c.Heads, c.KVHeads, c.Layers,
@@ -89,8 +95,17 @@ func WriteTable(w io.Writer, pass string, r *Results) error {
 			scored++
 		}
 	}
-	fmt.Fprintf(w, "search %s: %d candidates in the space, %d meet the budget, %d scored by %s%s (%s)\n",
-		pass, r.SpaceSize, len(r.Rows), scored, r.Objective, retrain, dir)
+	picked := ""
+	if r.Pick == PickRandom {
+		picked = fmt.Sprintf(", picked at random among the first %d (seed %d)", r.PickedFrom, r.Seed)
+	}
+	fmt.Fprintf(w, "search %s: %d candidates in the space, %d meet the budget, %d scored by %s%s (%s)%s\n",
+		pass, r.SpaceSize, len(r.Rows), scored, r.Objective, retrain, dir, picked)
+	// A random pick is no winner: nothing was compared.
+	winWord := "winner"
+	if r.Pick == PickRandom {
+		winWord = "picked"
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tRANK\tHIDDEN\tMLP\tHEADS\tKV\tLAYERS\tPARAMS\tMEMORY\tSCORE\tDROPPED\t")
 	for _, row := range r.Rows {
@@ -99,7 +114,7 @@ func WriteTable(w io.Writer, pass string, r *Results) error {
 		}
 		mark := ""
 		if row.Winner {
-			mark = "winner"
+			mark = winWord
 		}
 		dropped := "-"
 		if len(row.Score.Dropped) > 0 {
@@ -112,7 +127,7 @@ func WriteTable(w io.Writer, pass string, r *Results) error {
 		return err
 	}
 	if win := r.Winner(); win != nil {
-		_, err := fmt.Fprintf(w, "winner: %s, %s parameters, %s = %.4f\n", win.Sizes, pipeline.FormatCount(win.Params), r.Objective, win.Score.Value)
+		_, err := fmt.Fprintf(w, "%s: %s, %s parameters, %s = %.4f\n", winWord, win.Sizes, pipeline.FormatCount(win.Params), r.Objective, win.Score.Value)
 		return err
 	}
 	return nil

@@ -66,7 +66,12 @@ type Results struct {
 	// LowerIsBetter is true for lm_loss.
 	LowerIsBetter bool  `json:"lower_is_better"`
 	RetrainTokens int64 `json:"retrain_tokens,omitempty"`
-	Budget        struct {
+	// Pick is "random" when the winner was drawn from the first PickedFrom
+	// candidates (by Seed) instead of being the best scored ("" = best).
+	Pick       string `json:"pick,omitempty"`
+	PickedFrom int    `json:"picked_from,omitempty"`
+	Seed       int64  `json:"seed,omitempty"`
+	Budget     struct {
 		Params        int64   `json:"params,omitempty"`
 		ActiveParams  int64   `json:"active_params,omitempty"`
 		Memory        int64   `json:"memory_bytes,omitempty"`
@@ -140,9 +145,17 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	b.Params, b.ActiveParams, b.Memory, b.FLOPsPerToken = s.budget.Params, s.budget.ActiveParams, s.budget.Memory, s.budget.FLOPs
 	b.SeqLen, b.Batch, b.Tolerance = s.budget.SeqLen, s.budget.Batch, s.budget.Tolerance
 	k := min(s.topK, len(fit))
+	// Which of the top k are scored: all, or the random pick alone.
+	scoreIt := func(i int) bool { return i < k }
+	if s.pick == PickRandom {
+		pick := RandomPick(s.seed, k)
+		scoreIt = func(i int) bool { return i == pick }
+		res.Pick, res.PickedFrom, res.Seed = PickRandom, k, s.seed
+	}
 	best := -1
+	var scoredRows []Row
 	for i, cand := range fit {
-		row := Row{Rank: i + 1, Candidate: cand, Scored: i < k}
+		row := Row{Rank: i + 1, Candidate: cand, Scored: scoreIt(i)}
 		if row.Scored {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -161,6 +174,11 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		res.Rows = append(res.Rows, row)
 	}
 	res.Rows[best].Winner = true
+	for _, row := range res.Rows {
+		if row.Scored {
+			scoredRows = append(scoredRows, row)
+		}
+	}
 	w := res.Rows[best]
 	out, _, err := sc.prune(w.Sizes)
 	if err != nil {
@@ -171,14 +189,14 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	}
 	rc.Metric("space_size", len(all))
 	rc.Metric("candidates", len(fit))
-	rc.Metric("scored", k)
+	rc.Metric("scored", len(scoredRows))
 	rc.Metric("winner", w.Sizes)
 	rc.Metric("winner_rank", w.Rank)
 	rc.Metric("winner_"+s.objective, w.Score.Value)
 	rc.Metric("params_before", m.Config.Params().Total)
 	rc.Metric("params_after", out.Config.Params().Total)
 	// Every scored candidate, for the manifest: the table of the search.
-	rc.Metric("table", res.Rows[:k])
+	rc.Metric("table", scoredRows)
 	rc.SetModel(out)
 	return nil
 }

@@ -6,13 +6,16 @@
 // to the budget from importance scores (width by Minitron's rule, depth
 // by a layer metric), scores each by validation LM loss or task accuracy,
 // optionally after a short distillation from the unpruned model (the
-// Minitron paper's lightweight retraining), and produces the best.
+// Minitron paper's lightweight retraining), and produces the best; or,
+// with pick = "random", one of the top_k drawn from the seed, a baseline
+// for what the scoring buys.
 // Scores are cached by content in the run directory, so an interrupted
 // search resumes where it stopped.
 package search
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -30,6 +33,15 @@ const (
 	ObjectiveAccuracy = "accuracy"
 )
 
+// Picks: how the candidate the pass produces is chosen among the top_k.
+const (
+	// PickBest scores every one of the top_k and keeps the best.
+	PickBest = "best"
+	// PickRandom keeps one of the top_k drawn uniformly from the seed and
+	// scores only it: the baseline that shows what scoring buys.
+	PickRandom = "random"
+)
+
 // Config is the pass block's schema.
 type Config struct {
 	Model recipe.Ref `hcl:"model"`
@@ -44,6 +56,8 @@ type Config struct {
 	// TopK is how many candidates (closest to the budget first) are
 	// pruned and scored (default 10).
 	TopK *int `hcl:"top_k,optional"`
+	// Pick is "best" (default) or "random" (see PickRandom).
+	Pick string `hcl:"pick,optional"`
 
 	// Metric and Selection choose the layers a candidate drops, as in
 	// prune-depth ("contiguous" or "individual").
@@ -118,6 +132,7 @@ type settings struct {
 	budget    Budget
 	axes      map[string][]int
 	topK      int
+	pick      string
 	objective string
 	sequences int
 	seqLen    int
@@ -160,7 +175,7 @@ func blockErrorf(p *recipe.Pass, typ, label, attr, format string, args ...any) e
 }
 
 func (c *Config) resolve(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (settings, error) {
-	s := settings{topK: DefaultTopK, objective: ObjectiveLMLoss, seqLen: passutil.DefaultSeqLen(cfg), batch: passutil.DefaultBatch}
+	s := settings{topK: DefaultTopK, pick: PickBest, objective: ObjectiveLMLoss, seqLen: passutil.DefaultSeqLen(cfg), batch: passutil.DefaultBatch}
 	if len(cfg.Layers) == 0 {
 		return s, fmt.Errorf("the model has no layers")
 	}
@@ -175,6 +190,13 @@ func (c *Config) resolve(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (setti
 		if s.topK = *c.TopK; s.topK < 1 {
 			return s, passutil.Errorf(p, "top_k", "top_k = %d must be at least 1", s.topK)
 		}
+	}
+	switch c.Pick {
+	case "", PickBest:
+	case PickRandom:
+		s.pick = PickRandom
+	default:
+		return s, passutil.Errorf(p, "pick", "unknown pick %q (want best or random)", c.Pick)
 	}
 	if _, ok := s.axes[AxisLayers]; ok || c.Metric != "" {
 		if c.Metric == "" {
@@ -407,7 +429,21 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc.Detail(FormatPlan(len(all), fit, s.topK, s.budget))
-	out := fit[0].Config(cfg)
+	// A random pick is known before scoring: plan with it.
+	first, picked := 0, -1
+	if s.pick == PickRandom {
+		first = RandomPick(s.seed, min(s.topK, len(fit)))
+		picked = first
+	}
+	pc.Detail(FormatPlan(len(all), fit, s.topK, picked, s.budget))
+	out := fit[first].Config(cfg)
 	return &out, nil
+}
+
+// RandomPick is the index in [0, k) that pick = "random" keeps for seed:
+// uniform over the k candidates, the same for the same seed.
+func RandomPick(seed int64, k int) int {
+	// The stream constant only keeps this draw apart from other uses of
+	// the seed.
+	return rand.New(rand.NewPCG(uint64(seed), 0x5ea4c4)).IntN(k)
 }

@@ -96,3 +96,33 @@ func TestRefusesMoE(t *testing.T) {
 		t.Errorf("resolving a space over a MoE model: %v", err)
 	}
 }
+
+// TestRandomPick checks pick = "random"'s draw against the uniform
+// distribution: every index in [0, k) comes up, the counts over many
+// seeds pass a chi-square test, and a seed always draws the same index.
+func TestRandomPick(t *testing.T) {
+	for _, k := range []int{1, 2, 8, 12} {
+		const seeds = 6000
+		counts := make([]int, k)
+		for seed := range int64(seeds) {
+			i := RandomPick(seed, k)
+			if i < 0 || i >= k {
+				t.Fatalf("k = %d, seed %d: index %d out of range", k, seed, i)
+			}
+			if j := RandomPick(seed, k); j != i {
+				t.Fatalf("k = %d, seed %d: drew %d, then %d", k, seed, i, j)
+			}
+			counts[i]++
+		}
+		want := float64(seeds) / float64(k)
+		var chi2 float64
+		for _, c := range counts {
+			chi2 += (float64(c) - want) * (float64(c) - want) / want
+		}
+		// The 99.9th percentile of chi-square with 11 degrees of freedom
+		// is 31.3; fewer degrees give lower ones.
+		if chi2 > 31.3 {
+			t.Errorf("k = %d: counts %v over %d seeds, chi-square %.1f: not uniform", k, counts, seeds, chi2)
+		}
+	}
+}

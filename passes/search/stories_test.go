@@ -3,6 +3,7 @@ package search_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/whittle-ml/whittle/core/pipeline"
 	"github.com/whittle-ml/whittle/core/recipe"
 	"github.com/whittle-ml/whittle/internal/shareddata"
+	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/passes"
 	"github.com/whittle-ml/whittle/passes/search"
@@ -351,6 +353,98 @@ pass "eval" {
 	}
 	if acc != win.Score.Value {
 		t.Errorf("eval of the produced student: accuracy %v; the search scored the winner %v", acc, win.Score.Value)
+	}
+}
+
+// TestStoriesRandomPick runs a search and a random pick over the same
+// candidates: the pick scores one of the top_k alone, its score is the
+// search's own for those sizes, its student is what the plan announced,
+// and different seeds draw different candidates.
+func TestStoriesRandomPick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs stories260K on the CPU")
+	}
+	reg, err := passes.Registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	picked := map[search.Sizes]bool{}
+	for _, seed := range []string{"1", "2", "3", "4"} {
+		best := searchBlock("", "[4, 3]")
+		best = strings.Replace(best, "seed      = 1", "seed      = "+seed, 1)
+		random := strings.Replace(strings.Replace(best, `pass "search" {`, "pass \"search\" {\n  name = \"random\"\n  pick = \"random\"", 1),
+			`into      = "student"`, `into      = "picked"`, 1)
+		src := storiesInputs + best + random
+		dir := t.TempDir()
+		man, err := runStories(t, context.Background(), dir, src, pipeline.Events{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs, err := search.ReadRun(filepath.Join(dir, "run"), man)
+		if err != nil || len(runs) != 2 {
+			t.Fatalf("search results: %v, %v", runs, err)
+		}
+		all, pick := runs[0].Results, runs[1].Results
+		if runs[0].Pass == "random" {
+			all, pick = pick, all
+		}
+		win := pick.Winner()
+		if win == nil || pick.Pick != search.PickRandom || pick.PickedFrom != min(3, len(all.Rows)) {
+			t.Fatalf("seed %s: random pick (pass %s) %+v", seed, runs[1].Pass, pick)
+		}
+		picked[win.Sizes] = true
+		for i, r := range pick.Rows {
+			if r.Scored != r.Winner {
+				t.Errorf("seed %s: candidate %d scored = %v, winner = %v; only the pick is scored", seed, i+1, r.Scored, r.Winner)
+			}
+			if r.Sizes != all.Rows[i].Sizes {
+				t.Fatalf("seed %s: candidate %d is %s in the pick, %s in the search", seed, i+1, r.Sizes, all.Rows[i].Sizes)
+			}
+		}
+		if win.Rank > 3 {
+			t.Errorf("seed %s: picked rank %d, outside top_k = 3", seed, win.Rank)
+		}
+		if ref := all.Rows[win.Rank-1].Score; ref == nil || math.Abs(ref.Value-win.Score.Value) > 1e-9 {
+			t.Errorf("seed %s: the pick scored %s %.6f, the search %+v", seed, win.Sizes, win.Score.Value, ref)
+		}
+
+		// whittle report calls it picked, not a winner.
+		var tb strings.Builder
+		if err := search.WriteTable(&tb, "random", pick); err != nil {
+			t.Fatal(err)
+		}
+		if out := tb.String(); !strings.Contains(out, fmt.Sprintf("1 scored by lm_loss (lower is better), picked at random among the first %d (seed %s)", pick.PickedFrom, seed)) ||
+			!strings.Contains(out, "picked: "+win.Sizes.String()) || strings.Contains(out, "winner") {
+			t.Errorf("seed %s: report of the pick:\n%s", seed, out)
+		}
+
+		// The plan continues with the candidate the run picked.
+		path := filepath.Join(dir, "recipe.hcl")
+		r, diags := recipe.Load(path, map[string]string{"data": shareddata.Dir(t)}, reg.Language())
+		if diags.HasErrors() {
+			t.Fatal(diags.Error())
+		}
+		plan, err := pipeline.MakePlan(r, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := hf.Load(filepath.Join(pipeline.PassDir(filepath.Join(dir, "run"), 2, "random"), "model"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var planned *ir.Config
+		for _, st := range plan.Stages {
+			if st.Name == "random" {
+				planned = st.Config
+			}
+		}
+		if planned == nil || planned.Hidden != got.Config.Hidden || len(planned.Layers) != len(got.Config.Layers) ||
+			planned.Layers[0].MLP != got.Config.Layers[0].MLP || planned.Layers[0].KVHeads != got.Config.Layers[0].KVHeads {
+			t.Errorf("seed %s: the plan continues with %+v, the run picked %s", seed, planned, win.Sizes)
+		}
+	}
+	if len(picked) < 2 {
+		t.Errorf("seeds 1-4 all picked %v", picked)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/pipeline"
@@ -58,6 +59,23 @@ func TestRecipesPlan(t *testing.T) {
 	w, d := stage("03-width-vs-depth.hcl", "prune-width").Params.Total, stage("03-width-vs-depth.hcl", "prune-depth").Params.Total
 	if math.Abs(float64(w)/float64(d)-1) > 0.01 {
 		t.Errorf("width-pruned %d vs depth-pruned %d parameters: more than 1%% apart", w, d)
+	}
+	// Finding 6: each budget is the hand-picked student's size, and every
+	// student of a budget meets it.
+	for _, b := range searchBudgets {
+		hand := stage("06-search.hcl", "hand-"+b.key).Params.Total
+		for _, arm := range searchArms {
+			if arm.key == "hand" {
+				continue
+			}
+			st := stage("06-search.hcl", arm.key+"-"+b.key)
+			if p := st.Params.Total; p > hand || float64(p) < 0.97*float64(hand) {
+				t.Errorf("06-search %s: %d parameters, outside 3%% below the hand-picked %d", st.Name, p, hand)
+			}
+			if !strings.Contains(st.Detail, "within 3% below the budget (params ≤ "+pipeline.FormatCount(hand)+")") {
+				t.Errorf("06-search %s: the budget is not the hand-picked student's %d parameters:\n%s", st.Name, hand, st.Detail)
+			}
+		}
 	}
 	// Finding 1's random student has the pruned student's architecture.
 	if a, b := stage("01-prune-vs-scratch.hcl", "prune-width"), stage("01-prune-vs-scratch.hcl", "init"); a.Params != b.Params || pipeline.Describe(a.Config) != pipeline.Describe(b.Config) {

@@ -187,6 +187,7 @@ func (e *experiment) seconds() float64 {
 // arch is the architecture and size of the model a pass produced.
 type arch struct {
 	layers, hidden, mlp int
+	heads, kvHeads      int
 	params, flops       int64
 }
 
@@ -206,7 +207,7 @@ func (e *experiment) arch(pass string) (arch, error) {
 	}
 	a := arch{layers: len(c.Layers), hidden: c.Hidden, params: c.Params().Total, flops: c.FLOPsPerToken(128)}
 	if len(c.Layers) > 0 {
-		a.mlp = c.Layers[0].MLP
+		a.mlp, a.heads, a.kvHeads = c.Layers[0].MLP, c.Layers[0].Heads, c.Layers[0].KVHeads
 	}
 	return a, nil
 }
@@ -322,6 +323,9 @@ var sections = []section{
 	{"05-distill-loss", "5. Distillation loss: forward KL, cross-entropy, their mix, top-k logits",
 		"Minitron distils with forward KL on the logits alone; cross-entropy on the data, mixing, and truncating the teacher to its top-k logits are the alternatives the ecosystem uses.",
 		writeDistillLoss},
+	{"06-search", "6. Prune to a budget: searched vs hand-picked vs random student",
+		"Minitron ranks candidate architectures of the target size after a light retraining instead of fixing the student's shape by hand, since the ranking of candidates right after pruning is not their ranking after retraining; Model Optimizer's auto pruning keeps the candidate that scores best under `params`, `active_params` or `memory` budgets.",
+		writeSearch},
 }
 
 // loadSeeds reads every seed's run of a recipe, adds each to the runs
