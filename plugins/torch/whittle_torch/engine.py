@@ -520,7 +520,7 @@ class Engine:
                         sm[l] = np.sqrt(acc[o:o + sh]).tolist()
                 res.update(expert_mlp=em, expert_prob=ep, expert_output=eo, expert_tokens=et, shared_mlp=sm)
         if want_bi:
-            res["block_influence"] = (1 - acc[sum(sizes):] / tokens).tolist()
+            res["block_influence"] = (1 - acc[sum(sizes):sum(sizes) + nl] / tokens).tolist()
         return res
 
     # --- evaluation
