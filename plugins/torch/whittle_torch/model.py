@@ -1,12 +1,12 @@
 """Hugging Face model directories and the decoder, in PyTorch.
 
-The configuration rules follow whittle's ir/hf.ParseConfig (Llama and
-Mistral checkpoints whose computation is a plain Llama decoder, per-layer
-sizes in whittle_layers for width-pruned models); the decoder follows the
-graph IR's Llama family: RMSNorm, grouped-query attention with RoPE in
+The configuration rules follow whittle's ir/hf.ParseConfig for every family
+(per-layer sizes in whittle_layers for pruned models); the decoder follows
+the graph IR's builder: RMSNorm, grouped-query attention with RoPE in
 Hugging Face's half order (inverse frequencies as ir.Config.RopeInvFreq),
-SwiGLU MLP. Options of other families (biases, q/k norms, Gemma's norms,
-scales and caps, GeGLU, sliding windows) are refused by name.
+the families' options (biases, q/k norms, Gemma's norms, scales and caps,
+GeGLU, sliding windows), a gated MLP or a mixture of experts (ir/graph's
+moe op; experts stacked along dimension 0 as ir names them).
 """
 
 import json
@@ -705,7 +705,10 @@ class Layer(nn.Module):
         perm = torch.sort(flat, stable=True).indices  # grouped position -> slot
         counts = torch.bincount(flat, minlength=E)
         rows = torch.div(perm, k, rounding_mode="floor")
-        xg = x.index_select(0, rows)
+        # Gathered through the [N*k] slots (distinct indices), not the
+        # tokens: index_select's backward then adds no two rows into one,
+        # and expand's sums over the slots in order.
+        xg = x.unsqueeze(1).expand(N, k, d).reshape(N * k, d).index_select(0, perm)
         # Unbind rather than index per expert: the stacked weights'
         # gradients come back as one tensor. Every expert runs, empty ones
         # on no rows, so that every parameter takes part in each backward
