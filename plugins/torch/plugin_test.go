@@ -24,6 +24,7 @@ import (
 	"github.com/whittle-ml/whittle/core/data/npy"
 	"github.com/whittle-ml/whittle/core/plugin"
 	"github.com/whittle-ml/whittle/core/recipe"
+	"github.com/whittle-ml/whittle/ir"
 	"github.com/whittle-ml/whittle/ir/hf"
 	"github.com/whittle-ml/whittle/ir/irtest"
 	"github.com/whittle-ml/whittle/plugins/cpu"
@@ -99,7 +100,7 @@ func TestServedConformance(t *testing.T) {
 			d := decl(bin, n, nil)
 			conformance.Run(t, func() (backend.Backend, error) {
 				return host.OpenBackend(context.Background(), d)
-			}, conformance.Options{Reference: func() (backend.Backend, error) { return cpu.New(cpu.Options{}) }, NoMoE: true})
+			}, conformance.Options{Reference: func() (backend.Backend, error) { return cpu.New(cpu.Options{}) }})
 		})
 	}
 }
@@ -433,10 +434,11 @@ func TestServedStoppedRank(t *testing.T) {
 	t.Log(err)
 }
 
-// TestServedFamiliesSave: a model of every family (irtest.Families) saved
-// by the plugin reads back with ir/hf to the very weights it was loaded
-// from (Phi-3's fused projections joined again), and a mixture of experts
-// is refused by name.
+// TestServedFamiliesSave: a model of every family (irtest.Families and
+// irtest.MoEFamilies) saved by the plugin reads back with ir/hf to the very
+// weights it was loaded from (Phi-3's fused projections joined again,
+// experts split into one tensor each), and so do the MoE fixture
+// checkpoints in their own dtype, byte for byte.
 func TestServedFamiliesSave(t *testing.T) {
 	bin := pluginPath(t)
 	host := plugin.New(plugin.Options{})
@@ -448,6 +450,46 @@ func TestServedFamiliesSave(t *testing.T) {
 	}
 	defer b.Close()
 	fams := irtest.Families()
+	maps.Copy(fams, irtest.MoEFamilies())
+	// roundTrip saves the model loaded from dir as dtype and compares
+	// every tensor's bytes with m's.
+	roundTrip := func(t *testing.T, m *ir.Model, dir, dtype string) {
+		id, err := b.Load(ctx, backend.LoadRequest{Dir: dir, Trainable: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(t.TempDir(), "out")
+		if err := b.Save(ctx, backend.SaveRequest{Model: id, Dir: out, DType: dtype}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := hf.Load(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer got.Close()
+		if got.Config.Arch != m.Config.Arch {
+			t.Errorf("saved as %q, want %q", got.Config.Arch, m.Config.Arch)
+		}
+		for _, n := range m.TensorNames() {
+			want, _ := m.Tensor(n)
+			g, err := got.Tensor(n)
+			if err != nil {
+				t.Errorf("saved model lacks %s: %v", n, err)
+				continue
+			}
+			wb, err := want.Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			gb, err := g.Bytes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.DType != want.DType || string(wb) != string(gb) {
+				t.Errorf("%s differs after a round trip", n)
+			}
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(fams)) {
 		t.Run(name, func(t *testing.T) {
 			m := irtest.RandomModel(t, fams[name], rand.New(rand.NewPCG(1, 2)))
@@ -455,42 +497,21 @@ func TestServedFamiliesSave(t *testing.T) {
 			if err := hf.Save(m, dir, hf.SaveOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			id, err := b.Load(ctx, backend.LoadRequest{Dir: dir, Trainable: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := filepath.Join(t.TempDir(), "out")
-			if err := b.Save(ctx, backend.SaveRequest{Model: id, Dir: out}); err != nil {
-				t.Fatal(err)
-			}
-			got, err := hf.Load(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer got.Close()
-			if got.Config.Arch != m.Config.Arch {
-				t.Errorf("saved as %q, want %q", got.Config.Arch, m.Config.Arch)
-			}
-			for _, n := range m.TensorNames() {
-				want, _ := m.Tensor(n)
-				g, err := got.Tensor(n)
-				if err != nil {
-					t.Errorf("saved model lacks %s: %v", n, err)
-					continue
-				}
-				wb, _ := want.Bytes()
-				gb, _ := g.Bytes()
-				if string(wb) != string(gb) {
-					t.Errorf("%s differs after a round trip", n)
-				}
-			}
+			roundTrip(t, m, dir, "")
 		})
 	}
-	moe, err := filepath.Abs("../../ir/testdata/families/mixtral")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Load(ctx, backend.LoadRequest{Dir: moe}); err == nil || !strings.Contains(err.Error(), "mixtures of experts") {
-		t.Errorf("loading Mixtral: error %v, want one saying mixtures of experts are not implemented", err)
+	for _, name := range []string{"mixtral", "qwen2_moe", "qwen3_moe"} {
+		t.Run("fixture/"+name, func(t *testing.T) {
+			dir, err := filepath.Abs(filepath.Join("../../ir/testdata/families", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := hf.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			roundTrip(t, m, dir, "bf16") // the fixtures are bfloat16
+		})
 	}
 }

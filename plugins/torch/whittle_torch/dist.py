@@ -150,8 +150,8 @@ class _Wrapped(torch.nn.Module):
         self.lora_params = lora.params if lora is not None else torch.nn.ParameterList()
         self._lora = lora
 
-    def forward(self, tokens):
-        return self.m(tokens, lora=self._lora)
+    def forward(self, tokens, router=None):
+        return self.m(tokens, lora=self._lora, router=router)
 
 
 def wrap_for_training(eng, model, lora, groups, o):
@@ -177,11 +177,13 @@ def wrap_for_training(eng, model, lora, groups, o):
     return _Wrapped(model, lora), torch.optim.AdamW(groups, **kw)
 
 
-def forward(eng, net, tokens, lora):
+def forward(eng, net, tokens, lora, router=None):
+    """The trained model's logits; router, a list, receives each MoE
+    layer's routing totals (Decoder.forward)."""
     if eng.device.type == "cuda" and eng.precision == "bf16":
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            return net(tokens)
-    return net(tokens)
+            return net(tokens, router=router)
+    return net(tokens, router=router)
 
 
 def grad_norm(eng, model, lora):

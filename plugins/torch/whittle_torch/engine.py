@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from . import gorand
-from .model import (LORA_ROLES, NAME_CLASSIFIER, ConfigError, Decoder, join_fused, load_dir, write_safetensors)
+from .model import (LORA_ROLES, NAME_CLASSIFIER, ConfigError, Decoder, join_fused, load_dir, split_experts,
+                    write_safetensors)
 
 VERSION = "0.1.0"
 CHECKPOINT_PREFIX = "train.rank"
@@ -55,10 +56,13 @@ def resolve_train(r):
         raise BadRequest("the teacher %s is the model being trained; load it a second time" % r["teacher"])
     r["grad_accum"] = accum or 1
     loss = dict(r.get("loss") or {})
+    aux = loss.get("router_aux_weight", 0.0)
+    if not _finite_at_least(aux, 0):
+        raise BadRequest("router_aux_weight %g must be a finite non-negative number" % aux)
     kl_weight = 0.0
     obj = r.get("objective")
     if obj == "ce":
-        loss = {}
+        loss = {"router_aux_weight": aux} if aux else {}
     elif obj == "kl":
         if not r.get("teacher"):
             raise BadRequest("objective kl needs a teacher")
@@ -248,6 +252,8 @@ class LoRA:
             io = {"q": (q, d), "k": (kv, d), "v": (kv, d), "o": (d, q), "gate": (lc["mlp"], d), "up": (lc["mlp"], d),
                   "down": (d, lc["mlp"])}
             for _, role in LORA_ROLES:
+                if lc.get("experts", 0) > 0 and role in ("gate", "up", "down"):
+                    continue  # a mixture of experts has no dense MLP matrices to adapt (engine.NewLoRA)
                 if role in a["roles"]:
                     out, fan_in = io[role]
                     self.keys.append((i, role, out, fan_in))
@@ -304,6 +310,32 @@ def _full(p):
     return p
 
 
+def _moe_stats(acc, off, lc, rec, B, T):
+    """Adds a MoE layer's statistics of B sequences of T tokens into acc
+    from off (plugins/cpu stats.go addMoE): each expert's neurons
+    aggregated as the dense MLP's over the tokens routed to it (a
+    sequence's mean over its tokens routed to e, squared, summed over the
+    sequences that route any), the router probabilities summed over
+    tokens, the norms of the weighted expert outputs, the routed tokens,
+    the shared expert's neurons as the dense MLP's."""
+    E, m, sh = lc["experts"], lc["expert_mlp"], lc["shared_mlp"]
+    key = rec["experts"] * B + torch.div(rec["rows"], T, rounding_mode="floor")
+    sums = torch.zeros(E * B, m, dtype=torch.float64, device=acc.device)
+    sums.index_add_(0, key, rec["act"].abs().double())
+    cnt = torch.bincount(key, minlength=E * B).double()
+    mean = sums / cnt.clamp(min=1)[:, None]
+    acc[off:off + E * m] += mean.pow(2).view(E, B, m).sum(1).reshape(-1)
+    off += E * m
+    acc[off:off + E] += rec["probs"].double().sum(0)
+    norms = torch.zeros(E, dtype=torch.float64, device=acc.device)
+    norms.index_add_(0, rec["experts"], rec["out"].double().norm(dim=1))
+    acc[off + E:off + 2 * E] += norms
+    acc[off + 2 * E:off + 3 * E] += rec["counts"].double()
+    off += 3 * E
+    if sh:
+        acc[off:off + sh] += rec["shared_act"].view(B, T, sh).abs().double().mean(1).pow(2).sum(0)
+
+
 class Engine:
     """The backend on one rank. comm is dist.Comm (rank, world, collectives)."""
 
@@ -358,6 +390,7 @@ class Engine:
         if e.cfg["tied"]:
             full.pop(NAME_CLASSIFIER, None)
         join_fused(e.cfg, full)  # Phi-3 stores q/k/v and gate/up fused
+        split_experts(e.cfg, full)  # one tensor per expert, as Hugging Face stores them
         if self.comm.rank != 0:
             return None
         out = req.get("dir") or ""
@@ -423,7 +456,15 @@ class Engine:
         sizes = []
         for lc in cfg["layers"]:
             sizes += [lc["mlp"], lc["heads"] * lc["head_dim"], d, d]
-        acc = torch.zeros(sum(sizes) + nl, dtype=torch.float64, device=self.device)
+        # Mixtures of experts, after the cosines: per MoE layer the experts'
+        # neurons [E, m], probabilities, outputs and tokens [E] each, the
+        # shared expert's neurons.
+        moe_off, moe_size = {}, sum(sizes) + nl
+        for l, lc in enumerate(cfg["layers"]):
+            if lc.get("experts", 0) > 0:
+                moe_off[l] = moe_size
+                moe_size += lc["experts"] * (lc["expert_mlp"] + 3) + lc["shared_mlp"]
+        acc = torch.zeros(moe_size, dtype=torch.float64, device=self.device)
         mine = list(self._mine(data.rows))
         with torch.no_grad():
             for rows in self._batches(mine, bs, data.rows):
@@ -433,9 +474,13 @@ class Engine:
                 off = 0
                 for l, a in enumerate(acts):
                     for key in ("mlp_act", "attn_out", "attn_norm", "mlp_norm"):
+                        if a[key] is None:
+                            continue  # a MoE layer's MLP: below
                         v = a[key].abs().double().mean(1).pow(2).sum(0)
                         acc[off:off + v.numel()] += v
                         off += v.numel()
+                    if a["moe"] is not None:
+                        _moe_stats(acc, moe_off[l], cfg["layers"][l], a["moe"], len(rows), data.cols)
                 for l, a in enumerate(acts):
                     x, y = a["in"].double(), a["out"].double()
                     cos = (x * y).sum(-1) / torch.sqrt((x * x).sum(-1) * (y * y).sum(-1))
@@ -454,14 +499,28 @@ class Engine:
                 off += lc["heads"] * lc["head_dim"]
                 n1, n2 = acc[off:off + d], acc[off + d:off + 2 * d]
                 off += 2 * d
-                mlp.append(np.sqrt(m).tolist())
+                mlp.append(np.sqrt(m).tolist() if not lc.get("experts") else None)
                 ch = np.sqrt(c)
                 chans.append(ch.tolist())
                 heads.append(np.sqrt((ch.reshape(lc["heads"], lc["head_dim"]) ** 2).sum(1)).tolist())
                 hidden += np.sqrt(n1) + np.sqrt(n2)
             res.update(mlp=mlp, head_channels=chans, heads=heads, hidden=hidden.tolist())
+            if moe_off:
+                em, ep, eo, et, sm = ([None] * nl for _ in range(5))
+                for l, o in moe_off.items():
+                    lc = cfg["layers"][l]
+                    E, m, sh = lc["experts"], lc["expert_mlp"], lc["shared_mlp"]
+                    em[l] = np.sqrt(acc[o:o + E * m]).reshape(E, m).tolist()
+                    o += E * m
+                    ep[l] = acc[o:o + E].tolist()
+                    eo[l] = acc[o + E:o + 2 * E].tolist()
+                    et[l] = [int(round(v)) for v in acc[o + 2 * E:o + 3 * E]]
+                    o += 3 * E
+                    if sh:
+                        sm[l] = np.sqrt(acc[o:o + sh]).tolist()
+                res.update(expert_mlp=em, expert_prob=ep, expert_output=eo, expert_tokens=et, shared_mlp=sm)
         if want_bi:
-            res["block_influence"] = (1 - acc[sum(sizes):] / tokens).tolist()
+            res["block_influence"] = (1 - acc[sum(sizes):sum(sizes) + nl] / tokens).tolist()
         return res
 
     # --- evaluation

@@ -1,12 +1,12 @@
 """Hugging Face model directories and the decoder, in PyTorch.
 
-The configuration rules follow whittle's ir/hf.ParseConfig (Llama and
-Mistral checkpoints whose computation is a plain Llama decoder, per-layer
-sizes in whittle_layers for width-pruned models); the decoder follows the
-graph IR's Llama family: RMSNorm, grouped-query attention with RoPE in
+The configuration rules follow whittle's ir/hf.ParseConfig for every family
+(per-layer sizes in whittle_layers for pruned models); the decoder follows
+the graph IR's builder: RMSNorm, grouped-query attention with RoPE in
 Hugging Face's half order (inverse frequencies as ir.Config.RopeInvFreq),
-SwiGLU MLP. Options of other families (biases, q/k norms, Gemma's norms,
-scales and caps, GeGLU, sliding windows) are refused by name.
+the families' options (biases, q/k norms, Gemma's norms, scales and caps,
+GeGLU, sliding windows), a gated MLP or a mixture of experts (ir/graph's
+moe op; experts stacked along dimension 0 as ir names them).
 """
 
 import json
@@ -50,7 +50,9 @@ class ConfigError(ValueError):
 
 
 # The families of ir/hf (family.go): defaults of each transformers config
-# class and the options the family implies. Mixtures of experts are refused.
+# class and the options the family implies; moe: the mixture-of-experts
+# families' defaults (ir/hf moeFamily): experts, experts per token, expert
+# and shared widths, Qwen-MoE's keys (else Mixtral's), a shared expert.
 FAMILIES = {
     "llama": dict(arch="LlamaForCausalLM", eps=1e-6, max_seq=2048, tied=False, head_dim=0),
     "mistral": dict(arch="MistralForCausalLM", eps=1e-6, max_seq=4096 * 32, tied=False, head_dim=0),
@@ -58,19 +60,23 @@ FAMILIES = {
     "qwen3": dict(arch="Qwen3ForCausalLM", eps=1e-6, max_seq=32768, tied=False, head_dim=128, qk_norm=True),
     "gemma2": dict(arch="Gemma2ForCausalLM", eps=1e-6, max_seq=8192, tied=True, head_dim=256, gemma=True),
     "phi3": dict(arch="Phi3ForCausalLM", eps=1e-5, max_seq=4096, tied=False, head_dim=0, fused=True),
+    "mixtral": dict(arch="MixtralForCausalLM", eps=1e-5, max_seq=4096 * 32, tied=False, head_dim=0, rope_theta=1e6,
+                    moe=dict(experts=8, per_token=2, expert_mlp=0, shared_mlp=0, qwen=False, shared=False)),
+    "qwen2_moe": dict(arch="Qwen2MoeForCausalLM", eps=1e-6, max_seq=32768, tied=False, head_dim=0, attn_bias=True,
+                      moe=dict(experts=60, per_token=4, expert_mlp=1408, shared_mlp=5632, qwen=True, shared=True)),
+    "qwen3_moe": dict(arch="Qwen3MoeForCausalLM", eps=1e-6, max_seq=32768, tied=False, head_dim=0, qk_norm=True,
+                      moe=dict(experts=128, per_token=8, expert_mlp=768, shared_mlp=0, qwen=True, shared=False)),
 }
-_MOE = ("mixtral", "qwen2_moe", "qwen3_moe")
 _DEFAULT_WINDOW, _DEFAULT_MAX_WINDOW_LAYERS = 4096, 28
 
 
 def parse_config(data):
     """config.json (a dict) to a config dict; mirrors ir/hf.ParseConfig for
-    the dense families (llama, mistral, qwen2, qwen3, gemma2, phi3)."""
+    the dense families (llama, mistral, qwen2, qwen3, gemma2, phi3) and the
+    mixtures of experts (mixtral, qwen2_moe, qwen3_moe)."""
     mt = data.get("model_type")
     if not mt:
         raise ConfigError("no model_type (want one of %s)" % ", ".join(sorted(FAMILIES)))
-    if mt in _MOE:
-        raise ConfigError("model_type %r: mixtures of experts are not implemented by the torch backend" % mt)
     fam = FAMILIES.get(mt)
     if fam is None:
         raise ConfigError("unsupported model_type %r (want one of %s)" % (mt, ", ".join(sorted(FAMILIES))))
@@ -114,10 +120,10 @@ def parse_config(data):
             raise ConfigError("whittle_layers has %d entries for num_hidden_layers %d" % (len(wl), n))
         layers = []
         for i, l in enumerate(wl):
-            if l.get("num_experts") or l.get("experts"):
-                raise ConfigError("layer %d: mixtures of experts are not implemented by the torch backend" % i)
             layers.append({"heads": l["num_attention_heads"], "kv_heads": l["num_key_value_heads"],
-                           "head_dim": l["head_dim"], "mlp": l["intermediate_size"], "window": 0})
+                           "head_dim": l["head_dim"], "mlp": l.get("intermediate_size", 0), "window": 0,
+                           "experts": l.get("num_experts", 0), "expert_mlp": l.get("moe_intermediate_size", 0),
+                           "shared_mlp": l.get("shared_expert_intermediate_size", 0)})
     else:
         heads, mlp = data.get("num_attention_heads"), data.get("intermediate_size")
         if heads is None:
@@ -130,10 +136,23 @@ def parse_config(data):
             if cfg["hidden"] % heads:
                 raise ConfigError("no head_dim, and hidden_size %d does not divide into %d heads" % (cfg["hidden"], heads))
             hd = cfg["hidden"] // heads
-        layers = [{"heads": heads, "kv_heads": kv, "head_dim": hd, "mlp": mlp, "window": 0} for _ in range(n)]
+        layers = [{"heads": heads, "kv_heads": kv, "head_dim": hd, "mlp": mlp, "window": 0,
+                   "experts": 0, "expert_mlp": 0, "shared_mlp": 0} for _ in range(n)]
+    _parse_moe(mt, fam.get("moe"), data, cfg, layers, wl is not None)
     for i, l in enumerate(layers):
         if l["heads"] <= 0 or l["kv_heads"] <= 0 or l["heads"] % l["kv_heads"] or l["head_dim"] % 2:
             raise ConfigError("layer %d: %d heads, %d kv heads, head_dim %d" % (i, l["heads"], l["kv_heads"], l["head_dim"]))
+        if l["experts"] > 0:
+            if l["expert_mlp"] <= 0 or l["shared_mlp"] < 0 or l["mlp"]:
+                raise ConfigError("layer %d: %d experts of width %d, shared expert %d, dense MLP %d" % (
+                    i, l["experts"], l["expert_mlp"], l["shared_mlp"], l["mlp"]))
+            if not (1 <= cfg["top_k"] <= l["experts"]):
+                raise ConfigError("layer %d: num_experts_per_tok %d must be between 1 and the layer's %d experts" % (
+                    i, cfg["top_k"], l["experts"]))
+            if l["shared_mlp"] and not fam["moe"]["shared"]:
+                raise ConfigError("layer %d: %s has no shared expert" % (i, fam["arch"]))
+        elif l["mlp"] <= 0 or l["expert_mlp"] or l["shared_mlp"] or l["experts"] < 0:
+            raise ConfigError("layer %d: a dense MLP needs a positive intermediate size (%d) and no expert sizes" % (i, l["mlp"]))
     cfg["layers"] = layers
     cfg["norm_eps"] = data.get("rms_norm_eps", fam["eps"])
     cfg["max_seq"] = data.get("max_position_embeddings", fam["max_seq"])
@@ -153,7 +172,7 @@ def parse_config(data):
                 raise ConfigError("%s must be positive and finite, got %r" % (key, data[key]))
             else:
                 cfg[dst] = float(data[key])
-    theta = data.get("rope_theta", 10000.0)
+    theta = data.get("rope_theta", fam.get("rope_theta", 10000.0))
     scaling, key = data.get("rope_scaling"), "rope_scaling"
     if data.get("rope_parameters") is not None:
         scaling, key = data["rope_parameters"], "rope_parameters"
@@ -163,6 +182,54 @@ def parse_config(data):
     if mt == "phi3" and cfg["rope_scaling"] is not None:
         raise ConfigError("unsupported: %s on phi3 (Phi3Config allows only longrope)" % key)
     return cfg
+
+
+def _parse_moe(mt, moe, data, cfg, layers, per_layer):
+    """The layers the family routes through experts (ir/hf parseMoE):
+    Mixtral every layer, each expert intermediate_size wide, top-k always
+    renormalized; Qwen-MoE the layers not in mlp_only_layers whose number
+    (from 1) is a multiple of decoder_sparse_step, experts
+    moe_intermediate_size wide, Qwen2-MoE with a shared expert. With
+    whittle_layers the sizes are already per layer."""
+    cfg["top_k"], cfg["norm_topk"] = 0, False
+    if moe is None:
+        for key in ("num_local_experts", "num_experts"):
+            if (data.get(key) or 0) > 0:
+                raise ConfigError("unsupported: %s on %s (a dense family; its class has no experts)" % (key, mt))
+        if any(l["experts"] for l in layers):
+            raise ConfigError("%s has no mixture-of-experts layers (use a MoE family: mixtral, qwen2_moe, qwen3_moe)" % mt)
+        return
+
+    def num(key, default):
+        v = data.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, int) or v < 0:
+            raise ConfigError("%s must be a non-negative integer, got %r" % (key, v))
+        return v
+
+    key = "num_experts" if moe["qwen"] else "num_local_experts"
+    experts = num(key, moe["experts"])
+    cfg["top_k"] = num("num_experts_per_tok", moe["per_token"])
+    cfg["norm_topk"] = bool(data.get("norm_topk_prob")) if moe["qwen"] else True
+    if per_layer:
+        return
+    if not moe["qwen"]:
+        if experts == 0:
+            raise ConfigError("%s must be positive for %s" % (key, FAMILIES[mt]["arch"]))
+        for l in layers:
+            l["experts"], l["expert_mlp"], l["mlp"] = experts, l["mlp"], 0
+        return
+    expert_mlp = num("moe_intermediate_size", moe["expert_mlp"])
+    shared = num("shared_expert_intermediate_size", moe["shared_mlp"]) if moe["shared"] else 0
+    step = data.get("decoder_sparse_step")
+    step = 1 if step is None else step
+    if not isinstance(step, int) or step <= 0:
+        raise ConfigError("decoder_sparse_step must be positive, got %r" % step)
+    dense = data.get("mlp_only_layers") or []
+    for i, l in enumerate(layers):
+        if experts > 0 and (i + 1) % step == 0 and i not in dense:
+            l["mlp"], l["experts"], l["expert_mlp"], l["shared_mlp"] = 0, experts, expert_mlp, shared
 
 
 def _windows(mt, data, layers):
@@ -199,12 +266,12 @@ def _windows(mt, data, layers):
         if data.get("layer_types") is not None:
             raise ConfigError("unsupported: layer_types (Llama has no sliding-window attention)")
         return
-    if mt in ("mistral", "phi3"):
+    if mt in ("mistral", "phi3", "mixtral"):
         if data.get("layer_types") is not None:
             raise ConfigError("unsupported: layer_types (%s applies sliding_window to every layer)" % mt)
         w = window(_DEFAULT_WINDOW if mt == "mistral" else 0)
         slide = [True] * n
-    elif mt in ("qwen2", "qwen3"):
+    elif mt in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
         w = window(_DEFAULT_WINDOW) if data.get("use_sliding_window") else 0
         first = data.get("max_window_layers", _DEFAULT_MAX_WINDOW_LAYERS)
         slide = sliding(lambda i: w > 0 and i >= first)
@@ -214,7 +281,7 @@ def _windows(mt, data, layers):
     for i, l in enumerate(layers):
         if slide[i]:
             if w == 0:
-                if mt in ("mistral", "phi3"):
+                if mt in ("mistral", "phi3", "mixtral"):
                     return
                 raise ConfigError("layer %d is a sliding_attention layer but no sliding window is set" % i)
             l["window"] = w
@@ -264,6 +331,22 @@ def layer_tensors(cfg, i):
     ones are left out."""
     t = {r: layer_name(i, r) for r in ("attn_norm", "q", "k", "v", "o", "gate", "up", "down")}
     t["mlp_norm"] = layer_name(i, "mlp_norm")
+    lc = cfg["layers"][i]
+    if lc.get("experts", 0) > 0:
+        # Experts stacked along dimension 0 under the name without the
+        # expert's index (ir.Config.LayerTensors); Mixtral's module is
+        # block_sparse_moe with w1 (gate), w3 (up), w2 (down).
+        for r in ("gate", "up", "down"):
+            del t[r]
+        moe, names = moe_module(cfg)
+        pre = "model.layers.%d.%s." % (i, moe)
+        t["router"] = pre + "gate.weight"
+        for r in ("gate", "up", "down"):
+            t["expert_" + r] = pre + "experts.%s.weight" % names[r]
+        if lc.get("shared_mlp", 0) > 0:
+            for r in ("gate", "up", "down"):
+                t["shared_" + r] = pre + "shared_expert.%s_proj.weight" % r
+            t["shared_expert_gate"] = pre + "shared_expert_gate.weight"
     if cfg.get("attn_bias"):
         for r in ("q", "k", "v"):
             t[r + "_bias"] = "model.layers.%d.self_attn.%s_proj.bias" % (i, r)
@@ -278,6 +361,53 @@ def layer_tensors(cfg, i):
     return t
 
 
+def moe_module(cfg):
+    """The family's MoE module name and its experts' matrix names."""
+    if cfg["arch"] == "mixtral":
+        return "block_sparse_moe", {"gate": "w1", "up": "w3", "down": "w2"}
+    return "mlp", {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+
+
+def expert_groups(cfg):
+    """(stacked name, experts) of every MoE layer's expert matrices."""
+    out = []
+    for i, lc in enumerate(cfg["layers"]):
+        if lc.get("experts", 0) > 0:
+            t = layer_tensors(cfg, i)
+            out += [(t["expert_" + r], lc["experts"]) for r in ("gate", "up", "down")]
+    return out
+
+
+def expert_name(stacked, j):
+    """Expert j's tensor in the files (ir/hf expertName)."""
+    return stacked.replace(".experts.", ".experts.%d." % j, 1)
+
+
+def stack_experts(cfg, tensors, path):
+    """Replaces the per-expert tensors of the files by the stacked ones."""
+    for name, n in expert_groups(cfg):
+        parts = []
+        for j in range(n):
+            pn = expert_name(name, j)
+            t = tensors.pop(pn, None)
+            if t is None:
+                raise ConfigError("%s: missing tensor %s" % (path, pn))
+            if parts and t.shape != parts[0].shape:
+                raise ConfigError("%s: tensor %s has shape %s, but %s has %s: one layer's experts must match" % (
+                    path, pn, list(t.shape), expert_name(name, 0), list(parts[0].shape)))
+            parts.append(t)
+        tensors[name] = torch.stack(parts, 0)
+
+
+def split_experts(cfg, tensors):
+    """Replaces each stacked expert tensor by one tensor per expert, as
+    Hugging Face stores them."""
+    for name, n in expert_groups(cfg):
+        t = tensors.pop(name)
+        for j in range(n):
+            tensors[expert_name(name, j)] = t[j]
+
+
 def expected_shapes(cfg):
     """Every tensor's shape by its canonical name (Phi-3's fused
     projections split, as ir/hf loads them)."""
@@ -289,6 +419,10 @@ def expected_shapes(cfg):
                   "mlp_norm": (d,), "gate": (l["mlp"], d), "up": (l["mlp"], d), "down": (d, l["mlp"]),
                   "q_bias": (q,), "k_bias": (kv,), "v_bias": (kv,), "q_norm": (hd,), "k_norm": (hd,),
                   "attn_post_norm": (d,), "mlp_post_norm": (d,)}
+        if l.get("experts", 0) > 0:
+            e, m, s = l["experts"], l["expert_mlp"], l["shared_mlp"]
+            shapes.update(router=(e, d), expert_gate=(e, m, d), expert_up=(e, m, d), expert_down=(e, d, m),
+                          shared_gate=(s, d), shared_up=(s, d), shared_down=(d, s), shared_expert_gate=(1, d))
         for role, name in layer_tensors(cfg, i).items():
             out[name] = shapes[role]
     out[NAME_FINAL_NORM] = (d,)
@@ -408,6 +542,9 @@ def load_dir(path):
     for name, parts in fused_groups(cfg):
         want.add(name)
         want.difference_update(p for p, _ in parts)
+    for name, n in expert_groups(cfg):
+        want.discard(name)
+        want.update(expert_name(name, j) for j in range(n))
     tensors = {}
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index):
@@ -418,6 +555,7 @@ def load_dir(path):
     else:
         tensors = read_safetensors(os.path.join(path, "model.safetensors"), want)
     split_fused(cfg, tensors, path)
+    stack_experts(cfg, tensors, path)
     for name, shape in shapes.items():
         t = tensors.get(name)
         if t is None:
@@ -455,6 +593,26 @@ def rms_norm(x, w, eps, offset=0.0):
 _SDPA = getattr(F, "scaled_dot_product_attention", None)
 
 
+class _NoAutocast:
+    """Turns CUDA autocast off (routers run in float32 whatever the
+    compute dtype); nothing elsewhere."""
+
+    def __init__(self, on):
+        self.ctx = torch.autocast("cuda", enabled=False) if on else None
+
+    def __enter__(self):
+        if self.ctx is not None:
+            self.ctx.__enter__()
+
+    def __exit__(self, *a):
+        if self.ctx is not None:
+            self.ctx.__exit__(*a)
+
+
+def _no_autocast(x):
+    return _NoAutocast(x.is_cuda)
+
+
 class Layer(nn.Module):
     """One decoder layer of the family cfg describes; forward runs through
     the module so that FSDP2's hooks (fully_shard per layer) gather its
@@ -475,9 +633,27 @@ class Layer(nn.Module):
         if cfg.get("qk_norm"):
             self.self_attn.q_norm = _W(t[names["q_norm"]])
             self.self_attn.k_norm = _W(t[names["k_norm"]])
-        self.mlp = _Group()
-        for r in ("gate", "up", "down"):
-            setattr(self.mlp, r + "_proj", _W(t[names[r]]))
+        self.moe = self.lc.get("experts", 0) > 0
+        if self.moe:
+            # Parameter names are the stacked tensors' (ir.LayerTensors).
+            modname, enames = moe_module(cfg)
+            blk = _Group()
+            setattr(self, modname, blk)
+            blk.gate = _W(t[names["router"]])
+            blk.experts = _Group()
+            for r in ("gate", "up", "down"):
+                setattr(blk.experts, enames[r], _W(t[names["expert_" + r]]))
+            self._experts = [enames[r] for r in ("gate", "up", "down")]
+            if "shared_gate" in names:
+                blk.shared_expert = _Group()
+                for r in ("gate", "up", "down"):
+                    setattr(blk.shared_expert, r + "_proj", _W(t[names["shared_" + r]]))
+                blk.shared_expert_gate = _W(t[names["shared_expert_gate"]])
+            self._block = modname
+        else:
+            self.mlp = _Group()
+            for r in ("gate", "up", "down"):
+                setattr(self.mlp, r + "_proj", _W(t[names[r]]))
         if cfg.get("post_norms"):
             self.post_attention_layernorm = _W(t[names["attn_post_norm"]])
             self.pre_feedforward_layernorm = _W(t[names["mlp_norm"]])
@@ -498,7 +674,72 @@ class Layer(nn.Module):
                 y = y + scale * F.linear(F.linear(x, a), b)
         return y
 
-    def forward(self, x, cos, sin, acts=None, lora=None):
+    def act(self, g):
+        return F.gelu(g, approximate="tanh") if self.cfg.get("act") == "gelu_tanh" else F.silu(g)
+
+    def experts(self, h, rec=None, router=None):
+        """The mixture of experts (ir/graph MoEAttrs) on the MLP norm's
+        output h [B, T, d]: router probabilities in float32 (softmax over
+        all experts), each token's top-k experts (ties to the lower index,
+        by a stable sort), weights renormalized when norm_topk; tokens are
+        grouped per expert by a stable sort of the (token, slot) pairs, so
+        each expert runs its gated MLP on just its rows, and the weighted
+        outputs come back through the inverse permutation: every index is
+        distinct, so no step accumulates atomically and the sums have a
+        fixed order (slots in order, then the shared expert). rec, a dict,
+        receives the routing and activations for statistics; router, a
+        list, the (experts, Σ probabilities, counts) for the balancing
+        loss."""
+        B, T, d = h.shape
+        x = h.reshape(B * T, d)
+        N = x.shape[0]
+        blk = getattr(self, self._block)
+        E, k = self.lc["experts"], self.cfg["top_k"]
+        with _no_autocast(x):
+            probs = torch.softmax(F.linear(x.float(), blk.gate.weight.float()), dim=-1)
+        sel = torch.sort(probs.detach(), dim=-1, descending=True, stable=True).indices[:, :k]
+        w = probs.gather(1, sel)
+        if self.cfg.get("norm_topk"):
+            w = w / w.sum(-1, keepdim=True)
+        flat = sel.reshape(-1)
+        perm = torch.sort(flat, stable=True).indices  # grouped position -> slot
+        counts = torch.bincount(flat, minlength=E)
+        rows = torch.div(perm, k, rounding_mode="floor")
+        # Gathered through the [N*k] slots (distinct indices), not the
+        # tokens: index_select's backward then adds no two rows into one,
+        # and expand's sums over the slots in order.
+        xg = x.unsqueeze(1).expand(N, k, d).reshape(N * k, d).index_select(0, perm)
+        # Unbind rather than index per expert: the stacked weights'
+        # gradients come back as one tensor. Every expert runs, empty ones
+        # on no rows, so that every parameter takes part in each backward
+        # (DDP expects it).
+        gw, uw, dw = (torch.unbind(getattr(blk.experts, n).weight, 0) for n in self._experts)
+        acts, outs, off = [], [], 0
+        for e, c in enumerate(counts.tolist()):
+            seg = xg[off:off + c]
+            off += c
+            a = self.act(F.linear(seg, gw[e])) * F.linear(seg, uw[e])
+            acts.append(a)
+            outs.append(F.linear(a, dw[e]))
+        ys = torch.cat(outs, 0).float() * w.reshape(-1).index_select(0, perm)[:, None]
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(perm.numel(), device=perm.device)
+        out = ys.index_select(0, inv).view(N, k, d).sum(1)
+        sact = None
+        if hasattr(blk, "shared_expert"):
+            se = blk.shared_expert
+            sact = self.act(F.linear(x, se.gate_proj.weight)) * F.linear(x, se.up_proj.weight)
+            with _no_autocast(x):
+                g = torch.sigmoid(F.linear(x.float(), blk.shared_expert_gate.weight.float()))
+            out = out + g * F.linear(sact, se.down_proj.weight).float()
+        if rec is not None:
+            rec.update(probs=probs.detach(), counts=counts, rows=rows, experts=flat.index_select(0, perm),
+                       act=torch.cat(acts, 0).detach(), out=ys.detach(), shared_act=sact)
+        if router is not None:
+            router.append((E, probs.sum(0), counts))
+        return out.view(B, T, d)
+
+    def forward(self, x, cos, sin, acts=None, lora=None, router=None):
         lc, cfg = self.lc, self.cfg
         B, T, _ = x.shape
         H, KV, hd = lc["heads"], lc["kv_heads"], lc["head_dim"]
@@ -538,15 +779,18 @@ class Layer(nn.Module):
         else:
             h2 = self.norm(x + o, self.post_attention_layernorm.weight)
         x2 = x + o
-        g = self.proj("gate", h2, lora)
-        g = F.gelu(g, approximate="tanh") if cfg.get("act") == "gelu_tanh" else F.silu(g)
-        m = g * self.proj("up", h2, lora)
-        dn = self.proj("down", m, lora)
+        rec = {} if acts is not None else None
+        if self.moe:
+            m = None
+            dn = self.experts(h2, rec, router)
+        else:
+            m = self.act(self.proj("gate", h2, lora)) * self.proj("up", h2, lora)
+            dn = self.proj("down", m, lora)
         if cfg.get("post_norms"):
             dn = self.norm(dn, self.post_feedforward_layernorm.weight)
         out = x2 + dn
         if acts is not None:
-            acts.append({"in": x, "attn_norm": h, "attn_out": a, "mlp_norm": h2, "mlp_act": m, "out": out})
+            acts.append({"in": x, "attn_norm": h, "attn_out": a, "mlp_norm": h2, "mlp_act": m, "out": out, "moe": rec or None})
         return out
 
 
@@ -589,9 +833,10 @@ class Decoder(nn.Module):
             self._rope[key] = (cos, sin)
         return self._rope[key]
 
-    def forward(self, tokens, skip=None, acts=None, lora=None, hidden_only=False):
+    def forward(self, tokens, skip=None, acts=None, lora=None, hidden_only=False, router=None):
         """Logits [B, T, vocab] for tokens [B, T] (int64), the layers in skip
-        bypassed; acts, a list, receives each computed layer's activations."""
+        bypassed; acts, a list, receives each computed layer's activations;
+        router, a list, each computed MoE layer's routing totals."""
         cfg = self.cfg
         x = F.embedding(tokens, self.model.embed_tokens.weight)
         if cfg.get("embed_scale"):
@@ -602,7 +847,7 @@ class Decoder(nn.Module):
             if skip and i in skip:
                 continue
             cos, sin = self.rope_tables(layer.lc["head_dim"], T, x.device)
-            x = layer(x, cos, sin, acts, lora)
+            x = layer(x, cos, sin, acts, lora, router)
         x = rms_norm(x, self.model.norm.weight, cfg["norm_eps"], cfg.get("norm_offset", 0.0))
         if hidden_only:
             return x

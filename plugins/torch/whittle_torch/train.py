@@ -94,6 +94,7 @@ def run(eng, raw, emit, should_stop):
     tau = loss_cfg.get("temperature", 1.0)
     st2 = tau * tau if loss_cfg.get("scale_t2") else 1.0
     top_k = loss_cfg.get("top_k", 0)
+    aux_w = loss_cfg.get("router_aux_weight", 0.0)
     start, tokens, history = 0, 0, []
     ckdir = req.get("checkpoint_dir") or ""
     if ckdir:
@@ -136,7 +137,8 @@ def run(eng, raw, emit, should_stop):
                 mine = list(eng._mine(bs))
                 t = eng._t(tok[mine])
                 tgt = eng._t(tg[mine])
-                z = dist.forward(eng, net, t, lora).float()
+                router = [] if aux_w > 0 else None
+                z = dist.forward(eng, net, t, lora, router).float()
                 sel = tgt >= 0
                 zt = None
                 if teacher is not None and kl_weight > 0:
@@ -152,6 +154,8 @@ def run(eng, raw, emit, should_stop):
                     part = part / n_scored
                 else:
                     part = part * 0.0
+                if router:
+                    part = part + aux_w * router_aux(comm, router, bs * L)
                 # DDP and FSDP2 average gradients over ranks: scaling by the
                 # world size makes the average the sum of the shares.
                 (part * (comm.world / accum)).backward()
@@ -214,6 +218,29 @@ def run(eng, raw, emit, should_stop):
     dt = time.time() - began
     res["tokens_per_s"] = (tokens - tokens0) / dt if dt > 0 else 0.0
     return res
+
+
+def router_aux(comm, router, rows):
+    """This rank's share of Hugging Face's load_balancing_loss_func (no
+    attention mask) over one micro-batch of rows tokens: the router
+    probabilities of all MoE layers with one expert count concatenated as
+    M rows, aux = E * sum_e f_e * P_e with f_e the fraction of rows routed
+    to e (over the top-k slots; a constant) and P_e e's mean probability;
+    groups of other counts (non-uniform pruning) add. The counts are
+    all-reduced; each rank's probability sums enter linearly, so the
+    shares of the ranks add up to the loss (the CPU engine's routerAux)."""
+    groups = {}
+    for E, psum, counts in router:
+        groups.setdefault(E, []).append((psum, counts))
+    total = 0.0
+    for E in sorted(groups):
+        ls = groups[E]
+        cnt = torch.stack([c for _, c in ls]).sum(0).to(torch.float64)
+        comm.all_reduce(cnt)
+        prob = torch.stack([p for p, _ in ls]).sum(0)
+        m = float(len(ls) * rows)
+        total = total + (prob.double() * cnt).sum() * (E / (m * m))
+    return total
 
 
 def _path(d, rank):
