@@ -31,7 +31,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/whittle-ml/whittle/core/backend"
@@ -53,11 +52,6 @@ type Options struct {
 	// backend.ErrUnsupported for mode lora; the suite then checks that
 	// they do).
 	NoLoRA bool
-	// NoMoE is for backends without mixture-of-experts layers: instead of
-	// the MoE families' checks, the suite checks that loading one fails
-	// with an error that says so (it names experts), rather than
-	// computing something else.
-	NoMoE bool
 }
 
 // Tolerances bound the differences a check accepts.
@@ -168,10 +162,6 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 	// generation.
 	for _, f := range s.families {
 		t.Run(f.name, func(t *testing.T) {
-			if s.opts.NoMoE && hasMoE(f.m.Config) {
-				s.checkRefusesMoE(t, f)
-				return
-			}
 			t.Run("LM", func(t *testing.T) { s.checkLM(t, f) })
 			t.Run("Stats", func(t *testing.T) { s.checkStats(t, f) })
 			t.Run("Generate", func(t *testing.T) { s.checkGenerate(t, f) })
@@ -209,19 +199,6 @@ func Run(t *testing.T, open func() (backend.Backend, error), opts Options) {
 			t.Run(f.name, func(t *testing.T) { s.checkReference(t, f) })
 		}
 	})
-}
-
-// checkRefusesMoE: a backend without mixtures of experts refuses to load
-// one, saying why.
-func (s *suite) checkRefusesMoE(t *testing.T, f *fixture) {
-	id, err := s.b.Load(s.ctx, backend.LoadRequest{Dir: f.dir})
-	if err == nil {
-		s.b.Release(s.ctx, id)
-		t.Fatalf("%s: a backend declared without mixtures of experts loaded one", f.name)
-	}
-	if !strings.Contains(strings.ToLower(err.Error()), "expert") {
-		t.Errorf("%s: refused with %q, which does not say that experts are the reason", f.name, err)
-	}
 }
 
 // load loads a fixture's model into b.
