@@ -630,13 +630,15 @@ func withinNorms(m *ir.Model, axes *ir.Axes, axis ir.AxisKind, layer, slices, un
 		if err != nil {
 			return nil, err
 		}
-		if c.Dim == 0 || t.Shape[0] != slices {
+		if slices > 1 && (c.Dim == 0 || t.Shape[0] != slices) {
 			return nil, fmt.Errorf("%s: axis %s of layer %d runs through dimension %d of a tensor of shape %v, not within %d slices", c.Tensor, axis, layer, c.Dim, t.Shape, slices)
 		}
 		v, err := t.Float32()
 		if err != nil {
 			return nil, err
 		}
+		// Index of the coupled dimension for element i of a row-major
+		// tensor; slice i/per of dimension 0.
 		inner := 1
 		for _, s := range t.Shape[c.Dim+1:] {
 			inner *= s
@@ -656,34 +658,12 @@ func withinNorms(m *ir.Model, axes *ir.Axes, axis ir.AxisKind, layer, slices, un
 	return sq, nil
 }
 
+// axisNorms is the L2 norm of every unit's entries in all the tensors
+// its axis runs through: withinNorms with the whole tensor as one slice.
 func axisNorms(m *ir.Model, axes *ir.Axes, axis ir.AxisKind, layer, units int) ([]float64, error) {
-	cs, err := axes.Couplings(axis, layer)
+	sq, err := withinNorms(m, axes, axis, layer, 1, units)
 	if err != nil {
 		return nil, err
 	}
-	sq := make([]float64, units)
-	for _, c := range cs {
-		t, err := m.Tensor(c.Tensor)
-		if err != nil {
-			return nil, err
-		}
-		v, err := t.Float32()
-		if err != nil {
-			return nil, err
-		}
-		// Index of the coupled dimension for element i of a row-major tensor.
-		inner := 1
-		for _, s := range t.Shape[c.Dim+1:] {
-			inner *= s
-		}
-		n := t.Shape[c.Dim]
-		for i, x := range v {
-			u := (i / inner) % n / c.Block
-			sq[u] += float64(x) * float64(x)
-		}
-	}
-	for i := range sq {
-		sq[i] = math.Sqrt(sq[i])
-	}
-	return sq, nil
+	return sq[0], nil
 }
