@@ -160,7 +160,13 @@ func Draw(series []Series, title, path string, width, height vg.Length) error {
 			p.Legend.Add(s.Pass+" val loss", pts)
 		}
 	}
-	ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
+	return Save(p, path, width, height)
+}
+
+// Save writes a plot to path in the format its extension names (.png,
+// .svg, .pdf), through a temporary file renamed into place.
+func Save(p *plot.Plot, path string, width, height vg.Length) error {
+ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
 	if ext == "" {
 		return fmt.Errorf("%s: give the file an extension (.png, .svg, .pdf) to pick the format", path)
 	}

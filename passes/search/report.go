@@ -15,8 +15,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 
+	"github.com/whittle-ml/whittle/core/curves"
 	"github.com/whittle-ml/whittle/core/pipeline"
-	"github.com/whittle-ml/whittle/internal/fsutil"
 )
 
 // Kind is the pass kind, as manifests record it.
@@ -203,21 +203,5 @@ func Draw(r *Results, title, path string, width, height vg.Length) error {
 		p.Add(sc)
 		p.Legend.Add(s.label, sc)
 	}
-	ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
-	if ext == "" {
-		return fmt.Errorf("%s: give the file an extension (.png, .svg, .pdf) to pick the format", path)
-	}
-	w, err := p.WriterTo(width, height, ext)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	f, err := fsutil.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Abort()
-	if _, err := w.WriteTo(f); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return f.Commit()
+	return curves.Save(p, path, width, height)
 }
