@@ -306,24 +306,14 @@ func TestFamiliesLogitsMatchLlamaCpp(t *testing.T) {
 	if err := npy.WriteInt32(tokPath, []int{rows, length}, toks); err != nil {
 		t.Fatal(err)
 	}
-	logits := func(t *testing.T, model, out string) []float32 {
-		if b, err := exec.Command(bin, model, tokPath, out, "1").CombinedOutput(); err != nil {
-			t.Fatalf("llama-logits %s: %v\n%s", model, err, b)
-		}
-		a, err := npy.Read(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := a.Float32()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
+	logits := func(t *testing.T, model string) []float32 {
+		_, z := llamaLogits(t, bin, model, tokPath)
+		return z
 	}
 	for _, fam := range llamaCppFamilies {
 		t.Run(fam, func(t *testing.T) {
-			got := logits(t, exportFamily(t, fam), filepath.Join(dir, fam+"-whittle.npy"))
-			want := logits(t, filepath.Join(familiesDir, fam+"-llamacpp.gguf"), filepath.Join(dir, fam+"-llamacpp.npy"))
+			got := logits(t, exportFamily(t, fam))
+			want := logits(t, filepath.Join(familiesDir, fam+"-llamacpp.gguf"))
 			if len(got) != rows*length*vocab || len(got) != len(want) {
 				t.Fatalf("%d and %d logits, want %d", len(got), len(want), rows*length*vocab)
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -269,22 +268,8 @@ func TestLlama3LogitsMatchLlamaCpp(t *testing.T) {
 	if err := npy.WriteInt32(tokPath, []int{rows, length}, toks); err != nil {
 		t.Fatal(err)
 	}
-	logits := func(model, name string) []float32 {
-		out := filepath.Join(dir, name)
-		if b, err := exec.Command(bin, model, tokPath, out, "1").CombinedOutput(); err != nil {
-			t.Fatalf("llama-logits %s: %v\n%s", model, err, b)
-		}
-		a, err := npy.Read(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := a.Float32()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-	got, want := logits(path, "whittle.npy"), logits(llama31Conv, "llamacpp.npy")
+	_, got := llamaLogits(t, bin, path, tokPath)
+	_, want := llamaLogits(t, bin, llama31Conv, tokPath)
 	if len(got) != rows*length*512 || len(got) != len(want) {
 		t.Fatalf("%d and %d logits, want %d", len(got), len(want), rows*length*512)
 	}

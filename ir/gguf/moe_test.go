@@ -4,7 +4,6 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -132,38 +131,15 @@ func TestMoESharedGateVector(t *testing.T) {
 	compareTensors(t, &c, got.Tensors, m.Tensors)
 }
 
-var llamaLossRE = regexp.MustCompile(`targets (\d+) loss ([0-9.eE+-]+)`)
-
-// llamaLogits runs llama-logits on a model over tokens (rows, length) and
-// returns its mean NLL and logits.
+// llamaLogitsLoss writes tokens (rows, length) to a file and runs
+// llama-logits on model over them.
 func llamaLogitsLoss(t *testing.T, bin, model string, rows, length int, toks []int32) (float64, []float32) {
 	t.Helper()
-	dir := t.TempDir()
-	tokPath, out := filepath.Join(dir, "tokens.npy"), filepath.Join(dir, "logits.npy")
+	tokPath := filepath.Join(t.TempDir(), "tokens.npy")
 	if err := npy.WriteInt32(tokPath, []int{rows, length}, toks); err != nil {
 		t.Fatal(err)
 	}
-	b, err := exec.CommandContext(t.Context(), bin, model, tokPath, out, "1").CombinedOutput()
-	if err != nil {
-		t.Fatalf("llama-logits %s: %v\n%s", model, err, b)
-	}
-	m := llamaLossRE.FindSubmatch(b)
-	if m == nil {
-		t.Fatalf("no loss in llama-logits output:\n%s", b)
-	}
-	loss, err := strconv.ParseFloat(string(m[2]), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := npy.Read(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := a.Float32()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return loss, v
+	return llamaLogits(t, bin, model, tokPath)
 }
 
 // compareDecoder64 runs decoder64 on m over the same tokens and compares
