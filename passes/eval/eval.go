@@ -69,15 +69,14 @@ func (Pass) Spec() recipe.KindSpec {
 }
 
 type settings struct {
+	passutil.EvalSizes
 	split             string
-	sequences, seqLen int
-	batch, maxTokens  int
-	seed              int64
+	maxTokens         int
 	temperature, topP float64
 }
 
 func (c *Config) check(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (settings, error) {
-	s := settings{split: "validation", seqLen: passutil.DefaultSeqLen(cfg), batch: passutil.DefaultBatch, maxTokens: DefaultMaxTokens, topP: 1}
+	s := settings{split: "validation", maxTokens: DefaultMaxTokens, topP: 1}
 	if len(c.Datasets) == 0 && len(c.Tasks) == 0 && len(c.Prompts) == 0 {
 		return s, errors.New("nothing to evaluate: give datasets, tasks or prompts")
 	}
@@ -87,24 +86,9 @@ func (c *Config) check(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (setting
 			return s, passutil.Errorf(p, "split", "unknown split %q (want validation or train)", s.split)
 		}
 	}
-	if c.Sequences != nil {
-		if s.sequences = *c.Sequences; s.sequences < 0 {
-			return s, passutil.Errorf(p, "sequences", "sequences = %d must not be negative (0 = all)", s.sequences)
-		}
-	}
-	if c.SeqLen != nil {
-		s.seqLen = *c.SeqLen
-		if s.seqLen < 2 || (cfg.MaxSeq > 0 && s.seqLen > cfg.MaxSeq) {
-			return s, passutil.Errorf(p, "seq_len", "seq_len = %d must be between 2 and the model's context of %d tokens", s.seqLen, cfg.MaxSeq)
-		}
-	}
-	if c.Batch != nil {
-		if s.batch = *c.Batch; s.batch < 1 {
-			return s, passutil.Errorf(p, "batch", "batch = %d must be at least 1", s.batch)
-		}
-	}
-	if c.Seed != nil {
-		s.seed = *c.Seed
+	var err error
+	if s.EvalSizes, err = passutil.ResolveEvalSizes(p, cfg, c.Sequences, c.SeqLen, c.Batch, c.Seed); err != nil {
+		return s, err
 	}
 	if c.MaxTokens != nil {
 		if s.maxTokens = *c.MaxTokens; s.maxTokens < 1 {
@@ -253,7 +237,7 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	}
 	for _, ref := range c.Datasets {
 		rc.Progress(done, total, "LM loss on "+ref.String())
-		prep, err := rc.PrepareDataset(ref, tok, data.Options{SeqLen: s.seqLen})
+		prep, err := rc.PrepareDataset(ref, tok, data.Options{SeqLen: s.SeqLen})
 		if err != nil {
 			return err
 		}
@@ -264,12 +248,12 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		if seqs.Path == "" {
 			return passutil.Errorf(p, "datasets", "%s has no validation split (validation_fraction = 0); set split = \"train\" or hold out data", ref)
 		}
-		seqs.Limit = s.sequences
-		if s.sequences > 0 {
-			rows = min(rows, s.sequences)
+		seqs.Limit = s.Sequences
+		if s.Sequences > 0 {
+			rows = min(rows, s.Sequences)
 		}
 		start := now()
-		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &seqs, BatchSize: s.batch})
+		ev, err := be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: &seqs, BatchSize: s.Batch})
 		if err != nil {
 			return fmt.Errorf("LM loss on %s: %w", ref, err)
 		}
@@ -277,7 +261,7 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 		if ev.LM == nil {
 			return fmt.Errorf("LM loss on %s: the backend returned none", ref)
 		}
-		ds := DatasetScore{Name: ref.Name, Split: s.split, SeqLen: s.seqLen, Sequences: rows, Tokens: ev.LM.Tokens,
+		ds := DatasetScore{Name: ref.Name, Split: s.split, SeqLen: s.SeqLen, Sequences: rows, Tokens: ev.LM.Tokens,
 			Loss: ev.LM.Loss, Perplexity: passutil.Perplexity(ev.LM.Loss)}
 		rep.Datasets = append(rep.Datasets, ds)
 		rc.Metric("dataset."+ref.Name+".loss", ds.Loss)
@@ -333,11 +317,11 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 // does, few-shot examples drawn with seed; the search pass ranks
 // candidates by it.
 func TaskAccuracy(ctx context.Context, rc *pipeline.RunContext, be backend.Backend, id backend.ModelID, ref recipe.Ref, tok *tokenizer.Tokenizer, seed int64, batch int) (TaskScore, error) {
-	return evalTask(ctx, rc, be, id, ref, tok, settings{seed: seed, batch: batch})
+	return evalTask(ctx, rc, be, id, ref, tok, settings{EvalSizes: passutil.EvalSizes{Seed: seed, Batch: batch}})
 }
 
 func evalTask(ctx context.Context, rc *pipeline.RunContext, be backend.Backend, id backend.ModelID, ref recipe.Ref, tok *tokenizer.Tokenizer, s settings) (TaskScore, error) {
-	task, err := rc.PrepareTask(ref, tok, uint64(s.seed))
+	task, err := rc.PrepareTask(ref, tok, uint64(s.Seed))
 	if err != nil {
 		return TaskScore{}, err
 	}
@@ -346,7 +330,7 @@ func evalTask(ctx context.Context, rc *pipeline.RunContext, be backend.Backend, 
 		return TaskScore{}, err
 	}
 	ts := TaskScore{Name: ref.Name, Schema: string(task.Schema), FewShot: rt.FewShot}
-	req := backend.EvalRequest{Model: id, BatchSize: s.batch}
+	req := backend.EvalRequest{Model: id, BatchSize: s.Batch}
 	if task.Schema == data.SchemaLastWord {
 		req.LastWord = task.LastWord
 	} else {
@@ -376,7 +360,7 @@ func evalTask(ctx context.Context, rc *pipeline.RunContext, be backend.Backend, 
 
 func generate(ctx context.Context, p *recipe.Pass, be backend.Backend, id backend.ModelID, tok *tokenizer.Tokenizer, cfg ir.Config, prompts []string, s settings) ([]Sample, error) {
 	req := backend.GenerateRequest{Model: id, MaxTokens: s.maxTokens, Temperature: s.temperature, TopP: s.topP,
-		Seed: uint64(s.seed), StopToken: tok.EOS}
+		Seed: uint64(s.Seed), StopToken: tok.EOS}
 	for i, pr := range prompts {
 		ids := tok.Encode(pr, true, false)
 		if cfg.MaxSeq > 0 && len(ids)+s.maxTokens > cfg.MaxSeq {

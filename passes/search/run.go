@@ -148,9 +148,9 @@ func (Pass) Run(ctx context.Context, rc *pipeline.RunContext, p *recipe.Pass) er
 	// Which of the top k are scored: all, or the random pick alone.
 	scoreIt := func(i int) bool { return i < k }
 	if s.pick == PickRandom {
-		pick := RandomPick(s.seed, k)
+		pick := RandomPick(s.Seed, k)
 		scoreIt = func(i int) bool { return i == pick }
-		res.Pick, res.PickedFrom, res.Seed = PickRandom, k, s.seed
+		res.Pick, res.PickedFrom, res.Seed = PickRandom, k, s.Seed
 	}
 	best := -1
 	var scoredRows []Row
@@ -251,7 +251,7 @@ func (sc *scorer) prepare(ctx context.Context) error {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "version=%s\nobjective=%s\nsequences=%d\nseq_len=%d\nbatch=%d\nseed=%d\nmetric=%s\nselection=%s\n",
-		cacheVersion, s.objective, s.sequences, s.seqLen, s.batch, s.seed, c.Metric, c.Selection)
+		cacheVersion, s.objective, s.Sequences, s.SeqLen, s.Batch, s.Seed, c.Metric, c.Selection)
 	refs := []recipe.Ref{c.Model, c.Scores}
 	if c.Dataset != nil {
 		refs = append(refs, *c.Dataset)
@@ -282,7 +282,7 @@ func (sc *scorer) prepare(ctx context.Context) error {
 	sc.cacheDir = filepath.Join(rc.RunDir, "search", sc.p.Name)
 
 	if c.Dataset != nil {
-		prep, err := rc.PrepareDataset(*c.Dataset, sc.tok, data.Options{SeqLen: s.seqLen})
+		prep, err := rc.PrepareDataset(*c.Dataset, sc.tok, data.Options{SeqLen: s.SeqLen})
 		if err != nil {
 			return err
 		}
@@ -291,7 +291,7 @@ func (sc *scorer) prepare(ctx context.Context) error {
 				return passutil.Errorf(sc.p, "dataset", "%s has no validation split (validation_fraction = 0); candidates are scored on held-out text", *c.Dataset)
 			}
 			v := prep.Validation
-			v.Limit = s.sequences
+			v.Limit = s.Sequences
 			sc.val = &v
 		}
 		if s.retrain != nil {
@@ -471,14 +471,14 @@ func (sc *scorer) retrain(ctx context.Context, id backend.ModelID, s *Score) err
 // evaluate scores the loaded candidate by the objective.
 func (sc *scorer) evaluate(ctx context.Context, id backend.ModelID, s *Score) error {
 	if sc.s.objective == ObjectiveAccuracy {
-		ts, err := eval.TaskAccuracy(ctx, sc.rc, sc.be, id, *sc.c.Task, sc.tok, sc.s.seed, sc.s.batch)
+		ts, err := eval.TaskAccuracy(ctx, sc.rc, sc.be, id, *sc.c.Task, sc.tok, sc.s.Seed, sc.s.Batch)
 		if err != nil {
 			return err
 		}
 		s.Value, s.Items = ts.Accuracy, ts.Items
 		return nil
 	}
-	ev, err := sc.be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: sc.val, BatchSize: sc.s.batch})
+	ev, err := sc.be.Evaluate(ctx, backend.EvalRequest{Model: id, LM: sc.val, BatchSize: sc.s.Batch})
 	if err != nil {
 		return fmt.Errorf("LM loss: %w", err)
 	}

@@ -134,11 +134,8 @@ type settings struct {
 	topK      int
 	pick      string
 	objective string
-	sequences int
-	seqLen    int
-	batch     int
-	seed      int64
-	retrain   *passutil.Train
+	passutil.EvalSizes
+	retrain *passutil.Train
 	// nonUniform: candidates are pruned by prunewidth.PruneNonUniform.
 	nonUniform bool
 }
@@ -175,7 +172,7 @@ func blockErrorf(p *recipe.Pass, typ, label, attr, format string, args ...any) e
 }
 
 func (c *Config) resolve(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (settings, error) {
-	s := settings{topK: DefaultTopK, pick: PickBest, objective: ObjectiveLMLoss, seqLen: passutil.DefaultSeqLen(cfg), batch: passutil.DefaultBatch}
+	s := settings{topK: DefaultTopK, pick: PickBest, objective: ObjectiveLMLoss}
 	if len(cfg.Layers) == 0 {
 		return s, fmt.Errorf("the model has no layers")
 	}
@@ -244,24 +241,8 @@ func (c *Config) resolve(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (setti
 			return s, err
 		}
 	}
-	if c.Sequences != nil {
-		if s.sequences = *c.Sequences; s.sequences < 0 {
-			return s, passutil.Errorf(p, "sequences", "sequences = %d must not be negative (0 = all)", s.sequences)
-		}
-	}
-	if c.SeqLen != nil {
-		s.seqLen = *c.SeqLen
-		if s.seqLen < 2 || (cfg.MaxSeq > 0 && s.seqLen > cfg.MaxSeq) {
-			return s, passutil.Errorf(p, "seq_len", "seq_len = %d must be between 2 and the model's context of %d tokens", s.seqLen, cfg.MaxSeq)
-		}
-	}
-	if c.Batch != nil {
-		if s.batch = *c.Batch; s.batch < 1 {
-			return s, passutil.Errorf(p, "batch", "batch = %d must be at least 1", s.batch)
-		}
-	}
-	if c.Seed != nil {
-		s.seed = *c.Seed
+	if s.EvalSizes, err = passutil.ResolveEvalSizes(p, cfg, c.Sequences, c.SeqLen, c.Batch, c.Seed); err != nil {
+		return s, err
 	}
 	if c.RetrainTokens == nil {
 		if c.RetrainLR != nil {
@@ -276,7 +257,7 @@ func (c *Config) resolve(p *recipe.Pass, r *recipe.Recipe, cfg ir.Config) (setti
 	// candidate's retraining is short, and its score is what is cached.
 	zero, shuffle := 0, true
 	t, err := passutil.ResolveTrain(p, cfg, passutil.TrainOptions{Tokens: c.RetrainTokens, LR: c.RetrainLR,
-		Batch: &s.batch, SeqLen: &s.seqLen, Seed: &s.seed, Shuffle: &shuffle, CheckpointEvery: &zero})
+		Batch: &s.Batch, SeqLen: &s.SeqLen, Seed: &s.Seed, Shuffle: &shuffle, CheckpointEvery: &zero})
 	if err != nil {
 		return s, fmt.Errorf("retraining: %w", err)
 	}
@@ -432,7 +413,7 @@ func (Pass) Plan(pc *pipeline.PlanContext, p *recipe.Pass) (*ir.Config, error) {
 	// A random pick is known before scoring: plan with it.
 	first, picked := 0, -1
 	if s.pick == PickRandom {
-		first = RandomPick(s.seed, min(s.topK, len(fit)))
+		first = RandomPick(s.Seed, min(s.topK, len(fit)))
 		picked = first
 	}
 	pc.Detail(FormatPlan(len(all), fit, s.topK, picked, s.budget))

@@ -31,6 +31,40 @@ func DefaultSeqLen(cfg ir.Config) int {
 	return 256
 }
 
+// EvalSizes are the options that passes scoring a model on data share:
+// how many sequences (0 = all), of how many tokens, in batches of how
+// many, and the seed of anything drawn.
+type EvalSizes struct {
+	Sequences, SeqLen, Batch int
+	Seed                     int64
+}
+
+// ResolveEvalSizes checks the recipe's values against cfg and fills in
+// the defaults (DefaultSeqLen, DefaultBatch, seed 0).
+func ResolveEvalSizes(p *recipe.Pass, cfg ir.Config, sequences, seqLen, batch *int, seed *int64) (EvalSizes, error) {
+	s := EvalSizes{SeqLen: DefaultSeqLen(cfg), Batch: DefaultBatch}
+	if sequences != nil {
+		if s.Sequences = *sequences; s.Sequences < 0 {
+			return s, Errorf(p, "sequences", "sequences = %d must not be negative (0 = all)", s.Sequences)
+		}
+	}
+	if seqLen != nil {
+		s.SeqLen = *seqLen
+		if s.SeqLen < 2 || (cfg.MaxSeq > 0 && s.SeqLen > cfg.MaxSeq) {
+			return s, Errorf(p, "seq_len", "seq_len = %d must be between 2 and the model's context of %d tokens", s.SeqLen, cfg.MaxSeq)
+		}
+	}
+	if batch != nil {
+		if s.Batch = *batch; s.Batch < 1 {
+			return s, Errorf(p, "batch", "batch = %d must be at least 1", s.Batch)
+		}
+	}
+	if seed != nil {
+		s.Seed = *seed
+	}
+	return s, nil
+}
+
 // AttrPos renders the position of attribute name of a pass block as
 // file:line:col, or "" when the block does not set it.
 func AttrPos(p *recipe.Pass, name string) string {
