@@ -166,7 +166,7 @@ func Draw(series []Series, title, path string, width, height vg.Length) error {
 // Save writes a plot to path in the format its extension names (.png,
 // .svg, .pdf), through a temporary file renamed into place.
 func Save(p *plot.Plot, path string, width, height vg.Length) error {
-ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
+	ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
 	if ext == "" {
 		return fmt.Errorf("%s: give the file an extension (.png, .svg, .pdf) to pick the format", path)
 	}
